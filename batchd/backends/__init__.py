@@ -1,0 +1,1 @@
+"""Backends: one protocol (base.BatchBackend), one module per vendor or engine."""

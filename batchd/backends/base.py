@@ -1,0 +1,59 @@
+"""The protocol every batch backend follows, and what it answers with."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import msgspec
+
+from batchd.outcome import Outcome
+from batchd.requests import Request
+from batchd.store import Chunk
+
+
+class TransientBackendError(Exception):
+    """The vendor could not be reached or asked us to slow down: try again next round."""
+
+
+class ChunkRejected(Exception):
+    """The vendor refused this chunk for good (bad file, failed validation): end its lines."""
+
+
+class VendorRef(msgspec.Struct, kw_only=True):
+    batch_id: str
+    file_id: str | None = None
+
+
+class PollState(msgspec.Struct, kw_only=True):
+    status: str  # the vendor's own word
+    terminal: bool
+    done: int = 0
+    failed: int = 0
+    total: int = 0
+
+
+class BatchBackend(Protocol):
+    name: str
+
+    def encode_line(self, vendor_id: str, request: Request) -> bytes:
+        """One line of the chunk file, in the vendor's batch input format (no newline)."""
+        ...
+
+    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
+        """Upload the chunk file and create the vendor batch (once: the caller records intent)."""
+        ...
+
+    async def find_existing(self, chunk: Chunk) -> VendorRef | None:
+        """After a crash in `creating`: the batch this chunk already created, if any."""
+        ...
+
+    async def poll(self, chunk: Chunk) -> PollState: ...
+
+    def results(self, chunk: Chunk) -> AsyncIterator[tuple[str, Outcome]]:
+        """(vendor custom_id, Outcome) for every line the vendor reported, any order."""
+        ...
+
+    async def cancel(self, chunk: Chunk) -> None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,215 @@
+"""OpenAI Batch API backend: files.create + batches.create/retrieve/list/cancel.
+
+Facts relied on (DESIGN §5): the output file holds successes, the error file
+failures (including `batch_expired` lines); output order is not input order;
+a batch can be `completed` with no output file; completed work of an expired or
+cancelled batch is billed and kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from batchd.backends.base import ChunkRejected, PollState, TransientBackendError, VendorRef
+from batchd.errors import BatchdError
+from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
+from batchd.requests import CHAT_URL, Request
+from batchd.settings import OpenAISettings
+from batchd.store import Chunk
+
+NAME = "openai"
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+# Per-line HTTP statuses worth sending again (transient on the vendor's side).
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+# How far before the recorded intent a batch may appear to be created (clock skew).
+RECONCILE_SKEW_S = 600
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+
+
+def _line_prefix(vendor_id: str) -> bytes:
+    return b'{"custom_id":' + _enc.encode(vendor_id) + b',"method":"POST","url":"' + \
+        CHAT_URL.encode() + b'","body":'
+
+
+class OpenAIBatchBackend:
+    name = NAME
+
+    def __init__(self, settings: OpenAISettings) -> None:
+        self._settings = settings
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if not os.environ.get("OPENAI_API_KEY"):
+                raise BatchdError(
+                    "OPENAI_API_KEY is not set, so batchd cannot reach the OpenAI Batch API.",
+                    "Export your key (export OPENAI_API_KEY=sk-...) and submit again; "
+                    "`batchd plan FILE` estimates the run without one.",
+                )
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                max_retries=self._settings.max_retries, timeout=self._settings.timeout_s
+            )
+        return self._client
+
+    def encode_line(self, vendor_id: str, request: Request) -> bytes:
+        return _line_prefix(vendor_id) + _enc.encode(request.body) + b"}"
+
+    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
+        async with _translated("create"):
+            return await self._create(chunk, data_path)
+
+    async def _create(self, chunk: Chunk, data_path: str) -> VendorRef:
+        with open(data_path, "rb") as f:
+            file = await self.client.files.create(
+                file=(Path(data_path).name, f), purpose="batch"
+            )
+        batch = await self.client.batches.create(
+            input_file_id=file.id,
+            endpoint=CHAT_URL,
+            completion_window="24h",
+            metadata={"batchd_run": chunk.run_id, "batchd_chunk": chunk.chunk_id},
+        )
+        return VendorRef(batch_id=batch.id, file_id=file.id)
+
+    async def find_existing(self, chunk: Chunk) -> VendorRef | None:
+        async with _translated("list batches"):
+            return await self._find_existing(chunk)
+
+    async def _find_existing(self, chunk: Chunk) -> VendorRef | None:
+        since = (chunk.intent_at or 0) - RECONCILE_SKEW_S
+        async for batch in self.client.batches.list(limit=100):
+            if batch.created_at < since:
+                break
+            meta = batch.metadata or {}
+            if meta.get("batchd_chunk") == chunk.chunk_id:
+                return VendorRef(batch_id=batch.id, file_id=batch.input_file_id)
+        return None
+
+    async def poll(self, chunk: Chunk) -> PollState:
+        async with _translated("poll"):
+            return await self._poll(chunk)
+
+    async def _poll(self, chunk: Chunk) -> PollState:
+        batch = await self.client.batches.retrieve(chunk.vendor_batch_id)
+        counts = batch.request_counts
+        return PollState(
+            status=batch.status,
+            terminal=batch.status in TERMINAL,
+            done=counts.completed if counts else 0,
+            failed=counts.failed if counts else 0,
+            total=counts.total if counts else 0,
+        )
+
+    async def results(self, chunk: Chunk) -> AsyncIterator[tuple[str, Outcome]]:
+        async with _translated("read results"):
+            async for item in self._results(chunk):
+                yield item
+
+    async def _results(self, chunk: Chunk) -> AsyncIterator[tuple[str, Outcome]]:
+        batch = await self.client.batches.retrieve(chunk.vendor_batch_id)
+        if batch.status == "failed":
+            # Validation failed: no line ran. The caller ends every line with this reason.
+            errors = batch.errors.data if batch.errors and batch.errors.data else []
+            message = "; ".join(
+                f"{e.message} (line {e.line})" if e.line else str(e.message) for e in errors
+            )
+            raise ChunkRejected(message or "the vendor rejected the batch file")
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            async with self.client.files.with_streaming_response.content(file_id) as resp:
+                async for line in resp.iter_lines():
+                    if line.strip():
+                        yield parse_output_line(line.encode(), chunk.model)
+
+    async def cancel(self, chunk: Chunk) -> None:
+        from openai import BadRequestError, ConflictError
+
+        # A batch already terminal answers 400/409: nothing left to cancel.
+        async with _translated("cancel"):
+            with contextlib.suppress(BadRequestError, ConflictError):
+                await self.client.batches.cancel(chunk.vendor_batch_id)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+@asynccontextmanager
+async def _translated(action: str) -> AsyncIterator[None]:
+    """SDK errors (after the SDK's own retries with backoff) -> batchd's three kinds."""
+    import openai
+
+    try:
+        yield
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        raise BatchdError(
+            f"OpenAI refused the API key during {action} (HTTP {exc.status_code}).",
+            "Check OPENAI_API_KEY (and OPENAI_BASE_URL / the project's Batch API access), "
+            "then run the same `batchd submit` again: the run resumes.",
+        ) from exc
+    except openai.BadRequestError as exc:
+        raise ChunkRejected(f"OpenAI rejected the {action}: {exc.message}") from exc
+    except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
+            openai.APIStatusError) as exc:
+        raise TransientBackendError(f"{action}: {exc}") from exc
+
+
+def _error_fields(body: Any) -> tuple[str, str]:
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        kind = err.get("type") or err.get("code") or "vendor_error"
+        return str(kind), str(err.get("message") or "")
+    return "vendor_error", str(body)[:500]
+
+
+def parse_output_line(raw: bytes, model: str) -> tuple[str, Outcome]:
+    """One line of a batch output or error file -> (custom_id, Outcome)."""
+    obj = _dec.decode(raw)
+    custom_id = str(obj.get("custom_id"))
+    error = obj.get("error")
+    response = obj.get("response")
+    if error and not response:
+        code = str(error.get("code") or "vendor_error")
+        message = str(error.get("message") or "")
+        if code == "batch_expired":
+            return custom_id, Outcome(status=EXPIRED, error_type=code, error_message=message,
+                                      retryable=True)
+        if code == "batch_cancelled":
+            return custom_id, Outcome(status=CANCELED, error_type=code, error_message=message)
+        return custom_id, Outcome(status=FAILED, error_type=code, error_message=message,
+                                  retryable=True)
+    status_code = int(response.get("status_code") or 0)
+    body = response.get("body") or {}
+    if status_code != 200:
+        kind, message = _error_fields(body)
+        return custom_id, Outcome(
+            status=FAILED, error_type=kind, error_message=f"HTTP {status_code}: {message}",
+            retryable=status_code in RETRYABLE_STATUS, response_json=_enc.encode(body).decode(),
+        )
+    choice = (body.get("choices") or [{}])[0]
+    message_obj = choice.get("message") or {}
+    usage = body.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    return custom_id, Outcome(
+        status=SUCCEEDED,
+        model_used=str(body.get("model") or model),
+        output_text=message_obj.get("content"),
+        response_json=_enc.encode(body).decode(),
+        finish_reason=choice.get("finish_reason"),
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        cached_input_tokens=int(details.get("cached_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+    )

@@ -1,0 +1,371 @@
+"""batchd command line: thin commands over library calls.
+
+Exit codes:
+  0  the command worked; for submit/status of a finished run: every line succeeded
+  1  error: the red line says what went wrong and what to do (BATCHD_DEBUG=1 shows the traceback)
+  2  bad usage (unknown option, missing argument)
+  3  the run finished, and some lines did not succeed (failed, expired or invalid rows)
+  4  the run was canceled
+  130 interrupted (Ctrl-C): the run is kept; the same `batchd submit` resumes it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sys
+import time
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from batchd.errors import BatchdError
+from batchd.pipeline import RUN_CANCELED, RUN_SUCCEEDED, drive, plan_file, request_cancel
+from batchd.progress import Progress, snapshot
+from batchd.runs import driver_lock, start_run
+from batchd.services import Services, open_services
+from batchd.settings import Settings, load_settings
+from batchd.store import RUN_DONE, Run
+
+EXIT_OK, EXIT_ERROR, EXIT_FAILED_LINES, EXIT_CANCELED, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
+
+app = typer.Typer(
+    help="batchd: run files of LLM requests at the lowest cost before their deadline.\n\n"
+    "Repeats are answered from a cache, the rest go to vendor Batch APIs (50% off), and every "
+    "input line ends as one row, with its cost, in results.parquet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class Export(str, Enum):
+    openai_jsonl = "openai-jsonl"
+
+
+class ResultsFormat(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+    path = "path"
+
+
+def _settings(**cli: Any) -> Settings:
+    return load_settings(cli={k: v for k, v in cli.items() if v is not None})
+
+
+def parse_deadline(value: str | None, now: float) -> float | None:
+    """'36h', '90m', '2d' from now, or an ISO 8601 time with a zone."""
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return now + float(m.group(1)) * unit
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        dt = None
+    if dt is None or dt.tzinfo is None:
+        raise BatchdError(f"Cannot read deadline {value!r}.",
+                          "Use a duration like 36h / 90m / 2d, or a time like 2026-11-25T06:00Z.")
+    return dt.timestamp()
+
+
+def _exit_code(run: Run) -> int:
+    if run.state != RUN_DONE:
+        return EXIT_OK
+    if run.outcome == RUN_CANCELED:
+        return EXIT_CANCELED
+    return EXIT_OK if run.outcome == RUN_SUCCEEDED else EXIT_FAILED_LINES
+
+
+def _summary(svc: Services, run: Run) -> None:
+    st = run.stats or {}
+    counts = st.get("status_counts", {})
+    cost = st.get("cost_usd", 0.0)
+    base = st.get("baseline_cost_usd", 0.0)
+    out.print(f"[bold]run {run.run_id}[/] {run.outcome or run.state}")
+    out.print("  rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    out.print(f"  cost ${cost:,.4f}  (realtime list price ${base:,.4f}, saved ${base - cost:,.4f})")
+    out.print(f"  results: {Path(run.output) / run.run_id / 'results.parquet'}")
+    invalid = (st.get("ingest") or {}).get("invalid_by_type") or {}
+    if invalid:
+        out.print("  invalid lines by reason: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(invalid.items())))
+        out.print("  see the error_message column of the invalid rows for each line's reason")
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Argument(help="JSONL (or .jsonl.gz) file of requests.")],
+    output: Annotated[str | None, typer.Option(
+        help="Directory for <run_id>/results.parquet and costs.parquet. "
+        "[default: ./batchd-results]")] = None,
+    deadline: Annotated[str | None, typer.Option(
+        help="When every line must be done: 36h, 90m, 2d or 2026-11-25T06:00Z. "
+        "Lines not done by then end as 'expired'. [default: 72h]")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Neither read nor fill the result cache for this run.")] = False,
+    tenant: Annotated[str | None, typer.Option(
+        help="Tenant for lines without metadata.tenant (cache answers never cross tenants).",
+    )] = None,
+    export: Annotated[Export | None, typer.Option(
+        help="Also write results.openai.jsonl in the OpenAI batch output format.")] = None,
+    poll_interval_s: Annotated[float | None, typer.Option(
+        help="Seconds between vendor polls (env BATCHD_POLL_INTERVAL_S). [default: 30]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Enqueue and print the run id (distributed mode only).")] = False,
+) -> None:
+    """Run a file of LLM requests and wait for it, with live progress.
+
+    Submitting the same file again while its run is unfinished resumes that run (nothing is
+    sent twice); after it finished, a new run answers every line it can from the cache.
+    Needs OPENAI_API_KEY for OpenAI models (OPENAI_BASE_URL selects another endpoint).
+    """
+    settings = _settings(poll_interval_s=poll_interval_s, output=output)
+    if no_wait:
+        raise BatchdError("--no-wait needs distributed mode.",
+                          "Set BATCHD_REDIS_URL to a Redis the batchd workers use, or drop "
+                          "--no-wait to run here and wait.")
+    options: dict[str, Any] = {"no_cache": no_cache or not settings.cache,
+                               "tenant": tenant or settings.default_tenant,
+                               "deadline": deadline or "",
+                               "export": export.value if export else "",
+                               "chunk_lines": settings.openai.max_lines_per_chunk,
+                               "chunk_bytes": settings.openai.max_bytes_per_chunk}
+    svc = open_services(settings)
+    try:
+        run, resumed = start_run(svc, file, settings.output, options,
+                                 parse_deadline(deadline, time.time()))
+        if resumed:
+            err.print(f"Resuming unfinished run {run.run_id} (same file and options).")
+        else:
+            err.print(f"Started run {run.run_id}.")
+        with driver_lock(svc.home, run.run_id) as mine:
+            if not mine:
+                raise BatchdError(
+                    f"Run {run.run_id} is being processed by another batchd process.",
+                    f"Follow it with `batchd status {run.run_id}`, or stop that process first.")
+            with Progress(err, quiet=quiet) as progress:
+                run = asyncio.run(_drive(svc, run.run_id, progress))
+        _summary(svc, run)
+        code = _exit_code(run)
+    finally:
+        svc.close()
+    raise typer.Exit(code)
+
+
+async def _drive(svc: Services, run_id: str, progress: Progress) -> Run:
+    try:
+        return await drive(svc, run_id, progress.update)
+    finally:
+        await svc.aclose()
+
+
+@app.command()
+def plan(
+    file: Annotated[str, typer.Argument(help="JSONL (or .jsonl.gz) file of requests.")],
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore the result cache.")] = False,
+    tenant: Annotated[str | None, typer.Option(
+        help="Tenant for lines without metadata.tenant.")] = None,
+) -> None:
+    """Dry run: parse, dedup, cache lookup, chunks and estimated cost. Sends nothing.
+
+    Needs no API key. Token counts are estimates (bytes/4 for input; output from max_tokens,
+    capped by estimate_output_tokens); 'max' assumes every reply uses its full max_tokens.
+    """
+    settings = _settings()
+    svc = open_services(settings)
+    try:
+        t0 = time.perf_counter()
+        report = plan_file(svc, file, {"no_cache": no_cache, "tenant": tenant})
+        elapsed = time.perf_counter() - t0
+    finally:
+        svc.close()
+    st = report.stats
+    out.print(f"[bold]{file}[/]: {st.lines:,} lines read in {elapsed:.1f}s")
+    out.print(f"  valid {st.valid:,}  invalid {st.invalid:,}  blank {st.blank:,}")
+    out.print(f"  unique requests {st.unique:,}  in-run duplicates {st.in_run_duplicates:,}  "
+              f"cache hits {st.cache_hits:,}  to send {st.to_send:,}")
+    for kind, n in sorted(st.invalid_by_type.items()):
+        out.print(f"  invalid: {kind} {n:,}")
+    table = Table(title="plan (nothing sent)")
+    for col in ("backend:model", "requests", "chunks", "est. input tok", "est. output tok",
+                "est. cost", "max cost", "realtime list"):
+        table.add_column(col, justify="right" if col != "backend:model" else "left")
+    total = [0.0, 0.0, 0.0]
+    for name, est in sorted(report.estimates.items()):
+        n_chunks = sum(f"{c.backend}:{c.model}" == name for c in report.chunks)
+        table.add_row(name, f"{est.requests:,}", str(n_chunks), f"{est.input_tokens:,}",
+                      f"{est.output_tokens:,}", f"${est.cost_usd:,.4f}",
+                      f"${est.cost_max_usd:,.4f}", f"${est.baseline_usd:,.4f}")
+        total[0] += est.cost_usd
+        total[1] += est.cost_max_usd
+        total[2] += est.baseline_usd
+    out.print(table)
+    out.print(f"  estimated batch cost ${total[0]:,.4f} (at most ${total[1]:,.4f}); "
+              f"the same lines at realtime list price ${total[2]:,.4f}")
+
+
+def _get_run(svc: Services, run_id: str) -> Run:
+    run = svc.store.get_run(run_id)
+    if run is None:
+        raise BatchdError(f"No run {run_id!r} in {svc.home}.",
+                          "List runs with `batchd status` (and check BATCHD_HOME).")
+    return run
+
+
+@app.command()
+def status(run_id: Annotated[str | None, typer.Argument(help="Run id; none lists runs.")] = None,
+           ) -> None:
+    """Show a run's state and counts (or list recent runs)."""
+    svc = open_services(_settings())
+    try:
+        if run_id is None:
+            table = Table("run", "state", "outcome", "source", "created (UTC)")
+            for r in svc.store.list_runs():
+                table.add_row(r.run_id, r.state, r.outcome or "-", r.source,
+                              datetime.utcfromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"))
+            out.print(table)
+            raise typer.Exit(EXIT_OK)
+        run = _get_run(svc, run_id)
+        snap = snapshot(run, svc.store.chunks(run_id), None)
+        for k, v in snap.items():
+            out.print(f"{k:>22}: {v}")
+        if run.state == RUN_DONE:
+            _summary(svc, run)
+        code = _exit_code(run)
+    finally:
+        svc.close()
+    raise typer.Exit(code)
+
+
+def _results_path(run: Run) -> Path:
+    path = Path(run.output) / run.run_id / "results.parquet"
+    if run.state != RUN_DONE or not path.exists():
+        raise BatchdError(f"Run {run.run_id} has no results yet (state {run.state}).",
+                          f"Wait for it (`batchd status {run.run_id}`) or resume it with the "
+                          "same `batchd submit`.")
+    return path
+
+
+@app.command()
+def results(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    fmt: Annotated[ResultsFormat, typer.Option("--format", help="table, jsonl or path.")] =
+    ResultsFormat.table,
+    limit: Annotated[int, typer.Option(help="Rows to show (0 = all).")] = 20,
+) -> None:
+    """Read a finished run's result rows."""
+    import msgspec
+    import pyarrow.parquet as pq
+
+    svc = open_services(_settings())
+    try:
+        path = _results_path(_get_run(svc, run_id))
+    finally:
+        svc.close()
+    if fmt == ResultsFormat.path:
+        out.print(str(path))
+        return
+    table = pq.read_table(path, columns=[
+        "line_no", "custom_id", "status", "cache", "model_used", "finish_reason", "output_text",
+        "error_type", "error_message", "cost_usd"])
+    if limit:
+        table = table.slice(0, limit)
+    rows = table.to_pylist()
+    if fmt == ResultsFormat.jsonl:
+        for row in rows:
+            sys.stdout.write(msgspec.json.encode(row).decode() + "\n")
+        return
+    t = Table("line", "custom_id", "status", "cache", "answer / error", "cost $")
+    for r in rows:
+        text = r["output_text"] if r["status"] == "succeeded" else r["error_message"]
+        t.add_row(str(r["line_no"]), r["custom_id"], r["status"], r["cache"],
+                  (text or "")[:60], f"{r['cost_usd']:.6f}")
+    out.print(t)
+
+
+@app.command()
+def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
+    """Cost and savings of a finished run, by backend and model."""
+    import pyarrow.parquet as pq
+
+    svc = open_services(_settings())
+    try:
+        path = _results_path(_get_run(svc, run_id)).with_name("costs.parquet")
+    finally:
+        svc.close()
+    rows = pq.read_table(path).to_pylist()
+    t = Table("backend", "model", "rows", "ok", "cache hits", "in-run", "in tok", "out tok",
+              "cost $", "list $", "saved $")
+    for r in rows:
+        t.add_row(r["backend"], r["model"], str(r["requests"]), str(r["succeeded"]),
+                  str(r["cache_hits"]), str(r["in_run_hits"]), f"{r['input_tokens']:,}",
+                  f"{r['output_tokens']:,}", f"{r['cost_usd']:.4f}",
+                  f"{r['baseline_cost_usd']:.4f}", f"{r['savings_usd']:.4f}")
+    out.print(t)
+    cost = sum(r["cost_usd"] for r in rows)
+    base = sum(r["baseline_cost_usd"] for r in rows)
+    pct = 100 * (base - cost) / base if base else 0.0
+    out.print(f"total ${cost:,.4f} against ${base:,.4f} at realtime list price: "
+              f"saved ${base - cost:,.4f} ({pct:.0f}%) — price book "
+              f"{rows[0]['price_book_version'] if rows else '-'}")
+
+
+@app.command()
+def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
+    """Cancel a run: its vendor batches are cancelled, unfinished lines end as 'canceled'.
+
+    Lines already done are kept (and billed by the vendor). Waits until the run is finalized.
+    """
+    svc = open_services(_settings())
+    try:
+        run = request_cancel(svc, run_id)
+        if run.state == RUN_DONE:
+            err.print(f"Run {run_id} already finished ({run.outcome}); nothing to cancel.")
+            raise typer.Exit(_exit_code(run))
+        err.print(f"Cancel requested for {run_id}; waiting for its batches to stop.")
+        with driver_lock(svc.home, run_id) as mine:
+            if mine:
+                run = asyncio.run(_drive(svc, run_id, Progress(err, quiet=True)))
+        while run.state != RUN_DONE:  # another process drives it: wait for it to finish
+            time.sleep(min(svc.settings.poll_interval_s, 2.0))
+            run = _get_run(svc, run_id)
+        _summary(svc, run)
+        code = _exit_code(run)
+    finally:
+        svc.close()
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    debug = os.environ.get("BATCHD_DEBUG", "") not in ("", "0", "false")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app()
+    except BatchdError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {exc.message}" + (f" {exc.hint}" if exc.hint else ""))
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        err.print("Interrupted. The run is kept: run the same `batchd submit` to resume it.")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Outcome: the answer (or failure) for one unique request, whatever backend produced it."""
+
+from __future__ import annotations
+
+import msgspec
+
+# Row statuses (DESIGN §3).
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+EXPIRED = "expired"
+CANCELED = "canceled"
+INVALID = "invalid"
+
+
+class Outcome(msgspec.Struct, gc=False, kw_only=True):
+    status: str
+    model_used: str = ""
+    backend: str = ""
+    output_text: str | None = None
+    response_json: str | None = None
+    finish_reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    gpu_seconds: float = 0.0
+    submitted_at: float | None = None
+    completed_at: float | None = None
+    # Backend verdict on a non-success: may the request be sent again?
+    retryable: bool = False

@@ -1,0 +1,240 @@
+"""The run state machine: ingest -> dispatch (chunk steps) -> finalize.
+
+Steps are plain functions over the store and blobs, so the embedded driver here
+and (later) arq workers run the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow.parquet as pq
+
+from batchd.dispatch import STEP
+from batchd.errors import BatchdError
+from batchd.ingest import LINES_SCHEMA, IngestStats, ingest
+from batchd.lines import open_source
+from batchd.outcome import CANCELED, SUCCEEDED, Outcome
+from batchd.parts import read_outcomes
+from batchd.plan import Chunker, Estimate
+from batchd.results import CostSummary, RowAssembler, write_openai_jsonl
+from batchd.services import Services
+from batchd.store import (
+    CHUNK_COLLECTED,
+    RUN_DISPATCHING,
+    RUN_DONE,
+    RUN_FINALIZING,
+    RUN_INGESTING,
+    Chunk,
+    Run,
+)
+
+log = logging.getLogger("batchd.pipeline")
+
+LINES_PATH = "lines.parquet"
+FINALIZE_BATCH_ROWS = 8192
+_outcome_dec = msgspec.msgpack.Decoder(Outcome)
+_outcome_enc = msgspec.msgpack.Encoder()
+
+RUN_SUCCEEDED = "succeeded"
+RUN_WITH_FAILURES = "finished_with_failures"
+RUN_CANCELED = "canceled"
+
+
+class PlanReport(msgspec.Struct, kw_only=True):
+    stats: IngestStats
+    chunks: list[Chunk]
+    estimates: dict[str, Estimate]
+
+
+def _estimates_by_model(chunker: Chunker) -> dict[str, Estimate]:
+    return {f"{backend}:{model}": est for (backend, model), est in chunker.estimates.items()}
+
+
+def plan_file(svc: Services, source: str, options: dict[str, Any],
+              on_progress: Callable[[IngestStats], None] | None = None) -> PlanReport:
+    """Dry run: everything `submit` does before the first vendor call; nothing is written."""
+    chunker = Chunker("plan", svc.settings, svc.prices, svc.backends, lambda _: None,
+                      run_deadline_at=float("inf"))
+    with _open_input(source) as stream:
+        stats = ingest(
+            stream, router=svc.router, chunker=chunker,
+            cache=None if options.get("no_cache") else svc.cache,
+            default_tenant=options.get("tenant") or svc.settings.default_tenant,
+            run_salt="plan", write_rows=None, on_progress=on_progress,
+        )
+    chunks = chunker.finish()
+    return PlanReport(stats=stats, chunks=chunks, estimates=_estimates_by_model(chunker))
+
+
+def _open_input(source: str) -> Any:
+    try:
+        return open_source(source)
+    except FileNotFoundError as exc:
+        raise BatchdError(f"Input file {source} does not exist.", "Check the path.") from exc
+
+
+def ingest_run(svc: Services, run: Run,
+               on_progress: Callable[[IngestStats], None] | None = None) -> Run:
+    """Ingest step: lines parts + chunk files, then chunks and stats in one store change."""
+    blobs = svc.blobs(run.run_id)
+    blobs.remove_tree("chunks")  # leftovers of an ingest killed half-way
+    chunker = Chunker(run.run_id, svc.settings, svc.prices, svc.backends,
+                      lambda rel: open(_fresh(blobs.path(rel)), "wb"),
+                      run_deadline_at=run.deadline_at)
+    with _open_input(run.source) as stream, blobs.writer(LINES_PATH) as out:
+        writer = pq.ParquetWriter(out, LINES_SCHEMA)
+        stats = ingest(
+            stream, router=svc.router, chunker=chunker,
+            cache=None if run.options.get("no_cache") else svc.cache,
+            default_tenant=run.options.get("tenant") or svc.settings.default_tenant,
+            run_salt=run.run_id, write_rows=writer.write_batch, on_progress=on_progress,
+        )
+        writer.close()
+    chunks = chunker.finish()
+    svc.store.add_chunks(chunks)
+    return svc.store.update_run(
+        run.run_id, state=RUN_DISPATCHING,
+        stats={"ingest": msgspec.to_builtins(stats),
+               "estimates": msgspec.to_builtins(_estimates_by_model(chunker))},
+    )
+
+
+def _fresh(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def dispatch_round(svc: Services, run: Run) -> bool:
+    """One pass of every open chunk's next step. True when every chunk is collected."""
+    for chunk in svc.store.chunks(run.run_id):
+        step = STEP.get(chunk.state)
+        if step is not None:
+            await step(svc, run, chunk)
+    return all(c.state == CHUNK_COLLECTED for c in svc.store.chunks(run.run_id))
+
+
+def finalize_run(svc: Services, run: Run) -> Run:
+    """Join lines with outcomes into results.parquet and costs.parquet under output/run_id."""
+    blobs = svc.blobs(run.run_id)
+    out_dir = Path(run.output) / run.run_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    export = run.options.get("export") == "openai-jsonl"
+    with tempfile.TemporaryDirectory(dir=svc.home) as tmp:
+        db = _outcome_index(svc, run, Path(tmp) / "outcomes.db")
+        summary = CostSummary(run.run_id, svc.prices.version)
+        assembler = RowAssembler(run.run_id, svc.prices, lambda keys: _lookup(db, keys), summary)
+        from batchd.results import RESULTS_SCHEMA
+
+        results_tmp = out_dir / ".results.parquet.tmp"
+        export_tmp = out_dir / ".results.openai.jsonl.tmp"
+        writer = pq.ParquetWriter(results_tmp, RESULTS_SCHEMA)
+        export_file = open(export_tmp, "wb") if export else None
+        lines = pq.ParquetFile(blobs.path(LINES_PATH))
+        for batch in lines.iter_batches(batch_size=FINALIZE_BATCH_ROWS):
+            rows = assembler.assemble(batch)
+            writer.write_batch(rows)
+            if export_file is not None:
+                write_openai_jsonl(rows, export_file)
+        writer.close()
+        db.close()
+        pq.write_table(summary.table(), out_dir / ".costs.parquet.tmp")
+        (out_dir / ".costs.parquet.tmp").replace(out_dir / "costs.parquet")
+        results_tmp.replace(out_dir / "results.parquet")
+        if export_file is not None:
+            export_file.close()
+            export_tmp.replace(out_dir / "results.openai.jsonl")
+    counts = assembler.status_counts
+    if run.cancel_requested:
+        outcome = RUN_CANCELED
+    elif set(counts) <= {SUCCEEDED}:
+        outcome = RUN_SUCCEEDED
+    else:
+        outcome = RUN_WITH_FAILURES
+    stats = dict(run.stats)
+    stats["status_counts"] = counts
+    stats["cost_usd"] = summary.total("cost_usd")
+    stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
+    return svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
+
+
+def _outcome_index(svc: Services, run: Run, path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("CREATE TABLE o (key BLOB PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
+    blobs = svc.blobs(run.run_id)
+    for chunk in svc.store.chunks(run.run_id):
+        if chunk.result_path is None:
+            continue
+        with blobs.open(chunk.result_path) as src:
+            db.executemany("INSERT OR REPLACE INTO o VALUES (?, ?)",
+                           ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)))
+    db.commit()
+    return db
+
+
+def _lookup(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
+    found: dict[bytes, Outcome] = {}
+    unique = list(set(keys))
+    for i in range(0, len(unique), 30_000):
+        part = unique[i : i + 30_000]
+        marks = ",".join("?" * len(part))
+        for key, blob in db.execute(f"SELECT key, outcome FROM o WHERE key IN ({marks})", part):
+            found[key] = _outcome_dec.decode(blob)
+    return found
+
+
+async def drive(svc: Services, run_id: str,
+                on_progress: Callable[[Run, list[Chunk], IngestStats | None], None] | None = None,
+                ) -> Run:
+    """Run every step of one run until it is done (embedded mode)."""
+    while True:
+        run = svc.store.get_run(run_id)
+        if run is None:
+            raise BatchdError(f"No run {run_id}.", "List runs with `batchd status`.")
+        if run.state == RUN_INGESTING:
+            def ingest_progress(stats: IngestStats, run: Run = run) -> None:
+                if on_progress is not None:
+                    on_progress(run, [], stats)
+
+            ingest_run(svc, run, ingest_progress)
+            continue
+        if run.state == RUN_DISPATCHING:
+            done = await dispatch_round(svc, run)
+            if on_progress is not None:
+                on_progress(run, svc.store.chunks(run_id), None)
+            if done:
+                svc.store.update_run(run_id, state=RUN_FINALIZING)
+                continue
+            await asyncio.sleep(svc.settings.poll_interval_s)
+            continue
+        if run.state == RUN_FINALIZING:
+            run = finalize_run(svc, run)
+        if on_progress is not None:
+            on_progress(run, svc.store.chunks(run_id), None)
+        return run
+
+
+def request_cancel(svc: Services, run_id: str) -> Run:
+    run = svc.store.get_run(run_id)
+    if run is None:
+        raise BatchdError(f"No run {run_id}.", "List runs with `batchd status`.")
+    if run.state == RUN_DONE:
+        return run
+    return svc.store.update_run(run_id, cancel_requested=True)
+
+
+def now_s() -> float:
+    return time.time()
+
+
+__all__ = ["CANCELED", "drive", "finalize_run", "ingest_run", "plan_file", "request_cancel"]

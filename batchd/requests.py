@@ -1,0 +1,251 @@
+"""Request: one valid input line, from any of the three formats; the canonical cache key.
+
+Formats (detected per line, DESIGN §3):
+- OpenAI batch:    {"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
+- Anthropic batch: {"custom_id", "params": {"model", "max_tokens", "messages", "system"?}}
+- native:          {"id"?, "model", "messages" | "prompt", "max_tokens"?, ..., "metadata"?,
+                    "deadline"?, "cache"?}
+Parsing never raises on bad input: it returns an Invalid with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+CHAT_URL = "/v1/chat/completions"
+KEY_BYTES = 16
+
+# Keys that never change the answer: left out of the cache key (and, for native
+# lines, out of the vendor body).
+_NON_OUTPUT_KEYS = frozenset(
+    {"model", "messages", "system", "stream", "stream_options", "user", "metadata", "store",
+     "service_tier"}
+)
+_NATIVE_ENVELOPE = frozenset({"id", "model", "messages", "prompt", "metadata", "deadline", "cache",
+                              "system"})
+
+_key_encoder = msgspec.json.Encoder(order="sorted")
+
+
+class Request(msgspec.Struct, gc=False):
+    """A valid line. `body` is what a chat-completions vendor call receives."""
+
+    line_no: int
+    custom_id: str
+    fmt: str  # openai | anthropic | native
+    model: str
+    tenant: str
+    tags: dict[str, str]
+    cache_ok: bool
+    deadline_at: float | None
+    body: dict[str, Any]
+    key: bytes
+
+
+class Invalid(msgspec.Struct, gc=False):
+    line_no: int
+    custom_id: str
+    error_type: str
+    error_message: str
+    tenant: str = ""
+    tags: dict[str, str] = {}
+    model: str = ""
+
+
+class _Bad(Exception):
+    def __init__(self, error_type: str, message: str) -> None:
+        self.error_type = error_type
+        self.message = message
+
+
+def _norm_content(content: Any) -> Any:
+    """Text-only part lists become one string; cache_control marks are dropped."""
+    if type(content) is str or not isinstance(content, list):
+        return content
+    parts = []
+    all_text = True
+    for part in content:
+        if isinstance(part, dict):
+            if "cache_control" in part:
+                part = {k: v for k, v in part.items() if k != "cache_control"}
+            if part.get("type") != "text" or len(part) != 2:
+                all_text = False
+        else:
+            all_text = False
+        parts.append(part)
+    if all_text:
+        return "".join(p["text"] for p in parts if isinstance(p.get("text"), str))
+    return parts
+
+
+def _norm_messages(messages: list[Any]) -> tuple[Any, list[Any]]:
+    """Split leading system messages into one canonical system value; normalise contents."""
+    system: list[Any] = []
+    out: list[Any] = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
+            raise _Bad("bad_messages", "every message needs a string 'role' and a 'content'")
+        if m["role"] == "system" and not out:
+            system.append(_norm_content(m["content"]))
+            continue
+        if len(m) == 2 and type(m["content"]) is str:
+            out.append(m)
+        else:
+            nm = dict(m)
+            nm["content"] = _norm_content(m["content"])
+            out.append(nm)
+    if not system:
+        return None, out
+    if len(system) == 1:
+        return system[0], out
+    return system, out
+
+
+def cache_key(tenant: str, model: str, system: Any, messages: list[Any],
+              params: dict[str, Any]) -> bytes:
+    """BLAKE2b-128 of the canonical JSON of everything that can change the answer."""
+    material = {"t": tenant, "m": model, "k": "chat", "s": system, "msgs": messages, "p": params}
+    return hashlib.blake2b(_key_encoder.encode(material), digest_size=KEY_BYTES).digest()
+
+
+def _params_of(body: dict[str, Any]) -> dict[str, Any]:
+    params = {k: v for k, v in body.items() if k not in _NON_OUTPUT_KEYS}
+    if "max_completion_tokens" in params and "max_tokens" not in params:
+        params["max_tokens"] = params.pop("max_completion_tokens")
+    return params
+
+
+def _check_max_tokens(container: dict[str, Any], where: str) -> None:
+    for name in ("max_tokens", "max_completion_tokens"):
+        if name in container:
+            v = container[name]
+            if type(v) is not int or v <= 0:
+                raise _Bad("bad_max_tokens", f"{where}{name} must be a positive integer, got {v!r}")
+
+
+def _model_of(container: dict[str, Any], where: str) -> str:
+    model = container.get("model")
+    if not isinstance(model, str) or not model:
+        raise _Bad("missing_model", f"no model: {where}'model' must be a non-empty string")
+    return model
+
+
+def _messages_of(container: dict[str, Any], where: str) -> list[Any]:
+    messages = container.get("messages")
+    if messages is None and isinstance(container.get("prompt"), str):
+        return [{"role": "user", "content": container["prompt"]}]
+    if not isinstance(messages, list) or not messages:
+        raise _Bad("missing_messages",
+                   f"no messages: {where}'messages' must be a non-empty list (or give 'prompt')")
+    return messages
+
+
+def _tenant_tags(meta: Any, default_tenant: str) -> tuple[str, dict[str, str]]:
+    if meta is None:
+        return default_tenant, {}
+    if not isinstance(meta, dict):
+        raise _Bad("bad_metadata", "'metadata' must be an object")
+    tenant = meta.get("tenant", default_tenant)
+    if not isinstance(tenant, str) or not tenant:
+        raise _Bad("bad_metadata", "'metadata.tenant' must be a non-empty string")
+    raw = meta.get("tags")
+    if raw is None:
+        tags: dict[str, str] = {}
+    elif isinstance(raw, dict):
+        tags = {str(k): v if isinstance(v, str) else msgspec.json.encode(v).decode()
+                for k, v in raw.items()}
+    elif isinstance(raw, list):
+        tags = {str(t): "" for t in raw}
+    else:
+        raise _Bad("bad_metadata", "'metadata.tags' must be an object or a list of strings")
+    return tenant, tags
+
+
+def _deadline(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if dt.tzinfo is None:
+                raise _Bad("bad_deadline", f"deadline {value!r} needs a time zone (e.g. 'Z')")
+            return dt.timestamp()
+    raise _Bad("bad_deadline", f"deadline {value!r} must be an ISO 8601 time or unix seconds")
+
+
+def parse_request(obj: Any, line_no: int, default_tenant: str) -> Request | Invalid:
+    """Turn one decoded JSON line into a Request, or an Invalid that says why not."""
+    fallback_id = f"line-{line_no}"
+    if not isinstance(obj, dict):
+        return Invalid(line_no, fallback_id, "not_an_object", "line is not a JSON object")
+    raw_id = obj.get("custom_id", obj.get("id"))
+    custom_id = fallback_id if raw_id is None else raw_id
+    if not isinstance(custom_id, str) or not custom_id:
+        return Invalid(line_no, fallback_id, "bad_custom_id",
+                       f"custom_id must be a non-empty string, got {raw_id!r}")
+    try:
+        return _parse(obj, line_no, custom_id, default_tenant)
+    except _Bad as bad:
+        return Invalid(line_no, custom_id, bad.error_type, bad.message)
+
+
+def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: str) -> Request:
+    tenant, tags = _tenant_tags(obj.get("metadata"), default_tenant)
+    cache_ok = obj.get("cache", True) is not False
+    deadline_at = _deadline(obj.get("deadline"))
+    if "params" in obj:
+        fmt = "anthropic"
+        params = obj["params"]
+        if not isinstance(params, dict):
+            raise _Bad("bad_params", "'params' must be an object")
+        model = _model_of(params, "params.")
+        messages = _messages_of(params, "params.")
+        _check_max_tokens(params, "params.")
+        if "max_tokens" not in params:
+            raise _Bad("bad_max_tokens", "params.max_tokens is required in the Anthropic format")
+        system = params.get("system")
+        body = {k: v for k, v in params.items() if k != "system"}
+        if system is not None:
+            body["messages"] = [{"role": "system", "content": system}, *messages]
+        sys_key, msgs_key = _norm_messages(body["messages"])
+    elif "body" in obj or "url" in obj or "method" in obj:
+        fmt = "openai"
+        if obj.get("method") != "POST":
+            raise _Bad("bad_method", f"method must be \"POST\", got {obj.get('method')!r}")
+        if obj.get("url") != CHAT_URL:
+            raise _Bad("bad_url", f"url must be {CHAT_URL!r}, got {obj.get('url')!r}")
+        body = obj.get("body")
+        if not isinstance(body, dict):
+            raise _Bad("bad_body", "'body' must be an object")
+        model = _model_of(body, "body.")
+        _messages_of(body, "body.")
+        _check_max_tokens(body, "body.")
+        sys_key, msgs_key = _norm_messages(body["messages"])
+    else:
+        fmt = "native"
+        model = _model_of(obj, "")
+        messages = _messages_of(obj, "")
+        _check_max_tokens(obj, "")
+        body = {k: v for k, v in obj.items() if k not in _NATIVE_ENVELOPE}
+        body["model"] = model
+        system = obj.get("system")
+        body["messages"] = (
+            [{"role": "system", "content": system}, *messages] if system is not None else messages
+        )
+        sys_key, msgs_key = _norm_messages(body["messages"])
+    key = cache_key(tenant, model, sys_key, msgs_key, _params_of(body))
+    return Request(line_no, custom_id, fmt, model, tenant, tags, cache_ok, deadline_at, body, key)
+
+
+def salted_key(key: bytes, salt: str) -> bytes:
+    """A key no other line shares: for `"cache": false` lines, sent on their own."""
+    return hashlib.blake2b(key + salt.encode(), digest_size=KEY_BYTES).digest()

@@ -1,0 +1,80 @@
+"""Run identity, creation/resume, and the one-driver-per-run lock (embedded mode).
+
+The run id is derived from the input's content and the options that change the
+work, so submitting the same file again while its run is unfinished resumes it;
+once that run is done, a new generation (`<id>-2`, ...) starts and is answered
+from the cache.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from batchd.errors import BatchdError
+from batchd.services import Services
+from batchd.store import RUN_DONE, Run
+
+_HASH_BLOCK = 1 << 20
+
+
+def content_id(path: str | Path, options: dict[str, Any]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(_HASH_BLOCK):
+                h.update(block)
+    except FileNotFoundError as exc:
+        raise BatchdError(f"Input file {path} does not exist.", "Check the path.") from exc
+    except IsADirectoryError as exc:
+        raise BatchdError(f"{path} is a directory.", "Give a .jsonl or .jsonl.gz file.") from exc
+    h.update(msgspec.json.encode(options, order="sorted"))
+    return "run-" + h.hexdigest()
+
+
+def start_run(svc: Services, source: str, output: str, options: dict[str, Any],
+              deadline_at: float | None) -> tuple[Run, bool]:
+    """Return (run, resumed): the unfinished run for this input and options, or a new one."""
+    base = content_id(source, options)
+    previous = svc.store.runs_with_base(base)
+    if previous and previous[-1].state != RUN_DONE:
+        return previous[-1], True
+    run_id = base if not previous else f"{base}-{len(previous) + 1}"
+    now = time.time()
+    run = Run(
+        run_id=run_id, base_id=base, source=str(Path(source).resolve()), output=output,
+        options=options,
+        deadline_at=deadline_at or now + svc.settings.default_deadline_h * 3600,
+    )
+    if not svc.store.create_run(run):
+        got = svc.store.get_run(run_id)
+        assert got is not None
+        return got, True
+    return run, False
+
+
+@contextmanager
+def driver_lock(home: Path, run_id: str, wait: bool = False) -> Iterator[bool]:
+    """Hold the run's lock while driving it; yields False when another process holds it."""
+    lock_dir = home / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_dir / f"{run_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield True
+    finally:
+        os.close(fd)

@@ -1,0 +1,57 @@
+"""The per-process context: settings, store, cache, price book, backends, blobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batchd.backends.base import BatchBackend
+from batchd.backends.openai_batch import OpenAIBatchBackend
+from batchd.blobs import LocalBlobs
+from batchd.cache import SqliteCache
+from batchd.plan import Router
+from batchd.pricing import PriceBook, load_price_book
+from batchd.settings import Settings
+from batchd.store import SqliteStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: SqliteStore
+    cache: SqliteCache
+    prices: PriceBook
+    backends: dict[str, BatchBackend]
+    router: Router = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.router = Router(self.prices, self.backends)
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home_path
+
+    def blobs(self, run_id: str) -> LocalBlobs:
+        root = Path(self.settings.workdir) if self.settings.workdir else self.home / "work"
+        return LocalBlobs(root / run_id)
+
+    async def aclose(self) -> None:
+        for backend in self.backends.values():
+            await backend.aclose()
+
+    def close(self) -> None:
+        self.store.close()
+        self.cache.close()
+
+
+def open_services(settings: Settings) -> Services:
+    home = settings.home_path
+    home.mkdir(parents=True, exist_ok=True)
+    backends: dict[str, BatchBackend] = {"openai": OpenAIBatchBackend(settings.openai)}
+    return Services(
+        settings=settings,
+        store=SqliteStore(home / "state.db"),
+        cache=SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s),
+        prices=load_price_book(settings),
+        backends=backends,
+    )

@@ -1,0 +1,151 @@
+"""One Settings object: batchd.toml < environment (BATCHD_*) < CLI flags.
+
+Unknown keys are errors, in the file and in the environment alike, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from batchd.errors import BatchdError
+
+CONFIG_FILE_NAME = "batchd.toml"
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class OpenAISettings(_Section):
+    """OpenAI Batch API limits (the vendor's own, settable lower) and client behaviour."""
+
+    max_lines_per_chunk: int = 50_000
+    max_bytes_per_chunk: int = 200_000_000
+    max_retries: int = 5
+    timeout_s: float = 600.0
+
+
+class PriceOverride(_Section):
+    """One price-book line set in settings; USD per 1M tokens."""
+
+    vendor: str
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+    batch_discount: float = 0.5
+    cache_write_5m_multiplier: float = 1.25
+    cache_write_1h_multiplier: float = 2.0
+    as_of: str = "settings"
+    source: str = "batchd.toml"
+
+
+class Settings(_Section):
+    home: str = ".batchd"
+    output: str = "batchd-results"
+    poll_interval_s: float = 30.0
+    default_deadline_h: float = 72.0
+    max_attempts: int = 3
+    default_tenant: str = "default"
+    cache: bool = True
+    cache_ttl_s: float = 0.0
+    estimate_output_tokens: int = 256
+    estimate_output_fill: float = 0.5
+    debug: bool = False
+    redis_url: str = ""
+    workdir: str = ""
+    config: str = ""
+    openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
+    prices: dict[str, PriceOverride] = msgspec.field(default_factory=dict)
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+
+_SECTIONS = {"openai": OpenAISettings}
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """Map BATCHD_FOO=1 to {"foo": "1"} and BATCHD_OPENAI_MAX_RETRIES to {"openai": {...}}."""
+    top_fields = set(Settings.__struct_fields__)
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith("BATCHD_"):
+            continue
+        key = name[len("BATCHD_") :].lower()
+        if key in top_fields and key not in _SECTIONS and key != "prices":
+            out[key] = value
+            continue
+        for section, struct in _SECTIONS.items():
+            prefix = section + "_"
+            if key.startswith(prefix) and key[len(prefix) :] in struct.__struct_fields__:
+                out.setdefault(section, {})[key[len(prefix) :]] = value
+                break
+        else:
+            raise BatchdError(
+                f"Unknown environment variable {name}.",
+                "Unset it, or check the spelling against `batchd --help` and the README's "
+                "settings table.",
+            )
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    cli: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    config_path: str | Path | None = None,
+) -> Settings:
+    """Build the Settings object; raise BatchdError naming the bad key or value."""
+    env = dict(os.environ if environ is None else environ)
+    path = Path(config_path or env.get("BATCHD_CONFIG") or CONFIG_FILE_NAME)
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise BatchdError(f"{path} is not valid TOML: {exc}.", "Fix the file.") from exc
+    elif config_path:
+        raise BatchdError(f"Config file {path} does not exist.", "Check the path.")
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, {k: v for k, v in (cli or {}).items() if v is not None})
+    try:
+        settings = msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise BatchdError(
+            f"Invalid setting: {exc}.",
+            f"Fix it in {path}, the BATCHD_* environment, or the command line.",
+        ) from exc
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    problems = []
+    if s.poll_interval_s <= 0:
+        problems.append("poll_interval_s must be > 0")
+    if s.max_attempts < 1:
+        problems.append("max_attempts must be >= 1")
+    if not 0 < s.openai.max_lines_per_chunk <= 50_000:
+        problems.append("openai.max_lines_per_chunk must be in 1..50000 (the vendor's limit)")
+    if not 0 < s.openai.max_bytes_per_chunk <= 200_000_000:
+        problems.append("openai.max_bytes_per_chunk must be in 1..200000000 (the vendor's limit)")
+    if s.default_deadline_h <= 0:
+        problems.append("default_deadline_h must be > 0")
+    if problems:
+        raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")

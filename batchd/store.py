@@ -1,0 +1,194 @@
+"""Run and chunk state (embedded: SQLite under BATCHD_HOME).
+
+Every state change of a chunk is a compare-and-set on its current state, so a
+step that runs twice (after a crash, or in two processes) changes nothing the
+second time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+# Run states.
+RUN_INGESTING = "ingesting"
+RUN_DISPATCHING = "dispatching"
+RUN_FINALIZING = "finalizing"
+RUN_DONE = "done"
+RUN_STATES = (RUN_INGESTING, RUN_DISPATCHING, RUN_FINALIZING, RUN_DONE)
+
+# Chunk states: pending -> creating (intent recorded) -> submitted -> ended -> collected.
+CHUNK_PENDING = "pending"
+CHUNK_CREATING = "creating"
+CHUNK_SUBMITTED = "submitted"
+CHUNK_ENDED = "ended"
+CHUNK_COLLECTED = "collected"
+CHUNK_OPEN_STATES = (CHUNK_PENDING, CHUNK_CREATING, CHUNK_SUBMITTED, CHUNK_ENDED)
+
+
+class Run(msgspec.Struct, kw_only=True):
+    run_id: str
+    base_id: str
+    source: str
+    output: str
+    options: dict[str, Any]
+    state: str = RUN_INGESTING
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    deadline_at: float = 0.0
+    cancel_requested: bool = False
+    stats: dict[str, Any] = {}
+    outcome: str = ""  # succeeded | finished_with_failures | canceled (when done)
+
+
+class Chunk(msgspec.Struct, kw_only=True):
+    chunk_id: str
+    run_id: str
+    backend: str
+    model: str
+    path: str
+    n_requests: int
+    n_bytes: int
+    attempt: int = 1
+    deadline_at: float = 0.0
+    state: str = CHUNK_PENDING
+    intent_at: float | None = None
+    vendor_batch_id: str | None = None
+    vendor_file_id: str | None = None
+    vendor_status: str | None = None
+    submitted_at: float | None = None
+    ended_at: float | None = None
+    counts: dict[str, int] = {}
+    result_path: str | None = None
+    error: str | None = None
+    cancel_reason: str | None = None  # user | deadline, once a cancel was sent to the vendor
+    est_cost_usd: float = 0.0
+    cost_usd: float = 0.0
+
+
+_enc = msgspec.json.Encoder()
+_RUN_DEC = msgspec.json.Decoder(Run)
+_CHUNK_DEC = msgspec.json.Decoder(Chunk)
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS runs (
+                run_id TEXT PRIMARY KEY, base_id TEXT NOT NULL, created_at REAL NOT NULL,
+                doc TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS runs_base ON runs (base_id, created_at);
+            CREATE TABLE IF NOT EXISTS chunks (
+                chunk_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
+                doc TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS chunks_run ON chunks (run_id);
+            """
+        )
+
+    # --- runs -------------------------------------------------------------------------
+    def create_run(self, run: Run) -> bool:
+        run.created_at = run.updated_at = time.time()
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?)",
+            (run.run_id, run.base_id, run.created_at, _enc.encode(run).decode()),
+        )
+        return cur.rowcount == 1
+
+    def get_run(self, run_id: str) -> Run | None:
+        row = self._db.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return _RUN_DEC.decode(row[0]) if row else None
+
+    def runs_with_base(self, base_id: str) -> list[Run]:
+        rows = self._db.execute(
+            "SELECT doc FROM runs WHERE base_id = ? ORDER BY created_at", (base_id,)
+        )
+        return [_RUN_DEC.decode(r[0]) for r in rows]
+
+    def list_runs(self, limit: int = 50) -> list[Run]:
+        rows = self._db.execute("SELECT doc FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [_RUN_DEC.decode(r[0]) for r in rows]
+
+    def update_run(self, run_id: str, **fields: Any) -> Run:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            run = self.get_run(run_id)
+            if run is None:
+                raise KeyError(run_id)
+            for name, value in fields.items():
+                setattr(run, name, value)
+            run.updated_at = time.time()
+            self._db.execute(
+                "UPDATE runs SET doc = ? WHERE run_id = ?", (_enc.encode(run).decode(), run_id)
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return run
+
+    # --- chunks -----------------------------------------------------------------------
+    def add_chunks(self, chunks: list[Chunk]) -> None:
+        """Insert chunks; ones that exist already are left as they are (idempotent)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)",
+                [(c.chunk_id, c.run_id, c.state, _enc.encode(c).decode()) for c in chunks],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def chunks(self, run_id: str) -> list[Chunk]:
+        rows = self._db.execute(
+            "SELECT doc FROM chunks WHERE run_id = ? ORDER BY chunk_id", (run_id,)
+        )
+        return [_CHUNK_DEC.decode(r[0]) for r in rows]
+
+    def get_chunk(self, chunk_id: str) -> Chunk | None:
+        row = self._db.execute("SELECT doc FROM chunks WHERE chunk_id = ?", (chunk_id,)).fetchone()
+        return _CHUNK_DEC.decode(row[0]) if row else None
+
+    def transition(
+        self, chunk_id: str, from_states: tuple[str, ...], new_children: list[Chunk] | None = None,
+        **fields: Any,
+    ) -> Chunk | None:
+        """Set `fields` on the chunk iff its state is in `from_states`; add children atomically.
+
+        Returns the updated chunk, or None when another step got there first.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            chunk = self.get_chunk(chunk_id)
+            if chunk is None or chunk.state not in from_states:
+                self._db.execute("ROLLBACK")
+                return None
+            for name, value in fields.items():
+                setattr(chunk, name, value)
+            self._db.execute(
+                "UPDATE chunks SET state = ?, doc = ? WHERE chunk_id = ?",
+                (chunk.state, _enc.encode(chunk).decode(), chunk_id),
+            )
+            for c in new_children or []:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?)",
+                    (c.chunk_id, c.run_id, c.state, _enc.encode(c).decode()),
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return chunk
+
+    def close(self) -> None:
+        self._db.close()
