@@ -44,8 +44,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Piped output is not cut to 80 columns: run ids and paths must stay whole.
+PIPE_WIDTH = 200
+out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 
 
 class Export(str, Enum):
@@ -156,8 +158,13 @@ def submit(
                 raise BatchdError(
                     f"Run {run.run_id} is being processed by another batchd process.",
                     f"Follow it with `batchd status {run.run_id}`, or stop that process first.")
-            with Progress(err, quiet=quiet) as progress:
-                run = asyncio.run(_drive(svc, run.run_id, progress))
+            try:
+                with Progress(err, quiet=quiet) as progress:
+                    run = asyncio.run(_drive(svc, run.run_id, progress))
+            except KeyboardInterrupt:
+                err.print(f"Interrupted. Run {run.run_id} is kept: run the same "
+                          "`batchd submit` to resume it (nothing already sent is sent again).")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
         _summary(svc, run)
         code = _exit_code(run)
     finally:

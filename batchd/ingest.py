@@ -46,6 +46,7 @@ LINES_SCHEMA = pa.schema(
 )
 
 _decode = msgspec.json.decode
+_BOM = b"\xef\xbb\xbf"
 _outcome_enc = msgspec.msgpack.Encoder()
 
 
@@ -115,7 +116,7 @@ def ingest(
         parsed: list[tuple[Request | Invalid, Route | None]] = []
         for raw in raw_lines:
             line_no += 1
-            item = _parse_raw(raw, line_no, default_tenant, stats)
+            item = _parse_raw(raw, line_no, default_tenant, stats, max_line_bytes)
             if item is None:
                 continue
             if type(item) is Request:
@@ -139,22 +140,30 @@ def ingest(
     return stats
 
 
-def _parse_raw(raw: bytes | None, line_no: int, tenant: str,
-               stats: IngestStats) -> Request | Invalid | None:
+def _parse_raw(raw: bytes | None, line_no: int, tenant: str, stats: IngestStats,
+               max_line_bytes: int) -> Request | Invalid | None:
     if raw is None:
         return Invalid(line_no, f"line-{line_no}", "line_too_long",
-                       f"line is over the {MAX_LINE_BYTES // (1024 * 1024)} MB limit")
+                       f"line is longer than the limit of {max_line_bytes:,} bytes")
     stats.bytes_read += len(raw) + 1
+    if line_no == 1 and raw.startswith(_BOM):
+        raw = raw[len(_BOM):]
     try:
         obj = _decode(raw)
-    except UnicodeDecodeError as exc:
-        return Invalid(line_no, f"line-{line_no}", "invalid_utf8", f"line is not UTF-8: {exc}")
-    except msgspec.DecodeError as exc:
-        if not raw.strip():
-            stats.blank += 1
-            return None
-        return Invalid(line_no, f"line-{line_no}", "invalid_json", f"line is not JSON: {exc}")
+    except (UnicodeDecodeError, msgspec.DecodeError) as exc:
+        return _undecodable(raw, line_no, exc, stats)
     return parse_request(obj, line_no, tenant)
+
+
+def _undecodable(raw: bytes, line_no: int, exc: Exception, stats: IngestStats) -> Invalid | None:
+    if not raw.strip():
+        stats.blank += 1
+        return None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return Invalid(line_no, f"line-{line_no}", "invalid_utf8", f"line is not UTF-8: {bad}")
+    return Invalid(line_no, f"line-{line_no}", "invalid_json", f"line is not JSON: {exc}")
 
 
 def _settle_batch(

@@ -39,7 +39,7 @@ class Usage:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     output_tokens: int = 0
-    cache_write_1h: bool = True
+    cache_write_1h: bool = False
 
 
 class PriceBook:
@@ -67,7 +67,9 @@ class PriceBook:
     def cost_usd(self, price: Price, usage: Usage, *, batch: bool) -> float:
         """What the vendor bills for `usage`, at the batch price when `batch`."""
         write_mult = (
-            price.cache_write_1h_multiplier if usage.cache_write_1h else price.cache_write_5m_multiplier
+            price.cache_write_1h_multiplier
+            if usage.cache_write_1h
+            else price.cache_write_5m_multiplier
         )
         plain = max(usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens, 0)
         total = (

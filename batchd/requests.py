@@ -63,7 +63,11 @@ class _Bad(Exception):
 
 
 def _norm_content(content: Any) -> Any:
-    """Text-only part lists become one string; cache_control marks are dropped."""
+    """A single text part becomes a plain string; cache_control marks are dropped.
+
+    Several text parts stay a list: joining them would give ["ab", "c"] and ["a", "bc"]
+    one key, and one request the other's answer.
+    """
     if type(content) is str or not isinstance(content, list):
         return content
     parts = []
@@ -77,8 +81,8 @@ def _norm_content(content: Any) -> Any:
         else:
             all_text = False
         parts.append(part)
-    if all_text:
-        return "".join(p["text"] for p in parts if isinstance(p.get("text"), str))
+    if all_text and len(parts) == 1 and isinstance(parts[0].get("text"), str):
+        return parts[0]["text"]
     return parts
 
 
@@ -134,13 +138,14 @@ def _model_of(container: dict[str, Any], where: str) -> str:
     return model
 
 
-def _messages_of(container: dict[str, Any], where: str) -> list[Any]:
+def _messages_of(container: dict[str, Any], where: str, allow_prompt: bool) -> list[Any]:
     messages = container.get("messages")
-    if messages is None and isinstance(container.get("prompt"), str):
+    if messages is None and allow_prompt and isinstance(container.get("prompt"), str):
         return [{"role": "user", "content": container["prompt"]}]
     if not isinstance(messages, list) or not messages:
+        alt = " (or give 'prompt')" if allow_prompt else ""
         raise _Bad("missing_messages",
-                   f"no messages: {where}'messages' must be a non-empty list (or give 'prompt')")
+                   f"no messages: {where}'messages' must be a non-empty list{alt}")
     return messages
 
 
@@ -208,7 +213,7 @@ def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: st
         if not isinstance(params, dict):
             raise _Bad("bad_params", "'params' must be an object")
         model = _model_of(params, "params.")
-        messages = _messages_of(params, "params.")
+        messages = _messages_of(params, "params.", allow_prompt=False)
         _check_max_tokens(params, "params.")
         if "max_tokens" not in params:
             raise _Bad("bad_max_tokens", "params.max_tokens is required in the Anthropic format")
@@ -227,13 +232,13 @@ def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: st
         if not isinstance(body, dict):
             raise _Bad("bad_body", "'body' must be an object")
         model = _model_of(body, "body.")
-        _messages_of(body, "body.")
+        _messages_of(body, "body.", allow_prompt=False)
         _check_max_tokens(body, "body.")
         sys_key, msgs_key = _norm_messages(body["messages"])
     else:
         fmt = "native"
         model = _model_of(obj, "")
-        messages = _messages_of(obj, "")
+        messages = _messages_of(obj, "", allow_prompt=True)
         _check_max_tokens(obj, "")
         body = {k: v for k, v in obj.items() if k not in _NATIVE_ENVELOPE}
         body["model"] = model

@@ -113,15 +113,17 @@ def load_settings(
 ) -> Settings:
     """Build the Settings object; raise BatchdError naming the bad key or value."""
     env = dict(os.environ if environ is None else environ)
-    path = Path(config_path or env.get("BATCHD_CONFIG") or CONFIG_FILE_NAME)
+    named = config_path or env.get("BATCHD_CONFIG")
+    path = Path(named or CONFIG_FILE_NAME)
     data: dict[str, Any] = {}
     if path.exists():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise BatchdError(f"{path} is not valid TOML: {exc}.", "Fix the file.") from exc
-    elif config_path:
-        raise BatchdError(f"Config file {path} does not exist.", "Check the path.")
+    elif named:
+        raise BatchdError(f"Config file {path} does not exist.",
+                          "Check the path given by BATCHD_CONFIG (or --config).")
     data = _merge(data, _env_overrides(env))
     data = _merge(data, {k: v for k, v in (cli or {}).items() if v is not None})
     try:

@@ -30,6 +30,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,9 @@ class Faults:
     expire_batches: int = 0
     #: Next N batches created end ``failed`` at validation (error code ``invalid_request``).
     fail_validation: int = 0
+    #: Called with the new batch object after it is stored and before the response is sent:
+    #: tests use it to kill a client between the vendor's create and the client's record.
+    after_create: Callable[[JSONDict], None] | None = None
 
 
 class _ApiError(Exception):
@@ -666,7 +670,11 @@ class OpenAIBatchEmulator:
                 raw_requests=_parse_lines_leniently(stored.content),
             )
             self._batches[obj["id"]] = state
-            return self._json(copy.deepcopy(obj))
+            created = copy.deepcopy(obj)
+        hook = self.faults.after_create
+        if hook is not None:
+            hook(copy.deepcopy(created))
+        return self._json(created)
 
     def _h_list_batches(self, request: Request) -> Response:
         limit = self._limit(request, default=20, maximum=100)

@@ -1,0 +1,105 @@
+"""Shared fixtures: the OpenAI emulator, an isolated batchd environment, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.emulators.openai_batch import OpenAIBatchEmulator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+API_KEY = "sk-test-SECRET-0123456789abcdef"
+
+
+@pytest.fixture
+def emulator() -> Iterator[OpenAIBatchEmulator]:
+    with OpenAIBatchEmulator(api_key=API_KEY, seed=7) as emu:
+        yield emu
+
+
+class Batchd:
+    """Runs the real `batchd` CLI in a subprocess against one isolated home and output."""
+
+    def __init__(self, tmp: Path, emu: OpenAIBatchEmulator) -> None:
+        self.tmp = tmp
+        self.home = tmp / "home"
+        self.out = tmp / "out"
+        self.env = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith(("BATCHD_", "OPENAI_", "ANTHROPIC_"))
+        }
+        self.env.update(
+            OPENAI_API_KEY=API_KEY,
+            OPENAI_BASE_URL=emu.base_url,
+            BATCHD_HOME=str(self.home),
+            BATCHD_POLL_INTERVAL_S="0.02",
+            HF_HUB_OFFLINE="1",
+        )
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "batchd.cli", *args]
+
+    def run(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args), env={**self.env, **env}, cwd=self.tmp, capture_output=True,
+            text=True, timeout=timeout,
+        )
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.argv(*args), env={**self.env, **env}, cwd=self.tmp, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+
+    def submit(self, path: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.run("submit", str(path), "--output", str(self.out), *extra, **env)
+
+    def run_dirs(self) -> list[Path]:
+        return sorted(p for p in self.out.iterdir() if p.is_dir()) if self.out.exists() else []
+
+    def results(self, run_dir: Path | None = None) -> list[dict[str, Any]]:
+        run_dir = run_dir or self.only_run_dir()
+        return pq.read_table(run_dir / "results.parquet").to_pylist()  # type: ignore[no-any-return]
+
+    def costs(self, run_dir: Path | None = None) -> list[dict[str, Any]]:
+        run_dir = run_dir or self.only_run_dir()
+        return pq.read_table(run_dir / "costs.parquet").to_pylist()  # type: ignore[no-any-return]
+
+    def only_run_dir(self) -> Path:
+        dirs = self.run_dirs()
+        assert len(dirs) == 1, dirs
+        return dirs[0]
+
+
+@pytest.fixture
+def batchd(tmp_path: Path, emulator: OpenAIBatchEmulator) -> Batchd:
+    return Batchd(tmp_path, emulator)
+
+
+def write_jsonl(path: Path, lines: list[Any]) -> Path:
+    """Objects become JSON lines; str and bytes are written as they are (for bad lines)."""
+    with open(path, "wb") as f:
+        for line in lines:
+            if isinstance(line, bytes):
+                f.write(line + b"\n")
+            elif isinstance(line, str):
+                f.write(line.encode() + b"\n")
+            else:
+                f.write(json.dumps(line).encode() + b"\n")
+    return path
+
+
+def chat(custom_id: str, text: str, model: str = "gpt-5.4-nano", **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": text}], **body},
+    }
