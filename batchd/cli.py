@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,11 +50,11 @@ out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 
 
-class Export(str, Enum):
+class Export(StrEnum):
     openai_jsonl = "openai-jsonl"
 
 
-class ResultsFormat(str, Enum):
+class ResultsFormat(StrEnum):
     table = "table"
     jsonl = "jsonl"
     path = "path"
@@ -77,8 +77,10 @@ def parse_deadline(value: str | None, now: float) -> float | None:
     except ValueError:
         dt = None
     if dt is None or dt.tzinfo is None:
-        raise BatchdError(f"Cannot read deadline {value!r}.",
-                          "Use a duration like 36h / 90m / 2d, or a time like 2026-11-25T06:00Z.")
+        raise BatchdError(
+            f"Cannot read deadline {value!r}.",
+            "Use a duration like 36h / 90m / 2d, or a time like 2026-11-25T06:00Z.",
+        )
     return dt.timestamp()
 
 
@@ -101,32 +103,55 @@ def _summary(svc: Services, run: Run) -> None:
     out.print(f"  results: {Path(run.output) / run.run_id / 'results.parquet'}")
     invalid = (st.get("ingest") or {}).get("invalid_by_type") or {}
     if invalid:
-        out.print("  invalid lines by reason: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(invalid.items())))
+        out.print(
+            "  invalid lines by reason: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(invalid.items()))
+        )
         out.print("  see the error_message column of the invalid rows for each line's reason")
 
 
 @app.command()
 def submit(
     file: Annotated[str, typer.Argument(help="JSONL (or .jsonl.gz) file of requests.")],
-    output: Annotated[str | None, typer.Option(
-        help="Directory for <run_id>/results.parquet and costs.parquet. "
-        "[default: ./batchd-results]")] = None,
-    deadline: Annotated[str | None, typer.Option(
-        help="When every line must be done: 36h, 90m, 2d or 2026-11-25T06:00Z. "
-        "Lines not done by then end as 'expired'. [default: 72h]")] = None,
-    no_cache: Annotated[bool, typer.Option(
-        "--no-cache", help="Neither read nor fill the result cache for this run.")] = False,
-    tenant: Annotated[str | None, typer.Option(
-        help="Tenant for lines without metadata.tenant (cache answers never cross tenants).",
-    )] = None,
-    export: Annotated[Export | None, typer.Option(
-        help="Also write results.openai.jsonl in the OpenAI batch output format.")] = None,
-    poll_interval_s: Annotated[float | None, typer.Option(
-        help="Seconds between vendor polls (env BATCHD_POLL_INTERVAL_S). [default: 30]")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            help="Directory for <run_id>/results.parquet and costs.parquet. "
+            "[default: ./batchd-results]"
+        ),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="When every line must be done: 36h, 90m, 2d or 2026-11-25T06:00Z. "
+            "Lines not done by then end as 'expired'. [default: 72h]"
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Neither read nor fill the result cache for this run."),
+    ] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="Tenant for lines without metadata.tenant (cache answers never cross tenants).",
+        ),
+    ] = None,
+    export: Annotated[
+        Export | None,
+        typer.Option(help="Also write results.openai.jsonl in the OpenAI batch output format."),
+    ] = None,
+    poll_interval_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between vendor polls (env BATCHD_POLL_INTERVAL_S). [default: 30]"
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-    no_wait: Annotated[bool, typer.Option(
-        "--no-wait", help="Enqueue and print the run id (distributed mode only).")] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Enqueue and print the run id (distributed mode only)."),
+    ] = False,
 ) -> None:
     """Run a file of LLM requests and wait for it, with live progress.
 
@@ -136,19 +161,24 @@ def submit(
     """
     settings = _settings(poll_interval_s=poll_interval_s, output=output)
     if no_wait:
-        raise BatchdError("--no-wait needs distributed mode.",
-                          "Set BATCHD_REDIS_URL to a Redis the batchd workers use, or drop "
-                          "--no-wait to run here and wait.")
-    options: dict[str, Any] = {"no_cache": no_cache or not settings.cache,
-                               "tenant": tenant or settings.default_tenant,
-                               "deadline": deadline or "",
-                               "export": export.value if export else "",
-                               "chunk_lines": settings.openai.max_lines_per_chunk,
-                               "chunk_bytes": settings.openai.max_bytes_per_chunk}
+        raise BatchdError(
+            "--no-wait needs distributed mode.",
+            "Set BATCHD_REDIS_URL to a Redis the batchd workers use, or drop "
+            "--no-wait to run here and wait.",
+        )
+    options: dict[str, Any] = {
+        "no_cache": no_cache or not settings.cache,
+        "tenant": tenant or settings.default_tenant,
+        "deadline": deadline or "",
+        "export": export.value if export else "",
+        "chunk_lines": settings.openai.max_lines_per_chunk,
+        "chunk_bytes": settings.openai.max_bytes_per_chunk,
+    }
     svc = open_services(settings)
     try:
-        run, resumed = start_run(svc, file, settings.output, options,
-                                 parse_deadline(deadline, time.time()))
+        run, resumed = start_run(
+            svc, file, settings.output, options, parse_deadline(deadline, time.time())
+        )
         if resumed:
             err.print(f"Resuming unfinished run {run.run_id} (same file and options).")
         else:
@@ -157,13 +187,16 @@ def submit(
             if not mine:
                 raise BatchdError(
                     f"Run {run.run_id} is being processed by another batchd process.",
-                    f"Follow it with `batchd status {run.run_id}`, or stop that process first.")
+                    f"Follow it with `batchd status {run.run_id}`, or stop that process first.",
+                )
             try:
                 with Progress(err, quiet=quiet) as progress:
                     run = asyncio.run(_drive(svc, run.run_id, progress))
             except KeyboardInterrupt:
-                err.print(f"Interrupted. Run {run.run_id} is kept: run the same "
-                          "`batchd submit` to resume it (nothing already sent is sent again).")
+                err.print(
+                    f"Interrupted. Run {run.run_id} is kept: run the same "
+                    "`batchd submit` to resume it (nothing already sent is sent again)."
+                )
                 raise typer.Exit(EXIT_INTERRUPTED) from None
         _summary(svc, run)
         code = _exit_code(run)
@@ -183,8 +216,9 @@ async def _drive(svc: Services, run_id: str, progress: Progress) -> Run:
 def plan(
     file: Annotated[str, typer.Argument(help="JSONL (or .jsonl.gz) file of requests.")],
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore the result cache.")] = False,
-    tenant: Annotated[str | None, typer.Option(
-        help="Tenant for lines without metadata.tenant.")] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant for lines without metadata.tenant.")
+    ] = None,
 ) -> None:
     """Dry run: parse, dedup, cache lookup, chunks and estimated cost. Sends nothing.
 
@@ -202,47 +236,74 @@ def plan(
     st = report.stats
     out.print(f"[bold]{file}[/]: {st.lines:,} lines read in {elapsed:.1f}s")
     out.print(f"  valid {st.valid:,}  invalid {st.invalid:,}  blank {st.blank:,}")
-    out.print(f"  unique requests {st.unique:,}  in-run duplicates {st.in_run_duplicates:,}  "
-              f"cache hits {st.cache_hits:,}  to send {st.to_send:,}")
+    out.print(
+        f"  unique requests {st.unique:,}  in-run duplicates {st.in_run_duplicates:,}  "
+        f"cache hits {st.cache_hits:,}  to send {st.to_send:,}"
+    )
     for kind, n in sorted(st.invalid_by_type.items()):
         out.print(f"  invalid: {kind} {n:,}")
     table = Table(title="plan (nothing sent)")
-    for col in ("backend:model", "requests", "chunks", "est. input tok", "est. output tok",
-                "est. cost", "max cost", "realtime list"):
+    for col in (
+        "backend:model",
+        "requests",
+        "chunks",
+        "est. input tok",
+        "est. output tok",
+        "est. cost",
+        "max cost",
+        "realtime list",
+    ):
         table.add_column(col, justify="right" if col != "backend:model" else "left")
     total = [0.0, 0.0, 0.0]
     for name, est in sorted(report.estimates.items()):
         n_chunks = sum(f"{c.backend}:{c.model}" == name for c in report.chunks)
-        table.add_row(name, f"{est.requests:,}", str(n_chunks), f"{est.input_tokens:,}",
-                      f"{est.output_tokens:,}", f"${est.cost_usd:,.4f}",
-                      f"${est.cost_max_usd:,.4f}", f"${est.baseline_usd:,.4f}")
+        table.add_row(
+            name,
+            f"{est.requests:,}",
+            str(n_chunks),
+            f"{est.input_tokens:,}",
+            f"{est.output_tokens:,}",
+            f"${est.cost_usd:,.4f}",
+            f"${est.cost_max_usd:,.4f}",
+            f"${est.baseline_usd:,.4f}",
+        )
         total[0] += est.cost_usd
         total[1] += est.cost_max_usd
         total[2] += est.baseline_usd
     out.print(table)
-    out.print(f"  estimated batch cost ${total[0]:,.4f} (at most ${total[1]:,.4f}); "
-              f"the same lines at realtime list price ${total[2]:,.4f}")
+    out.print(
+        f"  estimated batch cost ${total[0]:,.4f} (at most ${total[1]:,.4f}); "
+        f"the same lines at realtime list price ${total[2]:,.4f}"
+    )
 
 
 def _get_run(svc: Services, run_id: str) -> Run:
     run = svc.store.get_run(run_id)
     if run is None:
-        raise BatchdError(f"No run {run_id!r} in {svc.home}.",
-                          "List runs with `batchd status` (and check BATCHD_HOME).")
+        raise BatchdError(
+            f"No run {run_id!r} in {svc.home}.",
+            "List runs with `batchd status` (and check BATCHD_HOME).",
+        )
     return run
 
 
 @app.command()
-def status(run_id: Annotated[str | None, typer.Argument(help="Run id; none lists runs.")] = None,
-           ) -> None:
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="Run id; none lists runs.")] = None,
+) -> None:
     """Show a run's state and counts (or list recent runs)."""
     svc = open_services(_settings())
     try:
         if run_id is None:
             table = Table("run", "state", "outcome", "source", "created (UTC)")
             for r in svc.store.list_runs():
-                table.add_row(r.run_id, r.state, r.outcome or "-", r.source,
-                              datetime.utcfromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"))
+                table.add_row(
+                    r.run_id,
+                    r.state,
+                    r.outcome or "-",
+                    r.source,
+                    datetime.utcfromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"),
+                )
             out.print(table)
             raise typer.Exit(EXIT_OK)
         run = _get_run(svc, run_id)
@@ -260,17 +321,20 @@ def status(run_id: Annotated[str | None, typer.Argument(help="Run id; none lists
 def _results_path(run: Run) -> Path:
     path = Path(run.output) / run.run_id / "results.parquet"
     if run.state != RUN_DONE or not path.exists():
-        raise BatchdError(f"Run {run.run_id} has no results yet (state {run.state}).",
-                          f"Wait for it (`batchd status {run.run_id}`) or resume it with the "
-                          "same `batchd submit`.")
+        raise BatchdError(
+            f"Run {run.run_id} has no results yet (state {run.state}).",
+            f"Wait for it (`batchd status {run.run_id}`) or resume it with the "
+            "same `batchd submit`.",
+        )
     return path
 
 
 @app.command()
 def results(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    fmt: Annotated[ResultsFormat, typer.Option("--format", help="table, jsonl or path.")] =
-    ResultsFormat.table,
+    fmt: Annotated[
+        ResultsFormat, typer.Option("--format", help="table, jsonl or path.")
+    ] = ResultsFormat.table,
     limit: Annotated[int, typer.Option(help="Rows to show (0 = all).")] = 20,
 ) -> None:
     """Read a finished run's result rows."""
@@ -285,9 +349,21 @@ def results(
     if fmt == ResultsFormat.path:
         out.print(str(path))
         return
-    table = pq.read_table(path, columns=[
-        "line_no", "custom_id", "status", "cache", "model_used", "finish_reason", "output_text",
-        "error_type", "error_message", "cost_usd"])
+    table = pq.read_table(
+        path,
+        columns=[
+            "line_no",
+            "custom_id",
+            "status",
+            "cache",
+            "model_used",
+            "finish_reason",
+            "output_text",
+            "error_type",
+            "error_message",
+            "cost_usd",
+        ],
+    )
     if limit:
         table = table.slice(0, limit)
     rows = table.to_pylist()
@@ -298,8 +374,14 @@ def results(
     t = Table("line", "custom_id", "status", "cache", "answer / error", "cost $")
     for r in rows:
         text = r["output_text"] if r["status"] == "succeeded" else r["error_message"]
-        t.add_row(str(r["line_no"]), r["custom_id"], r["status"], r["cache"],
-                  (text or "")[:60], f"{r['cost_usd']:.6f}")
+        t.add_row(
+            str(r["line_no"]),
+            r["custom_id"],
+            r["status"],
+            r["cache"],
+            (text or "")[:60],
+            f"{r['cost_usd']:.6f}",
+        )
     out.print(t)
 
 
@@ -314,20 +396,42 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     finally:
         svc.close()
     rows = pq.read_table(path).to_pylist()
-    t = Table("backend", "model", "rows", "ok", "cache hits", "in-run", "in tok", "out tok",
-              "cost $", "list $", "saved $")
+    t = Table(
+        "backend",
+        "model",
+        "rows",
+        "ok",
+        "cache hits",
+        "in-run",
+        "in tok",
+        "out tok",
+        "cost $",
+        "list $",
+        "saved $",
+    )
     for r in rows:
-        t.add_row(r["backend"], r["model"], str(r["requests"]), str(r["succeeded"]),
-                  str(r["cache_hits"]), str(r["in_run_hits"]), f"{r['input_tokens']:,}",
-                  f"{r['output_tokens']:,}", f"{r['cost_usd']:.4f}",
-                  f"{r['baseline_cost_usd']:.4f}", f"{r['savings_usd']:.4f}")
+        t.add_row(
+            r["backend"],
+            r["model"],
+            str(r["requests"]),
+            str(r["succeeded"]),
+            str(r["cache_hits"]),
+            str(r["in_run_hits"]),
+            f"{r['input_tokens']:,}",
+            f"{r['output_tokens']:,}",
+            f"{r['cost_usd']:.4f}",
+            f"{r['baseline_cost_usd']:.4f}",
+            f"{r['savings_usd']:.4f}",
+        )
     out.print(t)
     cost = sum(r["cost_usd"] for r in rows)
     base = sum(r["baseline_cost_usd"] for r in rows)
     pct = 100 * (base - cost) / base if base else 0.0
-    out.print(f"total ${cost:,.4f} against ${base:,.4f} at realtime list price: "
-              f"saved ${base - cost:,.4f} ({pct:.0f}%) — price book "
-              f"{rows[0]['price_book_version'] if rows else '-'}")
+    out.print(
+        f"total ${cost:,.4f} against ${base:,.4f} at realtime list price: "
+        f"saved ${base - cost:,.4f} ({pct:.0f}%) — price book "
+        f"{rows[0]['price_book_version'] if rows else '-'}"
+    )
 
 
 @app.command()
@@ -358,8 +462,10 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
 
 def main() -> None:
     debug = os.environ.get("BATCHD_DEBUG", "") not in ("", "0", "false")
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from batchd.backends.base import ChunkRejected, TransientBackendError
 from batchd.ingest import NO_CACHE_PREFIX
@@ -34,8 +35,9 @@ async def handle_pending(svc: Services, run: Run, chunk: Chunk) -> None:
     if run.cancel_requested:
         await end_unsent(svc, run, chunk, (CHUNK_PENDING,))
         return
-    claimed = svc.store.transition(chunk.chunk_id, (CHUNK_PENDING,), state=CHUNK_CREATING,
-                                   intent_at=time.time())
+    claimed = svc.store.transition(
+        chunk.chunk_id, (CHUNK_PENDING,), state=CHUNK_CREATING, intent_at=time.time()
+    )
     if claimed is not None:
         await _create(svc, run, claimed)
 
@@ -50,9 +52,14 @@ async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
         return
     if ref is not None:
         log.info("chunk %s: found batch %s created before a restart", chunk.chunk_id, ref.batch_id)
-        svc.store.transition(chunk.chunk_id, (CHUNK_CREATING,), state=CHUNK_SUBMITTED,
-                             vendor_batch_id=ref.batch_id, vendor_file_id=ref.file_id,
-                             submitted_at=time.time())
+        svc.store.transition(
+            chunk.chunk_id,
+            (CHUNK_CREATING,),
+            state=CHUNK_SUBMITTED,
+            vendor_batch_id=ref.batch_id,
+            vendor_file_id=ref.file_id,
+            submitted_at=time.time(),
+        )
     elif run.cancel_requested:
         await end_unsent(svc, run, chunk, (CHUNK_CREATING,))
     else:
@@ -70,12 +77,22 @@ async def _create(svc: Services, run: Run, chunk: Chunk) -> None:
         log.warning("chunk %s: create failed for now (%s); will reconcile", chunk.chunk_id, exc)
         return
     except ChunkRejected as exc:
-        await _end_all(svc, run, chunk, (CHUNK_CREATING,),
-                       Outcome(status=FAILED, error_type="batch_rejected", error_message=str(exc)))
+        await _end_all(
+            svc,
+            run,
+            chunk,
+            (CHUNK_CREATING,),
+            Outcome(status=FAILED, error_type="batch_rejected", error_message=str(exc)),
+        )
         return
-    svc.store.transition(chunk.chunk_id, (CHUNK_CREATING,), state=CHUNK_SUBMITTED,
-                         vendor_batch_id=ref.batch_id, vendor_file_id=ref.file_id,
-                         submitted_at=time.time())
+    svc.store.transition(
+        chunk.chunk_id,
+        (CHUNK_CREATING,),
+        state=CHUNK_SUBMITTED,
+        vendor_batch_id=ref.batch_id,
+        vendor_file_id=ref.file_id,
+        submitted_at=time.time(),
+    )
 
 
 async def handle_submitted(svc: Services, run: Run, chunk: Chunk) -> None:
@@ -95,8 +112,10 @@ async def handle_submitted(svc: Services, run: Run, chunk: Chunk) -> None:
     except TransientBackendError as exc:
         log.warning("chunk %s: poll failed for now (%s)", chunk.chunk_id, exc)
         return
-    fields = {"vendor_status": state.status,
-              "counts": {"done": state.done, "failed": state.failed, "total": state.total}}
+    fields: dict[str, Any] = {
+        "vendor_status": state.status,
+        "counts": {"done": state.done, "failed": state.failed, "total": state.total},
+    }
     if state.terminal:
         fields.update(state=CHUNK_ENDED, ended_at=time.time())
     got = svc.store.transition(chunk.chunk_id, (CHUNK_SUBMITTED,), **fields)
@@ -118,8 +137,11 @@ async def handle_ended(svc: Services, run: Run, chunk: Chunk) -> None:
     except ChunkRejected as exc:
         rejected = str(exc)
     blobs = svc.blobs(run.run_id)
-    can_retry = (not run.cancel_requested and chunk.attempt < svc.settings.max_attempts
-                 and time.time() < chunk.deadline_at)
+    can_retry = (
+        not run.cancel_requested
+        and chunk.attempt < svc.settings.max_attempts
+        and time.time() < chunk.deadline_at
+    )
     final: list[tuple[str, Outcome]] = []
     retry_lines: list[bytes] = []
     with blobs.open(chunk.path) as src:
@@ -141,26 +163,41 @@ async def handle_ended(svc: Services, run: Run, chunk: Chunk) -> None:
     result_path = f"outcomes/{chunk.chunk_id}.msgpack"
     with blobs.writer(result_path) as f:
         write_outcomes(f, ((bytes.fromhex(v.removeprefix(NO_CACHE_PREFIX)), o) for v, o in final))
-    svc.cache.put_many(
-        (bytes.fromhex(v), o) for v, o in final if not v.startswith(NO_CACHE_PREFIX)
+    svc.cache.put_many((bytes.fromhex(v), o) for v, o in final if not v.startswith(NO_CACHE_PREFIX))
+    counts = {
+        "succeeded": sum(o.status == SUCCEEDED for _, o in final),
+        "final": len(final),
+        "retried": len(retry_lines),
+    }
+    svc.store.transition(
+        chunk.chunk_id,
+        (CHUNK_ENDED,),
+        new_children=children,
+        state=CHUNK_COLLECTED,
+        result_path=result_path,
+        counts=counts,
+        cost_usd=sum(o.cost_usd for _, o in final),
     )
-    counts = {"succeeded": sum(o.status == SUCCEEDED for _, o in final),
-              "final": len(final), "retried": len(retry_lines)}
-    svc.store.transition(chunk.chunk_id, (CHUNK_ENDED,), new_children=children,
-                         state=CHUNK_COLLECTED, result_path=result_path, counts=counts,
-                         cost_usd=sum(o.cost_usd for _, o in final))
 
 
 def _missing(chunk: Chunk, run: Run) -> Outcome:
     """A line the vendor's files do not mention, read by the batch's final status."""
     status = chunk.vendor_status
     if status == "expired" or (status == "cancelled" and chunk.cancel_reason == "deadline"):
-        return Outcome(status=EXPIRED, error_type="expired",
-                       error_message="not done before the deadline", retryable=True)
+        return Outcome(
+            status=EXPIRED,
+            error_type="expired",
+            error_message="not done before the deadline",
+            retryable=True,
+        )
     if status == "cancelled":
         return Outcome(status=CANCELED, error_type="canceled", error_message="run canceled")
-    return Outcome(status=FAILED, error_type="missing_from_output",
-                   error_message="the vendor reported no result for this line", retryable=True)
+    return Outcome(
+        status=FAILED,
+        error_type="missing_from_output",
+        error_message="the vendor reported no result for this line",
+        retryable=True,
+    )
 
 
 def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
@@ -172,8 +209,9 @@ def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
     if o.input_tokens or o.output_tokens:
         price = svc.prices.lookup(o.model_used) or svc.prices.lookup(chunk.model)
         if price is not None:
-            usage = Usage(o.input_tokens, o.cached_input_tokens, o.cache_write_tokens,
-                          o.output_tokens)
+            usage = Usage(
+                o.input_tokens, o.cached_input_tokens, o.cache_write_tokens, o.output_tokens
+            )
             o.cost_usd = svc.prices.cost_usd(price, usage, batch=True)
     return o
 
@@ -182,27 +220,54 @@ def _retry_chunk(parent: Chunk, n_requests: int, n_bytes: int) -> Chunk:
     base = parent.chunk_id.split(".")[0]
     attempt = parent.attempt + 1
     chunk_id = f"{base}.{attempt}"
-    return Chunk(chunk_id=chunk_id, run_id=parent.run_id, backend=parent.backend,
-                 model=parent.model, path=f"chunks/{chunk_id}.jsonl", n_requests=n_requests,
-                 n_bytes=n_bytes, attempt=attempt, deadline_at=parent.deadline_at)
+    return Chunk(
+        chunk_id=chunk_id,
+        run_id=parent.run_id,
+        backend=parent.backend,
+        model=parent.model,
+        path=f"chunks/{chunk_id}.jsonl",
+        n_requests=n_requests,
+        n_bytes=n_bytes,
+        attempt=attempt,
+        deadline_at=parent.deadline_at,
+    )
 
 
 async def end_unsent(svc: Services, run: Run, chunk: Chunk, from_states: tuple[str, ...]) -> None:
-    await _end_all(svc, run, chunk, from_states,
-                   Outcome(status=CANCELED, error_type="canceled",
-                           error_message="run canceled before this line was sent"))
+    await _end_all(
+        svc,
+        run,
+        chunk,
+        from_states,
+        Outcome(
+            status=CANCELED,
+            error_type="canceled",
+            error_message="run canceled before this line was sent",
+        ),
+    )
 
 
-async def _end_all(svc: Services, run: Run, chunk: Chunk, from_states: tuple[str, ...],
-                   outcome: Outcome) -> None:
+async def _end_all(
+    svc: Services, run: Run, chunk: Chunk, from_states: tuple[str, ...], outcome: Outcome
+) -> None:
     """End every line of a chunk that never ran, with one outcome."""
     blobs = svc.blobs(run.run_id)
     result_path = f"outcomes/{chunk.chunk_id}.msgpack"
     with blobs.open(chunk.path) as src, blobs.writer(result_path) as f:
-        n = write_outcomes(f, ((bytes.fromhex(v.removeprefix(NO_CACHE_PREFIX)), outcome)
-                               for v, _ in chunk_lines(src)))
-    svc.store.transition(chunk.chunk_id, from_states, state=CHUNK_COLLECTED,
-                         result_path=result_path, counts={"final": n, "succeeded": 0})
+        n = write_outcomes(
+            f,
+            (
+                (bytes.fromhex(v.removeprefix(NO_CACHE_PREFIX)), outcome)
+                for v, _ in chunk_lines(src)
+            ),
+        )
+    svc.store.transition(
+        chunk.chunk_id,
+        from_states,
+        state=CHUNK_COLLECTED,
+        result_path=result_path,
+        counts={"final": n, "succeeded": 0},
+    )
 
 
 STEP = {

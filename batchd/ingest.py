@@ -69,10 +69,20 @@ class _Rows:
     def __init__(self) -> None:
         self.cols: dict[str, list[Any]] = {name: [] for name in LINES_SCHEMA.names}
 
-    def add(self, line_no: int, custom_id: str, key: bytes | None, tenant: str,
-            tags: dict[str, str], model: str, state: str, cache: str,
-            error_type: str | None = None, error_message: str | None = None,
-            cached_outcome: bytes | None = None) -> None:
+    def add(
+        self,
+        line_no: int,
+        custom_id: str,
+        key: bytes | None,
+        tenant: str,
+        tags: dict[str, str],
+        model: str,
+        state: str,
+        cache: str,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        cached_outcome: bytes | None = None,
+    ) -> None:
         c = self.cols
         c["line_no"].append(line_no)
         c["custom_id"].append(custom_id)
@@ -88,6 +98,16 @@ class _Rows:
 
     def batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pydict(self.cols, schema=LINES_SCHEMA)
+
+
+class _NoRows(_Rows):
+    """Dry run: rows are counted in the stats, not kept."""
+
+    def __init__(self) -> None:
+        self.cols = {"line_no": []}
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 def _id_digest(custom_id: str) -> bytes:
@@ -122,16 +142,25 @@ def ingest(
             if type(item) is Request:
                 route = router.route(item.model)
                 if type(route) is RouteError:
-                    item = Invalid(line_no, item.custom_id, route.error_type, route.message,
-                                   item.tenant, item.tags, item.model)
+                    item = Invalid(
+                        line_no,
+                        item.custom_id,
+                        route.error_type,
+                        route.message,
+                        item.tenant,
+                        item.tags,
+                        item.model,
+                    )
                     parsed.append((item, None))
                 else:
                     parsed.append((item, route))  # type: ignore[arg-type]
             else:
                 parsed.append((item, None))
         stats.lines = line_no
-        rows = _settle_batch(parsed, seen_ids, seen_keys, cache, chunker, run_salt, stats,
-                             invalid_types)
+        rows = _Rows() if write_rows is not None else _NoRows()
+        _settle_batch(
+            parsed, rows, seen_ids, seen_keys, cache, chunker, run_salt, stats, invalid_types
+        )
         if write_rows is not None and rows.cols["line_no"]:
             write_rows(rows.batch())
         if on_progress is not None:
@@ -140,14 +169,19 @@ def ingest(
     return stats
 
 
-def _parse_raw(raw: bytes | None, line_no: int, tenant: str, stats: IngestStats,
-               max_line_bytes: int) -> Request | Invalid | None:
+def _parse_raw(
+    raw: bytes | None, line_no: int, tenant: str, stats: IngestStats, max_line_bytes: int
+) -> Request | Invalid | None:
     if raw is None:
-        return Invalid(line_no, f"line-{line_no}", "line_too_long",
-                       f"line is longer than the limit of {max_line_bytes:,} bytes")
+        return Invalid(
+            line_no,
+            f"line-{line_no}",
+            "line_too_long",
+            f"line is longer than the limit of {max_line_bytes:,} bytes",
+        )
     stats.bytes_read += len(raw) + 1
     if line_no == 1 and raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
+        raw = raw[len(_BOM) :]
     try:
         obj = _decode(raw)
     except (UnicodeDecodeError, msgspec.DecodeError) as exc:
@@ -168,6 +202,7 @@ def _undecodable(raw: bytes, line_no: int, exc: Exception, stats: IngestStats) -
 
 def _settle_batch(
     parsed: list[tuple[Request | Invalid, Route | None]],
+    rows: _Rows,
     seen_ids: SeenSet,
     seen_keys: SeenSet,
     cache: SqliteCache | None,
@@ -175,34 +210,54 @@ def _settle_batch(
     run_salt: str,
     stats: IngestStats,
     invalid_types: Counter[str],
-) -> _Rows:
-    rows = _Rows()
+) -> None:
     dup_id = seen_ids.check_add([_id_digest(item.custom_id) for item, _ in parsed])
     keys: list[bytes] = []
     for i, (item, _) in enumerate(parsed):
         if type(item) is Request:
             if dup_id[i]:
-                parsed[i] = (Invalid(item.line_no, item.custom_id, "duplicate_custom_id",
-                                     f"duplicate custom_id {item.custom_id!r}: an earlier line "
-                                     "has it; ids must be unique in a file",
-                                     item.tenant, item.tags, item.model), None)
+                parsed[i] = (
+                    Invalid(
+                        item.line_no,
+                        item.custom_id,
+                        "duplicate_custom_id",
+                        f"duplicate custom_id {item.custom_id!r}: an earlier line "
+                        "has it; ids must be unique in a file",
+                        item.tenant,
+                        item.tags,
+                        item.model,
+                    ),
+                    None,
+                )
                 continue
             if not item.cache_ok:
                 item.key = salted_key(item.key, f"{run_salt}:{item.line_no}")
             keys.append(item.key)
     is_dup = iter(seen_keys.check_add(keys))
     hits = (
-        cache.get_many(list({item.key for item, _ in parsed
-                             if type(item) is Request and item.cache_ok}))
-        if cache is not None else {}
+        cache.get_many(
+            list({item.key for item, _ in parsed if type(item) is Request and item.cache_ok})
+        )
+        if cache is not None
+        else {}
     )
     for item, route in parsed:
         if type(item) is not Request:
             inv: Invalid = item  # type: ignore[assignment]
             stats.invalid += 1
             invalid_types[inv.error_type] += 1
-            rows.add(inv.line_no, inv.custom_id, None, inv.tenant, inv.tags, inv.model,
-                     INVALID, CACHE_NONE, inv.error_type, inv.error_message)
+            rows.add(
+                inv.line_no,
+                inv.custom_id,
+                None,
+                inv.tenant,
+                inv.tags,
+                inv.model,
+                INVALID,
+                CACHE_NONE,
+                inv.error_type,
+                inv.error_message,
+            )
             continue
         stats.valid += 1
         dup = next(is_dup)
@@ -211,12 +266,29 @@ def _settle_batch(
             stats.cache_hits += 1
             if not dup:
                 stats.unique += 1
-            rows.add(item.line_no, item.custom_id, item.key, item.tenant, item.tags, item.model,
-                     CACHED, CACHE_EXACT, cached_outcome=_outcome_enc.encode(hit))
+            rows.add(
+                item.line_no,
+                item.custom_id,
+                item.key,
+                item.tenant,
+                item.tags,
+                item.model,
+                CACHED,
+                CACHE_EXACT,
+                cached_outcome=_outcome_enc.encode(hit),
+            )
         elif dup:
             stats.in_run_duplicates += 1
-            rows.add(item.line_no, item.custom_id, item.key, item.tenant, item.tags, item.model,
-                     PENDING, CACHE_IN_RUN)
+            rows.add(
+                item.line_no,
+                item.custom_id,
+                item.key,
+                item.tenant,
+                item.tags,
+                item.model,
+                PENDING,
+                CACHE_IN_RUN,
+            )
         else:
             stats.unique += 1
             stats.to_send += 1
@@ -224,6 +296,13 @@ def _settle_batch(
             vendor_id = item.key.hex() if cacheable else NO_CACHE_PREFIX + item.key.hex()
             assert route is not None
             chunker.add(route, vendor_id, item)
-            rows.add(item.line_no, item.custom_id, item.key, item.tenant, item.tags, item.model,
-                     PENDING, CACHE_NONE)
-    return rows
+            rows.add(
+                item.line_no,
+                item.custom_id,
+                item.key,
+                item.tenant,
+                item.tags,
+                item.model,
+                PENDING,
+                CACHE_NONE,
+            )

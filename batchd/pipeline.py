@@ -12,6 +12,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from batchd.lines import open_source
 from batchd.outcome import CANCELED, SUCCEEDED, Outcome
 from batchd.parts import read_outcomes
 from batchd.plan import Chunker, Estimate
-from batchd.results import CostSummary, RowAssembler, write_openai_jsonl
+from batchd.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.services import Services
 from batchd.store import (
     CHUNK_COLLECTED,
@@ -59,17 +60,26 @@ def _estimates_by_model(chunker: Chunker) -> dict[str, Estimate]:
     return {f"{backend}:{model}": est for (backend, model), est in chunker.estimates.items()}
 
 
-def plan_file(svc: Services, source: str, options: dict[str, Any],
-              on_progress: Callable[[IngestStats], None] | None = None) -> PlanReport:
+def plan_file(
+    svc: Services,
+    source: str,
+    options: dict[str, Any],
+    on_progress: Callable[[IngestStats], None] | None = None,
+) -> PlanReport:
     """Dry run: everything `submit` does before the first vendor call; nothing is written."""
-    chunker = Chunker("plan", svc.settings, svc.prices, svc.backends, lambda _: None,
-                      run_deadline_at=float("inf"))
+    chunker = Chunker(
+        "plan", svc.settings, svc.prices, svc.backends, lambda _: None, run_deadline_at=float("inf")
+    )
     with _open_input(source) as stream:
         stats = ingest(
-            stream, router=svc.router, chunker=chunker,
+            stream,
+            router=svc.router,
+            chunker=chunker,
             cache=None if options.get("no_cache") else svc.cache,
             default_tenant=options.get("tenant") or svc.settings.default_tenant,
-            run_salt="plan", write_rows=None, on_progress=on_progress,
+            run_salt="plan",
+            write_rows=None,
+            on_progress=on_progress,
         )
     chunks = chunker.finish()
     return PlanReport(stats=stats, chunks=chunks, estimates=_estimates_by_model(chunker))
@@ -82,29 +92,42 @@ def _open_input(source: str) -> Any:
         raise BatchdError(f"Input file {source} does not exist.", "Check the path.") from exc
 
 
-def ingest_run(svc: Services, run: Run,
-               on_progress: Callable[[IngestStats], None] | None = None) -> Run:
+def ingest_run(
+    svc: Services, run: Run, on_progress: Callable[[IngestStats], None] | None = None
+) -> Run:
     """Ingest step: lines parts + chunk files, then chunks and stats in one store change."""
     blobs = svc.blobs(run.run_id)
     blobs.remove_tree("chunks")  # leftovers of an ingest killed half-way
-    chunker = Chunker(run.run_id, svc.settings, svc.prices, svc.backends,
-                      lambda rel: open(_fresh(blobs.path(rel)), "wb"),
-                      run_deadline_at=run.deadline_at)
+    chunker = Chunker(
+        run.run_id,
+        svc.settings,
+        svc.prices,
+        svc.backends,
+        lambda rel: _fresh(blobs.path(rel)).open("wb"),
+        run_deadline_at=run.deadline_at,
+    )
     with _open_input(run.source) as stream, blobs.writer(LINES_PATH) as out:
         writer = pq.ParquetWriter(out, LINES_SCHEMA)
         stats = ingest(
-            stream, router=svc.router, chunker=chunker,
+            stream,
+            router=svc.router,
+            chunker=chunker,
             cache=None if run.options.get("no_cache") else svc.cache,
             default_tenant=run.options.get("tenant") or svc.settings.default_tenant,
-            run_salt=run.run_id, write_rows=writer.write_batch, on_progress=on_progress,
+            run_salt=run.run_id,
+            write_rows=writer.write_batch,
+            on_progress=on_progress,
         )
         writer.close()
     chunks = chunker.finish()
     svc.store.add_chunks(chunks)
     return svc.store.update_run(
-        run.run_id, state=RUN_DISPATCHING,
-        stats={"ingest": msgspec.to_builtins(stats),
-               "estimates": msgspec.to_builtins(_estimates_by_model(chunker))},
+        run.run_id,
+        state=RUN_DISPATCHING,
+        stats={
+            "ingest": msgspec.to_builtins(stats),
+            "estimates": msgspec.to_builtins(_estimates_by_model(chunker)),
+        },
     )
 
 
@@ -128,30 +151,27 @@ def finalize_run(svc: Services, run: Run) -> Run:
     out_dir = Path(run.output) / run.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
     export = run.options.get("export") == "openai-jsonl"
-    with tempfile.TemporaryDirectory(dir=svc.home) as tmp:
+    results_tmp = out_dir / ".results.parquet.tmp"
+    export_tmp = out_dir / ".results.openai.jsonl.tmp"
+    with tempfile.TemporaryDirectory(dir=svc.home) as tmp, ExitStack() as files:
         db = _outcome_index(svc, run, Path(tmp) / "outcomes.db")
+        files.callback(db.close)
         summary = CostSummary(run.run_id, svc.prices.version)
         assembler = RowAssembler(run.run_id, svc.prices, lambda keys: _lookup(db, keys), summary)
-        from batchd.results import RESULTS_SCHEMA
-
-        results_tmp = out_dir / ".results.parquet.tmp"
-        export_tmp = out_dir / ".results.openai.jsonl.tmp"
-        writer = pq.ParquetWriter(results_tmp, RESULTS_SCHEMA)
-        export_file = open(export_tmp, "wb") if export else None
+        writer = files.enter_context(pq.ParquetWriter(results_tmp, RESULTS_SCHEMA))
+        export_file = files.enter_context(open(export_tmp, "wb")) if export else None
         lines = pq.ParquetFile(blobs.path(LINES_PATH))
         for batch in lines.iter_batches(batch_size=FINALIZE_BATCH_ROWS):
             rows = assembler.assemble(batch)
             writer.write_batch(rows)
             if export_file is not None:
                 write_openai_jsonl(rows, export_file)
-        writer.close()
-        db.close()
-        pq.write_table(summary.table(), out_dir / ".costs.parquet.tmp")
-        (out_dir / ".costs.parquet.tmp").replace(out_dir / "costs.parquet")
-        results_tmp.replace(out_dir / "results.parquet")
-        if export_file is not None:
-            export_file.close()
-            export_tmp.replace(out_dir / "results.openai.jsonl")
+    # Every file appears under its final name only once complete.
+    pq.write_table(summary.table(), out_dir / ".costs.parquet.tmp")
+    (out_dir / ".costs.parquet.tmp").replace(out_dir / "costs.parquet")
+    results_tmp.replace(out_dir / "results.parquet")
+    if export:
+        export_tmp.replace(out_dir / "results.openai.jsonl")
     counts = assembler.status_counts
     if run.cancel_requested:
         outcome = RUN_CANCELED
@@ -176,8 +196,10 @@ def _outcome_index(svc: Services, run: Run, path: Path) -> sqlite3.Connection:
         if chunk.result_path is None:
             continue
         with blobs.open(chunk.result_path) as src:
-            db.executemany("INSERT OR REPLACE INTO o VALUES (?, ?)",
-                           ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)))
+            db.executemany(
+                "INSERT OR REPLACE INTO o VALUES (?, ?)",
+                ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)),
+            )
     db.commit()
     return db
 
@@ -193,15 +215,18 @@ def _lookup(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
     return found
 
 
-async def drive(svc: Services, run_id: str,
-                on_progress: Callable[[Run, list[Chunk], IngestStats | None], None] | None = None,
-                ) -> Run:
+async def drive(
+    svc: Services,
+    run_id: str,
+    on_progress: Callable[[Run, list[Chunk], IngestStats | None], None] | None = None,
+) -> Run:
     """Run every step of one run until it is done (embedded mode)."""
     while True:
         run = svc.store.get_run(run_id)
         if run is None:
             raise BatchdError(f"No run {run_id}.", "List runs with `batchd status`.")
         if run.state == RUN_INGESTING:
+
             def ingest_progress(stats: IngestStats, run: Run = run) -> None:
                 if on_progress is not None:
                     on_progress(run, [], stats)

@@ -136,8 +136,14 @@ class Chunker:
         chunk_id = f"{self._run_id}-c{self._seq:05d}"
         path = f"chunks/{chunk_id}.jsonl"
         chunk = Chunk(
-            chunk_id=chunk_id, run_id=self._run_id, backend=route.backend, model=route.model,
-            path=path, n_requests=0, n_bytes=0, deadline_at=self._deadline,
+            chunk_id=chunk_id,
+            run_id=self._run_id,
+            backend=route.backend,
+            model=route.model,
+            path=path,
+            n_requests=0,
+            n_bytes=0,
+            deadline_at=self._deadline,
         )
         f = self._open_file(path)
         if f is not None:
@@ -172,8 +178,9 @@ class Chunker:
             if price is None:
                 continue
             inp = est.input_tokens
-            est.cost_usd = self._prices.cost_usd(price, Usage(inp, 0, 0, est.output_tokens),
-                                                 batch=True)
+            est.cost_usd = self._prices.cost_usd(
+                price, Usage(inp, 0, 0, est.output_tokens), batch=True
+            )
             est.cost_max_usd = self._prices.cost_usd(
                 price, Usage(inp, 0, 0, est.output_tokens_max), batch=True
             )

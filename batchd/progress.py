@@ -19,9 +19,12 @@ LOG_EVERY_S = 10.0
 def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[str, Any]:
     """Counts a person watching a run wants: read, cached, sent, done, failed, cost so far."""
     if ingest is not None:
-        st: dict[str, Any] = {"lines": ingest.lines, "invalid": ingest.invalid,
-                              "cache_hits": ingest.cache_hits,
-                              "in_run": ingest.in_run_duplicates}
+        st: dict[str, Any] = {
+            "lines": ingest.lines,
+            "invalid": ingest.invalid,
+            "cache_hits": ingest.cache_hits,
+            "in_run": ingest.in_run_duplicates,
+        }
         phase = "reading input"
     else:
         st = dict((run.stats or {}).get("ingest", {}))
@@ -38,10 +41,15 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
         elif c.state in (CHUNK_SUBMITTED, CHUNK_ENDED):
             done += c.counts.get("done", 0)
     return {
-        "run": run.run_id, "phase": phase, "lines read": st.get("lines", 0),
-        "invalid": st.get("invalid", 0), "cached": st.get("cache_hits", 0),
+        "run": run.run_id,
+        "phase": phase,
+        "lines read": st.get("lines", 0),
+        "invalid": st.get("invalid", 0),
+        "cached": st.get("cache_hits", 0),
         "in-run duplicates": st.get("in_run", st.get("in_run_duplicates", 0)),
-        "unique requests sent": sent, "requests done": done, "requests failed": failed,
+        "unique requests sent": sent,
+        "requests done": done,
+        "requests failed": failed,
         "chunks": f"{sum(c.state == CHUNK_COLLECTED for c in chunks)}/{len(chunks)}",
         "cost so far": f"${cost:,.4f}",
     }

@@ -22,11 +22,19 @@ KEY_BYTES = 16
 # Keys that never change the answer: left out of the cache key (and, for native
 # lines, out of the vendor body).
 _NON_OUTPUT_KEYS = frozenset(
-    {"model", "messages", "system", "stream", "stream_options", "user", "metadata", "store",
-     "service_tier"}
+    {
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "max_completion_tokens",
+    }
 )
-_NATIVE_ENVELOPE = frozenset({"id", "model", "messages", "prompt", "metadata", "deadline", "cache",
-                              "system"})
+_NATIVE_ENVELOPE = frozenset(
+    {"id", "model", "messages", "prompt", "metadata", "deadline", "cache", "system"}
+)
 
 _key_encoder = msgspec.json.Encoder(order="sorted")
 
@@ -86,49 +94,47 @@ def _norm_content(content: Any) -> Any:
     return parts
 
 
-def _norm_messages(messages: list[Any]) -> tuple[Any, list[Any]]:
-    """Split leading system messages into one canonical system value; normalise contents."""
-    system: list[Any] = []
-    out: list[Any] = []
+def _plain_messages(messages: list[Any]) -> bool:
+    """Check every message; True when every content is already canonical (a string)."""
+    plain = True
     for m in messages:
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
+        if type(m) is not dict or type(m.get("role")) is not str or "content" not in m:
             raise _Bad("bad_messages", "every message needs a string 'role' and a 'content'")
-        if m["role"] == "system" and not out:
-            system.append(_norm_content(m["content"]))
-            continue
-        if len(m) == 2 and type(m["content"]) is str:
-            out.append(m)
-        else:
-            nm = dict(m)
-            nm["content"] = _norm_content(m["content"])
-            out.append(nm)
-    if not system:
-        return None, out
-    if len(system) == 1:
-        return system[0], out
-    return system, out
+        if type(m["content"]) is not str:
+            plain = False
+    return plain
 
 
-def cache_key(tenant: str, model: str, system: Any, messages: list[Any],
-              params: dict[str, Any]) -> bytes:
-    """BLAKE2b-128 of the canonical JSON of everything that can change the answer."""
-    material = {"t": tenant, "m": model, "k": "chat", "s": system, "msgs": messages, "p": params}
-    return hashlib.blake2b(_key_encoder.encode(material), digest_size=KEY_BYTES).digest()
+def _canonical_body(body: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in body.items() if k not in _NON_OUTPUT_KEYS}
+    if "max_completion_tokens" in body and "max_tokens" not in body:
+        out["max_tokens"] = body["max_completion_tokens"]
+    out["messages"] = [
+        m if type(m["content"]) is str else {**m, "content": _norm_content(m["content"])}
+        for m in body["messages"]
+    ]
+    return out
 
 
-def _params_of(body: dict[str, Any]) -> dict[str, Any]:
-    params = {k: v for k, v in body.items() if k not in _NON_OUTPUT_KEYS}
-    if "max_completion_tokens" in params and "max_tokens" not in params:
-        params["max_tokens"] = params.pop("max_completion_tokens")
-    return params
+def request_key(tenant: str, body: dict[str, Any], plain: bool) -> bytes:
+    """BLAKE2b-128 of tenant scope, endpoint kind and the canonical JSON of the chat body.
+
+    The body carries the model, the messages (any system prompt as the leading system
+    message, whatever the input format) and every parameter that can change the answer.
+    """
+    material = body if plain and not (body.keys() & _NON_OUTPUT_KEYS) else _canonical_body(body)
+    return hashlib.blake2b(
+        tenant.encode() + b"\x00chat\x00" + _key_encoder.encode(material), digest_size=KEY_BYTES
+    ).digest()
 
 
 def _check_max_tokens(container: dict[str, Any], where: str) -> None:
     for name in ("max_tokens", "max_completion_tokens"):
-        if name in container:
-            v = container[name]
-            if type(v) is not int or v <= 0:
-                raise _Bad("bad_max_tokens", f"{where}{name} must be a positive integer, got {v!r}")
+        v = container.get(name)
+        if v is not None and (type(v) is not int or v <= 0):
+            raise _Bad("bad_max_tokens", f"{where}{name} must be a positive integer, got {v!r}")
+    if container.get("max_tokens", 1) is None or container.get("max_completion_tokens", 1) is None:
+        raise _Bad("bad_max_tokens", f"{where}max_tokens must be a positive integer, got None")
 
 
 def _model_of(container: dict[str, Any], where: str) -> str:
@@ -144,8 +150,9 @@ def _messages_of(container: dict[str, Any], where: str, allow_prompt: bool) -> l
         return [{"role": "user", "content": container["prompt"]}]
     if not isinstance(messages, list) or not messages:
         alt = " (or give 'prompt')" if allow_prompt else ""
-        raise _Bad("missing_messages",
-                   f"no messages: {where}'messages' must be a non-empty list{alt}")
+        raise _Bad(
+            "missing_messages", f"no messages: {where}'messages' must be a non-empty list{alt}"
+        )
     return messages
 
 
@@ -161,8 +168,10 @@ def _tenant_tags(meta: Any, default_tenant: str) -> tuple[str, dict[str, str]]:
     if raw is None:
         tags: dict[str, str] = {}
     elif isinstance(raw, dict):
-        tags = {str(k): v if isinstance(v, str) else msgspec.json.encode(v).decode()
-                for k, v in raw.items()}
+        tags = {
+            str(k): v if isinstance(v, str) else msgspec.json.encode(v).decode()
+            for k, v in raw.items()
+        }
     elif isinstance(raw, list):
         tags = {str(t): "" for t in raw}
     else:
@@ -195,8 +204,12 @@ def parse_request(obj: Any, line_no: int, default_tenant: str) -> Request | Inva
     raw_id = obj.get("custom_id", obj.get("id"))
     custom_id = fallback_id if raw_id is None else raw_id
     if not isinstance(custom_id, str) or not custom_id:
-        return Invalid(line_no, fallback_id, "bad_custom_id",
-                       f"custom_id must be a non-empty string, got {raw_id!r}")
+        return Invalid(
+            line_no,
+            fallback_id,
+            "bad_custom_id",
+            f"custom_id must be a non-empty string, got {raw_id!r}",
+        )
     try:
         return _parse(obj, line_no, custom_id, default_tenant)
     except _Bad as bad:
@@ -204,9 +217,12 @@ def parse_request(obj: Any, line_no: int, default_tenant: str) -> Request | Inva
 
 
 def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: str) -> Request:
-    tenant, tags = _tenant_tags(obj.get("metadata"), default_tenant)
+    if "metadata" in obj:
+        tenant, tags = _tenant_tags(obj["metadata"], default_tenant)
+    else:
+        tenant, tags = default_tenant, {}
     cache_ok = obj.get("cache", True) is not False
-    deadline_at = _deadline(obj.get("deadline"))
+    deadline_at = _deadline(obj["deadline"]) if "deadline" in obj else None
     if "params" in obj:
         fmt = "anthropic"
         params = obj["params"]
@@ -221,20 +237,19 @@ def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: st
         body = {k: v for k, v in params.items() if k != "system"}
         if system is not None:
             body["messages"] = [{"role": "system", "content": system}, *messages]
-        sys_key, msgs_key = _norm_messages(body["messages"])
     elif "body" in obj or "url" in obj or "method" in obj:
         fmt = "openai"
         if obj.get("method") != "POST":
-            raise _Bad("bad_method", f"method must be \"POST\", got {obj.get('method')!r}")
+            raise _Bad("bad_method", f'method must be "POST", got {obj.get("method")!r}')
         if obj.get("url") != CHAT_URL:
             raise _Bad("bad_url", f"url must be {CHAT_URL!r}, got {obj.get('url')!r}")
-        body = obj.get("body")
-        if not isinstance(body, dict):
+        raw_body = obj.get("body")
+        if not isinstance(raw_body, dict):
             raise _Bad("bad_body", "'body' must be an object")
+        body = raw_body
         model = _model_of(body, "body.")
         _messages_of(body, "body.", allow_prompt=False)
         _check_max_tokens(body, "body.")
-        sys_key, msgs_key = _norm_messages(body["messages"])
     else:
         fmt = "native"
         model = _model_of(obj, "")
@@ -246,8 +261,7 @@ def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: st
         body["messages"] = (
             [{"role": "system", "content": system}, *messages] if system is not None else messages
         )
-        sys_key, msgs_key = _norm_messages(body["messages"])
-    key = cache_key(tenant, model, sys_key, msgs_key, _params_of(body))
+    key = request_key(tenant, body, _plain_messages(body["messages"]))
     return Request(line_no, custom_id, fmt, model, tenant, tags, cache_ok, deadline_at, body, key)
 
 

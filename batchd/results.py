@@ -70,14 +70,22 @@ COSTS_SCHEMA = pa.schema(
     ]
 )
 
-_SUM_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-               "cost_usd", "baseline_cost_usd", "gpu_seconds")
+_SUM_FIELDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "cost_usd",
+    "baseline_cost_usd",
+    "gpu_seconds",
+)
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 _json = msgspec.json.Encoder()
 _json_dec = msgspec.json.Decoder()
 
 MISSING_RESULT = Outcome(
-    status=FAILED, error_type="no_result",
+    status=FAILED,
+    error_type="no_result",
     error_message="batchd recorded no result for this request (internal error); resubmit the file",
 )
 
@@ -95,8 +103,12 @@ class CostSummary:
         g = self._groups.get((row["backend"], model))
         if g is None:
             g = self._groups[(row["backend"], model)] = {
-                "requests": 0, "succeeded": 0, "not_succeeded": 0, "cache_hits": 0,
-                "in_run_hits": 0, **dict.fromkeys(_SUM_FIELDS, 0),
+                "requests": 0,
+                "succeeded": 0,
+                "not_succeeded": 0,
+                "cache_hits": 0,
+                "in_run_hits": 0,
+                **dict.fromkeys(_SUM_FIELDS, 0),
             }
         g["requests"] += 1
         g["succeeded" if row["status"] == SUCCEEDED else "not_succeeded"] += 1
@@ -113,18 +125,29 @@ class CostSummary:
     def table(self) -> pa.Table:
         rows = []
         for (backend, model), g in sorted(self._groups.items()):
-            rows.append({"run_id": self._run_id, "backend": backend, "model": model, **g,
-                         "savings_usd": g["baseline_cost_usd"] - g["cost_usd"],
-                         "price_book_version": self._version})
+            rows.append(
+                {
+                    "run_id": self._run_id,
+                    "backend": backend,
+                    "model": model,
+                    **g,
+                    "savings_usd": g["baseline_cost_usd"] - g["cost_usd"],
+                    "price_book_version": self._version,
+                }
+            )
         return pa.Table.from_pylist(rows, schema=COSTS_SCHEMA)
 
 
 class RowAssembler:
     """Lines-part batches in, result-row batches out (same order, same count)."""
 
-    def __init__(self, run_id: str, prices: PriceBook,
-                 lookup: Callable[[list[bytes]], dict[bytes, Outcome]],
-                 summary: CostSummary) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        prices: PriceBook,
+        lookup: Callable[[list[bytes]], dict[bytes, Outcome]],
+        summary: CostSummary,
+    ) -> None:
         self._run_id = run_id
         self._prices = prices
         self._lookup = lookup
@@ -133,8 +156,11 @@ class RowAssembler:
 
     def assemble(self, lines: pa.RecordBatch) -> pa.RecordBatch:
         cols = lines.to_pydict()
-        keys = [k for k, s in zip(cols["request_key"], cols["state"], strict=True)
-                if k is not None and s != CACHED]
+        keys = [
+            k
+            for k, s in zip(cols["request_key"], cols["state"], strict=True)
+            if k is not None and s != CACHED
+        ]
         outcomes = self._lookup(keys) if keys else {}
         out: dict[str, list[Any]] = {name: [] for name in RESULTS_SCHEMA.names}
         for i in range(lines.num_rows):
@@ -145,21 +171,29 @@ class RowAssembler:
                 values.append(row[name])
         return pa.RecordBatch.from_pydict(out, schema=RESULTS_SCHEMA)
 
-    def _row(self, cols: dict[str, list[Any]], i: int,
-             outcomes: dict[bytes, Outcome]) -> dict[str, Any]:
+    def _row(
+        self, cols: dict[str, list[Any]], i: int, outcomes: dict[bytes, Outcome]
+    ) -> dict[str, Any]:
         key = cols["request_key"][i]
         state = cols["state"][i]
         cache = cols["cache"][i]
         model_requested = cols["model_requested"][i]
         row: dict[str, Any] = {
-            "run_id": self._run_id, "line_no": cols["line_no"][i],
-            "custom_id": cols["custom_id"][i], "request_key": key.hex() if key else None,
-            "tenant": cols["tenant"][i], "tags": cols["tags"][i],
-            "model_requested": model_requested, "cache": cache,
+            "run_id": self._run_id,
+            "line_no": cols["line_no"][i],
+            "custom_id": cols["custom_id"][i],
+            "request_key": key.hex() if key else None,
+            "tenant": cols["tenant"][i],
+            "tags": cols["tags"][i],
+            "model_requested": model_requested,
+            "cache": cache,
         }
         if state == INVALID:
-            o = Outcome(status=INVALID, error_type=cols["error_type"][i],
-                        error_message=cols["error_message"][i])
+            o = Outcome(
+                status=INVALID,
+                error_type=cols["error_type"][i],
+                error_message=cols["error_message"][i],
+            )
         elif state == CACHED:
             o = _outcome_dec.decode(cols["cached_outcome"][i])
             o.backend, o.cost_usd, o.gpu_seconds = "cache", 0.0, 0.0
@@ -168,13 +202,22 @@ class RowAssembler:
             if cache == CACHE_IN_RUN:
                 o = msgspec.structs.replace(o, cost_usd=0.0, gpu_seconds=0.0)
         row.update(
-            model_used=o.model_used or None, backend=o.backend or "none", status=o.status,
-            output_text=o.output_text, response_json=o.response_json,
-            finish_reason=o.finish_reason, error_type=o.error_type,
-            error_message=o.error_message, input_tokens=o.input_tokens,
-            cached_input_tokens=o.cached_input_tokens, cache_write_tokens=o.cache_write_tokens,
-            output_tokens=o.output_tokens, cost_usd=o.cost_usd, gpu_seconds=o.gpu_seconds,
-            submitted_at=_ts(o.submitted_at), completed_at=_ts(o.completed_at),
+            model_used=o.model_used or None,
+            backend=o.backend or "none",
+            status=o.status,
+            output_text=o.output_text,
+            response_json=o.response_json,
+            finish_reason=o.finish_reason,
+            error_type=o.error_type,
+            error_message=o.error_message,
+            input_tokens=o.input_tokens,
+            cached_input_tokens=o.cached_input_tokens,
+            cache_write_tokens=o.cache_write_tokens,
+            output_tokens=o.output_tokens,
+            cost_usd=o.cost_usd,
+            gpu_seconds=o.gpu_seconds,
+            submitted_at=_ts(o.submitted_at),
+            completed_at=_ts(o.completed_at),
             baseline_cost_usd=self._baseline(model_requested, o),
         )
         return row
@@ -196,14 +239,21 @@ def write_openai_jsonl(batch: pa.RecordBatch, out: BinaryIO) -> None:
     for i in range(batch.num_rows):
         status = cols["status"][i]
         body = cols["response_json"][i]
-        line: dict[str, Any] = {"id": f"batchd-{cols['run_id'][i]}-{cols['line_no'][i]}",
-                                "custom_id": cols["custom_id"][i]}
+        line: dict[str, Any] = {
+            "id": f"batchd-{cols['run_id'][i]}-{cols['line_no'][i]}",
+            "custom_id": cols["custom_id"][i],
+        }
         if status == SUCCEEDED and body is not None:
-            line["response"] = {"status_code": 200, "request_id": None,
-                                "body": _json_dec.decode(body)}
+            line["response"] = {
+                "status_code": 200,
+                "request_id": None,
+                "body": _json_dec.decode(body),
+            }
             line["error"] = None
         else:
             line["response"] = None
-            line["error"] = {"code": cols["error_type"][i] or status,
-                             "message": cols["error_message"][i] or status}
+            line["error"] = {
+                "code": cols["error_type"][i] or status,
+                "message": cols["error_message"][i] or status,
+            }
         out.write(_json.encode(line) + b"\n")

@@ -40,8 +40,9 @@ def content_id(path: str | Path, options: dict[str, Any]) -> str:
     return "run-" + h.hexdigest()
 
 
-def start_run(svc: Services, source: str, output: str, options: dict[str, Any],
-              deadline_at: float | None) -> tuple[Run, bool]:
+def start_run(
+    svc: Services, source: str, output: str, options: dict[str, Any], deadline_at: float | None
+) -> tuple[Run, bool]:
     """Return (run, resumed): the unfinished run for this input and options, or a new one."""
     base = content_id(source, options)
     previous = svc.store.runs_with_base(base)
@@ -50,7 +51,10 @@ def start_run(svc: Services, source: str, output: str, options: dict[str, Any],
     run_id = base if not previous else f"{base}-{len(previous) + 1}"
     now = time.time()
     run = Run(
-        run_id=run_id, base_id=base, source=str(Path(source).resolve()), output=output,
+        run_id=run_id,
+        base_id=base,
+        source=str(Path(source).resolve()),
+        output=output,
         options=options,
         deadline_at=deadline_at or now + svc.settings.default_deadline_h * 3600,
     )

@@ -69,4 +69,4 @@ class SeenSet:
                 self._base = _insert(*self._base, *self._delta)
                 empty = np.empty(0, dtype=np.uint64)
                 self._delta = (empty, empty)
-        return seen.tolist()  # type: ignore[no-any-return]
+        return seen.tolist()

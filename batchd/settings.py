@@ -122,8 +122,10 @@ def load_settings(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise BatchdError(f"{path} is not valid TOML: {exc}.", "Fix the file.") from exc
     elif named:
-        raise BatchdError(f"Config file {path} does not exist.",
-                          "Check the path given by BATCHD_CONFIG (or --config).")
+        raise BatchdError(
+            f"Config file {path} does not exist.",
+            "Check the path given by BATCHD_CONFIG (or --config).",
+        )
     data = _merge(data, _env_overrides(env))
     data = _merge(data, {k: v for k, v in (cli or {}).items() if v is not None})
     try:

@@ -160,7 +160,10 @@ class SqliteStore:
         return _CHUNK_DEC.decode(row[0]) if row else None
 
     def transition(
-        self, chunk_id: str, from_states: tuple[str, ...], new_children: list[Chunk] | None = None,
+        self,
+        chunk_id: str,
+        from_states: tuple[str, ...],
+        new_children: list[Chunk] | None = None,
         **fields: Any,
     ) -> Chunk | None:
         """Set `fields` on the chunk iff its state is in `from_states`; add children atomically.

@@ -34,7 +34,8 @@ class Batchd:
         self.home = tmp / "home"
         self.out = tmp / "out"
         self.env = {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(("BATCHD_", "OPENAI_", "ANTHROPIC_"))
         }
         self.env.update(
@@ -50,14 +51,22 @@ class Batchd:
 
     def run(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv(*args), env={**self.env, **env}, cwd=self.tmp, capture_output=True,
-            text=True, timeout=timeout,
+            self.argv(*args),
+            env={**self.env, **env},
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            self.argv(*args), env={**self.env, **env}, cwd=self.tmp, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            self.argv(*args),
+            env={**self.env, **env},
+            cwd=self.tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def submit(self, path: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -100,6 +109,8 @@ def write_jsonl(path: Path, lines: list[Any]) -> Path:
 
 def chat(custom_id: str, text: str, model: str = "gpt-5.4-nano", **body: Any) -> dict[str, Any]:
     return {
-        "custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
         "body": {"model": model, "messages": [{"role": "user", "content": text}], **body},
     }

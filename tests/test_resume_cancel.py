@@ -16,8 +16,10 @@ from tests.emulators.openai_batch import OpenAIBatchEmulator
 
 
 def _lines(n: int) -> list[dict[str, Any]]:
-    return [chat(f"k{i}", f"request number {i}", model=("gpt-5.4-nano", "gpt-5.4-mini")[i % 2])
-            for i in range(n)]
+    return [
+        chat(f"k{i}", f"request number {i}", model=("gpt-5.4-nano", "gpt-5.4-mini")[i % 2])
+        for i in range(n)
+    ]
 
 
 def _assert_complete_once(batchd: Batchd, emulator: OpenAIBatchEmulator, n: int) -> None:
@@ -31,8 +33,9 @@ def _assert_complete_once(batchd: Batchd, emulator: OpenAIBatchEmulator, n: int)
     assert len(sent) == n and set(sent.values()) == {1}
 
 
-def test_kill_between_vendor_create_and_record(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                                tmp_path: Path) -> None:
+def test_kill_between_vendor_create_and_record(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     src = write_jsonl(tmp_path / "jobs.jsonl", _lines(6))
     victim: dict[str, subprocess.Popen[str]] = {}
 
@@ -51,8 +54,9 @@ def test_kill_between_vendor_create_and_record(batchd: Batchd, emulator: OpenAIB
     _assert_complete_once(batchd, emulator, 6)
 
 
-def test_random_kills_then_resume(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                  tmp_path: Path) -> None:
+def test_random_kills_then_resume(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     emulator.polls_per_step = 12
     n = 40
     src = write_jsonl(tmp_path / "jobs.jsonl", _lines(n))
@@ -74,12 +78,14 @@ def test_random_kills_then_resume(batchd: Batchd, emulator: OpenAIBatchEmulator,
     assert len(emulator.batch_count_by_metadata("batchd_chunk")) == 10
 
 
-def test_cancel_while_running(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                              tmp_path: Path) -> None:
+def test_cancel_while_running(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     emulator.set_step_mode(manual=True)
     src = write_jsonl(tmp_path / "jobs.jsonl", _lines(8))
-    submit = batchd.popen("submit", str(src), "--output", str(batchd.out),
-                          BATCHD_POLL_INTERVAL_S="0.05")
+    submit = batchd.popen(
+        "submit", str(src), "--output", str(batchd.out), BATCHD_POLL_INTERVAL_S="0.05"
+    )
     deadline = time.monotonic() + 30
     while len(emulator.batches()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -88,8 +94,9 @@ def test_cancel_while_running(batchd: Batchd, emulator: OpenAIBatchEmulator,
     assert run_id.startswith("run-")
     cancel = batchd.popen("cancel", run_id)
     deadline = time.monotonic() + 30
-    while (time.monotonic() < deadline
-           and {b["status"] for b in emulator.batches()} != {"cancelling"}):
+    while time.monotonic() < deadline and {b["status"] for b in emulator.batches()} != {
+        "cancelling"
+    }:
         time.sleep(0.05)
     assert {b["status"] for b in emulator.batches()} == {"cancelling"}
     emulator.advance_all()  # the vendor stops the batches: finished lines are kept
@@ -103,8 +110,9 @@ def test_cancel_while_running(batchd: Batchd, emulator: OpenAIBatchEmulator,
     assert statuses == {"succeeded": 4, "canceled": 4}
 
 
-def test_cancel_with_no_process_running(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                        tmp_path: Path) -> None:
+def test_cancel_with_no_process_running(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     emulator.set_step_mode(manual=True)
     src = write_jsonl(tmp_path / "jobs.jsonl", _lines(4))
     submit = batchd.popen("submit", str(src), "--output", str(batchd.out))
@@ -122,8 +130,9 @@ def test_cancel_with_no_process_running(batchd: Batchd, emulator: OpenAIBatchEmu
     assert "canceled" in {r["status"] for r in rows}
 
 
-def test_ctrl_c_keeps_the_run(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                              tmp_path: Path) -> None:
+def test_ctrl_c_keeps_the_run(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     emulator.set_step_mode(manual=True)
     src = write_jsonl(tmp_path / "jobs.jsonl", _lines(2))
     submit = batchd.popen("submit", str(src), "--output", str(batchd.out))

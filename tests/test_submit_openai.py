@@ -14,23 +14,38 @@ from tests.emulators.openai_batch import OpenAIBatchEmulator
 
 
 def _mixed_file(path: Path) -> Path:
-    return write_jsonl(path, [
-        chat("a", "alpha one", max_tokens=50),
-        {"custom_id": "b", "params": {"model": "gpt-5.4-mini", "max_tokens": 40,
-                                      "system": "be brief", "messages": [
-                                          {"role": "user", "content": "beta two"}]}},
-        {"id": "c", "model": "gpt-5.4-nano", "prompt": "alpha one", "max_tokens": 50,
-         "metadata": {"tenant": "default", "tags": {"team": "x"}}},
-        "not json at all",
-        {"id": "d", "model": "gpt-5.4-nano", "messages": []},
-        chat("a", "duplicate id"),
-        {"id": "e", "model": "no-such-model", "prompt": "hi"},
-        {"model": "gpt-5.4-mini", "prompt": "gamma three", "max_tokens": 30},
-    ])
+    return write_jsonl(
+        path,
+        [
+            chat("a", "alpha one", max_tokens=50),
+            {
+                "custom_id": "b",
+                "params": {
+                    "model": "gpt-5.4-mini",
+                    "max_tokens": 40,
+                    "system": "be brief",
+                    "messages": [{"role": "user", "content": "beta two"}],
+                },
+            },
+            {
+                "id": "c",
+                "model": "gpt-5.4-nano",
+                "prompt": "alpha one",
+                "max_tokens": 50,
+                "metadata": {"tenant": "default", "tags": {"team": "x"}},
+            },
+            "not json at all",
+            {"id": "d", "model": "gpt-5.4-nano", "messages": []},
+            chat("a", "duplicate id"),
+            {"id": "e", "model": "no-such-model", "prompt": "hi"},
+            {"model": "gpt-5.4-mini", "prompt": "gamma three", "max_tokens": 30},
+        ],
+    )
 
 
-def test_mixed_file_one_row_per_line_in_order(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                              tmp_path: Path) -> None:
+def test_mixed_file_one_row_per_line_in_order(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     src = _mixed_file(tmp_path / "jobs.jsonl")
     proc = batchd.submit(src, "--export", "openai-jsonl")
     assert proc.returncode == 3, proc.stderr  # finished, with invalid lines
@@ -48,8 +63,16 @@ def test_mixed_file_one_row_per_line_in_order(batchd: Batchd, emulator: OpenAIBa
     assert by_id[3]["tags"] == [("team", "x")]
     assert by_id[3]["request_key"] == by_id[1]["request_key"]
     statuses = {n: r["status"] for n, r in by_id.items()}
-    assert statuses == {1: "succeeded", 2: "succeeded", 3: "succeeded", 4: "invalid",
-                        5: "invalid", 6: "invalid", 7: "invalid", 8: "succeeded"}
+    assert statuses == {
+        1: "succeeded",
+        2: "succeeded",
+        3: "succeeded",
+        4: "invalid",
+        5: "invalid",
+        6: "invalid",
+        7: "invalid",
+        8: "succeeded",
+    }
     assert by_id[4]["error_type"] == "invalid_json"
     assert by_id[5]["error_type"] == "missing_messages"
     assert by_id[6]["error_type"] == "duplicate_custom_id"
@@ -73,8 +96,10 @@ def test_mixed_file_one_row_per_line_in_order(batchd: Batchd, emulator: OpenAIBa
     assert sum(c["requests"] for c in costs) == len(rows)
     assert sum(c["in_run_hits"] for c in costs) == 1
     # The OpenAI-format export has one line per input line, keyed by custom_id.
-    export = [json.loads(x) for x in
-              (batchd.only_run_dir() / "results.openai.jsonl").read_text().splitlines()]
+    export = [
+        json.loads(x)
+        for x in (batchd.only_run_dir() / "results.openai.jsonl").read_text().splitlines()
+    ]
     assert [e["custom_id"] for e in export] == [r["custom_id"] for r in rows]
     assert export[0]["response"]["status_code"] == 200
     assert export[0]["response"]["body"]["choices"][0]["message"]["content"] == "echo: alpha one"
@@ -103,50 +128,88 @@ def test_all_lines_succeeded_exits_zero_and_second_run_is_all_cache(
 def test_cache_is_tenant_scoped_and_opt_outs_are_sent(
     batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
 ) -> None:
-    first = write_jsonl(tmp_path / "one.jsonl", [
-        {"id": "x", "model": "gpt-5.4-nano", "prompt": "shared", "metadata": {"tenant": "t1"}},
-    ])
+    first = write_jsonl(
+        tmp_path / "one.jsonl",
+        [
+            {"id": "x", "model": "gpt-5.4-nano", "prompt": "shared", "metadata": {"tenant": "t1"}},
+        ],
+    )
     assert batchd.submit(first).returncode == 0
-    second = write_jsonl(tmp_path / "two.jsonl", [
-        {"id": "same-tenant", "model": "gpt-5.4-nano", "prompt": "shared",
-         "metadata": {"tenant": "t1"}},
-        {"id": "other-tenant", "model": "gpt-5.4-nano", "prompt": "shared",
-         "metadata": {"tenant": "t2"}},
-        {"id": "opt-out", "model": "gpt-5.4-nano", "prompt": "shared",
-         "metadata": {"tenant": "t1"}, "cache": False},
-    ])
+    second = write_jsonl(
+        tmp_path / "two.jsonl",
+        [
+            {
+                "id": "same-tenant",
+                "model": "gpt-5.4-nano",
+                "prompt": "shared",
+                "metadata": {"tenant": "t1"},
+            },
+            {
+                "id": "other-tenant",
+                "model": "gpt-5.4-nano",
+                "prompt": "shared",
+                "metadata": {"tenant": "t2"},
+            },
+            {
+                "id": "opt-out",
+                "model": "gpt-5.4-nano",
+                "prompt": "shared",
+                "metadata": {"tenant": "t1"},
+                "cache": False,
+            },
+        ],
+    )
     assert batchd.submit(second).returncode == 0
-    run = next(d for d in batchd.run_dirs() if (d / "results.parquet").exists()
-               and batchd.results(d)[0]["custom_id"] == "same-tenant")
+    run = next(
+        d
+        for d in batchd.run_dirs()
+        if (d / "results.parquet").exists() and batchd.results(d)[0]["custom_id"] == "same-tenant"
+    )
     caches = {r["custom_id"]: r["cache"] for r in batchd.results(run)}
     assert caches == {"same-tenant": "exact", "other-tenant": "none", "opt-out": "none"}
     assert len(emulator.requests_seen()) == 3  # first run 1, then t2 and the opt-out
     # --no-cache: nothing read from the cache.
-    third = write_jsonl(tmp_path / "three.jsonl", [
-        {"id": "again", "model": "gpt-5.4-nano", "prompt": "shared",
-         "metadata": {"tenant": "t1"}},
-    ])
+    third = write_jsonl(
+        tmp_path / "three.jsonl",
+        [
+            {
+                "id": "again",
+                "model": "gpt-5.4-nano",
+                "prompt": "shared",
+                "metadata": {"tenant": "t1"},
+            },
+        ],
+    )
     assert batchd.submit(third, "--no-cache").returncode == 0
     assert len(emulator.requests_seen()) == 4
 
 
-def test_chunks_respect_line_and_byte_limits(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                             tmp_path: Path) -> None:
+def test_chunks_respect_line_and_byte_limits(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     lines = [chat(f"n{i}", f"nano {i}") for i in range(7)]
     lines += [chat(f"m{i}", f"mini {i}", model="gpt-5.4-mini") for i in range(2)]
     src = write_jsonl(tmp_path / "many.jsonl", lines)
     proc = batchd.submit(src, BATCHD_OPENAI_MAX_LINES_PER_CHUNK="3")
     assert proc.returncode == 0, proc.stderr
     sizes = sorted((b["model"], b["request_counts"]["total"]) for b in emulator.batches())
-    assert sizes == [("gpt-5.4-mini", 2), ("gpt-5.4-nano", 1), ("gpt-5.4-nano", 3),
-                     ("gpt-5.4-nano", 3)]
+    assert sizes == [
+        ("gpt-5.4-mini", 2),
+        ("gpt-5.4-nano", 1),
+        ("gpt-5.4-nano", 3),
+        ("gpt-5.4-nano", 3),
+    ]
     assert len(batchd.results()) == 9
 
 
-def test_chunks_respect_byte_limit(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                   tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "big.jsonl", [chat(f"b{i}", "x" * 300 + str(i)) for i in range(4)]
-                      + [chat(f"c{i}", "y" * 300 + str(i)) for i in range(2)])
+def test_chunks_respect_byte_limit(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    src = write_jsonl(
+        tmp_path / "big.jsonl",
+        [chat(f"b{i}", "x" * 300 + str(i)) for i in range(4)]
+        + [chat(f"c{i}", "y" * 300 + str(i)) for i in range(2)],
+    )
     proc = batchd.submit(src, BATCHD_OPENAI_MAX_BYTES_PER_CHUNK="1000")
     assert proc.returncode == 0, proc.stderr
     counts = [b["request_counts"]["total"] for b in emulator.batches()]
@@ -182,19 +245,28 @@ def test_expired_lines_end_expired_when_no_attempt_is_left(
     assert len(emulator.batches()) == 1
 
 
-_text_to_id = {"fine": "ok", "[[error:400]] nope": "bad", "[[error:500]] boom": "flaky",
-               "one two three four five six": "long", "[[finish:content_filter]] hmm": "filtered"}
+_text_to_id = {
+    "fine": "ok",
+    "[[error:400]] nope": "bad",
+    "[[error:500]] boom": "flaky",
+    "one two three four five six": "long",
+    "[[finish:content_filter]] hmm": "filtered",
+}
 
 
-def test_per_line_errors_and_finishes(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                      tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "err.jsonl", [
-        chat("ok", "fine"),
-        chat("bad", "[[error:400]] nope"),
-        chat("flaky", "[[error:500]] boom"),
-        chat("long", "one two three four five six", max_tokens=2),
-        chat("filtered", "[[finish:content_filter]] hmm"),
-    ])
+def test_per_line_errors_and_finishes(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    src = write_jsonl(
+        tmp_path / "err.jsonl",
+        [
+            chat("ok", "fine"),
+            chat("bad", "[[error:400]] nope"),
+            chat("flaky", "[[error:500]] boom"),
+            chat("long", "one two three four five six", max_tokens=2),
+            chat("filtered", "[[finish:content_filter]] hmm"),
+        ],
+    )
     proc = batchd.submit(src, BATCHD_MAX_ATTEMPTS="3")
     assert proc.returncode == 3
     rows = {r["custom_id"]: r for r in batchd.results()}
@@ -203,16 +275,19 @@ def test_per_line_errors_and_finishes(batchd: Batchd, emulator: OpenAIBatchEmula
     assert rows["flaky"]["status"] == "failed" and "500" in rows["flaky"]["error_message"]
     assert rows["long"]["status"] == "succeeded" and rows["long"]["finish_reason"] == "length"
     assert rows["filtered"]["finish_reason"] == "content_filter"
-    sent = Counter(_text_to_id[r["body"]["messages"][-1]["content"]]
-                   for r in emulator.requests_seen())
+    sent = Counter(
+        _text_to_id[r["body"]["messages"][-1]["content"]] for r in emulator.requests_seen()
+    )
     # 5xx is retried up to max_attempts; 4xx, length and content_filter never are.
     assert sent == {"ok": 1, "bad": 1, "flaky": 3, "long": 1, "filtered": 1}
 
 
-def test_completed_batch_without_output_file(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                             tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "allbad.jsonl",
-                      [chat(f"x{i}", f"[[error:400]] {i}") for i in range(3)])
+def test_completed_batch_without_output_file(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    src = write_jsonl(
+        tmp_path / "allbad.jsonl", [chat(f"x{i}", f"[[error:400]] {i}") for i in range(3)]
+    )
     proc = batchd.submit(src)
     assert proc.returncode == 3, proc.stderr
     batch = emulator.batches()[0]
@@ -233,8 +308,9 @@ def test_batch_failed_at_validation_ends_lines_failed(
     assert all(r["error_message"] for r in rows)
 
 
-def test_transient_http_errors_are_retried(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                           tmp_path: Path) -> None:
+def test_transient_http_errors_are_retried(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     emulator.faults.rate_limit_creates = 2
     emulator.faults.rate_limit_retrieves = 2
     emulator.faults.server_error_retrieves = 4
@@ -270,8 +346,9 @@ def test_wrong_api_key_is_one_red_line(batchd: Batchd, tmp_path: Path) -> None:
     assert "sk-wrong" not in proc.stderr
 
 
-def test_secrets_never_written(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                               tmp_path: Path) -> None:
+def test_secrets_never_written(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     src = _mixed_file(tmp_path / "jobs.jsonl")
     proc = batchd.submit(src, "--export", "openai-jsonl", BATCHD_DEBUG="1")
     assert proc.returncode == 3
@@ -281,8 +358,9 @@ def test_secrets_never_written(batchd: Batchd, emulator: OpenAIBatchEmulator,
             assert API_KEY.encode() not in path.read_bytes(), path
 
 
-def test_plan_sends_nothing_and_needs_no_key(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                                             tmp_path: Path) -> None:
+def test_plan_sends_nothing_and_needs_no_key(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     src = _mixed_file(tmp_path / "jobs.jsonl")
     proc = batchd.run("plan", str(src), OPENAI_API_KEY="")
     assert proc.returncode == 0, proc.stderr
@@ -293,8 +371,9 @@ def test_plan_sends_nothing_and_needs_no_key(batchd: Batchd, emulator: OpenAIBat
     assert "openai:gpt-5.4-nano" in proc.stdout and "openai:gpt-5.4-mini" in proc.stdout
 
 
-def test_status_results_report(batchd: Batchd, emulator: OpenAIBatchEmulator,
-                               tmp_path: Path) -> None:
+def test_status_results_report(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
     src = write_jsonl(tmp_path / "s.jsonl", [chat(f"s{i}", f"q {i}") for i in range(3)])
     assert batchd.submit(src).returncode == 0
     run_id = batchd.only_run_dir().name

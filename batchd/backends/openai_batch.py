@@ -36,8 +36,13 @@ _dec = msgspec.json.Decoder()
 
 
 def _line_prefix(vendor_id: str) -> bytes:
-    return b'{"custom_id":' + _enc.encode(vendor_id) + b',"method":"POST","url":"' + \
-        CHAT_URL.encode() + b'","body":'
+    return (
+        b'{"custom_id":'
+        + _enc.encode(vendor_id)
+        + b',"method":"POST","url":"'
+        + CHAT_URL.encode()
+        + b'","body":'
+    )
 
 
 class OpenAIBatchBackend:
@@ -72,9 +77,7 @@ class OpenAIBatchBackend:
 
     async def _create(self, chunk: Chunk, data_path: str) -> VendorRef:
         with open(data_path, "rb") as f:
-            file = await self.client.files.create(
-                file=(Path(data_path).name, f), purpose="batch"
-            )
+            file = await self.client.files.create(file=(Path(data_path).name, f), purpose="batch")
         batch = await self.client.batches.create(
             input_file_id=file.id,
             endpoint=CHAT_URL,
@@ -162,8 +165,12 @@ async def _translated(action: str) -> AsyncIterator[None]:
         ) from exc
     except openai.BadRequestError as exc:
         raise ChunkRejected(f"OpenAI rejected the {action}: {exc.message}") from exc
-    except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
-            openai.APIStatusError) as exc:
+    except (
+        openai.APIConnectionError,
+        openai.RateLimitError,
+        openai.InternalServerError,
+        openai.APIStatusError,
+    ) as exc:
         raise TransientBackendError(f"{action}: {exc}") from exc
 
 
@@ -185,19 +192,24 @@ def parse_output_line(raw: bytes, model: str) -> tuple[str, Outcome]:
         code = str(error.get("code") or "vendor_error")
         message = str(error.get("message") or "")
         if code == "batch_expired":
-            return custom_id, Outcome(status=EXPIRED, error_type=code, error_message=message,
-                                      retryable=True)
+            return custom_id, Outcome(
+                status=EXPIRED, error_type=code, error_message=message, retryable=True
+            )
         if code == "batch_cancelled":
             return custom_id, Outcome(status=CANCELED, error_type=code, error_message=message)
-        return custom_id, Outcome(status=FAILED, error_type=code, error_message=message,
-                                  retryable=True)
+        return custom_id, Outcome(
+            status=FAILED, error_type=code, error_message=message, retryable=True
+        )
     status_code = int(response.get("status_code") or 0)
     body = response.get("body") or {}
     if status_code != 200:
         kind, message = _error_fields(body)
         return custom_id, Outcome(
-            status=FAILED, error_type=kind, error_message=f"HTTP {status_code}: {message}",
-            retryable=status_code in RETRYABLE_STATUS, response_json=_enc.encode(body).decode(),
+            status=FAILED,
+            error_type=kind,
+            error_message=f"HTTP {status_code}: {message}",
+            retryable=status_code in RETRYABLE_STATUS,
+            response_json=_enc.encode(body).decode(),
         )
     choice = (body.get("choices") or [{}])[0]
     message_obj = choice.get("message") or {}
