@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from batchd.backends.base import ChunkRejected, TransientBackendError
-from batchd.ingest import NO_CACHE_PREFIX
+from batchd.decode import NO_CACHE_PREFIX
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
 from batchd.parts import chunk_lines, write_outcomes
 from batchd.pricing import Usage

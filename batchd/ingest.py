@@ -7,27 +7,24 @@ bounded: lines are handled in batches and written out as they go.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 import msgspec
 import pyarrow as pa
 
 from batchd.cache import SqliteCache
+from batchd.decode import ParseContext, Parsed, parse_blocks
 from batchd.lines import MAX_LINE_BYTES, iter_lines
 from batchd.outcome import INVALID
-from batchd.plan import Chunker, Route, RouteError, Router
-from batchd.requests import Invalid, Request, parse_request, salted_key
+from batchd.plan import Chunker, Router
 from batchd.seen import SeenSet
 
 # Row states in the lines parts (the final status comes at finalize).
 PENDING = "pending"
 CACHED = "cached"
 CACHE_NONE, CACHE_EXACT, CACHE_IN_RUN = "none", "exact", "in_run"
-# Vendor ids of requests whose answers must not enter the cache start with this.
-NO_CACHE_PREFIX = "x"
 
 LINES_SCHEMA = pa.schema(
     [
@@ -45,8 +42,6 @@ LINES_SCHEMA = pa.schema(
     ]
 )
 
-_decode = msgspec.json.decode
-_BOM = b"\xef\xbb\xbf"
 _outcome_enc = msgspec.msgpack.Encoder()
 
 
@@ -110,10 +105,6 @@ class _NoRows(_Rows):
         pass
 
 
-def _id_digest(custom_id: str) -> bytes:
-    return hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
-
-
 def ingest(
     stream: BinaryIO,
     *,
@@ -125,42 +116,21 @@ def ingest(
     write_rows: Callable[[pa.RecordBatch], None] | None,
     on_progress: Callable[[IngestStats], None] | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
+    workers: int = 1,
 ) -> IngestStats:
-    """Run every line of `stream` through decode, parse, route, dedup and cache lookup."""
+    """Every line of `stream` through parse (in `workers` processes), dedup and cache lookup."""
+    ctx = ParseContext(router, default_tenant, run_salt, cache is not None, max_line_bytes)
     stats = IngestStats()
     invalid_types: Counter[str] = Counter()
-    seen_keys = SeenSet()
     seen_ids = SeenSet()
-    line_no = 0
-    for raw_lines in iter_lines(stream, max_line_bytes=max_line_bytes):
-        parsed: list[tuple[Request | Invalid, Route | None]] = []
-        for raw in raw_lines:
-            line_no += 1
-            item = _parse_raw(raw, line_no, default_tenant, stats, max_line_bytes)
-            if item is None:
-                continue
-            if type(item) is Request:
-                route = router.route(item.model)
-                if type(route) is RouteError:
-                    item = Invalid(
-                        line_no,
-                        item.custom_id,
-                        route.error_type,
-                        route.message,
-                        item.tenant,
-                        item.tags,
-                        item.model,
-                    )
-                    parsed.append((item, None))
-                else:
-                    parsed.append((item, route))  # type: ignore[arg-type]
-            else:
-                parsed.append((item, None))
-        stats.lines = line_no
+    seen_keys = SeenSet()
+    blocks = _numbered(iter_lines(stream, max_line_bytes=max_line_bytes))
+    for block in parse_blocks(blocks, ctx, workers):
+        stats.lines += len(block.records) + block.blank
+        stats.blank += block.blank
+        stats.bytes_read += block.bytes_read
         rows = _Rows() if write_rows is not None else _NoRows()
-        _settle_batch(
-            parsed, rows, seen_ids, seen_keys, cache, chunker, run_salt, stats, invalid_types
-        )
+        _settle(block.records, rows, seen_ids, seen_keys, cache, chunker, stats, invalid_types)
         if write_rows is not None and rows.cols["line_no"]:
             write_rows(rows.batch())
         if on_progress is not None:
@@ -169,110 +139,73 @@ def ingest(
     return stats
 
 
-def _parse_raw(
-    raw: bytes | None, line_no: int, tenant: str, stats: IngestStats, max_line_bytes: int
-) -> Request | Invalid | None:
-    if raw is None:
-        return Invalid(
-            line_no,
-            f"line-{line_no}",
-            "line_too_long",
-            f"line is longer than the limit of {max_line_bytes:,} bytes",
-        )
-    stats.bytes_read += len(raw) + 1
-    if line_no == 1 and raw.startswith(_BOM):
-        raw = raw[len(_BOM) :]
-    try:
-        obj = _decode(raw)
-    except (UnicodeDecodeError, msgspec.DecodeError) as exc:
-        return _undecodable(raw, line_no, exc, stats)
-    return parse_request(obj, line_no, tenant)
+def _numbered(blocks: Iterable[list[bytes | None]]) -> Iterator[tuple[int, list[bytes | None]]]:
+    first = 1
+    for lines in blocks:
+        yield first, lines
+        first += len(lines)
 
 
-def _undecodable(raw: bytes, line_no: int, exc: Exception, stats: IngestStats) -> Invalid | None:
-    if not raw.strip():
-        stats.blank += 1
-        return None
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return Invalid(line_no, f"line-{line_no}", "invalid_utf8", f"line is not UTF-8: {bad}")
-    return Invalid(line_no, f"line-{line_no}", "invalid_json", f"line is not JSON: {exc}")
-
-
-def _settle_batch(
-    parsed: list[tuple[Request | Invalid, Route | None]],
+def _settle(
+    records: list[Parsed],
     rows: _Rows,
     seen_ids: SeenSet,
     seen_keys: SeenSet,
     cache: SqliteCache | None,
     chunker: Chunker,
-    run_salt: str,
     stats: IngestStats,
     invalid_types: Counter[str],
 ) -> None:
-    dup_id = seen_ids.check_add([_id_digest(item.custom_id) for item, _ in parsed])
+    """What needs the whole file: duplicate ids, in-run dedup, cache lookup, chunking."""
+    dup_id = seen_ids.check_add([r.id_digest for r in records])
     keys: list[bytes] = []
-    for i, (item, _) in enumerate(parsed):
-        if type(item) is Request:
-            if dup_id[i]:
-                parsed[i] = (
-                    Invalid(
-                        item.line_no,
-                        item.custom_id,
-                        "duplicate_custom_id",
-                        f"duplicate custom_id {item.custom_id!r}: an earlier line "
-                        "has it; ids must be unique in a file",
-                        item.tenant,
-                        item.tags,
-                        item.model,
-                    ),
-                    None,
+    for r, dup in zip(records, dup_id, strict=True):
+        if r.error_type is None:
+            if dup:
+                r.error_type = "duplicate_custom_id"
+                r.error_message = (
+                    f"duplicate custom_id {r.custom_id!r}: an earlier line has it; "
+                    "ids must be unique in a file"
                 )
-                continue
-            if not item.cache_ok:
-                item.key = salted_key(item.key, f"{run_salt}:{item.line_no}")
-            keys.append(item.key)
+            else:
+                keys.append(r.key)
     is_dup = iter(seen_keys.check_add(keys))
     hits = (
-        cache.get_many(
-            list({item.key for item, _ in parsed if type(item) is Request and item.cache_ok})
-        )
+        cache.get_many(list({r.key for r in records if r.error_type is None and r.cache_ok}))
         if cache is not None
         else {}
     )
-    for item, route in parsed:
-        if type(item) is not Request:
-            inv: Invalid = item  # type: ignore[assignment]
+    for r in records:
+        if r.error_type is not None:
             stats.invalid += 1
-            invalid_types[inv.error_type] += 1
+            invalid_types[r.error_type] += 1
             rows.add(
-                inv.line_no,
-                inv.custom_id,
+                r.line_no,
+                r.custom_id,
                 None,
-                inv.tenant,
-                inv.tags,
-                inv.model,
+                r.tenant,
+                r.tags,
+                r.model,
                 INVALID,
                 CACHE_NONE,
-                inv.error_type,
-                inv.error_message,
+                r.error_type,
+                r.error_message,
             )
             continue
         stats.valid += 1
         dup = next(is_dup)
-        hit = hits.get(item.key) if item.cache_ok else None
+        hit = hits.get(r.key) if r.cache_ok else None
         if hit is not None:
             stats.cache_hits += 1
             if not dup:
                 stats.unique += 1
             rows.add(
-                item.line_no,
-                item.custom_id,
-                item.key,
-                item.tenant,
-                item.tags,
-                item.model,
+                r.line_no,
+                r.custom_id,
+                r.key,
+                r.tenant,
+                r.tags,
+                r.model,
                 CACHED,
                 CACHE_EXACT,
                 cached_outcome=_outcome_enc.encode(hit),
@@ -280,29 +213,10 @@ def _settle_batch(
         elif dup:
             stats.in_run_duplicates += 1
             rows.add(
-                item.line_no,
-                item.custom_id,
-                item.key,
-                item.tenant,
-                item.tags,
-                item.model,
-                PENDING,
-                CACHE_IN_RUN,
+                r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_IN_RUN
             )
         else:
             stats.unique += 1
             stats.to_send += 1
-            cacheable = item.cache_ok and cache is not None
-            vendor_id = item.key.hex() if cacheable else NO_CACHE_PREFIX + item.key.hex()
-            assert route is not None
-            chunker.add(route, vendor_id, item)
-            rows.add(
-                item.line_no,
-                item.custom_id,
-                item.key,
-                item.tenant,
-                item.tags,
-                item.model,
-                PENDING,
-                CACHE_NONE,
-            )
+            chunker.add(r.backend, r.model, r.vendor_line, r.max_tokens, r.deadline_at)
+            rows.add(r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE)

@@ -7,6 +7,7 @@ and (later) arq workers run the same code.
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import sqlite3
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 import msgspec
 import pyarrow.parquet as pq
 
+from batchd.decode import auto_workers
 from batchd.dispatch import STEP
 from batchd.errors import BatchdError
 from batchd.ingest import LINES_SCHEMA, IngestStats, ingest
@@ -80,9 +82,20 @@ def plan_file(
             run_salt="plan",
             write_rows=None,
             on_progress=on_progress,
+            workers=_workers(svc, source),
         )
     chunks = chunker.finish()
     return PlanReport(stats=stats, chunks=chunks, estimates=_estimates_by_model(chunker))
+
+
+def _workers(svc: Services, source: str) -> int:
+    if svc.settings.ingest_workers > 0:
+        return svc.settings.ingest_workers
+    try:
+        size = os.path.getsize(source)
+    except OSError:
+        return 1
+    return auto_workers(size)
 
 
 def _open_input(source: str) -> Any:
@@ -117,6 +130,7 @@ def ingest_run(
             run_salt=run.run_id,
             write_rows=writer.write_batch,
             on_progress=on_progress,
+            workers=_workers(svc, run.source),
         )
         writer.close()
     chunks = chunker.finish()

@@ -14,7 +14,6 @@ import msgspec
 
 from batchd.backends.base import BatchBackend
 from batchd.pricing import PriceBook, Usage, unknown_model_message
-from batchd.requests import Request
 from batchd.settings import Settings
 from batchd.store import Chunk
 
@@ -38,6 +37,9 @@ class Router:
         self._prices = prices
         self._backends = backends
         self._memo: dict[str, Route | RouteError] = {}
+
+    def backend(self, name: str) -> BatchBackend:
+        return self._backends[name]
 
     def route(self, model: str) -> Route | RouteError:
         hit = self._memo.get(model)
@@ -109,27 +111,29 @@ class Chunker:
         o = self._settings.openai
         return o.max_lines_per_chunk, o.max_bytes_per_chunk
 
-    def add(self, route: Route, vendor_id: str, request: Request) -> None:
-        line = self._backends[route.backend].encode_line(vendor_id, request) + b"\n"
-        key = (route.backend, route.model)
+    def add(
+        self, backend: str, model: str, line: bytes, max_tokens: int, deadline_at: float | None
+    ) -> None:
+        """Append one vendor-format line (newline included) to the open chunk of its model."""
+        key = (backend, model)
         cur = self._open.get(key)
-        max_lines, max_bytes = self._limits(route.backend)
+        max_lines, max_bytes = self._limits(backend)
         if cur is not None and (
             cur.chunk.n_requests >= max_lines or cur.chunk.n_bytes + len(line) > max_bytes
         ):
             self._close(key)
             cur = None
         if cur is None:
-            cur = self._start(route)
+            cur = self._start(Route(backend, model))
             self._open[key] = cur
         if cur.file is not None:
             cur.file.write(line)
         c = cur.chunk
         c.n_requests += 1
         c.n_bytes += len(line)
-        if request.deadline_at is not None and request.deadline_at < c.deadline_at:
-            c.deadline_at = request.deadline_at
-        self._estimate(key, route.model, request, len(line))
+        if deadline_at is not None and deadline_at < c.deadline_at:
+            c.deadline_at = deadline_at
+        self._estimate(key, max_tokens, len(line))
 
     def _start(self, route: Route) -> _Open:
         self._seq += 1
@@ -156,12 +160,10 @@ class Chunker:
             cur.file.close()
         self.chunks.append(cur.chunk)
 
-    def _estimate(self, key: tuple[str, str], model: str, request: Request, n_bytes: int) -> None:
+    def _estimate(self, key: tuple[str, str], max_tokens: int, n_bytes: int) -> None:
         est = self.estimates.get(key)
         if est is None:
             est = self.estimates[key] = Estimate()
-        body = request.body
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         default_out = self._default_out
         est.requests += 1
         est.input_tokens += n_bytes // BYTES_PER_TOKEN_ESTIMATE

@@ -55,7 +55,7 @@ class Settings(_Section):
     cache: bool = True
     cache_ttl_s: float = 0.0
     estimate_output_tokens: int = 256
-    estimate_output_fill: float = 0.5
+    ingest_workers: int = 0  # processes that parse input lines; 0 = one per core on big files
     debug: bool = False
     redis_url: str = ""
     workdir: str = ""
