@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -204,6 +205,11 @@ def parse_blocks(
             yield parse_block(first, lines, ctx)
         return
     mp: Any = multiprocessing.get_context("fork")
+    in_flight: deque[Any] = deque()  # bounded, so memory stays flat whoever is slower
     with mp.Pool(workers, initializer=_init_worker, initargs=(ctx,)) as pool:
-        for data in pool.imap(_work, blocks, chunksize=1):
-            yield _block_dec.decode(data)
+        for job in blocks:
+            in_flight.append(pool.apply_async(_work, (job,)))
+            if len(in_flight) > 2 * workers:
+                yield _block_dec.decode(in_flight.popleft().get())
+        while in_flight:
+            yield _block_dec.decode(in_flight.popleft().get())

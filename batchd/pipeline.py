@@ -7,8 +7,8 @@ and (later) arq workers run the same code.
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
 import sqlite3
 import tempfile
 import time
