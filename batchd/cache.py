@@ -13,8 +13,8 @@ from pathlib import Path
 import msgspec
 
 from batchd.outcome import SUCCEEDED, Outcome
+from batchd.sqlkeys import select_in
 
-_SQLITE_MAX_VARS = 30_000
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(Outcome)
 
@@ -36,15 +36,9 @@ class SqliteCache:
         if not keys:
             return found
         oldest = time.time() - self._ttl_s if self._ttl_s > 0 else 0.0
-        for i in range(0, len(keys), _SQLITE_MAX_VARS):
-            part = keys[i : i + _SQLITE_MAX_VARS]
-            marks = ",".join("?" * len(part))
-            rows = self._db.execute(
-                f"SELECT key, outcome FROM results WHERE key IN ({marks}) AND stored_at >= ?",
-                (*part, oldest),
-            )
-            for key, blob in rows:
-                found[key] = _dec.decode(blob)
+        sql = "SELECT key, outcome FROM results WHERE key IN ({keys}) AND stored_at >= ?"
+        for key, blob in select_in(self._db, sql, keys, (oldest,)):
+            found[key] = _dec.decode(blob)
         return found
 
     def put_many(self, items: Iterable[tuple[bytes, Outcome]]) -> int:

@@ -30,6 +30,7 @@ from batchd.parts import read_outcomes
 from batchd.plan import Chunker, Estimate
 from batchd.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.services import Services
+from batchd.sqlkeys import select_in
 from batchd.store import (
     CHUNK_COLLECTED,
     RUN_DISPATCHING,
@@ -219,14 +220,8 @@ def _outcome_index(svc: Services, run: Run, path: Path) -> sqlite3.Connection:
 
 
 def _lookup(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
-    found: dict[bytes, Outcome] = {}
-    unique = list(set(keys))
-    for i in range(0, len(unique), 30_000):
-        part = unique[i : i + 30_000]
-        marks = ",".join("?" * len(part))
-        for key, blob in db.execute(f"SELECT key, outcome FROM o WHERE key IN ({marks})", part):
-            found[key] = _outcome_dec.decode(blob)
-    return found
+    sql = "SELECT key, outcome FROM o WHERE key IN ({keys})"
+    return {key: _outcome_dec.decode(blob) for key, blob in select_in(db, sql, list(set(keys)))}
 
 
 async def drive(
