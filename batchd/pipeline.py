@@ -120,8 +120,11 @@ def ingest_run(
         lambda rel: _fresh(blobs.path(rel)).open("wb"),
         run_deadline_at=run.deadline_at,
     )
-    with _open_input(run.source) as stream, blobs.writer(LINES_PATH) as out:
-        writer = pq.ParquetWriter(out, LINES_SCHEMA)
+    with (
+        _open_input(run.source) as stream,
+        blobs.writer(LINES_PATH) as out,
+        pq.ParquetWriter(out, LINES_SCHEMA) as writer,
+    ):
         stats = ingest(
             stream,
             router=svc.router,
@@ -133,7 +136,6 @@ def ingest_run(
             on_progress=on_progress,
             workers=_workers(svc, run.source),
         )
-        writer.close()
     chunks = chunker.finish()
     svc.store.add_chunks(chunks)
     return svc.store.update_run(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -14,6 +16,7 @@ from batchd.ingest import IngestStats
 from batchd.store import CHUNK_COLLECTED, CHUNK_ENDED, CHUNK_SUBMITTED, Chunk, Run
 
 LOG_EVERY_S = 10.0
+log = logging.getLogger("batchd.progress")
 
 
 def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[str, Any]:
@@ -40,9 +43,11 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
             cost += c.cost_usd
         elif c.state in (CHUNK_SUBMITTED, CHUNK_ENDED):
             done += c.counts.get("done", 0)
+    vendor = Counter(c.vendor_status or c.state for c in chunks if c.state != CHUNK_COLLECTED)
     return {
         "run": run.run_id,
         "phase": phase,
+        "elapsed": _elapsed(time.time() - run.created_at) if run.created_at else "-",
         "lines read": st.get("lines", 0),
         "invalid": st.get("invalid", 0),
         "cached": st.get("cache_hits", 0),
@@ -50,9 +55,20 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
         "unique requests sent": sent,
         "requests done": done,
         "requests failed": failed,
-        "chunks": f"{sum(c.state == CHUNK_COLLECTED for c in chunks)}/{len(chunks)}",
+        "chunks": f"{sum(c.state == CHUNK_COLLECTED for c in chunks)}/{len(chunks)} collected"
+        + (
+            ""
+            if not vendor
+            else " (" + ", ".join(f"{n} {s}" for s, n in sorted(vendor.items())) + ")"
+        ),
         "cost so far": f"${cost:,.4f}",
     }
+
+
+def _elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 class Progress:
@@ -62,6 +78,7 @@ class Progress:
         self._live: Live | None = None
         self._last_log = 0.0
         self._tty = console.is_terminal
+        self._failed = False
 
     def __enter__(self) -> Progress:
         if self._tty and not self._quiet:
@@ -74,9 +91,17 @@ class Progress:
             self._live.__exit__(None, None, None)
 
     def update(self, run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> None:
+        """Show progress; a display problem is logged and never stops the run."""
         if self._quiet:
             return
-        snap = snapshot(run, chunks, ingest)
+        try:
+            self._show(snapshot(run, chunks, ingest), run)
+        except Exception:
+            if not self._failed:  # say it once, not at every refresh
+                log.exception("progress display failed (the run goes on)")
+            self._failed = True
+
+    def _show(self, snap: dict[str, Any], run: Run) -> None:
         if self._live is not None:
             table = Table(show_header=False, box=None, pad_edge=False)
             for k, v in snap.items():

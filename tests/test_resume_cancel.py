@@ -146,3 +146,23 @@ def test_ctrl_c_keeps_the_run(
     again = batchd.submit(src)
     assert again.returncode == 0, again.stderr
     _assert_complete_once(batchd, emulator, 2)
+
+
+def test_deadline_cancels_the_batch_and_ends_lines_expired(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.set_step_mode(manual=True)  # the vendor never finishes on its own
+    src = write_jsonl(tmp_path / "jobs.jsonl", _lines(4))
+    submit = batchd.popen("submit", str(src), "--output", str(batchd.out), "--deadline", "2s")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        len(emulator.batches()) < 2 or {b["status"] for b in emulator.batches()} != {"cancelling"}
+    ):
+        time.sleep(0.05)
+    assert {b["status"] for b in emulator.batches()} == {"cancelling"}
+    emulator.advance_all()
+    _, err = submit.communicate(timeout=60)
+    assert submit.returncode == 3, err
+    statuses = Counter(r["status"] for r in batchd.results())
+    assert statuses == {"succeeded": 2, "expired": 2}  # finished work kept, nothing resent
+    assert len(emulator.batches()) == 2
