@@ -137,6 +137,13 @@ def submit(
             help="Tenant for lines without metadata.tenant (cache answers never cross tenants).",
         ),
     ] = None,
+    no_prompt_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-prompt-cache",
+            help="Do not mark shared prompt prefixes for the vendor's prompt cache (Claude).",
+        ),
+    ] = False,
     export: Annotated[
         Export | None,
         typer.Option(help="Also write results.openai.jsonl in the OpenAI batch output format."),
@@ -173,6 +180,9 @@ def submit(
         "export": export.value if export else "",
         "chunk_lines": settings.openai.max_lines_per_chunk,
         "chunk_bytes": settings.openai.max_bytes_per_chunk,
+        "no_prompt_cache": no_prompt_cache or not settings.anthropic.prompt_cache,
+        "anthropic_chunk_lines": settings.anthropic.max_lines_per_chunk,
+        "anthropic_chunk_bytes": settings.anthropic.max_bytes_per_chunk,
     }
     svc = open_services(settings)
     try:
@@ -404,10 +414,12 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
         "cache hits",
         "in-run",
         "in tok",
+        "prompt-cached",
         "out tok",
         "cost $",
         "list $",
         "saved $",
+        "of it by prompt cache $",
     )
     for r in rows:
         t.add_row(
@@ -418,10 +430,12 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
             str(r["cache_hits"]),
             str(r["in_run_hits"]),
             f"{r['input_tokens']:,}",
+            f"{r['cached_input_tokens']:,} read / {r['cache_write_tokens']:,} written",
             f"{r['output_tokens']:,}",
             f"{r['cost_usd']:.4f}",
             f"{r['baseline_cost_usd']:.4f}",
             f"{r['savings_usd']:.4f}",
+            f"{r['prompt_cache_savings_usd']:.4f}",
         )
     out.print(t)
     cost = sum(r["cost_usd"] for r in rows)
@@ -432,6 +446,12 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
         f"saved ${base - cost:,.4f} ({pct:.0f}%) — price book "
         f"{rows[0]['price_book_version'] if rows else '-'}"
     )
+    prompt = sum(r["prompt_cache_savings_usd"] for r in rows)
+    if any(r["cached_input_tokens"] or r["cache_write_tokens"] for r in rows):
+        out.print(
+            f"prompt cache: saved ${prompt:,.4f} of that (cache reads at 0.1x input, "
+            "net of the cache-write premium)"
+        )
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from batchd.backends.base import UnsupportedRequest
 from batchd.plan import RouteError, Router
 from batchd.requests import Invalid, Request, parse_request, salted_key
 
@@ -146,7 +147,18 @@ def _valid(item: Request, backend: str, ctx: ParseContext) -> Parsed:
     vendor_id = key.hex() if item.cache_ok and ctx.use_cache else NO_CACHE_PREFIX + key.hex()
     body = item.body
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
-    line = ctx.router.backend(backend).encode_line(vendor_id, item) + b"\n"
+    try:
+        line = ctx.router.backend(backend).encode_line(vendor_id, item) + b"\n"
+    except UnsupportedRequest as exc:
+        return _invalid(
+            item.line_no,
+            item.custom_id,
+            "unsupported_parameter",
+            str(exc),
+            item.tenant,
+            item.tags,
+            item.model,
+        )
     return Parsed(
         item.line_no,
         item.custom_id,

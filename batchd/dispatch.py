@@ -46,7 +46,7 @@ async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
     """A chunk left in `creating` by a crash: find its batch before creating anything."""
     backend = svc.backends[chunk.backend]
     try:
-        ref = await backend.find_existing(chunk)
+        ref = await backend.find_existing(chunk, svc.store.known_batch_ids())
     except TransientBackendError as exc:
         log.warning("chunk %s: cannot reconcile yet (%s); will retry", chunk.chunk_id, exc)
         return
@@ -210,7 +210,11 @@ def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
         price = svc.prices.lookup(o.model_used) or svc.prices.lookup(chunk.model)
         if price is not None:
             usage = Usage(
-                o.input_tokens, o.cached_input_tokens, o.cache_write_tokens, o.output_tokens
+                o.input_tokens,
+                o.cached_input_tokens,
+                o.cache_write_tokens,
+                o.output_tokens,
+                o.cache_write_1h_tokens,
             )
             o.cost_usd = svc.prices.cost_usd(price, usage, batch=True)
     return o
@@ -230,6 +234,7 @@ def _retry_chunk(parent: Chunk, n_requests: int, n_bytes: int) -> Chunk:
         n_bytes=n_bytes,
         attempt=attempt,
         deadline_at=parent.deadline_at,
+        prompt_cache=parent.prompt_cache,
     )
 
 

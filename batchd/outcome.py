@@ -24,6 +24,7 @@ class Outcome(msgspec.Struct, gc=False, kw_only=True):
     input_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with the 1-hour TTL
     output_tokens: int = 0
     cost_usd: float = 0.0
     gpu_seconds: float = 0.0

@@ -119,6 +119,7 @@ def ingest_run(
         svc.backends,
         lambda rel: _fresh(blobs.path(rel)).open("wb"),
         run_deadline_at=run.deadline_at,
+        prompt_cache=not run.options.get("no_prompt_cache"),
     )
     with (
         _open_input(run.source) as stream,
@@ -200,6 +201,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
     stats["status_counts"] = counts
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
+    stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
     return svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
 
 

@@ -93,6 +93,7 @@ class Chunker:
         backends: dict[str, BatchBackend],
         open_file: Callable[[str], BinaryIO | None],
         run_deadline_at: float,
+        prompt_cache: bool = True,
     ) -> None:
         self._run_id = run_id
         self._settings = settings
@@ -100,6 +101,7 @@ class Chunker:
         self._backends = backends
         self._open_file = open_file
         self._deadline = run_deadline_at
+        self._prompt_cache = prompt_cache
         self._open: dict[tuple[str, str], _Open] = {}
         self._seq = 0
         self.chunks: list[Chunk] = []
@@ -108,7 +110,7 @@ class Chunker:
         self._default_out = settings.estimate_output_tokens
 
     def _limits(self, backend: str) -> tuple[int, int]:
-        o = self._settings.openai
+        o = self._settings.anthropic if backend == "anthropic" else self._settings.openai
         return o.max_lines_per_chunk, o.max_bytes_per_chunk
 
     def add(
@@ -148,6 +150,7 @@ class Chunker:
             n_requests=0,
             n_bytes=0,
             deadline_at=self._deadline,
+            prompt_cache=self._prompt_cache,
         )
         f = self._open_file(path)
         if f is not None:

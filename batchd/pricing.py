@@ -29,6 +29,7 @@ class Price:
     batch_discount: float
     cache_write_5m_multiplier: float
     cache_write_1h_multiplier: float
+    min_cache_tokens: int
     as_of: str
     source: str
 
@@ -39,7 +40,7 @@ class Usage:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     output_tokens: int = 0
-    cache_write_1h: bool = False
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens at the 1-hour TTL price
 
 
 class PriceBook:
@@ -66,16 +67,14 @@ class PriceBook:
 
     def cost_usd(self, price: Price, usage: Usage, *, batch: bool) -> float:
         """What the vendor bills for `usage`, at the batch price when `batch`."""
-        write_mult = (
-            price.cache_write_1h_multiplier
-            if usage.cache_write_1h
-            else price.cache_write_5m_multiplier
-        )
         plain = max(usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens, 0)
+        write_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
+        write_5m = usage.cache_write_tokens - write_1h
         total = (
             plain * price.input_per_mtok
             + usage.cached_input_tokens * price.cached_input_per_mtok
-            + usage.cache_write_tokens * price.input_per_mtok * write_mult
+            + write_5m * price.input_per_mtok * price.cache_write_5m_multiplier
+            + write_1h * price.input_per_mtok * price.cache_write_1h_multiplier
             + usage.output_tokens * price.output_per_mtok
         ) / PER_MTOK
         return total * (price.batch_discount if batch else 1.0)
@@ -110,6 +109,7 @@ def load_price_book(settings: Settings) -> PriceBook:
             batch_discount=float(row.get("batch_discount", 0.5)),
             cache_write_5m_multiplier=float(row.get("cache_write_5m_multiplier", 1.25)),
             cache_write_1h_multiplier=float(row.get("cache_write_1h_multiplier", 2.0)),
+            min_cache_tokens=int(row.get("min_cache_tokens", 1024)),
             as_of=row["as_of"],
             source=row["source"],
         )
@@ -126,6 +126,7 @@ def load_price_book(settings: Settings) -> PriceBook:
             batch_discount=o.batch_discount,
             cache_write_5m_multiplier=o.cache_write_5m_multiplier,
             cache_write_1h_multiplier=o.cache_write_1h_multiplier,
+            min_cache_tokens=o.min_cache_tokens,
             as_of=o.as_of,
             source=o.source,
         )

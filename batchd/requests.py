@@ -52,6 +52,8 @@ class Request(msgspec.Struct, gc=False):
     deadline_at: float | None
     body: dict[str, Any]
     key: bytes
+    # Anthropic-format lines: the params exactly as given, sent to Claude unchanged.
+    source_params: dict[str, Any] | None = None
 
 
 class Invalid(msgspec.Struct, gc=False):
@@ -262,7 +264,20 @@ def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: st
             [{"role": "system", "content": system}, *messages] if system is not None else messages
         )
     key = request_key(tenant, body, _plain_messages(body["messages"]))
-    return Request(line_no, custom_id, fmt, model, tenant, tags, cache_ok, deadline_at, body, key)
+    source_params = obj["params"] if fmt == "anthropic" else None
+    return Request(
+        line_no,
+        custom_id,
+        fmt,
+        model,
+        tenant,
+        tags,
+        cache_ok,
+        deadline_at,
+        body,
+        key,
+        source_params,
+    )
 
 
 def salted_key(key: bytes, salt: str) -> bytes:

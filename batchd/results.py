@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 import msgspec
 import pyarrow as pa
 
-from batchd.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHED
+from batchd.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
 from batchd.pricing import PriceBook, Usage
 
@@ -65,6 +65,7 @@ COSTS_SCHEMA = pa.schema(
         ("cost_usd", pa.float64()),
         ("baseline_cost_usd", pa.float64()),
         ("savings_usd", pa.float64()),
+        ("prompt_cache_savings_usd", pa.float64()),
         ("gpu_seconds", pa.float64()),
         ("price_book_version", pa.string()),
     ]
@@ -109,6 +110,7 @@ class CostSummary:
                 "cache_hits": 0,
                 "in_run_hits": 0,
                 **dict.fromkeys(_SUM_FIELDS, 0),
+                "prompt_cache_savings_usd": 0.0,
             }
         g["requests"] += 1
         g["succeeded" if row["status"] == SUCCEEDED else "not_succeeded"] += 1
@@ -118,6 +120,7 @@ class CostSummary:
             g["in_run_hits"] += 1
         for f in _SUM_FIELDS:
             g[f] += row[f]
+        g["prompt_cache_savings_usd"] += row["prompt_cache_savings_usd"]
 
     def total(self, field: str) -> float:
         return float(sum(g[field] for g in self._groups.values()))
@@ -219,8 +222,19 @@ class RowAssembler:
             submitted_at=_ts(o.submitted_at),
             completed_at=_ts(o.completed_at),
             baseline_cost_usd=self._baseline(model_requested, o),
+            prompt_cache_savings_usd=self._prompt_cache_saving(cache, o),
         )
         return row
+
+    def _prompt_cache_saving(self, cache: str, o: Outcome) -> float:
+        """What the vendor's prompt cache saved on this row (negative: writes never reused)."""
+        if cache != CACHE_NONE or not (o.cached_input_tokens or o.cache_write_tokens):
+            return 0.0
+        price = self._prices.lookup(o.model_used)
+        if price is None:
+            return 0.0
+        plain = Usage(o.input_tokens, 0, 0, o.output_tokens)
+        return self._prices.cost_usd(price, plain, batch=True) - o.cost_usd
 
     def _baseline(self, model: str | None, o: Outcome) -> float:
         price = self._prices.lookup(model) if model else None

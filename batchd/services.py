@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchd.backends.anthropic_batch import AnthropicBatchBackend
 from batchd.backends.base import BatchBackend
 from batchd.backends.openai_batch import OpenAIBatchBackend
 from batchd.blobs import LocalBlobs
@@ -47,11 +48,15 @@ class Services:
 def open_services(settings: Settings) -> Services:
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
-    backends: dict[str, BatchBackend] = {"openai": OpenAIBatchBackend(settings.openai)}
+    prices = load_price_book(settings)
+    backends: dict[str, BatchBackend] = {
+        "openai": OpenAIBatchBackend(settings.openai),
+        "anthropic": AnthropicBatchBackend(settings.anthropic, prices),
+    }
     return Services(
         settings=settings,
         store=SqliteStore(home / "state.db"),
         cache=SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s),
-        prices=load_price_book(settings),
+        prices=prices,
         backends=backends,
     )

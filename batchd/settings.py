@@ -31,6 +31,17 @@ class OpenAISettings(_Section):
     timeout_s: float = 600.0
 
 
+class AnthropicSettings(_Section):
+    """Anthropic Message Batches limits (the vendor's own, settable lower) and client behaviour."""
+
+    max_lines_per_chunk: int = 100_000
+    max_bytes_per_chunk: int = 256_000_000
+    max_retries: int = 5
+    timeout_s: float = 600.0
+    default_max_tokens: int = 4096  # Claude needs max_tokens; used when a line has none
+    prompt_cache: bool = True  # mark shared prefixes with cache_control when it pays
+
+
 class PriceOverride(_Section):
     """One price-book line set in settings; USD per 1M tokens."""
 
@@ -41,6 +52,7 @@ class PriceOverride(_Section):
     batch_discount: float = 0.5
     cache_write_5m_multiplier: float = 1.25
     cache_write_1h_multiplier: float = 2.0
+    min_cache_tokens: int = 1024
     as_of: str = "settings"
     source: str = "batchd.toml"
 
@@ -61,6 +73,7 @@ class Settings(_Section):
     workdir: str = ""
     config: str = ""
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
+    anthropic: AnthropicSettings = msgspec.field(default_factory=AnthropicSettings)
     prices: dict[str, PriceOverride] = msgspec.field(default_factory=dict)
 
     @property
@@ -68,7 +81,7 @@ class Settings(_Section):
         return Path(self.home)
 
 
-_SECTIONS = {"openai": OpenAISettings}
+_SECTIONS = {"openai": OpenAISettings, "anthropic": AnthropicSettings}
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -149,6 +162,12 @@ def _check(s: Settings) -> None:
         problems.append("openai.max_lines_per_chunk must be in 1..50000 (the vendor's limit)")
     if not 0 < s.openai.max_bytes_per_chunk <= 200_000_000:
         problems.append("openai.max_bytes_per_chunk must be in 1..200000000 (the vendor's limit)")
+    if not 0 < s.anthropic.max_lines_per_chunk <= 100_000:
+        problems.append("anthropic.max_lines_per_chunk must be in 1..100000 (the vendor's limit)")
+    if not 0 < s.anthropic.max_bytes_per_chunk <= 256_000_000:
+        problems.append(
+            "anthropic.max_bytes_per_chunk must be in 1..256000000 (the vendor's limit)"
+        )
     if s.default_deadline_h <= 0:
         problems.append("default_deadline_h must be > 0")
     if problems:

@@ -68,6 +68,7 @@ class Chunk(msgspec.Struct, kw_only=True):
     cancel_reason: str | None = None  # user | deadline, once a cancel was sent to the vendor
     est_cost_usd: float = 0.0
     cost_usd: float = 0.0
+    prompt_cache: bool = True  # Anthropic: may batchd mark shared prefixes for prompt caching
 
 
 _enc = msgspec.json.Encoder()
@@ -192,6 +193,14 @@ class SqliteStore:
             self._db.execute("ROLLBACK")
             raise
         return chunk
+
+    def known_batch_ids(self) -> set[str]:
+        """Every vendor batch id any chunk has recorded (to tell ours from a stranger's)."""
+        rows = self._db.execute(
+            "SELECT json_extract(doc, '$.vendor_batch_id') FROM chunks"
+            " WHERE json_extract(doc, '$.vendor_batch_id') IS NOT NULL"
+        )
+        return {r[0] for r in rows}
 
     def close(self) -> None:
         self._db.close()

@@ -842,7 +842,7 @@ def test_ingest_mixed_file_accounts_for_every_line(svc: Services) -> None:
         {**q, "id": "d"},  # 12 same request as line 1: in-run duplicate
         {**q, "id": "e", "cache": False},  # 13 same again, opted out: sent on its own
         {**q, "id": "f", "cache": False},  # 14 idem
-        {"id": "h", "model": "claude-haiku-4-5", "prompt": "x"},  # 15 no anthropic backend here
+        {"id": "h", "model": "claude-haiku-4-5", "prompt": "x", "logprobs": True},  # 15
         {**q, "id": "g"},  # 16 another in-run duplicate of line 1
     )
     stats, rows, chunks = run_ingest(svc, data, max_line_bytes=limit)
@@ -856,7 +856,7 @@ def test_ingest_mixed_file_accounts_for_every_line(svc: Services) -> None:
         "duplicate_custom_id": 1,
         "unknown_model": 1,
         "bad_max_tokens": 1,
-        "no_backend": 1,
+        "unsupported_parameter": 1,
     }
     assert stats.valid == 7  # a b c d e f g
     assert stats.in_run_duplicates == 2  # d, g
@@ -881,7 +881,7 @@ def test_ingest_mixed_file_accounts_for_every_line(svc: Services) -> None:
         12: ("d", PENDING, CACHE_IN_RUN, None),
         13: ("e", PENDING, CACHE_NONE, None),
         14: ("f", PENDING, CACHE_NONE, None),
-        15: ("h", INVALID, CACHE_NONE, "no_backend"),
+        15: ("h", INVALID, CACHE_NONE, "unsupported_parameter"),
         16: ("g", PENDING, CACHE_IN_RUN, None),
     }
     got = {n: (r["custom_id"], r["state"], r["cache"], r["error_type"]) for n, r in by_line.items()}
@@ -1231,10 +1231,18 @@ def test_cost_batch_is_half_realtime_and_cached_tokens(book: PriceBook) -> None:
 
 def test_cost_cache_writes(book: PriceBook) -> None:
     p = book.require("claude-sonnet-4-6")  # input 3.00 per 1M
-    w5 = Usage(input_tokens=1_000_000, cache_write_tokens=1_000_000, cache_write_1h=False)
-    w1h = Usage(input_tokens=1_000_000, cache_write_tokens=1_000_000, cache_write_1h=True)
+    w5 = Usage(input_tokens=1_000_000, cache_write_tokens=1_000_000)
+    w1h = Usage(
+        input_tokens=1_000_000, cache_write_tokens=1_000_000, cache_write_1h_tokens=1_000_000
+    )
+    mixed = Usage(
+        input_tokens=1_000_000, cache_write_tokens=1_000_000, cache_write_1h_tokens=250_000
+    )
     assert book.cost_usd(p, w5, batch=False) == pytest.approx(3.0 * 1.25)
     assert book.cost_usd(p, w1h, batch=False) == pytest.approx(3.0 * 2.0)
+    assert book.cost_usd(p, mixed, batch=True) == pytest.approx(
+        0.5 * (0.75 * 3.0 * 1.25 + 0.25 * 3.0 * 2.0)
+    )
 
 
 def test_price_override_in_settings_adds_a_model(tmp_path: Path) -> None:

@@ -20,6 +20,10 @@ class ChunkRejected(Exception):
     """The vendor refused this chunk for good (bad file, failed validation): end its lines."""
 
 
+class UnsupportedRequest(Exception):
+    """This backend cannot express the request (e.g. a parameter the vendor lacks)."""
+
+
 class VendorRef(msgspec.Struct, kw_only=True):
     batch_id: str
     file_id: str | None = None
@@ -44,8 +48,11 @@ class BatchBackend(Protocol):
         """Upload the chunk file and create the vendor batch (once: the caller records intent)."""
         ...
 
-    async def find_existing(self, chunk: Chunk) -> VendorRef | None:
-        """After a crash in `creating`: the batch this chunk already created, if any."""
+    async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
+        """After a crash in `creating`: the batch this chunk already created, if any.
+
+        `known_batch_ids` are batches other chunks already recorded: never this chunk's.
+        """
         ...
 
     async def poll(self, chunk: Chunk) -> PollState: ...

@@ -86,7 +86,7 @@ class OpenAIBatchBackend:
         )
         return VendorRef(batch_id=batch.id, file_id=file.id)
 
-    async def find_existing(self, chunk: Chunk) -> VendorRef | None:
+    async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
         async with _translated("list batches"):
             return await self._find_existing(chunk)
 

@@ -1,0 +1,284 @@
+"""Anthropic Message Batches backend: messages.batches.create/retrieve/results/cancel/list.
+
+Facts relied on (DESIGN §5): requests are sent inline (custom_id ^[a-zA-Z0-9_-]{1,64}$ -
+batchd sends its own request keys, so any user id works), at most 100,000 requests and
+256 MB; processing_status in_progress -> canceling -> ended; results only after `ended`,
+in any order, streamed as JSONL; result types succeeded / errored / canceled / expired;
+no batch metadata, so crash reconciliation matches creation time and request count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from batchd.backends.base import (
+    ChunkRejected,
+    PollState,
+    TransientBackendError,
+    UnsupportedRequest,
+    VendorRef,
+)
+from batchd.errors import BatchdError
+from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
+from batchd.pricing import PriceBook
+from batchd.prompt_cache import plan_prompt_cache
+from batchd.requests import Request
+from batchd.settings import AnthropicSettings
+from batchd.store import Chunk
+
+NAME = "anthropic"
+RETRYABLE_ERRORS = frozenset({"overloaded_error", "api_error"})
+RECONCILE_SKEW_S = 600
+# Claude stop reasons in the OpenAI words every result row uses.
+FINISH_REASON = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
+# OpenAI-style parameters and how they become Claude params.
+_DIRECT = ("temperature", "top_p")
+# Claude's own parameters, accepted as they are in native-format lines.
+_CLAUDE_NATIVE = frozenset(
+    {"top_k", "stop_sequences", "thinking", "tools", "tool_choice", "service_tier"}
+)
+_IGNORED_WHEN = {"stream": False, "n": 1}
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+
+
+def to_claude_params(request: Request, default_max_tokens: int) -> dict[str, Any]:
+    """Anthropic params for a request; Anthropic-format lines pass through unchanged."""
+    if request.source_params is not None:
+        return request.source_params
+    body = request.body
+    params: dict[str, Any] = {"model": request.model}
+    system: list[Any] = []
+    messages: list[dict[str, Any]] = []
+    for m in body["messages"]:
+        role = m["role"]
+        if role in ("system", "developer") and not messages:
+            system.append(m["content"])
+        elif role in ("user", "assistant"):
+            messages.append({"role": role, "content": _claude_content(m["content"])})
+        else:
+            raise UnsupportedRequest(
+                f"a {role!r} message{' after the conversation started' if role == 'system' else ''}"
+                " cannot be sent to Claude; put system prompts first and use user/assistant turns"
+            )
+    if not messages:
+        raise UnsupportedRequest("Claude needs at least one user message besides the system prompt")
+    if system:
+        params["system"] = (
+            "\n\n".join(system)
+            if all(isinstance(s, str) for s in system)
+            else [b for s in system for b in _claude_content(s, as_blocks=True)]
+        )
+    params["messages"] = messages
+    params["max_tokens"] = (
+        body.get("max_tokens") or body.get("max_completion_tokens") or default_max_tokens
+    )
+    unsupported = []
+    for name, value in body.items():
+        if name in ("model", "messages", "max_tokens", "max_completion_tokens"):
+            continue
+        if name in _DIRECT:
+            if name == "temperature" and isinstance(value, (int, float)) and value > 1:
+                unsupported.append("temperature above 1")
+            else:
+                params[name] = value
+        elif name == "stop":
+            params["stop_sequences"] = [value] if isinstance(value, str) else value
+        elif name == "user":
+            params["metadata"] = {"user_id": value}
+        elif name in _IGNORED_WHEN and value == _IGNORED_WHEN[name]:
+            continue
+        elif name in _CLAUDE_NATIVE and request.fmt == "native":
+            params[name] = value
+        else:
+            unsupported.append(name)
+    if unsupported:
+        raise UnsupportedRequest(
+            "not supported for Claude models: "
+            + ", ".join(sorted(unsupported))
+            + "; remove them, or use the Anthropic batch format for Claude-specific params"
+        )
+    return params
+
+
+def _claude_content(content: Any, as_blocks: bool = False) -> Any:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if as_blocks else content
+    blocks = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "text":
+            blocks.append(part)
+        else:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise UnsupportedRequest(f"message part of type {kind!r} is not supported for Claude")
+    return blocks
+
+
+class AnthropicBatchBackend:
+    name = NAME
+
+    def __init__(self, settings: AnthropicSettings, prices: PriceBook) -> None:
+        self._settings = settings
+        self._prices = prices
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if not os.environ.get("ANTHROPIC_API_KEY"):
+                raise BatchdError(
+                    "ANTHROPIC_API_KEY is not set, so batchd cannot reach the Anthropic "
+                    "Message Batches API.",
+                    "Export your key (export ANTHROPIC_API_KEY=sk-ant-...) and submit again; "
+                    "`batchd plan FILE` estimates the run without one.",
+                )
+            from anthropic import AsyncAnthropic
+
+            self._client = AsyncAnthropic(
+                max_retries=self._settings.max_retries, timeout=self._settings.timeout_s
+            )
+        return self._client
+
+    def encode_line(self, vendor_id: str, request: Request) -> bytes:
+        params = to_claude_params(request, self._settings.default_max_tokens)
+        return _enc.encode({"custom_id": vendor_id, "params": params})
+
+    def batch_requests(self, chunk: Chunk, data_path: str) -> list[dict[str, Any]]:
+        """The chunk's requests as sent: grouped and prompt-cache marked when that pays."""
+        with open(data_path, "rb") as f:
+            requests = [_dec.decode(line) for line in f if line.strip()]
+        price = self._prices.lookup(chunk.model)
+        if chunk.prompt_cache and self._settings.prompt_cache and price is not None:
+            requests = plan_prompt_cache(requests, price)
+        return requests
+
+    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
+        requests = self.batch_requests(chunk, data_path)
+        async with _translated("create"):
+            batch = await self.client.messages.batches.create(requests=requests)
+        return VendorRef(batch_id=batch.id)
+
+    async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
+        """No batch metadata: match the intent's time window and request count."""
+        since = (chunk.intent_at or 0) - RECONCILE_SKEW_S
+        matches = []
+        async with _translated("list batches"):
+            async for batch in self.client.messages.batches.list(limit=100):
+                created = _epoch(batch.created_at)
+                if created < since:
+                    break
+                c = batch.request_counts
+                total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+                if total == chunk.n_requests and batch.id not in known_batch_ids:
+                    matches.append((abs(created - (chunk.intent_at or 0)), batch.id))
+        return VendorRef(batch_id=min(matches)[1]) if matches else None
+
+    async def poll(self, chunk: Chunk) -> PollState:
+        async with _translated("poll"):
+            batch = await self.client.messages.batches.retrieve(chunk.vendor_batch_id)
+        c = batch.request_counts
+        return PollState(
+            status=batch.processing_status,
+            terminal=batch.processing_status == "ended",
+            done=c.succeeded,
+            failed=c.errored + c.canceled + c.expired,
+            total=c.processing + c.succeeded + c.errored + c.canceled + c.expired,
+        )
+
+    async def results(self, chunk: Chunk) -> AsyncIterator[tuple[str, Outcome]]:
+        async with _translated("read results"):
+            decoder = await self.client.messages.batches.results(chunk.vendor_batch_id)
+            async for item in decoder:  # streamed line by line, never held whole
+                yield item.custom_id, parse_result(item.result, chunk.model)
+
+    async def cancel(self, chunk: Chunk) -> None:
+        from anthropic import BadRequestError, ConflictError, NotFoundError
+
+        async with _translated("cancel"):
+            # An ended batch answers 4xx: nothing left to cancel.
+            with contextlib.suppress(BadRequestError, ConflictError, NotFoundError):
+                await self.client.messages.batches.cancel(chunk.vendor_batch_id)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def parse_result(result: Any, model: str) -> Outcome:
+    kind = result.type
+    if kind == "succeeded":
+        msg = result.message
+        usage = msg.usage
+        cache_read = usage.cache_read_input_tokens or 0
+        cache_write = usage.cache_creation_input_tokens or 0
+        breakdown = getattr(usage, "cache_creation", None)
+        write_1h = (breakdown.ephemeral_1h_input_tokens or 0) if breakdown else 0
+        text = "".join(b.text for b in msg.content if getattr(b, "type", "") == "text")
+        return Outcome(
+            status=SUCCEEDED,
+            model_used=msg.model or model,
+            output_text=text,
+            response_json=msg.model_dump_json(),
+            finish_reason=FINISH_REASON.get(msg.stop_reason or "", msg.stop_reason),
+            input_tokens=usage.input_tokens + cache_read + cache_write,
+            cached_input_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            cache_write_1h_tokens=write_1h,
+            output_tokens=usage.output_tokens,
+        )
+    if kind == "errored":
+        err = result.error.error
+        return Outcome(
+            status=FAILED,
+            error_type=err.type,
+            error_message=err.message,
+            retryable=err.type in RETRYABLE_ERRORS,
+        )
+    if kind == "expired":
+        return Outcome(
+            status=EXPIRED,
+            error_type="expired",
+            error_message="the batch expired before this request ran",
+            retryable=True,
+        )
+    return Outcome(status=CANCELED, error_type="canceled", error_message="run canceled")
+
+
+@asynccontextmanager
+async def _translated(action: str) -> AsyncIterator[None]:
+    """SDK errors (after the SDK's own retries with backoff) -> batchd's three kinds."""
+    import anthropic
+
+    try:
+        yield
+    except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+        raise BatchdError(
+            f"Anthropic refused the API key during {action} (HTTP {exc.status_code}).",
+            "Check ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL), then run the same "
+            "`batchd submit` again: the run resumes.",
+        ) from exc
+    except anthropic.BadRequestError as exc:
+        raise ChunkRejected(f"Anthropic rejected the {action}: {exc.message}") from exc
+    except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
+        raise TransientBackendError(f"{action}: {exc}") from exc
