@@ -13,11 +13,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from tests.emulators.anthropic_batch import AnthropicBatchEmulator
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-test-SECRET-fedcba9876543210"
 
 
 @pytest.fixture
@@ -26,10 +28,16 @@ def emulator() -> Iterator[OpenAIBatchEmulator]:
         yield emu
 
 
+@pytest.fixture
+def claude() -> Iterator[AnthropicBatchEmulator]:
+    with AnthropicBatchEmulator(api_key=ANTHROPIC_KEY, seed=11) as emu:
+        yield emu
+
+
 class Batchd:
     """Runs the real `batchd` CLI in a subprocess against one isolated home and output."""
 
-    def __init__(self, tmp: Path, emu: OpenAIBatchEmulator) -> None:
+    def __init__(self, tmp: Path, emu: OpenAIBatchEmulator, claude: AnthropicBatchEmulator) -> None:
         self.tmp = tmp
         self.home = tmp / "home"
         self.out = tmp / "out"
@@ -41,6 +49,8 @@ class Batchd:
         self.env.update(
             OPENAI_API_KEY=API_KEY,
             OPENAI_BASE_URL=emu.base_url,
+            ANTHROPIC_API_KEY=ANTHROPIC_KEY,
+            ANTHROPIC_BASE_URL=claude.base_url,
             BATCHD_HOME=str(self.home),
             BATCHD_POLL_INTERVAL_S="0.02",
             HF_HUB_OFFLINE="1",
@@ -90,8 +100,8 @@ class Batchd:
 
 
 @pytest.fixture
-def batchd(tmp_path: Path, emulator: OpenAIBatchEmulator) -> Batchd:
-    return Batchd(tmp_path, emulator)
+def batchd(tmp_path: Path, emulator: OpenAIBatchEmulator, claude: AnthropicBatchEmulator) -> Batchd:
+    return Batchd(tmp_path, emulator, claude)
 
 
 def write_jsonl(path: Path, lines: list[Any]) -> Path:

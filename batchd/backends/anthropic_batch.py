@@ -60,6 +60,9 @@ _dec = msgspec.json.Decoder()
 def to_claude_params(request: Request, default_max_tokens: int) -> dict[str, Any]:
     """Anthropic params for a request; Anthropic-format lines pass through unchanged."""
     if request.source_params is not None:
+        if request.source_params.get("stream"):
+            # The vendor would reject the whole batch for this one line.
+            raise UnsupportedRequest("stream is not supported in batches; remove params.stream")
         return request.source_params
     body = request.body
     params: dict[str, Any] = {"model": request.model}
