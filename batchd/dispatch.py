@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 from batchd.backends.base import ChunkRejected, TransientBackendError
+from batchd.collect import handle_ended
 from batchd.decode import NO_CACHE_PREFIX
-from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
+from batchd.outcome import CANCELED, FAILED, Outcome
 from batchd.parts import chunk_lines, write_outcomes
-from batchd.pricing import Usage
 from batchd.services import Services
 from batchd.store import (
     CHUNK_COLLECTED,
@@ -121,121 +121,6 @@ async def handle_submitted(svc: Services, run: Run, chunk: Chunk) -> None:
     got = svc.store.transition(chunk.chunk_id, (CHUNK_SUBMITTED,), **fields)
     if got is not None and got.state == CHUNK_ENDED:
         await handle_ended(svc, run, got)
-
-
-async def handle_ended(svc: Services, run: Run, chunk: Chunk) -> None:
-    """Read the vendor's results; keep the final ones, resubmit what may be retried."""
-    backend = svc.backends[chunk.backend]
-    reported: dict[str, Outcome] = {}
-    rejected: str | None = None
-    try:
-        async for vendor_id, outcome in backend.results(chunk):
-            reported[vendor_id] = outcome
-    except TransientBackendError as exc:
-        log.warning("chunk %s: results not readable yet (%s)", chunk.chunk_id, exc)
-        return
-    except ChunkRejected as exc:
-        rejected = str(exc)
-    blobs = svc.blobs(run.run_id)
-    can_retry = (
-        not run.cancel_requested
-        and chunk.attempt < svc.settings.max_attempts
-        and time.time() < chunk.deadline_at
-    )
-    final: list[tuple[str, Outcome]] = []
-    retry_lines: list[bytes] = []
-    with blobs.open(chunk.path) as src:
-        for vendor_id, line in chunk_lines(src):
-            if rejected is not None:
-                o = Outcome(status=FAILED, error_type="batch_failed", error_message=rejected)
-            else:
-                o = reported.get(vendor_id) or _missing(chunk, run)
-            if o.status != SUCCEEDED and o.retryable and can_retry:
-                retry_lines.append(line)
-                continue
-            final.append((vendor_id, _stamp(svc, chunk, o)))
-    children = []
-    if retry_lines:
-        child = _retry_chunk(chunk, len(retry_lines), sum(map(len, retry_lines)))
-        with blobs.writer(child.path) as f:
-            f.writelines(retry_lines)
-        children.append(child)
-    result_path = f"outcomes/{chunk.chunk_id}.msgpack"
-    with blobs.writer(result_path) as f:
-        write_outcomes(f, ((bytes.fromhex(v.removeprefix(NO_CACHE_PREFIX)), o) for v, o in final))
-    svc.cache.put_many((bytes.fromhex(v), o) for v, o in final if not v.startswith(NO_CACHE_PREFIX))
-    counts = {
-        "succeeded": sum(o.status == SUCCEEDED for _, o in final),
-        "final": len(final),
-        "retried": len(retry_lines),
-    }
-    svc.store.transition(
-        chunk.chunk_id,
-        (CHUNK_ENDED,),
-        new_children=children,
-        state=CHUNK_COLLECTED,
-        result_path=result_path,
-        counts=counts,
-        cost_usd=sum(o.cost_usd for _, o in final),
-    )
-
-
-def _missing(chunk: Chunk, run: Run) -> Outcome:
-    """A line the vendor's files do not mention, read by the batch's final status."""
-    status = chunk.vendor_status
-    if status == "expired" or (status == "cancelled" and chunk.cancel_reason == "deadline"):
-        return Outcome(
-            status=EXPIRED,
-            error_type="expired",
-            error_message="not done before the deadline",
-            retryable=True,
-        )
-    if status == "cancelled":
-        return Outcome(status=CANCELED, error_type="canceled", error_message="run canceled")
-    return Outcome(
-        status=FAILED,
-        error_type="missing_from_output",
-        error_message="the vendor reported no result for this line",
-        retryable=True,
-    )
-
-
-def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
-    o.backend = chunk.backend
-    o.model_used = o.model_used or chunk.model
-    o.submitted_at = chunk.submitted_at
-    o.completed_at = chunk.ended_at
-    o.retryable = False
-    if o.input_tokens or o.output_tokens:
-        price = svc.prices.lookup(o.model_used) or svc.prices.lookup(chunk.model)
-        if price is not None:
-            usage = Usage(
-                o.input_tokens,
-                o.cached_input_tokens,
-                o.cache_write_tokens,
-                o.output_tokens,
-                o.cache_write_1h_tokens,
-            )
-            o.cost_usd = svc.prices.cost_usd(price, usage, batch=True)
-    return o
-
-
-def _retry_chunk(parent: Chunk, n_requests: int, n_bytes: int) -> Chunk:
-    base = parent.chunk_id.split(".")[0]
-    attempt = parent.attempt + 1
-    chunk_id = f"{base}.{attempt}"
-    return Chunk(
-        chunk_id=chunk_id,
-        run_id=parent.run_id,
-        backend=parent.backend,
-        model=parent.model,
-        path=f"chunks/{chunk_id}.jsonl",
-        n_requests=n_requests,
-        n_bytes=n_bytes,
-        attempt=attempt,
-        deadline_at=parent.deadline_at,
-        prompt_cache=parent.prompt_cache,
-    )
 
 
 async def end_unsent(svc: Services, run: Run, chunk: Chunk, from_states: tuple[str, ...]) -> None:

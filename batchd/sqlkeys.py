@@ -17,7 +17,7 @@ _MARKS = ",".join("?" * GROUP)
 
 
 def select_in(
-    db: sqlite3.Connection, sql: str, keys: Sequence[bytes], extra: tuple[Any, ...] = ()
+    db: sqlite3.Connection, sql: str, keys: Sequence[Any], extra: tuple[Any, ...] = ()
 ) -> Iterator[Any]:
     """Rows of `sql` (with `{keys}` where the IN list goes) for every key; `extra` follows."""
     query = sql.format(keys=_MARKS)
