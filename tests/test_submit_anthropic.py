@@ -267,3 +267,21 @@ def test_missing_anthropic_key_names_the_variable(batchd: Batchd, tmp_path: Path
     assert proc.returncode == 1
     assert "ANTHROPIC_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
     assert ANTHROPIC_KEY not in proc.stderr
+
+
+def test_deadline_cuts_claude_batch_lines_end_expired(
+    batchd: Batchd, claude: AnthropicBatchEmulator, tmp_path: Path
+) -> None:
+    claude.set_step_mode(manual=True)
+    src = write_jsonl(tmp_path / "d.jsonl", [cline(f"d{i}", f"q {i}") for i in range(4)])
+    submit = batchd.popen("submit", str(src), "--output", str(batchd.out), "--deadline", "2s")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        not claude.batches() or claude.batches()[0]["processing_status"] != "canceling"
+    ):
+        time.sleep(0.05)
+    claude.advance_all()
+    _, err = submit.communicate(timeout=60)
+    assert submit.returncode == 3, err
+    assert Counter(r["status"] for r in batchd.results()) == {"succeeded": 2, "expired": 2}
+    assert len(claude.batches()) == 1  # past the deadline: nothing is resubmitted
