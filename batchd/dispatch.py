@@ -8,6 +8,7 @@ in `creating` is first reconciled with the vendor's batch list.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -158,6 +159,52 @@ async def _end_all(
         result_path=result_path,
         counts={"final": n, "succeeded": 0},
     )
+
+
+async def step_failed(svc: Services, run: Run, chunk: Chunk, exc: Exception) -> None:
+    """Count an unexpected error; back off, or end the chunk's lines once the limit is hit."""
+    failures = chunk.failures + 1
+    reason = f"{type(exc).__name__}: {exc}"
+    log.warning(
+        "chunk %s: step %s failed (%d/%d): %s",
+        chunk.chunk_id,
+        chunk.state,
+        failures,
+        svc.settings.max_step_failures,
+        reason,
+    )
+    if failures < svc.settings.max_step_failures:
+        delay = min(
+            svc.settings.step_retry_base_s * 2 ** (failures - 1), svc.settings.step_retry_max_s
+        )
+        svc.store.transition(
+            chunk.chunk_id,
+            (chunk.state,),
+            failures=failures,
+            retry_at=time.time() + delay,
+            error=reason,
+        )
+        return
+    if chunk.state == CHUNK_SUBMITTED and chunk.vendor_batch_id:
+        with contextlib.suppress(Exception):  # best effort: stop paying for lines we end
+            await svc.backends[chunk.backend].cancel(chunk)
+    message = f"gave up after {failures} failed attempts of step '{chunk.state}': {reason}"
+    try:
+        await _end_all(
+            svc,
+            run,
+            chunk,
+            (chunk.state,),
+            Outcome(status=FAILED, error_type="step_failed", error_message=message),
+        )
+    except OSError:  # the chunk file itself is gone: end the chunk with no outcome part
+        svc.store.transition(
+            chunk.chunk_id,
+            (chunk.state,),
+            state=CHUNK_COLLECTED,
+            error=message,
+            counts={"final": 0, "succeeded": 0},
+        )
 
 
 STEP = {

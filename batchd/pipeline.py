@@ -21,7 +21,7 @@ import msgspec
 import pyarrow.parquet as pq
 
 from batchd.decode import auto_workers
-from batchd.dispatch import STEP
+from batchd.dispatch import STEP, step_failed
 from batchd.errors import BatchdError
 from batchd.ingest import LINES_SCHEMA, IngestStats, ingest
 from batchd.lines import open_source
@@ -155,11 +155,22 @@ def _fresh(path: Path) -> Path:
 
 
 async def dispatch_round(svc: Services, run: Run) -> bool:
-    """One pass of every open chunk's next step. True when every chunk is collected."""
+    """One pass of every open chunk's next step. True when every chunk is collected.
+
+    A step that raises is retried with backoff; after `max_step_failures` its chunk's lines
+    end `failed` with the reason, never silently dropped.
+    """
+    now = time.time()
     for chunk in svc.store.chunks(run.run_id):
         step = STEP.get(chunk.state)
-        if step is not None:
+        if step is None or chunk.retry_at > now:
+            continue
+        try:
             await step(svc, run, chunk)
+        except BatchdError:
+            raise  # the user must act (e.g. a refused API key): stop, the run resumes later
+        except Exception as exc:
+            await step_failed(svc, run, chunk, exc)
     return all(c.state == CHUNK_COLLECTED for c in svc.store.chunks(run.run_id))
 
 

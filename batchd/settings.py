@@ -63,6 +63,9 @@ class Settings(_Section):
     poll_interval_s: float = 30.0
     default_deadline_h: float = 72.0
     max_attempts: int = 3
+    max_step_failures: int = 5  # a step that raises this often ends its lines `failed`
+    step_retry_base_s: float = 2.0  # backoff after a failed step: base * 2**(failures-1)
+    step_retry_max_s: float = 300.0
     default_tenant: str = "default"
     cache: bool = True
     cache_ttl_s: float = 0.0

@@ -69,6 +69,8 @@ class Chunk(msgspec.Struct, kw_only=True):
     est_cost_usd: float = 0.0
     cost_usd: float = 0.0
     prompt_cache: bool = True  # Anthropic: may batchd mark shared prefixes for prompt caching
+    failures: int = 0  # unexpected errors in this chunk's steps so far
+    retry_at: float = 0.0  # no step before this time (backoff after a failure)
 
 
 _enc = msgspec.json.Encoder()

@@ -394,3 +394,18 @@ def test_status_results_report(
 def test_help(batchd: Batchd, command: str) -> None:
     proc = batchd.run(command, "--help")
     assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+def test_a_step_that_keeps_failing_ends_its_lines_failed(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.corrupt_outputs = 1  # collect fails every time it reads this batch
+    src = write_jsonl(tmp_path / "c.jsonl", [chat(f"c{i}", f"q {i}") for i in range(3)])
+    proc = batchd.submit(src, BATCHD_MAX_STEP_FAILURES="3", BATCHD_STEP_RETRY_BASE_S="0.05")
+    assert proc.returncode == 3, proc.stderr
+    rows = batchd.results()
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert {r["error_type"] for r in rows} == {"step_failed"}
+    assert all("gave up after 3 failed attempts" in r["error_message"] for r in rows)
+    assert "DecodeError" in rows[0]["error_message"]
+    assert "Traceback" not in proc.stderr

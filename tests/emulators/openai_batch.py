@@ -85,6 +85,9 @@ class Faults:
     #: Called with the new batch object after it is stored and before the response is sent:
     #: tests use it to kill a client between the vendor's create and the client's record.
     after_create: Callable[[JSONDict], None] | None = None
+    #: Next N batches that finish get an output file whose first line is not JSON (a broken
+    #: vendor file: the client's collect step fails every time it reads it).
+    corrupt_outputs: int = 0
 
 
 class _ApiError(Exception):
@@ -878,6 +881,9 @@ class OpenAIBatchEmulator:
                 continue
             self._rng.shuffle(records)
             data = "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
+            if kind == "output" and self.faults.corrupt_outputs > 0:
+                self.faults.corrupt_outputs -= 1
+                data = b"{this is not json\n" + data
             file_obj = self._store_file(
                 data, f"{obj['id']}_{kind}.jsonl", "batch_output", file_expires
             )
