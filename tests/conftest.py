@@ -15,6 +15,7 @@ import pytest
 
 from tests.emulators.anthropic_batch import AnthropicBatchEmulator
 from tests.emulators.openai_batch import OpenAIBatchEmulator
+from tests.redis_server import RedisServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -32,6 +33,22 @@ def emulator() -> Iterator[OpenAIBatchEmulator]:
 def claude() -> Iterator[AnthropicBatchEmulator]:
     with AnthropicBatchEmulator(api_key=ANTHROPIC_KEY, seed=11) as emu:
         yield emu
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests that kill Redis start their own."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
 
 
 class Batchd:
