@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
@@ -17,6 +18,14 @@ from batchd.sqlkeys import select_in
 
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(Outcome)
+
+
+class Cache(Protocol):
+    """The result cache: SqliteCache (embedded) or RedisCache (distributed)."""
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, Outcome]: ...
+    def put_many(self, items: Iterable[tuple[bytes, Outcome]]) -> int: ...
+    def close(self) -> None: ...
 
 
 class SqliteCache:

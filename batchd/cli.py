@@ -29,12 +29,13 @@ from rich.table import Table
 from batchd.errors import BatchdError
 from batchd.pipeline import RUN_CANCELED, RUN_SUCCEEDED, drive, plan_file, request_cancel
 from batchd.progress import Progress, snapshot
-from batchd.runs import driver_lock, start_run
+from batchd.runs import driver_lock, stage_input, start_run
 from batchd.services import Services, open_services
 from batchd.settings import Settings, load_settings
 from batchd.store import RUN_DONE, Run
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILED_LINES, EXIT_CANCELED, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
+DISTRIBUTED_REFRESH_S = 0.5
 
 app = typer.Typer(
     help="batchd: run files of LLM requests at the lowest cost before their deadline.\n\n"
@@ -167,10 +168,10 @@ def submit(
     Needs OPENAI_API_KEY for OpenAI models (OPENAI_BASE_URL selects another endpoint).
     """
     settings = _settings(poll_interval_s=poll_interval_s, output=output)
-    if no_wait:
+    if no_wait and not settings.redis_url:
         raise BatchdError(
             "--no-wait needs distributed mode.",
-            "Set BATCHD_REDIS_URL to a Redis the batchd workers use, or drop "
+            "Set BATCHD_REDIS_URL to a Redis the batchd coordinators use, or drop "
             "--no-wait to run here and wait.",
         )
     options: dict[str, Any] = {
@@ -187,32 +188,76 @@ def submit(
     svc = open_services(settings)
     try:
         run, resumed = start_run(
-            svc, file, settings.output, options, parse_deadline(deadline, time.time())
+            svc,
+            file,
+            settings.output,
+            options,
+            parse_deadline(deadline, time.time()),
+            stage=stage_input(svc) if svc.distributed else None,
         )
         if resumed:
             err.print(f"Resuming unfinished run {run.run_id} (same file and options).")
         else:
             err.print(f"Started run {run.run_id}.")
-        with driver_lock(svc.home, run.run_id) as mine:
-            if not mine:
-                raise BatchdError(
-                    f"Run {run.run_id} is being processed by another batchd process.",
-                    f"Follow it with `batchd status {run.run_id}`, or stop that process first.",
-                )
-            try:
-                with Progress(err, quiet=quiet) as progress:
-                    run = asyncio.run(_drive(svc, run.run_id, progress))
-            except KeyboardInterrupt:
-                err.print(
-                    f"Interrupted. Run {run.run_id} is kept: run the same "
-                    "`batchd submit` to resume it (nothing already sent is sent again)."
-                )
-                raise typer.Exit(EXIT_INTERRUPTED) from None
+        if svc.distributed:
+            from batchd.coordinator import kick
+
+            asyncio.run(kick(settings.redis_url, svc, run.run_id))
+            if no_wait:
+                out.print(run.run_id)
+                raise typer.Exit(EXIT_OK)
+            run = _wait_distributed(svc, run, quiet)
+        else:
+            run = _run_embedded(svc, run, quiet)
         _summary(svc, run)
         code = _exit_code(run)
     finally:
         svc.close()
     raise typer.Exit(code)
+
+
+def _run_embedded(svc: Services, run: Run, quiet: bool) -> Run:
+    with driver_lock(svc.home, run.run_id) as mine:
+        if not mine:
+            raise BatchdError(
+                f"Run {run.run_id} is being processed by another batchd process.",
+                f"Follow it with `batchd status {run.run_id}`, or stop that process first.",
+            )
+        try:
+            with Progress(err, quiet=quiet) as progress:
+                return asyncio.run(_drive(svc, run.run_id, progress))
+        except KeyboardInterrupt:
+            err.print(
+                f"Interrupted. Run {run.run_id} is kept: run the same "
+                "`batchd submit` to resume it (nothing already sent is sent again)."
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _wait_distributed(svc: Services, run: Run, quiet: bool) -> Run:
+    """The coordinators do the work; show progress until the run is done."""
+    from batchd.redis_store import RedisStore
+
+    store = svc.store
+    if isinstance(store, RedisStore) and not store.coordinators_alive():
+        err.print(
+            "[yellow]No batchd coordinator is running:[/] the run waits in Redis until "
+            "one starts (`arq workers.coordinator.WorkerSettings`, see README)."
+        )
+    try:
+        with Progress(err, quiet=quiet) as progress:
+            while True:
+                current = _get_run(svc, run.run_id)
+                progress.update(current, svc.store.chunks(run.run_id), None)
+                if current.state == RUN_DONE:
+                    return current
+                time.sleep(DISTRIBUTED_REFRESH_S)
+    except KeyboardInterrupt:
+        err.print(
+            f"Stopped watching. Run {run.run_id} goes on in the coordinators: follow it "
+            f"with `batchd status {run.run_id}`."
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 async def _drive(svc: Services, run_id: str, progress: Progress) -> Run:
@@ -467,9 +512,10 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
             err.print(f"Run {run_id} already finished ({run.outcome}); nothing to cancel.")
             raise typer.Exit(_exit_code(run))
         err.print(f"Cancel requested for {run_id}; waiting for its batches to stop.")
-        with driver_lock(svc.home, run_id) as mine:
-            if mine:
-                run = asyncio.run(_drive(svc, run_id, Progress(err, quiet=True)))
+        if not svc.distributed:  # embedded: finish it here unless a submit is driving it
+            with driver_lock(svc.home, run_id) as mine:
+                if mine:
+                    run = asyncio.run(_drive(svc, run_id, Progress(err, quiet=True)))
         while run.state != RUN_DONE:  # another process drives it: wait for it to finish
             time.sleep(min(svc.settings.poll_interval_s, 2.0))
             run = _get_run(svc, run_id)

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import msgspec
 import pyarrow as pa
 
-from batchd.cache import SqliteCache
+from batchd.cache import Cache
 from batchd.decode import ParseContext, Parsed, parse_blocks
 from batchd.lines import MAX_LINE_BYTES, iter_lines
 from batchd.outcome import INVALID
@@ -110,7 +110,7 @@ def ingest(
     *,
     router: Router,
     chunker: Chunker,
-    cache: SqliteCache | None,
+    cache: Cache | None,
     default_tenant: str,
     run_salt: str,
     write_rows: Callable[[pa.RecordBatch], None] | None,
@@ -151,7 +151,7 @@ def _settle(
     rows: _Rows,
     seen_ids: SeenSet,
     seen_keys: SeenSet,
-    cache: SqliteCache | None,
+    cache: Cache | None,
     chunker: Chunker,
     stats: IngestStats,
     invalid_types: Counter[str],

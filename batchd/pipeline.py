@@ -30,6 +30,7 @@ from batchd.parts import read_outcomes
 from batchd.plan import Chunker, Estimate
 from batchd.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.services import Services
+from batchd.settings import Settings
 from batchd.sqlkeys import select_in
 from batchd.store import (
     CHUNK_COLLECTED,
@@ -114,7 +115,7 @@ def ingest_run(
     blobs.remove_tree("chunks")  # leftovers of an ingest killed half-way
     chunker = Chunker(
         run.run_id,
-        svc.settings,
+        run_settings(svc.settings, run.options),
         svc.prices,
         svc.backends,
         lambda rel: _fresh(blobs.path(rel)).open("wb"),
@@ -149,12 +150,32 @@ def ingest_run(
     )
 
 
+def run_settings(settings: Settings, options: dict[str, Any]) -> Settings:
+    """The run's own chunk limits (fixed at submit) win over this process's settings."""
+    replace = msgspec.structs.replace
+    openai = replace(
+        settings.openai,
+        max_lines_per_chunk=options.get("chunk_lines", settings.openai.max_lines_per_chunk),
+        max_bytes_per_chunk=options.get("chunk_bytes", settings.openai.max_bytes_per_chunk),
+    )
+    anthropic = replace(
+        settings.anthropic,
+        max_lines_per_chunk=options.get(
+            "anthropic_chunk_lines", settings.anthropic.max_lines_per_chunk
+        ),
+        max_bytes_per_chunk=options.get(
+            "anthropic_chunk_bytes", settings.anthropic.max_bytes_per_chunk
+        ),
+    )
+    return replace(settings, openai=openai, anthropic=anthropic)
+
+
 def _fresh(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
-async def dispatch_round(svc: Services, run: Run) -> bool:
+async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None = None) -> bool:
     """One pass of every open chunk's next step. True when every chunk is collected.
 
     A step that raises is retried with backoff; after `max_step_failures` its chunk's lines
@@ -163,7 +184,7 @@ async def dispatch_round(svc: Services, run: Run) -> bool:
     now = time.time()
     for chunk in svc.store.chunks(run.run_id):
         step = STEP.get(chunk.state)
-        if step is None or chunk.retry_at > now:
+        if step is None or chunk.retry_at > now or (states and chunk.state not in states):
             continue
         try:
             await step(svc, run, chunk)

@@ -148,6 +148,10 @@ class RedisStore:
     def known_batch_ids(self) -> set[str]:
         return {i.decode() for i in self._r.smembers(f"{P}batch_ids")}
 
+    def coordinators_alive(self) -> bool:
+        """Whether any coordinator refreshed its arq health key lately."""
+        return bool(self._r.exists(f"{P}coordinator:health-check"))
+
     # --- leases (one coordinator works on a run at a time) -------------------------------
     def take_lease(self, name: str, owner: str, ttl_s: float) -> bool:
         return bool(self._r.set(f"{P}lease:{name}", owner, nx=True, px=int(ttl_s * 1000)))

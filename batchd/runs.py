@@ -11,8 +11,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,19 +42,29 @@ def content_id(path: str | Path, options: dict[str, Any]) -> str:
 
 
 def start_run(
-    svc: Services, source: str, output: str, options: dict[str, Any], deadline_at: float | None
+    svc: Services,
+    source: str,
+    output: str,
+    options: dict[str, Any],
+    deadline_at: float | None,
+    stage: Callable[[str, str], str] | None = None,
 ) -> tuple[Run, bool]:
-    """Return (run, resumed): the unfinished run for this input and options, or a new one."""
+    """Return (run, resumed): the unfinished run for this input and options, or a new one.
+
+    `stage(run_id, source)` (distributed mode) copies the input where every worker can read
+    it and returns that path, before the run becomes visible to coordinators.
+    """
     base = content_id(source, options)
     previous = svc.store.runs_with_base(base)
     if previous and previous[-1].state != RUN_DONE:
         return previous[-1], True
     run_id = base if not previous else f"{base}-{len(previous) + 1}"
     now = time.time()
+    staged = stage(run_id, source) if stage else str(Path(source).resolve())
     run = Run(
         run_id=run_id,
         base_id=base,
-        source=str(Path(source).resolve()),
+        source=staged,
         output=output,
         options=options,
         deadline_at=deadline_at or now + svc.settings.default_deadline_h * 3600,
@@ -63,6 +74,18 @@ def start_run(
         assert got is not None
         return got, True
     return run, False
+
+
+def stage_input(svc: Services) -> Callable[[str, str], str]:
+    """Distributed mode: copy the input onto the shared workdir, where every worker reads it."""
+
+    def stage(run_id: str, source: str) -> str:
+        name = Path(source).name
+        with open(source, "rb") as src, svc.blobs(run_id).writer(f"input/{name}") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return str(svc.blobs(run_id).path(f"input/{name}").resolve())
+
+    return stage
 
 
 @contextmanager

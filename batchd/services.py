@@ -9,18 +9,18 @@ from batchd.backends.anthropic_batch import AnthropicBatchBackend
 from batchd.backends.base import BatchBackend
 from batchd.backends.openai_batch import OpenAIBatchBackend
 from batchd.blobs import LocalBlobs
-from batchd.cache import SqliteCache
+from batchd.cache import Cache, SqliteCache
 from batchd.plan import Router
 from batchd.pricing import PriceBook, load_price_book
 from batchd.settings import Settings
-from batchd.store import SqliteStore
+from batchd.store import SqliteStore, Store
 
 
 @dataclass
 class Services:
     settings: Settings
-    store: SqliteStore
-    cache: SqliteCache
+    store: Store
+    cache: Cache
     prices: PriceBook
     backends: dict[str, BatchBackend]
     router: Router = field(init=False)
@@ -31,6 +31,10 @@ class Services:
     @property
     def home(self) -> Path:
         return self.settings.home_path
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.settings.redis_url)
 
     def blobs(self, run_id: str) -> LocalBlobs:
         root = Path(self.settings.workdir) if self.settings.workdir else self.home / "work"
@@ -53,10 +57,15 @@ def open_services(settings: Settings) -> Services:
         "openai": OpenAIBatchBackend(settings.openai),
         "anthropic": AnthropicBatchBackend(settings.anthropic, prices),
     }
-    return Services(
-        settings=settings,
-        store=SqliteStore(home / "state.db"),
-        cache=SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s),
-        prices=prices,
-        backends=backends,
-    )
+    store: Store
+    cache: Cache
+    if settings.redis_url:  # distributed mode: state and cache in Redis, bulk data on workdir
+        from batchd.redis_cache import RedisCache
+        from batchd.redis_store import RedisStore
+
+        store = RedisStore(settings.redis_url)
+        cache = RedisCache(settings.redis_url, ttl_s=settings.cache_ttl_s)
+    else:
+        store = SqliteStore(home / "state.db")
+        cache = SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s)
+    return Services(settings=settings, store=store, cache=cache, prices=prices, backends=backends)

@@ -73,6 +73,7 @@ class Settings(_Section):
     ingest_workers: int = 0  # processes that parse input lines; 0 = one per core on big files
     debug: bool = False
     redis_url: str = ""
+    lease_ttl_s: float = 60.0  # a killed coordinator's runs are taken over after this
     workdir: str = ""
     config: str = ""
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -71,6 +71,28 @@ class Chunk(msgspec.Struct, kw_only=True):
     prompt_cache: bool = True  # Anthropic: may batchd mark shared prefixes for prompt caching
     failures: int = 0  # unexpected errors in this chunk's steps so far
     retry_at: float = 0.0  # no step before this time (backoff after a failure)
+
+
+class Store(Protocol):
+    """Run and chunk state: SqliteStore (embedded) or RedisStore (distributed)."""
+
+    def create_run(self, run: Run) -> bool: ...
+    def get_run(self, run_id: str) -> Run | None: ...
+    def runs_with_base(self, base_id: str) -> list[Run]: ...
+    def list_runs(self, limit: int = 50) -> list[Run]: ...
+    def update_run(self, run_id: str, **fields: Any) -> Run: ...
+    def add_chunks(self, chunks: list[Chunk]) -> None: ...
+    def chunks(self, run_id: str) -> list[Chunk]: ...
+    def get_chunk(self, chunk_id: str) -> Chunk | None: ...
+    def transition(
+        self,
+        chunk_id: str,
+        from_states: tuple[str, ...],
+        new_children: list[Chunk] | None = None,
+        **fields: Any,
+    ) -> Chunk | None: ...
+    def known_batch_ids(self) -> set[str]: ...
+    def close(self) -> None: ...
 
 
 _enc = msgspec.json.Encoder()

@@ -1,0 +1,279 @@
+"""Distributed mode with a real redis-server and real coordinator processes (arq workers)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from batchd.redis_store import RedisStore
+from tests.conftest import ANTHROPIC_KEY, API_KEY, chat, write_jsonl
+from tests.emulators.openai_batch import OpenAIBatchEmulator
+from tests.redis_server import RedisServer
+
+
+class Stack:
+    """Redis + coordinators + the CLI, all sharing one workdir (one 'cluster')."""
+
+    def __init__(self, tmp: Path, emu: OpenAIBatchEmulator) -> None:
+        self.tmp = tmp
+        self.redis = RedisServer(tmp / "redis").start()
+        self.out = tmp / "out"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHD_", "OPENAI_"))}
+        self.env.update(
+            OPENAI_API_KEY=API_KEY,
+            OPENAI_BASE_URL=emu.base_url,
+            ANTHROPIC_API_KEY=ANTHROPIC_KEY,
+            BATCHD_REDIS_URL=self.redis.url,
+            BATCHD_WORKDIR=str(tmp / "work"),
+            BATCHD_HOME=str(tmp / "home"),
+            BATCHD_POLL_INTERVAL_S="0.05",
+            BATCHD_LEASE_TTL_S="2",
+            HF_HUB_OFFLINE="1",
+        )
+        self.coordinators: list[subprocess.Popen[bytes]] = []
+
+    def start_coordinator(self, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"coordinator-{len(self.coordinators)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "arq", "workers.coordinator.WorkerSettings"],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+        )
+        self.coordinators.append(proc)
+        return proc
+
+    def cli(
+        self, *args: str, home: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        e = {**self.env, **env}
+        if home:
+            e["BATCHD_HOME"] = home  # another machine: its own home, the same Redis
+        return subprocess.run(
+            [sys.executable, "-m", "batchd.cli", *args],
+            env=e,
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def submit_no_wait(self, path: Path, **env: str) -> str:
+        proc = self.cli("submit", str(path), "--output", str(self.out), "--no-wait", **env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().splitlines()[-1]
+
+    def store(self) -> RedisStore:
+        return RedisStore(self.redis.url)
+
+    def wait_done(self, run_id: str, timeout_s: float = 90) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                run = self.store().get_run(run_id)
+            except Exception:  # Redis restarting
+                run = None
+            if run is not None and run.state == "done":
+                return run
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id} not done in {timeout_s}s")
+
+    def rows(self, run_id: str) -> list[dict[str, Any]]:
+        return pq.read_table(self.out / run_id / "results.parquet").to_pylist()  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        for p in self.coordinators:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.redis.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, emulator: OpenAIBatchEmulator) -> Iterator[Stack]:
+    s = Stack(tmp_path, emulator)
+    yield s
+    s.stop()
+
+
+def _lines(n: int, tag: str = "r") -> list[dict[str, Any]]:
+    return [chat(f"{tag}{i}", f"{tag} request {i}") for i in range(n)]
+
+
+def _assert_exactly_once(
+    stack: Stack, emulator: OpenAIBatchEmulator, run_id: str, n: int, tag: str = "r"
+) -> None:
+    rows = stack.rows(run_id)
+    assert [r["custom_id"] for r in rows] == [f"{tag}{i}" for i in range(n)]
+    assert {r["status"] for r in rows} == {"succeeded"}
+    per_chunk = {
+        k: v
+        for k, v in emulator.batch_count_by_metadata("batchd_chunk").items()
+        if k.startswith(run_id)
+    }
+    assert per_chunk and set(per_chunk.values()) == {1}, per_chunk
+    sent = Counter(
+        r["custom_id"]
+        for r in emulator.requests_seen()
+        if r["body"]["messages"][0]["content"].startswith(f"{tag} ")
+    )
+    assert len(sent) == n and set(sent.values()) == {1}
+
+
+def test_submit_waits_no_wait_and_other_machines(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    stack.start_coordinator()
+    src = write_jsonl(tmp_path / "a.jsonl", _lines(6))
+    waited = stack.cli("submit", str(src), "--output", str(stack.out))
+    assert waited.returncode == 0, waited.stderr
+    run_id = next(p.name for p in stack.out.iterdir())
+    _assert_exactly_once(stack, emulator, run_id, 6)
+    other = str(tmp_path / "laptop")
+    status = stack.cli("status", run_id, home=other)
+    assert status.returncode == 0 and "succeeded 6" in status.stdout
+    report = stack.cli("report", run_id, home=other)
+    assert report.returncode == 0 and "gpt-5.4-nano" in report.stdout
+    src2 = write_jsonl(tmp_path / "b.jsonl", _lines(3, tag="n"))
+    run2 = stack.submit_no_wait(src2)
+    assert run2.startswith("run-") and run2 != run_id
+    stack.wait_done(run2)
+    assert len(stack.rows(run2)) == 3
+    health = subprocess.run(
+        [sys.executable, "-m", "arq", "workers.coordinator.WorkerSettings", "--check"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+    )
+    assert health.returncode == 0, health.stderr
+    gpu = subprocess.run(
+        [sys.executable, "-m", "arq", "workers.gpu.WorkerSettings", "--check"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+    )
+    assert gpu.returncode == 1  # no GPU worker running: the check says so
+
+
+def test_twenty_kills_of_the_coordinator_lose_and_repay_nothing(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.set_step_mode(manual=True)
+    n = 40
+    src = write_jsonl(tmp_path / "k.jsonl", _lines(n))
+    current: dict[str, subprocess.Popen[bytes]] = {}
+    killed_in_create = threading.Event()
+
+    def kill_during_create(_batch: dict[str, Any]) -> None:
+        if len(emulator.batches()) == 3:  # between the third vendor create and its record
+            emulator.faults.after_create = None
+            current["proc"].kill()
+            killed_in_create.set()
+
+    emulator.faults.after_create = kill_during_create
+    env = {"BATCHD_OPENAI_MAX_LINES_PER_CHUNK": "4"}
+    run_id = stack.submit_no_wait(src, **env)
+    stop = threading.Event()
+
+    def vendor_works_slowly() -> None:
+        while not stop.wait(0.7):
+            emulator.advance_all()
+
+    worker = threading.Thread(target=vendor_works_slowly, daemon=True)
+    worker.start()
+    rnd = random.Random(99)
+    kills = 0
+    try:
+        while kills < 20:
+            current["proc"] = stack.start_coordinator(**env)
+            time.sleep(rnd.uniform(0.3, 2.5))
+            if current["proc"].poll() is None:
+                current["proc"].kill()
+            current["proc"].wait()
+            kills += 1
+        assert stack.store().get_run(run_id).state != "done"  # the kills happened mid-run
+    finally:
+        stop.set()
+    emulator.set_step_mode(manual=False)
+    stack.start_coordinator(**env)
+    stack.wait_done(run_id)
+    assert killed_in_create.is_set()
+    _assert_exactly_once(stack, emulator, run_id, n)
+    assert (
+        len([k for k in emulator.batch_count_by_metadata("batchd_chunk") if k.startswith(run_id)])
+        == 10
+    )
+
+
+def test_redis_restart_mid_run_loses_nothing(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.set_step_mode(manual=True)
+    src = write_jsonl(tmp_path / "r.jsonl", _lines(8))
+    coordinator = stack.start_coordinator()
+    run_id = stack.submit_no_wait(src, BATCHD_OPENAI_MAX_LINES_PER_CHUNK="4")
+    deadline = time.monotonic() + 30
+    while len(emulator.batches()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(emulator.batches()) == 2
+    stack.redis.restart()  # SIGTERM (AOF flushed), then start on the same port and data dir
+    emulator.set_step_mode(manual=False)
+    time.sleep(1.0)
+    if coordinator.poll() is not None:  # the supervisor (honcho, systemd) would restart it
+        stack.start_coordinator()
+    stack.wait_done(run_id)
+    _assert_exactly_once(stack, emulator, run_id, 8)
+
+
+def test_two_coordinators_never_run_a_step_twice(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.polls_per_step = 2
+    stack.start_coordinator()
+    stack.start_coordinator()
+    env = {"BATCHD_OPENAI_MAX_LINES_PER_CHUNK": "3"}
+    runs = [
+        stack.submit_no_wait(write_jsonl(tmp_path / f"{t}.jsonl", _lines(9, tag=t)), **env)
+        for t in ("a", "b", "c")
+    ]
+    for run_id, tag in zip(runs, ("a", "b", "c"), strict=True):
+        stack.wait_done(run_id)
+        _assert_exactly_once(stack, emulator, run_id, 9, tag=tag)
+    logs = "".join((stack.tmp / f"coordinator-{i}.log").read_text() for i in range(2))
+    assert "ingest_job" in logs
+    worked = [
+        sum(
+            f"{job}(" in (stack.tmp / f"coordinator-{i}.log").read_text()
+            for job in ("ingest_job", "dispatch_job", "poll_job", "finalize_job")
+        )
+        for i in range(2)
+    ]
+    assert all(worked), worked  # both coordinators took jobs
+
+
+def test_a_failing_step_is_retried_then_ends_lines_failed(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.corrupt_outputs = 1
+    env = {"BATCHD_MAX_STEP_FAILURES": "3", "BATCHD_STEP_RETRY_BASE_S": "0.2"}
+    stack.start_coordinator(**env)
+    run_id = stack.submit_no_wait(write_jsonl(tmp_path / "f.jsonl", _lines(3)), **env)
+    run = stack.wait_done(run_id)
+    assert run.outcome == "finished_with_failures"
+    rows = stack.rows(run_id)
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all(
+        r["error_type"] == "step_failed" and "3 failed attempts" in r["error_message"] for r in rows
+    )

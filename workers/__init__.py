@@ -1,0 +1,1 @@
+"""arq WorkerSettings for distributed mode: `arq workers.coordinator.WorkerSettings`."""
