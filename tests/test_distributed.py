@@ -185,28 +185,28 @@ def test_twenty_kills_of_the_coordinator_lose_and_repay_nothing(
     emulator.faults.after_create = kill_during_create
     env = {"BATCHD_OPENAI_MAX_LINES_PER_CHUNK": "4"}
     run_id = stack.submit_no_wait(src, **env)
-    stop = threading.Event()
-
-    def vendor_works_slowly() -> None:
-        while not stop.wait(0.7):
-            emulator.advance_all()
-
-    worker = threading.Thread(target=vendor_works_slowly, daemon=True)
-    worker.start()
     rnd = random.Random(99)
-    kills = 0
-    try:
-        while kills < 20:
-            current["proc"] = stack.start_coordinator(**env)
-            time.sleep(rnd.uniform(0.3, 2.5))
-            if current["proc"].poll() is None:
-                current["proc"].kill()
-            current["proc"].wait()
-            kills += 1
-        assert stack.store().get_run(run_id).state != "done"  # the kills happened mid-run
-    finally:
-        stop.set()
+
+    def one_life(low_s: float, high_s: float) -> None:
+        current["proc"] = stack.start_coordinator(**env)
+        time.sleep(rnd.uniform(low_s, high_s))
+        if current["proc"].poll() is None:
+            current["proc"].kill()
+        current["proc"].wait()
+
+    # Phase 1: 20 kills while the vendor cannot finish (it moves on at kills 7 and 14):
+    # ingest, create (one kill falls between a create and its record) and polling.
+    for kill in range(1, 21):
+        one_life(0.3, 2.5)
+        if kill in (7, 14):
+            emulator.advance_all()
+    assert stack.store().get_run(run_id).state != "done"
+    # Phase 2: the vendor finishes; more kills while chunks are collected and finalized.
     emulator.set_step_mode(manual=False)
+    for _ in range(4):
+        if stack.store().get_run(run_id).state == "done":
+            break
+        one_life(0.2, 1.2)
     stack.start_coordinator(**env)
     stack.wait_done(run_id)
     assert killed_in_create.is_set()
