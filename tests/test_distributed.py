@@ -277,3 +277,48 @@ def test_a_failing_step_is_retried_then_ends_lines_failed(
     assert all(
         r["error_type"] == "step_failed" and "3 failed attempts" in r["error_message"] for r in rows
     )
+
+
+def test_cancel_from_another_machine(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.set_step_mode(manual=True)
+    stack.start_coordinator()
+    run_id = stack.submit_no_wait(write_jsonl(tmp_path / "c.jsonl", _lines(4)))
+    deadline = time.monotonic() + 30
+    while not emulator.batches() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cancel = subprocess.Popen(
+        [sys.executable, "-m", "batchd.cli", "cancel", run_id],
+        env={**stack.env, "BATCHD_HOME": str(tmp_path / "laptop")},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while time.monotonic() < deadline and {b["status"] for b in emulator.batches()} != {
+        "cancelling"
+    }:
+        time.sleep(0.1)
+    emulator.advance_all()
+    _, err = cancel.communicate(timeout=60)
+    assert cancel.returncode == 4, err
+    assert Counter(r["status"] for r in stack.rows(run_id)) == {"succeeded": 2, "canceled": 2}
+
+
+def test_gpu_worker_health_check(stack: Stack) -> None:
+    log = open(stack.tmp / "gpu.log", "wb")  # noqa: SIM115
+    gpu = subprocess.Popen(
+        [sys.executable, "-m", "arq", "workers.gpu.WorkerSettings"],
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    stack.coordinators.append(gpu)  # stopped with the stack
+    check = [sys.executable, "-m", "arq", "workers.gpu.WorkerSettings", "--check"]
+    deadline = time.monotonic() + 30
+    rc = 1
+    while rc != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rc = subprocess.run(check, env=stack.env, capture_output=True).returncode
+    assert rc == 0
