@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -101,15 +101,26 @@ async def run_lease(ctx: dict[str, Any], run_id: str) -> AsyncIterator[bool]:
         store.release_lease(name, ctx["owner"])
 
 
-async def ingest_job(ctx: dict[str, Any], run_id: str) -> str:
+async def _whole_run_step(
+    ctx: dict[str, Any], run_id: str, state: str, step: Callable[[Services, Run], Any]
+) -> str:
+    """Run a CPU-bound step of a run in `state` in a thread (the loop keeps the health key)."""
     svc: Services = ctx["svc"]
     async with run_lease(ctx, run_id) as mine:
         run = svc.store.get_run(run_id)
-        if not mine or run is None or run.state != RUN_INGESTING:
+        if not mine or run is None or run.state != state:
             return "skipped"
-        await asyncio.to_thread(ingest_run, svc, run)  # CPU-bound: keep the loop (health) alive
+        await asyncio.to_thread(step, svc, run)
     await enqueue_next(ctx["redis"], svc, run_id)
-    return "ingested"
+    return "done"
+
+
+async def ingest_job(ctx: dict[str, Any], run_id: str) -> str:
+    return await _whole_run_step(ctx, run_id, RUN_INGESTING, ingest_run)
+
+
+async def finalize_job(ctx: dict[str, Any], run_id: str) -> str:
+    return await _whole_run_step(ctx, run_id, RUN_FINALIZING, finalize_run)
 
 
 async def _chunk_job(ctx: dict[str, Any], run_id: str, states: tuple[str, ...]) -> str:
@@ -132,16 +143,6 @@ async def dispatch_job(ctx: dict[str, Any], run_id: str) -> str:
 async def poll_job(ctx: dict[str, Any], run_id: str) -> str:
     """Poll submitted chunks; collect the ended ones (and resubmit what may be retried)."""
     return await _chunk_job(ctx, run_id, POLL_STATES)
-
-
-async def finalize_job(ctx: dict[str, Any], run_id: str) -> str:
-    svc: Services = ctx["svc"]
-    async with run_lease(ctx, run_id) as mine:
-        run = svc.store.get_run(run_id)
-        if not mine or run is None or run.state != RUN_FINALIZING:
-            return "skipped"
-        await asyncio.to_thread(finalize_run, svc, run)
-        return "finalized"
 
 
 def next_jobs(run: Run, poll_interval_s: float, now: float) -> list[tuple[str, str]]:

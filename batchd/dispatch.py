@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from batchd.backends.base import ChunkRejected, TransientBackendError
+from batchd.backends.base import ChunkRejected, TransientBackendError, VendorRef
 from batchd.collect import handle_ended
 from batchd.decode import NO_CACHE_PREFIX
 from batchd.outcome import CANCELED, FAILED, Outcome
@@ -53,14 +53,7 @@ async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
         return
     if ref is not None:
         log.info("chunk %s: found batch %s created before a restart", chunk.chunk_id, ref.batch_id)
-        svc.store.transition(
-            chunk.chunk_id,
-            (CHUNK_CREATING,),
-            state=CHUNK_SUBMITTED,
-            vendor_batch_id=ref.batch_id,
-            vendor_file_id=ref.file_id,
-            submitted_at=time.time(),
-        )
+        _record_submitted(svc, chunk, ref)
     elif run.cancel_requested:
         await end_unsent(svc, run, chunk, (CHUNK_CREATING,))
     else:
@@ -86,6 +79,10 @@ async def _create(svc: Services, run: Run, chunk: Chunk) -> None:
             Outcome(status=FAILED, error_type="batch_rejected", error_message=str(exc)),
         )
         return
+    _record_submitted(svc, chunk, ref)
+
+
+def _record_submitted(svc: Services, chunk: Chunk, ref: VendorRef) -> None:
     svc.store.transition(
         chunk.chunk_id,
         (CHUNK_CREATING,),

@@ -12,8 +12,10 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
+import msgspec
+
 from batchd.errors import BatchdError
-from batchd.settings import Settings
+from batchd.settings import PriceOverride, Settings
 
 PER_MTOK = 1_000_000.0
 _SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
@@ -94,42 +96,43 @@ def unknown_model_message(model: str) -> str:
     )
 
 
+def _price(model: str, o: PriceOverride) -> Price:
+    return Price(
+        model=model,
+        vendor=o.vendor,
+        input_per_mtok=o.input_per_mtok,
+        output_per_mtok=o.output_per_mtok,
+        cached_input_per_mtok=(
+            o.cached_input_per_mtok if o.cached_input_per_mtok is not None else o.input_per_mtok
+        ),
+        batch_discount=o.batch_discount,
+        cache_write_5m_multiplier=o.cache_write_5m_multiplier,
+        cache_write_1h_multiplier=o.cache_write_1h_multiplier,
+        min_cache_tokens=o.min_cache_tokens,
+        as_of=o.as_of,
+        source=o.source,
+    )
+
+
+# The bundled file's short column names, in the settings' words.
+_BOOK_KEYS = {
+    "input": "input_per_mtok",
+    "output": "output_per_mtok",
+    "cached_input": "cached_input_per_mtok",
+}
+
+
 def load_price_book(settings: Settings) -> PriceBook:
+    """The bundled price book, with the lines of settings.prices added or replacing."""
     raw = tomllib.loads(
         resources.files("batchd").joinpath("data/prices.toml").read_text(encoding="utf-8")
     )
-    prices: dict[str, Price] = {}
-    for model, row in raw["models"].items():
-        prices[model] = Price(
-            model=model,
-            vendor=row["vendor"],
-            input_per_mtok=float(row["input"]),
-            output_per_mtok=float(row["output"]),
-            cached_input_per_mtok=float(row.get("cached_input", row["input"])),
-            batch_discount=float(row.get("batch_discount", 0.5)),
-            cache_write_5m_multiplier=float(row.get("cache_write_5m_multiplier", 1.25)),
-            cache_write_1h_multiplier=float(row.get("cache_write_1h_multiplier", 2.0)),
-            min_cache_tokens=int(row.get("min_cache_tokens", 1024)),
-            as_of=row["as_of"],
-            source=row["source"],
+    prices = {
+        model: _price(
+            model, msgspec.convert({_BOOK_KEYS.get(k, k): v for k, v in row.items()}, PriceOverride)
         )
-    version = str(raw["version"])
-    for model, o in settings.prices.items():
-        prices[model] = Price(
-            model=model,
-            vendor=o.vendor,
-            input_per_mtok=o.input_per_mtok,
-            output_per_mtok=o.output_per_mtok,
-            cached_input_per_mtok=(
-                o.cached_input_per_mtok if o.cached_input_per_mtok is not None else o.input_per_mtok
-            ),
-            batch_discount=o.batch_discount,
-            cache_write_5m_multiplier=o.cache_write_5m_multiplier,
-            cache_write_1h_multiplier=o.cache_write_1h_multiplier,
-            min_cache_tokens=o.min_cache_tokens,
-            as_of=o.as_of,
-            source=o.source,
-        )
-    if settings.prices:
-        version += "+overrides"
+        for model, row in raw["models"].items()
+    }
+    prices.update({model: _price(model, o) for model, o in settings.prices.items()})
+    version = str(raw["version"]) + ("+overrides" if settings.prices else "")
     return PriceBook(prices, version)

@@ -42,8 +42,9 @@ from typing import Any, Literal
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.emulators._server import EmulatorServer
 
 __all__ = [
     "AnthropicBatchEmulator",
@@ -133,11 +134,6 @@ class _Piece:
     cache_control: JSONDict | None
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 def tokens(text: str) -> int:
     """The emulator's token count of one string."""
     return len(text) // 4 + 1
@@ -175,7 +171,10 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-class AnthropicBatchEmulator:
+class AnthropicBatchEmulator(EmulatorServer):
+    URL_SUFFIX = ""
+    NAME = "anthropic-batch-emulator"
+
     """A threaded local HTTP server emulating Anthropic's Message Batches API."""
 
     def __init__(
@@ -206,8 +205,6 @@ class AnthropicBatchEmulator:
         #: Prompt cache: (model, canonical prefix) -> prefix tokens.
         self._cache: dict[tuple[str, str], int] = {}
         self._manual = False
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
         self._url_map = Map(
             [
                 Rule("/v1/messages/batches", methods=["POST"], endpoint="create_batch"),
@@ -221,47 +218,6 @@ class AnthropicBatchEmulator:
             ],
             strict_slashes=False,
         )
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("emulator not started")
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def start(self) -> AnthropicBatchEmulator:
-        if self._server is not None:
-            return self
-        server = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name="anthropic-batch-emulator",
-            daemon=True,
-        )
-        thread.start()
-        self._server = server
-        self._thread = thread
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = None
-        self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> AnthropicBatchEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ observation
 

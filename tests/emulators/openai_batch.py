@@ -36,8 +36,9 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.emulators._server import EmulatorServer
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -139,11 +140,6 @@ class _BatchState:
     raw_requests: list[JSONDict] = field(default_factory=list)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 def _now() -> int:
     return int(time.time())
 
@@ -161,7 +157,10 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-class OpenAIBatchEmulator:
+class OpenAIBatchEmulator(EmulatorServer):
+    URL_SUFFIX = "/v1"
+    NAME = "openai-batch-emulator"
+
     """A threaded local HTTP server emulating OpenAI's Files + Batch API."""
 
     def __init__(self, api_key: str = "sk-test", polls_per_step: int = 1, seed: int = 0) -> None:
@@ -179,8 +178,6 @@ class OpenAIBatchEmulator:
         self._files: dict[str, _StoredFile] = {}
         self._batches: dict[str, _BatchState] = {}
         self._manual = False
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
         self._url_map = Map(
             [
                 Rule("/v1/files", methods=["POST"], endpoint="create_file"),
@@ -195,47 +192,6 @@ class OpenAIBatchEmulator:
             ],
             strict_slashes=False,
         )
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("emulator not started")
-        return f"http://127.0.0.1:{self._server.server_port}/v1"
-
-    def start(self) -> OpenAIBatchEmulator:
-        if self._server is not None:
-            return self
-        server = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name="openai-batch-emulator",
-            daemon=True,
-        )
-        thread.start()
-        self._server = server
-        self._thread = thread
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = None
-        self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> OpenAIBatchEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ observation
 
