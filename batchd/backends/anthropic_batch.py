@@ -23,6 +23,7 @@ from batchd.backends.base import (
     PollState,
     TransientBackendError,
     UnsupportedRequest,
+    VendorLostTrack,
     VendorRef,
 )
 from batchd.errors import BatchdError
@@ -283,5 +284,11 @@ async def _translated(action: str) -> AsyncIterator[None]:
         ) from exc
     except anthropic.BadRequestError as exc:
         raise ChunkRejected(f"Anthropic rejected the {action}: {exc.message}") from exc
-    except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
+    except anthropic.APIStatusError as exc:
+        if exc.status_code in (404, 410):
+            raise VendorLostTrack(
+                f"Anthropic no longer knows it ({action}): {exc.message}"
+            ) from exc
+        raise TransientBackendError(f"{action}: {exc}") from exc
+    except anthropic.APIConnectionError as exc:
         raise TransientBackendError(f"{action}: {exc}") from exc

@@ -16,6 +16,13 @@ class TransientBackendError(Exception):
     """The vendor could not be reached or asked us to slow down: try again next round."""
 
 
+class VendorLostTrack(Exception):
+    """The vendor no longer knows the batch or file (404/410): not worth waiting for.
+
+    Counted as a failed step (retried with backoff, then the chunk's lines end failed).
+    """
+
+
 class ChunkRejected(Exception):
     """The vendor refused this chunk for good (bad file, failed validation): end its lines."""
 

@@ -17,7 +17,13 @@ from typing import Any
 
 import msgspec
 
-from batchd.backends.base import ChunkRejected, PollState, TransientBackendError, VendorRef
+from batchd.backends.base import (
+    ChunkRejected,
+    PollState,
+    TransientBackendError,
+    VendorLostTrack,
+    VendorRef,
+)
 from batchd.errors import BatchdError
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
 from batchd.requests import CHAT_URL, Request
@@ -165,12 +171,11 @@ async def _translated(action: str) -> AsyncIterator[None]:
         ) from exc
     except openai.BadRequestError as exc:
         raise ChunkRejected(f"OpenAI rejected the {action}: {exc.message}") from exc
-    except (
-        openai.APIConnectionError,
-        openai.RateLimitError,
-        openai.InternalServerError,
-        openai.APIStatusError,
-    ) as exc:
+    except openai.APIStatusError as exc:  # after the SDK's own retries of 429/5xx
+        if exc.status_code in (404, 410):
+            raise VendorLostTrack(f"OpenAI no longer knows it ({action}): {exc.message}") from exc
+        raise TransientBackendError(f"{action}: {exc}") from exc
+    except openai.APIConnectionError as exc:
         raise TransientBackendError(f"{action}: {exc}") from exc
 
 
