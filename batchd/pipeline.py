@@ -25,7 +25,7 @@ from batchd.dispatch import STEP, step_failed
 from batchd.errors import BatchdError
 from batchd.ingest import LINES_SCHEMA, IngestStats, ingest
 from batchd.lines import open_source
-from batchd.outcome import CANCELED, SUCCEEDED, Outcome
+from batchd.outcome import SUCCEEDED, Outcome
 from batchd.parts import read_outcomes
 from batchd.plan import Chunker, Estimate
 from batchd.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
@@ -301,10 +301,3 @@ def request_cancel(svc: Services, run_id: str) -> Run:
     if run.state == RUN_DONE:
         return run
     return svc.store.update_run(run_id, cancel_requested=True)
-
-
-def now_s() -> float:
-    return time.time()
-
-
-__all__ = ["CANCELED", "drive", "finalize_run", "ingest_run", "plan_file", "request_cancel"]
