@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -211,12 +212,14 @@ def auto_workers(size_bytes: int) -> int:
 def parse_blocks(
     blocks: Iterable[tuple[int, list[bytes | None]]], ctx: ParseContext, workers: int
 ) -> Iterator[Block]:
-    """Stage one over every block, in order; with workers > 1, in a process pool (fork)."""
+    """Stage one over every block, in order; with workers > 1, in a process pool."""
     if workers <= 1:
         for first, lines in blocks:
             yield parse_block(first, lines, ctx)
         return
-    mp: Any = multiprocessing.get_context("fork")
+    # fork is fastest, but forking a process with other threads (a coordinator: asyncio
+    # loop, lease renewer, Redis clients) can copy a held lock: use a fork server there.
+    mp: Any = multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
     in_flight: deque[Any] = deque()  # bounded, so memory stays flat whoever is slower
     with mp.Pool(workers, initializer=_init_worker, initargs=(ctx,)) as pool:
         for job in blocks:

@@ -119,3 +119,24 @@ def test_workers_match_inline(tmp_path: Path, monkeypatch: Any) -> None:
     assert inline[1] == pooled[1]
     assert [r["line_no"] for r in pooled[1]] == list(range(1, 30_001))
     assert inline[2] == pooled[2] and len(pooled[2]) > 2
+
+
+def test_workers_in_a_threaded_process_match_inline(tmp_path: Path, monkeypatch: Any) -> None:
+    """As in a coordinator: other threads are alive, so the pool uses a fork server."""
+    import threading
+
+    data = _data(6_000)
+    monkeypatch.setattr(
+        "batchd.ingest.iter_lines",
+        lambda s, max_line_bytes: iter_lines(s, max_line_bytes, 64 * 1024),
+    )
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    try:
+        assert threading.active_count() > 1
+        pooled = _run(tmp_path, data, workers=2)
+    finally:
+        stop.set()
+    inline = _run(tmp_path, data, workers=1)
+    assert inline[0] == pooled[0] and inline[1] == pooled[1] and inline[2] == pooled[2]
