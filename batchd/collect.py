@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from batchd.backends.base import ChunkRejected, TransientBackendError
-from batchd.decode import NO_CACHE_PREFIX
+from batchd.decode import cacheable, key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
 from batchd.parts import chunk_lines, write_outcomes
 from batchd.pricing import Usage
@@ -98,10 +98,8 @@ def _settle(
                     child.n_bytes += len(line)
                     continue
                 settled.append((vendor_id, _stamp(svc, chunk, o)))
-            write_outcomes(out, ((_key(v), o) for v, o in settled))
-            svc.cache.put_many(
-                (_key(v), o) for v, o in settled if not v.startswith(NO_CACHE_PREFIX)
-            )
+            write_outcomes(out, ((key_of(v), o) for v, o in settled))
+            svc.cache.put_many((key_of(v), o) for v, o in settled if cacheable(v))
             final += len(settled)
             succeeded += sum(o.status == SUCCEEDED for _, o in settled)
             cost += sum(o.cost_usd for _, o in settled)
@@ -116,10 +114,6 @@ def _settle(
         counts={"succeeded": succeeded, "final": final, "retried": child.n_requests},
         cost_usd=cost,
     )
-
-
-def _key(vendor_id: str) -> bytes:
-    return bytes.fromhex(vendor_id.removeprefix(NO_CACHE_PREFIX))
 
 
 def _batched(items: Iterator[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:

@@ -25,6 +25,22 @@ from batchd.requests import Invalid, Request, parse_request, salted_key
 
 # Vendor ids of requests whose answers must not enter the cache start with this.
 NO_CACHE_PREFIX = "x"
+
+
+def vendor_id(key: bytes, cacheable: bool) -> str:
+    """The custom_id batchd sends for a request key: safe for every vendor's id rules."""
+    return key.hex() if cacheable else NO_CACHE_PREFIX + key.hex()
+
+
+def key_of(vendor_id: str) -> bytes:
+    """The request key behind a vendor custom_id."""
+    return bytes.fromhex(vendor_id.removeprefix(NO_CACHE_PREFIX))
+
+
+def cacheable(vendor_id: str) -> bool:
+    return not vendor_id.startswith(NO_CACHE_PREFIX)
+
+
 _BOM = b"\xef\xbb\xbf"
 _decode = msgspec.json.decode
 
@@ -145,11 +161,11 @@ def _valid(item: Request, backend: str, ctx: ParseContext) -> Parsed:
     key = item.key
     if not item.cache_ok:
         key = salted_key(key, f"{ctx.run_salt}:{item.line_no}")
-    vendor_id = key.hex() if item.cache_ok and ctx.use_cache else NO_CACHE_PREFIX + key.hex()
+    vid = vendor_id(key, item.cache_ok and ctx.use_cache)
     body = item.body
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
     try:
-        line = ctx.router.backend(backend).encode_line(vendor_id, item) + b"\n"
+        line = ctx.router.backend(backend).encode_line(vid, item) + b"\n"
     except UnsupportedRequest as exc:
         return _invalid(
             item.line_no,

@@ -15,7 +15,7 @@ from typing import Any
 
 from batchd.backends.base import ChunkRejected, TransientBackendError, VendorRef
 from batchd.collect import handle_ended
-from batchd.decode import NO_CACHE_PREFIX
+from batchd.decode import key_of
 from batchd.outcome import CANCELED, FAILED, Outcome
 from batchd.parts import chunk_lines, write_outcomes
 from batchd.services import Services
@@ -144,10 +144,7 @@ async def _end_all(
     with blobs.open(chunk.path) as src, blobs.writer(result_path) as f:
         n = write_outcomes(
             f,
-            (
-                (bytes.fromhex(v.removeprefix(NO_CACHE_PREFIX)), outcome)
-                for v, _ in chunk_lines(src)
-            ),
+            ((key_of(v), outcome) for v, _ in chunk_lines(src)),
         )
     svc.store.transition(
         chunk.chunk_id,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchd.decode import auto_workers
@@ -74,20 +75,33 @@ def plan_file(
     chunker = Chunker(
         "plan", svc.settings, svc.prices, svc.backends, lambda _: None, run_deadline_at=float("inf")
     )
+    stats = _ingest_source(svc, source, options, chunker, "plan", None, on_progress)
+    chunks = chunker.finish()
+    return PlanReport(stats=stats, chunks=chunks, estimates=_estimates_by_model(chunker))
+
+
+def _ingest_source(
+    svc: Services,
+    source: str,
+    options: dict[str, Any],
+    chunker: Chunker,
+    run_salt: str,
+    write_rows: Callable[[pa.RecordBatch], None] | None,
+    on_progress: Callable[[IngestStats], None] | None,
+) -> IngestStats:
+    """Ingest one source with the cache, tenant and worker count its options call for."""
     with _open_input(source) as stream:
-        stats = ingest(
+        return ingest(
             stream,
             router=svc.router,
             chunker=chunker,
             cache=None if options.get("no_cache") else svc.cache,
             default_tenant=options.get("tenant") or svc.settings.default_tenant,
-            run_salt="plan",
-            write_rows=None,
+            run_salt=run_salt,
+            write_rows=write_rows,
             on_progress=on_progress,
             workers=_workers(svc, source),
         )
-    chunks = chunker.finish()
-    return PlanReport(stats=stats, chunks=chunks, estimates=_estimates_by_model(chunker))
 
 
 def _workers(svc: Services, source: str) -> int:
@@ -122,21 +136,9 @@ def ingest_run(
         run_deadline_at=run.deadline_at,
         prompt_cache=not run.options.get("no_prompt_cache"),
     )
-    with (
-        _open_input(run.source) as stream,
-        blobs.writer(LINES_PATH) as out,
-        pq.ParquetWriter(out, LINES_SCHEMA) as writer,
-    ):
-        stats = ingest(
-            stream,
-            router=svc.router,
-            chunker=chunker,
-            cache=None if run.options.get("no_cache") else svc.cache,
-            default_tenant=run.options.get("tenant") or svc.settings.default_tenant,
-            run_salt=run.run_id,
-            write_rows=writer.write_batch,
-            on_progress=on_progress,
-            workers=_workers(svc, run.source),
+    with blobs.writer(LINES_PATH) as out, pq.ParquetWriter(out, LINES_SCHEMA) as writer:
+        stats = _ingest_source(
+            svc, run.source, run.options, chunker, run.run_id, writer.write_batch, on_progress
         )
     chunks = chunker.finish()
     svc.store.add_chunks(chunks)
