@@ -42,6 +42,46 @@ class AnthropicSettings(_Section):
     prompt_cache: bool = True  # mark shared prefixes with cache_control when it pays
 
 
+class VllmSettings(_Section):
+    """Self-hosted vLLM: the engine, its GPUs, their price and their off-peak windows."""
+
+    model: str = ""  # path to the model (HF layout); empty = no vLLM backend
+    served_model_name: str = ""  # the name lines ask for (also as vllm:<name>); default: dir name
+    reference_model: str = ""  # realtime model priced as the baseline for lines naming this one
+    quantization: str = "none"  # awq, gptq, fp8, compressed-tensors, none, ...
+    dtype: str = "auto"
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 0  # 0 = vLLM's default
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int = 0  # 0 = the model's own
+    tensor_parallel_size: int = 1
+    num_gpus: int = 1  # GPUs one engine holds; GPU-seconds = wall seconds x num_gpus
+    gpu_hourly_usd: float = 2.0  # per GPU
+    gpu_type: str = ""  # label for throughput records (e.g. "H100"); "" = detected
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    seed: int = 0
+    windows: list[str] = msgspec.field(default_factory=list)  # empty = always open
+    timezone: str = "UTC"
+    admit_margin_s: float = 300.0  # stop admitting this long before a window ends
+    checkpoint_every: int = 256  # results per checkpoint part
+    checkpoint_interval_s: float = 30.0  # or this often, whichever comes first
+    max_requests_per_chunk: int = 4096
+    throughput_tokens_per_s: float = 0.0  # planner's default before any run is measured
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.model)
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or Path(self.model.rstrip("/")).name
+
+
+class BackendsSettings(_Section):
+    vllm: VllmSettings = msgspec.field(default_factory=VllmSettings)
+
+
 class PriceOverride(_Section):
     """One price-book line set in settings; USD per 1M tokens."""
 
@@ -79,13 +119,19 @@ class Settings(_Section):
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     anthropic: AnthropicSettings = msgspec.field(default_factory=AnthropicSettings)
     prices: dict[str, PriceOverride] = msgspec.field(default_factory=dict)
+    backends: BackendsSettings = msgspec.field(default_factory=BackendsSettings)
 
     @property
     def home_path(self) -> Path:
         return Path(self.home)
 
 
-_SECTIONS = {"openai": OpenAISettings, "anthropic": AnthropicSettings}
+_SECTIONS: dict[str, type[_Section]] = {
+    "openai": OpenAISettings,
+    "anthropic": AnthropicSettings,
+    "vllm": VllmSettings,  # BATCHD_VLLM_<FIELD> sets [backends.vllm]
+}
+_NESTED = {"vllm": ("backends", "vllm")}
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -96,13 +142,17 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith("BATCHD_"):
             continue
         key = name[len("BATCHD_") :].lower()
-        if key in top_fields and key not in _SECTIONS and key != "prices":
+        if key in top_fields and key not in _SECTIONS and key not in ("prices", "backends"):
             out[key] = value
             continue
         for section, struct in _SECTIONS.items():
             prefix = section + "_"
             if key.startswith(prefix) and key[len(prefix) :] in struct.__struct_fields__:
-                out.setdefault(section, {})[key[len(prefix) :]] = value
+                target = out
+                for part in _NESTED.get(section, (section,)):
+                    target = target.setdefault(part, {})
+                field = key[len(prefix) :]
+                target[field] = value.split(",") if field == "windows" else value
                 break
         else:
             raise BatchdError(
