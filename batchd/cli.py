@@ -160,6 +160,13 @@ def submit(
         bool,
         typer.Option("--no-wait", help="Enqueue and print the run id (distributed mode only)."),
     ] = False,
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Run self-hosted vLLM work now, ignoring [backends.vllm] windows (embedded mode).",
+        ),
+    ] = False,
 ) -> None:
     """Run a file of LLM requests and wait for it, with live progress.
 
@@ -167,7 +174,16 @@ def submit(
     sent twice); after it finished, a new run answers every line it can from the cache.
     Needs OPENAI_API_KEY for OpenAI models (OPENAI_BASE_URL selects another endpoint).
     """
-    settings = _settings(poll_interval_s=poll_interval_s, output=output)
+    settings = _settings(
+        poll_interval_s=poll_interval_s,
+        output=output,
+        backends={"vllm": {"windows": []}} if now else None,
+    )
+    if now and settings.redis_url:
+        raise BatchdError(
+            "--now runs vLLM work in this process, which distributed mode does not do.",
+            "Unset BATCHD_REDIS_URL to run embedded, or widen the gpu workers' windows.",
+        )
     if no_wait and not settings.redis_url:
         raise BatchdError(
             "--no-wait needs distributed mode.",

@@ -167,7 +167,7 @@ def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
     o.submitted_at = chunk.submitted_at
     o.completed_at = chunk.ended_at
     o.retryable = False
-    if o.input_tokens or o.output_tokens:
+    if (o.input_tokens or o.output_tokens) and not o.gpu_seconds:
         price = svc.prices.lookup(o.model_used) or svc.prices.lookup(chunk.model)
         if price is not None:
             usage = Usage(

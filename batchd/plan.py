@@ -14,7 +14,7 @@ import msgspec
 
 from batchd.backends.base import BatchBackend
 from batchd.pricing import PriceBook, Usage, unknown_model_message
-from batchd.settings import Settings
+from batchd.settings import Settings, VllmSettings
 from batchd.store import Chunk
 
 BYTES_PER_TOKEN_ESTIMATE = 4
@@ -33,10 +33,28 @@ class RouteError(msgspec.Struct, gc=False):
 class Router:
     """Model name -> backend. A concrete vendor model has one choice."""
 
-    def __init__(self, prices: PriceBook, backends: dict[str, BatchBackend]) -> None:
+    def __init__(
+        self,
+        prices: PriceBook,
+        backends: dict[str, BatchBackend],
+        vllm: VllmSettings | None = None,
+    ) -> None:
         self._prices = prices
         self._backends = backends
         self._memo: dict[str, Route | RouteError] = {}
+        self._vllm_names: set[str] = set()
+        self._vllm_model = ""
+        self._reference = ""
+        if vllm is not None and vllm.enabled and "vllm" in backends:
+            self._vllm_model = vllm.name
+            self._vllm_names = {vllm.name, f"vllm:{vllm.name}"}
+            self._reference = vllm.reference_model
+
+    def baseline_models(self) -> dict[str, str]:
+        """Model names lines use -> the realtime model their baseline is priced at."""
+        if not self._reference:
+            return {}
+        return dict.fromkeys(self._vllm_names, self._reference)
 
     def backend(self, name: str) -> BatchBackend:
         return self._backends[name]
@@ -48,6 +66,14 @@ class Router:
         return hit
 
     def _route(self, model: str) -> Route | RouteError:
+        if model in self._vllm_names:
+            return Route("vllm", self._vllm_model)
+        if model.startswith("vllm:"):
+            return RouteError(
+                "no_backend",
+                f"model {model!r} asks for self-hosted vLLM, and the vLLM backend serves "
+                f"{self._vllm_model or 'no model'}; set [backends.vllm] model in batchd.toml",
+            )
         price = self._prices.lookup(model)
         if price is None:
             return RouteError("unknown_model", unknown_model_message(model))
@@ -110,6 +136,8 @@ class Chunker:
         self._default_out = settings.estimate_output_tokens
 
     def _limits(self, backend: str) -> tuple[int, int]:
+        if backend == "vllm":
+            return self._settings.backends.vllm.max_requests_per_chunk, 1 << 62
         o = self._settings.anthropic if backend == "anthropic" else self._settings.openai
         return o.max_lines_per_chunk, o.max_bytes_per_chunk
 

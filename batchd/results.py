@@ -150,9 +150,12 @@ class RowAssembler:
         prices: PriceBook,
         lookup: Callable[[list[bytes]], dict[bytes, Outcome]],
         summary: CostSummary,
+        baseline_models: dict[str, str] | None = None,
     ) -> None:
         self._run_id = run_id
         self._prices = prices
+        # model a line asked for -> the realtime model its baseline is priced at
+        self._baseline_models = baseline_models or {}
         self._lookup = lookup
         self.summary = summary
         self.status_counts: dict[str, int] = {}
@@ -237,6 +240,8 @@ class RowAssembler:
         return self._prices.cost_usd(price, plain, batch=True) - o.cost_usd
 
     def _baseline(self, model: str | None, o: Outcome) -> float:
+        if model:
+            model = self._baseline_models.get(model, model)
         price = self._prices.lookup(model) if model else None
         if price is None or (o.input_tokens == 0 and o.output_tokens == 0):
             return 0.0

