@@ -17,6 +17,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +32,7 @@ from batchd.errors import BatchdError
 from batchd.pipeline import RUN_CANCELED, RUN_SUCCEEDED, drive, plan_file, request_cancel
 from batchd.progress import Progress, snapshot
 from batchd.runs import driver_lock, stage_input, start_run
+from batchd.s3 import join
 from batchd.services import Services, open_services
 from batchd.settings import Settings, load_settings
 from batchd.store import RUN_DONE, Run
@@ -101,7 +104,7 @@ def _summary(svc: Services, run: Run) -> None:
     out.print(f"[bold]run {run.run_id}[/] {run.outcome or run.state}")
     out.print("  rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     out.print(f"  cost ${cost:,.4f}  (realtime list price ${base:,.4f}, saved ${base - cost:,.4f})")
-    out.print(f"  results: {Path(run.output) / run.run_id / 'results.parquet'}")
+    out.print(f"  results: {join(run.output, run.run_id, 'results.parquet')}")
     invalid = (st.get("ingest") or {}).get("invalid_by_type") or {}
     if invalid:
         out.print(
@@ -373,38 +376,35 @@ def status(
     raise typer.Exit(code)
 
 
-def _results_path(run: Run) -> Path:
-    path = Path(run.output) / run.run_id / "results.parquet"
-    if run.state != RUN_DONE or not path.exists():
+@contextmanager
+def _run_output(run_id: str, name: str) -> Iterator[tuple[str, Path]]:
+    """(URI, local path) of one output file of a finished run; an S3 output is downloaded."""
+    out = _finished_output(run_id)
+    with out.local(name) as path:
+        yield out.uri(name), path
+
+
+def _finished_output(run_id: str) -> Any:
+    """The output blobs (<output>/<run_id>/, local or S3) of a finished run."""
+    svc = open_services(_settings())
+    try:
+        run = _get_run(svc, run_id)
+    finally:
+        svc.close()
+    out = svc.output(run.output, run.run_id)
+    if run.state != RUN_DONE or not out.exists("results.parquet"):
         raise BatchdError(
             f"Run {run.run_id} has no results yet (state {run.state}).",
             f"Wait for it (`batchd status {run.run_id}`) or resume it with the "
             "same `batchd submit`.",
         )
-    return path
+    return out
 
 
-@app.command()
-def results(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
-    fmt: Annotated[
-        ResultsFormat, typer.Option("--format", help="table, jsonl or path.")
-    ] = ResultsFormat.table,
-    limit: Annotated[int, typer.Option(help="Rows to show (0 = all).")] = 20,
-) -> None:
-    """Read a finished run's result rows."""
-    import msgspec
+def _read_results(path: Path) -> Any:
     import pyarrow.parquet as pq
 
-    svc = open_services(_settings())
-    try:
-        path = _results_path(_get_run(svc, run_id))
-    finally:
-        svc.close()
-    if fmt == ResultsFormat.path:
-        out.print(str(path))
-        return
-    table = pq.read_table(
+    return pq.read_table(
         path,
         columns=[
             "line_no",
@@ -419,6 +419,24 @@ def results(
             "cost_usd",
         ],
     )
+
+
+@app.command()
+def results(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    fmt: Annotated[
+        ResultsFormat, typer.Option("--format", help="table, jsonl or path.")
+    ] = ResultsFormat.table,
+    limit: Annotated[int, typer.Option(help="Rows to show (0 = all).")] = 20,
+) -> None:
+    """Read a finished run's result rows."""
+    import msgspec
+
+    if fmt == ResultsFormat.path:
+        out.print(_finished_output(run_id).uri("results.parquet"))
+        return
+    with _run_output(run_id, "results.parquet") as (_, path):
+        table = _read_results(path)
     if limit:
         table = table.slice(0, limit)
     rows = table.to_pylist()
@@ -445,12 +463,8 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     """Cost and savings of a finished run, by backend and model."""
     import pyarrow.parquet as pq
 
-    svc = open_services(_settings())
-    try:
-        path = _results_path(_get_run(svc, run_id)).with_name("costs.parquet")
-    finally:
-        svc.close()
-    rows = pq.read_table(path).to_pylist()
+    with _run_output(run_id, "costs.parquet") as (_, path):
+        rows = pq.read_table(path).to_pylist()
     t = Table(
         "backend",
         "model",

@@ -21,14 +21,23 @@ from typing import Any
 import msgspec
 
 from batchd.errors import BatchdError
+from batchd.s3 import is_s3
 from batchd.services import Services
 from batchd.store import RUN_DONE, Run
 
 _HASH_BLOCK = 1 << 20
 
 
-def content_id(path: str | Path, options: dict[str, Any]) -> str:
+def content_id(
+    path: str | Path, options: dict[str, Any], s3_head: dict[str, Any] | None = None
+) -> str:
+    """Hash of the input's bytes and the options; an S3 input is known by key, ETag and size
+    (`s3_head`), so it is not read twice."""
     h = hashlib.blake2b(digest_size=8)
+    if s3_head is not None:
+        h.update(f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}".encode())
+        h.update(msgspec.json.encode(options, order="sorted"))
+        return "run-" + h.hexdigest()
     try:
         with open(path, "rb") as f:
             while block := f.read(_HASH_BLOCK):
@@ -54,13 +63,23 @@ def start_run(
     `stage(run_id, source)` (distributed mode) copies the input where every worker can read
     it and returns that path, before the run becomes visible to coordinators.
     """
-    base = content_id(source, options)
+    s3_head = None
+    if is_s3(source):
+        s3_head = svc.s3.head(source)
+        if s3_head is None:
+            raise BatchdError(
+                f"No S3 object {source}.", "Check the key (`aws s3 ls` the prefix) and bucket."
+            )
+    base = content_id(source, options, s3_head)
     previous = svc.store.runs_with_base(base)
     if previous and previous[-1].state != RUN_DONE:
         return previous[-1], True
     run_id = base if not previous else f"{base}-{len(previous) + 1}"
     now = time.time()
-    staged = stage(run_id, source) if stage else str(Path(source).resolve())
+    if is_s3(source):
+        staged = source  # every worker reads it from S3 as it is
+    else:
+        staged = stage(run_id, source) if stage else str(Path(source).resolve())
     run = Run(
         run_id=run_id,
         base_id=base,
@@ -81,9 +100,10 @@ def stage_input(svc: Services) -> Callable[[str, str], str]:
 
     def stage(run_id: str, source: str) -> str:
         name = Path(source).name
-        with open(source, "rb") as src, svc.blobs(run_id).writer(f"input/{name}") as dst:
+        blobs = svc.blobs(run_id)
+        with open(source, "rb") as src, blobs.writer(f"input/{name}") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-        return str(svc.blobs(run_id).path(f"input/{name}").resolve())
+        return blobs.uri(f"input/{name}")
 
     return stage
 
