@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +156,7 @@ def test_a_large_s3_source_streams_in_bounded_memory(
     s3.upload_file(big, f"s3://{bucket}/big.jsonl.gz")
     proc = subprocess.run(
         [sys.executable, "-c", STREAM_SCRIPT, s3_server.url, f"s3://{bucket}/big.jsonl.gz"],
-        env={**__import__("os").environ, **CREDENTIALS},
+        env={**os.environ, **CREDENTIALS},
         capture_output=True,
         text=True,
         timeout=120,
