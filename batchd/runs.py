@@ -11,10 +11,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import msgspec
 from batchd.errors import BatchdError
 from batchd.s3 import is_s3
 from batchd.services import Services
+from batchd.settings import Settings
 from batchd.store import RUN_DONE, Run
 
 _HASH_BLOCK = 1 << 20
@@ -93,6 +96,49 @@ def start_run(
         assert got is not None
         return got, True
     return run, False
+
+
+def parse_deadline(value: str | None, now: float) -> float | None:
+    """'36h', '90m', '2d' from now, or an ISO 8601 time with a zone."""
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return now + float(m.group(1)) * unit
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        dt = None
+    if dt is None or dt.tzinfo is None:
+        raise BatchdError(
+            f"Cannot read deadline {value!r}.",
+            "Use a duration like 36h / 90m / 2d, or a time like 2026-11-25T06:00Z.",
+        )
+    return dt.timestamp()
+
+
+def run_options(
+    settings: Settings,
+    *,
+    no_cache: bool = False,
+    tenant: str | None = None,
+    deadline: str | None = None,
+    export: str = "",
+    no_prompt_cache: bool = False,
+) -> dict[str, Any]:
+    """The options fixed at submit that change a run's work (and so its id)."""
+    return {
+        "no_cache": no_cache or not settings.cache,
+        "tenant": tenant or settings.default_tenant,
+        "deadline": deadline or "",
+        "export": export,
+        "chunk_lines": settings.openai.max_lines_per_chunk,
+        "chunk_bytes": settings.openai.max_bytes_per_chunk,
+        "no_prompt_cache": no_prompt_cache or not settings.anthropic.prompt_cache,
+        "anthropic_chunk_lines": settings.anthropic.max_lines_per_chunk,
+        "anthropic_chunk_bytes": settings.anthropic.max_bytes_per_chunk,
+    }
 
 
 def stage_input(svc: Services) -> Callable[[str, str], str]:
