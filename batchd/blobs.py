@@ -124,9 +124,11 @@ class S3Blobs:
     def exists(self, rel: str) -> bool:
         return self.s3.head(self.uri(rel)) is not None
 
-    def _tmp(self) -> Path:
+    def _tmp(self, rel: str = "") -> Path:
+        """A temp file that ends with the blob's own name (uploads to vendors keep it)."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
+        suffix = "-" + Path(rel).name if rel else ".part"
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=".s3-", suffix=suffix)
         os.close(fd)
         return Path(name)
 
@@ -155,7 +157,7 @@ class S3Blobs:
     @contextmanager
     def local(self, rel: str) -> Iterator[Path]:
         """Download to a temp file for readers that need to seek (Parquet, vendor uploads)."""
-        tmp = self._tmp()
+        tmp = self._tmp(rel)
         try:
             self.s3.download_file(self.uri(rel), tmp)
             yield tmp

@@ -516,11 +516,18 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     raise typer.Exit(code)
 
 
-def _drive_here(svc: Services, run: Run) -> Run:
-    """Embedded: drive one run to its end in this process (quietly) and print its summary."""
+def _drive_here(settings: Settings, run: Run) -> Run:
+    """Embedded: drive one run to its end in this process (quietly) and print its summary.
+
+    Each run gets its own services: driving one closes its vendor clients at the end.
+    """
     err.print(f"Started run {run.run_id} ({run.source}).")
-    run = _run_embedded(svc, run, quiet=True)
-    _summary(svc, run)
+    svc = open_services(settings)
+    try:
+        run = _run_embedded(svc, run, quiet=True)
+        _summary(svc, run)
+    finally:
+        svc.close()
     return run
 
 
@@ -556,7 +563,7 @@ def watch(
     options = run_options(settings, tenant=tenant, deadline=deadline)
     svc = open_services(settings)
     try:
-        on_run = None if svc.distributed else (lambda run: _finish_here(svc, run))
+        on_run = None if svc.distributed else (lambda run: _finish_here(svc, settings, run))
         while True:
             runs = watch_once(svc, inbox, settings.output, options, on_run)
             if svc.distributed and runs:
@@ -572,11 +579,11 @@ def watch(
         svc.close()
 
 
-def _finish_here(svc: Services, run: Run) -> None:
+def _finish_here(svc: Services, settings: Settings, run: Run) -> None:
     from batchd.triggers import fail_drop, finish_drop
 
     try:
-        run = _drive_here(svc, run)
+        run = _drive_here(settings, run)
     except BatchdError as exc:  # the user must act (e.g. API key): the file goes to failed/
         err.print(f"[red]error:[/] run {run.run_id}: {exc}")
         fail_drop(svc, run.options["drop"], run.source, str(exc))
@@ -635,7 +642,7 @@ def jobs_run(name: Annotated[str, typer.Argument(help="The spec's name.")]) -> N
                 asyncio.run(kick(settings.redis_url, svc, run.run_id))
                 out.print(run.run_id)
             else:
-                code = max(code, _exit_code(_drive_here(svc, run)))
+                code = max(code, _exit_code(_drive_here(settings, run)))
     finally:
         svc.close()
     raise typer.Exit(code)
@@ -659,7 +666,7 @@ def jobs_tick() -> None:
                 asyncio.run(kick(settings.redis_url, svc, run.run_id))
                 out.print(run.run_id)
             else:
-                _drive_here(svc, run)
+                _drive_here(settings, run)
     finally:
         svc.close()
 

@@ -132,7 +132,7 @@ def take(svc: Services, d: Dropped, output: str, options: dict[str, Any], owner:
             svc.s3.move(d.uri, join(d.inbox, FAILED, safe_name(d.name)))
             return None
         processing = join(d.inbox, PROCESSING, d.name)
-        svc.s3.move(d.uri, processing, if_match=d.etag)
+        svc.s3.move(d.uri, processing, if_match=f'"{d.etag}"')
     except BatchdError as exc:  # S3 trouble: let the next scan try again
         log.warning("drop %s not taken: %s", d.uri, exc)
         svc.store.unclaim(CLAIMS, d.claim_key)

@@ -60,7 +60,7 @@ def test_submit_from_s3_gz_to_s3_output_then_results_and_report(
     )
     assert again.returncode == 3 and f"{run_id}-2" in again.stderr
     # No temp files are left behind, and the secret key is nowhere in output or state.
-    assert not list((batchd.home / "tmp").glob("*.part"))
+    assert not list((batchd.home / "tmp").glob(".s3-*"))
     secret = CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
     for blob in (
         proc.stdout,
