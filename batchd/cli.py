@@ -556,7 +556,7 @@ def watch(
     failed/: not JSONL, too big, odd name) with <name>.report.json beside it. In
     distributed mode the coordinators run the files; this command only claims and enqueues.
     """
-    from batchd.triggers import watch_once
+    from batchd.triggers import unfinished, watch_once
 
     settings = _settings(output=output)
     parse_deadline(deadline, time.time())  # a bad deadline fails now, not per file
@@ -564,6 +564,13 @@ def watch(
     svc = open_services(settings)
     try:
         on_run = None if svc.distributed else (lambda run: _finish_here(svc, settings, run))
+        if on_run is not None:  # files a killed watcher left in processing/
+            for run in unfinished(svc, inbox):
+                with driver_lock(svc.home, run.run_id) as free:
+                    pass
+                if free:
+                    err.print(f"Resuming run {run.run_id} of {run.source}.")
+                    on_run(run)
         while True:
             runs = watch_once(svc, inbox, settings.output, options, on_run)
             if svc.distributed and runs:
@@ -582,9 +589,16 @@ def watch(
 def _finish_here(svc: Services, settings: Settings, run: Run) -> None:
     from batchd.triggers import fail_drop, finish_drop
 
+    if run.state == RUN_DONE:
+        finish_drop(svc, run)
+        return
     try:
         run = _drive_here(settings, run)
     except BatchdError as exc:  # the user must act (e.g. API key): the file goes to failed/
+        with driver_lock(svc.home, run.run_id) as free:
+            pass
+        if not free:  # another watcher drives it (a resume raced us): leave it to that one
+            return
         err.print(f"[red]error:[/] run {run.run_id}: {exc}")
         fail_drop(svc, run.options["drop"], run.source, str(exc))
         return

@@ -39,6 +39,7 @@ from batchd.store import Run
 log = logging.getLogger("batchd.triggers")
 
 CLAIMS = "drop"
+RUNS = "drop-runs"  # processing/ URI -> the run of that file (to resume after a crash)
 PROCESSING, DONE, FAILED = "processing", "done", "failed"
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,199}")
 SNIFF_BYTES = 64 * 1024
@@ -146,8 +147,22 @@ def take(svc: Services, d: Dropped, output: str, options: dict[str, Any], owner:
     except BatchdError as exc:
         fail_drop(svc, drop, processing, str(exc))
         return None
+    svc.store.claim(RUNS, processing, run.run_id)
     log.info("drop %s: run %s", d.uri, run.run_id)
     return run
+
+
+def unfinished(svc: Services, inbox: str) -> list[Run]:
+    """Runs of files left in processing/ (their watcher died): resume or finish them."""
+    processing = join(_inbox(inbox), PROCESSING) + "/"
+    known = svc.store.claims(RUNS)
+    runs = []
+    for obj in svc.s3.list(processing, delimiter="/"):
+        uri = f"s3://{split(processing)[0]}/{obj['Key']}"
+        run = svc.store.get_run(known[uri]) if uri in known else None
+        if run is not None:
+            runs.append(run)
+    return runs
 
 
 def watch_once(

@@ -177,6 +177,28 @@ def test_a_file_still_being_uploaded_is_not_taken(svc: Any, s3_server: S3Server)
     assert watch_once(svc, inbox, f"s3://{bucket}/results/", {}) == []  # claimed: not again
 
 
+def test_a_restarted_watcher_resumes_what_a_killed_one_left_in_processing(
+    svc: Any, s3_server: S3Server, batchd: Batchd
+) -> None:
+    bucket, client = s3_server.new_bucket(), s3_server.client()
+    client.put_object(Bucket=bucket, Key="inbox/left.jsonl", Body=_jsonl([chat("l1", "left")]))
+    # A watcher claims the file and starts its run, then dies before driving it.
+    svc.settings.home = str(batchd.home)
+    first = open_services(
+        load_settings(environ={**s3_server.env(), "BATCHD_HOME": str(batchd.home)})
+    )
+    try:
+        (run,) = watch_once(first, f"s3://{bucket}/inbox/", f"s3://{bucket}/results/", {})
+    finally:
+        first.close()
+    assert _keys(client, bucket) == {"inbox/processing/left.jsonl"}
+    proc = batchd.run("watch", f"s3://{bucket}/inbox/", "--once", **s3_server.env())
+    assert proc.returncode == 0, proc.stderr
+    assert f"Resuming run {run.run_id}" in proc.stderr
+    report = _report(client, bucket, "inbox/done/left.jsonl.report.json")
+    assert report["run_id"] == run.run_id and report["counts"] == {"succeeded": 1}
+
+
 def test_coordinators_run_the_drop_folder_with_an_s3_workdir(
     tmp_path: Path, emulator: OpenAIBatchEmulator, s3_server: S3Server
 ) -> None:
