@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -29,7 +30,8 @@ from rich.table import Table
 from batchd.errors import BatchdError
 from batchd.pipeline import RUN_CANCELED, RUN_SUCCEEDED, drive, plan_file, request_cancel
 from batchd.progress import Progress, snapshot
-from batchd.runs import driver_lock, stage_input, start_run
+from batchd.runs import driver_lock, parse_deadline, run_options, stage_input, start_run
+from batchd.s3 import join
 from batchd.services import Services, open_services
 from batchd.settings import Settings, load_settings
 from batchd.store import RUN_DONE, Run
@@ -65,26 +67,6 @@ def _settings(**cli: Any) -> Settings:
     return load_settings(cli={k: v for k, v in cli.items() if v is not None})
 
 
-def parse_deadline(value: str | None, now: float) -> float | None:
-    """'36h', '90m', '2d' from now, or an ISO 8601 time with a zone."""
-    if not value:
-        return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
-    if m:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return now + float(m.group(1)) * unit
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        dt = None
-    if dt is None or dt.tzinfo is None:
-        raise BatchdError(
-            f"Cannot read deadline {value!r}.",
-            "Use a duration like 36h / 90m / 2d, or a time like 2026-11-25T06:00Z.",
-        )
-    return dt.timestamp()
-
-
 def _exit_code(run: Run) -> int:
     if run.state != RUN_DONE:
         return EXIT_OK
@@ -101,7 +83,7 @@ def _summary(svc: Services, run: Run) -> None:
     out.print(f"[bold]run {run.run_id}[/] {run.outcome or run.state}")
     out.print("  rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     out.print(f"  cost ${cost:,.4f}  (realtime list price ${base:,.4f}, saved ${base - cost:,.4f})")
-    out.print(f"  results: {Path(run.output) / run.run_id / 'results.parquet'}")
+    out.print(f"  results: {join(run.output, run.run_id, 'results.parquet')}")
     invalid = (st.get("ingest") or {}).get("invalid_by_type") or {}
     if invalid:
         out.print(
@@ -190,17 +172,14 @@ def submit(
             "Set BATCHD_REDIS_URL to a Redis the batchd coordinators use, or drop "
             "--no-wait to run here and wait.",
         )
-    options: dict[str, Any] = {
-        "no_cache": no_cache or not settings.cache,
-        "tenant": tenant or settings.default_tenant,
-        "deadline": deadline or "",
-        "export": export.value if export else "",
-        "chunk_lines": settings.openai.max_lines_per_chunk,
-        "chunk_bytes": settings.openai.max_bytes_per_chunk,
-        "no_prompt_cache": no_prompt_cache or not settings.anthropic.prompt_cache,
-        "anthropic_chunk_lines": settings.anthropic.max_lines_per_chunk,
-        "anthropic_chunk_bytes": settings.anthropic.max_bytes_per_chunk,
-    }
+    options = run_options(
+        settings,
+        no_cache=no_cache,
+        tenant=tenant,
+        deadline=deadline,
+        export=export.value if export else "",
+        no_prompt_cache=no_prompt_cache,
+    )
     svc = open_services(settings)
     try:
         run, resumed = start_run(
@@ -389,38 +368,35 @@ def status(
     raise typer.Exit(code)
 
 
-def _results_path(run: Run) -> Path:
-    path = Path(run.output) / run.run_id / "results.parquet"
-    if run.state != RUN_DONE or not path.exists():
+@contextmanager
+def _run_output(run_id: str, name: str) -> Iterator[tuple[str, Path]]:
+    """(URI, local path) of one output file of a finished run; an S3 output is downloaded."""
+    out = _finished_output(run_id)
+    with out.local(name) as path:
+        yield out.uri(name), path
+
+
+def _finished_output(run_id: str) -> Any:
+    """The output blobs (<output>/<run_id>/, local or S3) of a finished run."""
+    svc = open_services(_settings())
+    try:
+        run = _get_run(svc, run_id)
+    finally:
+        svc.close()
+    out = svc.output(run.output, run.run_id)
+    if run.state != RUN_DONE or not out.exists("results.parquet"):
         raise BatchdError(
             f"Run {run.run_id} has no results yet (state {run.state}).",
             f"Wait for it (`batchd status {run.run_id}`) or resume it with the "
             "same `batchd submit`.",
         )
-    return path
+    return out
 
 
-@app.command()
-def results(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
-    fmt: Annotated[
-        ResultsFormat, typer.Option("--format", help="table, jsonl or path.")
-    ] = ResultsFormat.table,
-    limit: Annotated[int, typer.Option(help="Rows to show (0 = all).")] = 20,
-) -> None:
-    """Read a finished run's result rows."""
-    import msgspec
+def _read_results(path: Path) -> Any:
     import pyarrow.parquet as pq
 
-    svc = open_services(_settings())
-    try:
-        path = _results_path(_get_run(svc, run_id))
-    finally:
-        svc.close()
-    if fmt == ResultsFormat.path:
-        out.print(str(path))
-        return
-    table = pq.read_table(
+    return pq.read_table(
         path,
         columns=[
             "line_no",
@@ -435,6 +411,24 @@ def results(
             "cost_usd",
         ],
     )
+
+
+@app.command()
+def results(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    fmt: Annotated[
+        ResultsFormat, typer.Option("--format", help="table, jsonl or path.")
+    ] = ResultsFormat.table,
+    limit: Annotated[int, typer.Option(help="Rows to show (0 = all).")] = 20,
+) -> None:
+    """Read a finished run's result rows."""
+    import msgspec
+
+    if fmt == ResultsFormat.path:
+        out.print(_finished_output(run_id).uri("results.parquet"))
+        return
+    with _run_output(run_id, "results.parquet") as (_, path):
+        table = _read_results(path)
     if limit:
         table = table.slice(0, limit)
     rows = table.to_pylist()
@@ -461,12 +455,8 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     """Cost and savings of a finished run, by backend and model."""
     import pyarrow.parquet as pq
 
-    svc = open_services(_settings())
-    try:
-        path = _results_path(_get_run(svc, run_id)).with_name("costs.parquet")
-    finally:
-        svc.close()
-    rows = pq.read_table(path).to_pylist()
+    with _run_output(run_id, "costs.parquet") as (_, path):
+        rows = pq.read_table(path).to_pylist()
     t = Table(
         "backend",
         "model",
@@ -540,6 +530,175 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     finally:
         svc.close()
     raise typer.Exit(code)
+
+
+def _drive_here(settings: Settings, run: Run) -> Run:
+    """Embedded: drive one run to its end in this process (quietly) and print its summary.
+
+    Each run gets its own services: driving one closes its vendor clients at the end.
+    """
+    err.print(f"Started run {run.run_id} ({run.source}).")
+    svc = open_services(settings)
+    try:
+        run = _run_embedded(svc, run, quiet=True)
+        _summary(svc, run)
+    finally:
+        svc.close()
+    return run
+
+
+@app.command()
+def watch(
+    inbox: Annotated[str, typer.Argument(help="The drop folder: s3://bucket/inbox/.")],
+    output: Annotated[
+        str | None,
+        typer.Option(help="Where runs of dropped files write results (local or s3://)."),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Scan once, run what was found, exit.")
+    ] = False,
+    interval_s: Annotated[
+        float | None, typer.Option(help="Seconds between scans. [default: s3.watch_interval_s]")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant for lines without one.")] = None,
+    deadline: Annotated[
+        str | None, typer.Option(help="Deadline of each dropped file's run (36h, 90m, 2d).")
+    ] = None,
+) -> None:
+    """Run every file dropped under an S3 prefix, once, and move it to done/ or failed/.
+
+    Each file is claimed exactly once, however many watchers (or coordinators) scan the
+    same inbox; it moves to <inbox>/processing/ while it runs, then to <inbox>/done/ (or
+    failed/: not JSONL, too big, odd name) with <name>.report.json beside it. In
+    distributed mode the coordinators run the files; this command only claims and enqueues.
+    """
+    from batchd.triggers import unfinished, watch_once
+
+    settings = _settings(output=output)
+    parse_deadline(deadline, time.time())  # a bad deadline fails now, not per file
+    options = run_options(settings, tenant=tenant, deadline=deadline)
+    svc = open_services(settings)
+    try:
+        on_run = None if svc.distributed else (lambda run: _finish_here(svc, settings, run))
+        if on_run is not None:  # files a killed watcher left in processing/
+            for run in unfinished(svc, inbox):
+                with driver_lock(svc.home, run.run_id) as free:
+                    pass
+                if free:
+                    err.print(f"Resuming run {run.run_id} of {run.source}.")
+                    on_run(run)
+        while True:
+            runs = watch_once(svc, inbox, settings.output, options, on_run)
+            if svc.distributed and runs:
+                from batchd.coordinator import kick
+
+                for run in runs:
+                    asyncio.run(kick(settings.redis_url, svc, run.run_id))
+                    out.print(run.run_id)
+            if once:
+                break
+            time.sleep(interval_s or settings.s3.watch_interval_s)
+    finally:
+        svc.close()
+
+
+def _finish_here(svc: Services, settings: Settings, run: Run) -> None:
+    from batchd.triggers import fail_drop, finish_drop
+
+    if run.state == RUN_DONE:
+        finish_drop(svc, run)
+        return
+    try:
+        run = _drive_here(settings, run)
+    except BatchdError as exc:  # the user must act (e.g. API key): the file goes to failed/
+        with driver_lock(svc.home, run.run_id) as free:
+            pass
+        if not free:  # another watcher drives it (a resume raced us): leave it to that one
+            return
+        err.print(f"[red]error:[/] run {run.run_id}: {exc}")
+        fail_drop(svc, run.options["drop"], run.source, str(exc))
+        return
+    finish_drop(svc, run)  # finalize did it already, unless that move failed
+
+
+jobs_app = typer.Typer(help="Scheduled (nightly) runs from job specs in jobs/*.toml.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """Show the job specs with their next and last scheduled run."""
+    from batchd.jobspecs import last_fired, load_specs, next_time
+
+    settings = _settings()
+    specs = load_specs(settings.jobs_dir)
+    svc = open_services(settings)
+    try:
+        now = time.time()
+        t = Table("name", "schedule", "source", "output", "next run", "last run")
+        for spec in specs:
+            nxt = datetime.fromtimestamp(next_time(spec, now), spec.tz)
+            last = last_fired(svc, spec)
+            t.add_row(
+                spec.name + ("" if spec.enabled else " (disabled)"),
+                f"{spec.schedule} ({spec.timezone})",
+                spec.source,
+                spec.output or settings.output,
+                nxt.strftime("%Y-%m-%d %H:%M %Z"),
+                f"{last[0]} ({', '.join(last[1].get('runs', [])) or 'fired'})" if last else "-",
+            )
+        out.print(t)
+        if not specs:
+            err.print(f"No job specs in {settings.jobs_dir}/ (see README, 'Nightly jobs').")
+    finally:
+        svc.close()
+
+
+@jobs_app.command("run")
+def jobs_run(name: Annotated[str, typer.Argument(help="The spec's name.")]) -> None:
+    """Run one job spec now (outside its schedule) and wait for it (embedded mode)."""
+    from batchd.jobspecs import fire, get_spec
+
+    settings = _settings()
+    spec = get_spec(settings.jobs_dir, name)
+    svc = open_services(settings)
+    code = EXIT_OK
+    try:
+        now = time.time()
+        for run in fire(svc, spec, now, now):
+            if svc.distributed:
+                from batchd.coordinator import kick
+
+                asyncio.run(kick(settings.redis_url, svc, run.run_id))
+                out.print(run.run_id)
+            else:
+                code = max(code, _exit_code(_drive_here(settings, run)))
+    finally:
+        svc.close()
+    raise typer.Exit(code)
+
+
+@jobs_app.command("tick")
+def jobs_tick() -> None:
+    """Fire the specs that are due now (for a system cron in embedded mode; the
+    coordinators do this themselves in distributed mode)."""
+    from batchd.jobspecs import load_specs, tick
+    from batchd.triggers import owner_id
+
+    settings = _settings()
+    specs = load_specs(settings.jobs_dir)
+    svc = open_services(settings)
+    try:
+        for run in tick(svc, specs, time.time(), owner_id()):
+            if svc.distributed:
+                from batchd.coordinator import kick
+
+                asyncio.run(kick(settings.redis_url, svc, run.run_id))
+                out.print(run.run_id)
+            else:
+                _drive_here(settings, run)
+    finally:
+        svc.close()
 
 
 def main() -> None:

@@ -104,7 +104,7 @@ def _settle(
             succeeded += sum(o.status == SUCCEEDED for _, o in settled)
             cost += sum(o.cost_usd for _, o in settled)
     if child.n_requests == 0:
-        blobs.path(child.path).unlink(missing_ok=True)
+        blobs.remove(child.path)
     svc.store.transition(
         chunk.chunk_id,
         (CHUNK_ENDED,),

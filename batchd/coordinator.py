@@ -188,3 +188,43 @@ async def tick(ctx: dict[str, Any]) -> int:
     store = svc.store
     assert isinstance(store, RedisStore)
     return sum([await enqueue_next(ctx["redis"], svc, run_id) for run_id in store.active_runs()])
+
+
+async def drop_tick(ctx: dict[str, Any]) -> int:
+    """Cron: scan the drop folder ([s3] inbox) every watch_interval_s; claim, start, enqueue."""
+    from batchd.runs import run_options
+    from batchd.triggers import watch_once
+
+    svc: Services = ctx["svc"]
+    s3 = svc.settings.s3
+    now = time.monotonic()
+    if not s3.inbox or now - ctx.get("last_drop_scan_s", -1e18) < s3.watch_interval_s:
+        return 0
+    ctx["last_drop_scan_s"] = now
+    output = s3.inbox_output or svc.settings.output
+    try:
+        runs = await asyncio.to_thread(
+            watch_once, svc, s3.inbox, output, run_options(svc.settings), None, ctx["owner"]
+        )
+    except BatchdError as exc:  # S3 unreachable, bucket gone...: say so, try next time
+        log.error("drop folder %s: %s", s3.inbox, exc)
+        return 0
+    for run in runs:
+        await enqueue_next(ctx["redis"], svc, run.run_id)
+    return len(runs)
+
+
+async def jobs_tick(ctx: dict[str, Any]) -> int:
+    """Cron: fire the nightly job specs that are due (each scheduled time once, cluster-wide)."""
+    from batchd.jobspecs import load_specs, tick
+
+    svc: Services = ctx["svc"]
+    try:
+        specs = load_specs(svc.settings.jobs_dir)
+        runs = await asyncio.to_thread(tick, svc, specs, time.time(), ctx["owner"])
+    except BatchdError as exc:
+        log.error("job specs: %s", exc)
+        return 0
+    for run in runs:
+        await enqueue_next(ctx["redis"], svc, run.run_id)
+    return len(runs)

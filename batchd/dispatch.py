@@ -65,7 +65,8 @@ async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
 async def _create(svc: Services, run: Run, chunk: Chunk) -> None:
     backend = svc.backends[chunk.backend]
     try:
-        ref = await backend.create(chunk, str(svc.blobs(run.run_id).path(chunk.path)))
+        with svc.blobs(run.run_id).local(chunk.path) as data_path:
+            ref = await backend.create(chunk, str(data_path))
     except TransientBackendError as exc:
         # The create may or may not have happened: stay in `creating`, reconcile next round.
         log.warning("chunk %s: create failed for now (%s); will reconcile", chunk.chunk_id, exc)

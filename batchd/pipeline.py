@@ -30,6 +30,7 @@ from batchd.outcome import SUCCEEDED, Outcome
 from batchd.parts import read_outcomes
 from batchd.plan import Chunker, Estimate
 from batchd.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
+from batchd.s3 import is_s3
 from batchd.services import Services
 from batchd.settings import Settings
 from batchd.sqlkeys import select_in
@@ -90,7 +91,7 @@ def _ingest_source(
     on_progress: Callable[[IngestStats], None] | None,
 ) -> IngestStats:
     """Ingest one source with the cache, tenant and worker count its options call for."""
-    with _open_input(source) as stream:
+    with _open_input(svc, source) as stream:
         return ingest(
             stream,
             router=svc.router,
@@ -108,13 +109,19 @@ def _workers(svc: Services, source: str) -> int:
     if svc.settings.ingest_workers > 0:
         return svc.settings.ingest_workers
     try:
-        size = os.path.getsize(source)
+        if is_s3(source):
+            head = svc.s3.head(source)
+            size = int(head["ContentLength"]) if head else 0
+        else:
+            size = os.path.getsize(source)
     except OSError:
         return 1
     return auto_workers(size)
 
 
-def _open_input(source: str) -> Any:
+def _open_input(svc: Services, source: str) -> Any:
+    if is_s3(source):  # streamed from S3, never whole in memory or on disk
+        return svc.s3.open(source, decompress=True)
     try:
         return open_source(source)
     except FileNotFoundError as exc:
@@ -132,7 +139,7 @@ def ingest_run(
         run_settings(svc.settings, run.options),
         svc.prices,
         svc.backends,
-        lambda rel: _fresh(blobs.path(rel)).open("wb"),
+        blobs.open_write,
         run_deadline_at=run.deadline_at,
         prompt_cache=not run.options.get("no_prompt_cache"),
     )
@@ -172,11 +179,6 @@ def run_settings(settings: Settings, options: dict[str, Any]) -> Settings:
     return replace(settings, openai=openai, anthropic=anthropic)
 
 
-def _fresh(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None = None) -> bool:
     """One pass of every open chunk's next step. True when every chunk is collected.
 
@@ -198,14 +200,15 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
 
 
 def finalize_run(svc: Services, run: Run) -> Run:
-    """Join lines with outcomes into results.parquet and costs.parquet under output/run_id."""
+    """Join lines with outcomes into results.parquet and costs.parquet under output/run_id.
+
+    The output may be a local directory or an s3:// prefix; each file appears under its
+    final name only once complete, results.parquet last.
+    """
     blobs = svc.blobs(run.run_id)
-    out_dir = Path(run.output) / run.run_id
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = svc.output(run.output, run.run_id)
     export = run.options.get("export") == "openai-jsonl"
-    results_tmp = out_dir / ".results.parquet.tmp"
-    export_tmp = out_dir / ".results.openai.jsonl.tmp"
-    with tempfile.TemporaryDirectory(dir=svc.home) as tmp, ExitStack() as files:
+    with tempfile.TemporaryDirectory(dir=_scratch(svc)) as tmp, ExitStack() as files:
         db = _outcome_index(svc, run, Path(tmp) / "outcomes.db")
         files.callback(db.close)
         summary = CostSummary(run.run_id, svc.prices.version)
@@ -216,20 +219,19 @@ def finalize_run(svc: Services, run: Run) -> Run:
             summary,
             baseline_models=svc.router.baseline_models(),
         )
-        writer = files.enter_context(pq.ParquetWriter(results_tmp, RESULTS_SCHEMA))
-        export_file = files.enter_context(open(export_tmp, "wb")) if export else None
-        lines = pq.ParquetFile(blobs.path(LINES_PATH))
+        results_file = files.enter_context(out.writer("results.parquet"))
+        writer = files.enter_context(pq.ParquetWriter(results_file, RESULTS_SCHEMA))
+        export_file = files.enter_context(out.writer("results.openai.jsonl")) if export else None
+        lines = pq.ParquetFile(files.enter_context(blobs.local(LINES_PATH)))
         for batch in lines.iter_batches(batch_size=FINALIZE_BATCH_ROWS):
             rows = assembler.assemble(batch)
             writer.write_batch(rows)
             if export_file is not None:
                 write_openai_jsonl(rows, export_file)
-    # Every file appears under its final name only once complete.
-    pq.write_table(summary.table(), out_dir / ".costs.parquet.tmp")
-    (out_dir / ".costs.parquet.tmp").replace(out_dir / "costs.parquet")
-    results_tmp.replace(out_dir / "results.parquet")
-    if export:
-        export_tmp.replace(out_dir / "results.openai.jsonl")
+        writer.close()
+        with out.writer("costs.parquet") as costs_file:
+            pq.write_table(summary.table(), costs_file)
+        # Leaving the block completes results.openai.jsonl, then results.parquet.
     counts = assembler.status_counts
     if run.cancel_requested:
         outcome = RUN_CANCELED
@@ -242,7 +244,18 @@ def finalize_run(svc: Services, run: Run) -> Run:
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
-    return svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
+    done = svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
+    if done.options.get("drop"):  # a dropped file: move it to done/ with its report
+        from batchd.triggers import finish_drop
+
+        finish_drop(svc, done)
+    return done
+
+
+def _scratch(svc: Services) -> Path:
+    path = svc.home / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _outcome_index(svc: Services, run: Run, path: Path) -> sqlite3.Connection:

@@ -170,5 +170,17 @@ class RedisStore:
         )
         self._r.eval(script, 1, f"{P}lease:{name}", owner)
 
+    # --- claims (drop-folder files, scheduled firings): first writer wins -----------------
+    def claim(self, namespace: str, key: str, value: str) -> bool:
+        """Record `key` in `namespace` iff nobody has (HSETNX); True for the one that did."""
+        return bool(self._r.hsetnx(f"{P}claims:{namespace}", key, value))
+
+    def unclaim(self, namespace: str, key: str) -> None:
+        self._r.hdel(f"{P}claims:{namespace}", key)
+
+    def claims(self, namespace: str) -> dict[str, str]:
+        raw = self._r.hgetall(f"{P}claims:{namespace}")
+        return {k.decode(): raw[k].decode() for k in sorted(raw)}
+
     def close(self) -> None:
         self._r.close()

@@ -11,24 +11,36 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from batchd.errors import BatchdError
+from batchd.s3 import is_s3
 from batchd.services import Services
+from batchd.settings import Settings
 from batchd.store import RUN_DONE, Run
 
 _HASH_BLOCK = 1 << 20
 
 
-def content_id(path: str | Path, options: dict[str, Any]) -> str:
+def content_id(
+    path: str | Path, options: dict[str, Any], s3_head: dict[str, Any] | None = None
+) -> str:
+    """Hash of the input's bytes and the options; an S3 input is known by key, ETag and size
+    (`s3_head`), so it is not read twice."""
     h = hashlib.blake2b(digest_size=8)
+    if s3_head is not None:
+        h.update(f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}".encode())
+        h.update(msgspec.json.encode(options, order="sorted"))
+        return "run-" + h.hexdigest()
     try:
         with open(path, "rb") as f:
             while block := f.read(_HASH_BLOCK):
@@ -54,13 +66,23 @@ def start_run(
     `stage(run_id, source)` (distributed mode) copies the input where every worker can read
     it and returns that path, before the run becomes visible to coordinators.
     """
-    base = content_id(source, options)
+    s3_head = None
+    if is_s3(source):
+        s3_head = svc.s3.head(source)
+        if s3_head is None:
+            raise BatchdError(
+                f"No S3 object {source}.", "Check the key (`aws s3 ls` the prefix) and bucket."
+            )
+    base = content_id(source, options, s3_head)
     previous = svc.store.runs_with_base(base)
     if previous and previous[-1].state != RUN_DONE:
         return previous[-1], True
     run_id = base if not previous else f"{base}-{len(previous) + 1}"
     now = time.time()
-    staged = stage(run_id, source) if stage else str(Path(source).resolve())
+    if is_s3(source):
+        staged = source  # every worker reads it from S3 as it is
+    else:
+        staged = stage(run_id, source) if stage else str(Path(source).resolve())
     run = Run(
         run_id=run_id,
         base_id=base,
@@ -76,14 +98,58 @@ def start_run(
     return run, False
 
 
+def parse_deadline(value: str | None, now: float) -> float | None:
+    """'36h', '90m', '2d' from now, or an ISO 8601 time with a zone."""
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", value)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return now + float(m.group(1)) * unit
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        dt = None
+    if dt is None or dt.tzinfo is None:
+        raise BatchdError(
+            f"Cannot read deadline {value!r}.",
+            "Use a duration like 36h / 90m / 2d, or a time like 2026-11-25T06:00Z.",
+        )
+    return dt.timestamp()
+
+
+def run_options(
+    settings: Settings,
+    *,
+    no_cache: bool = False,
+    tenant: str | None = None,
+    deadline: str | None = None,
+    export: str = "",
+    no_prompt_cache: bool = False,
+) -> dict[str, Any]:
+    """The options fixed at submit that change a run's work (and so its id)."""
+    return {
+        "no_cache": no_cache or not settings.cache,
+        "tenant": tenant or settings.default_tenant,
+        "deadline": deadline or "",
+        "export": export,
+        "chunk_lines": settings.openai.max_lines_per_chunk,
+        "chunk_bytes": settings.openai.max_bytes_per_chunk,
+        "no_prompt_cache": no_prompt_cache or not settings.anthropic.prompt_cache,
+        "anthropic_chunk_lines": settings.anthropic.max_lines_per_chunk,
+        "anthropic_chunk_bytes": settings.anthropic.max_bytes_per_chunk,
+    }
+
+
 def stage_input(svc: Services) -> Callable[[str, str], str]:
     """Distributed mode: copy the input onto the shared workdir, where every worker reads it."""
 
     def stage(run_id: str, source: str) -> str:
         name = Path(source).name
-        with open(source, "rb") as src, svc.blobs(run_id).writer(f"input/{name}") as dst:
+        blobs = svc.blobs(run_id)
+        with open(source, "rb") as src, blobs.writer(f"input/{name}") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-        return str(svc.blobs(run_id).path(f"input/{name}").resolve())
+        return blobs.uri(f"input/{name}")
 
     return stage
 

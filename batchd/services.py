@@ -9,10 +9,11 @@ from batchd.backends.anthropic_batch import AnthropicBatchBackend
 from batchd.backends.base import BatchBackend
 from batchd.backends.openai_batch import OpenAIBatchBackend
 from batchd.backends.vllm import GpuQueue, VllmBackend, window_gate
-from batchd.blobs import LocalBlobs
+from batchd.blobs import LocalBlobs, S3Blobs, blobs_at
 from batchd.cache import Cache, SqliteCache
 from batchd.plan import Router
 from batchd.pricing import PriceBook, load_price_book
+from batchd.s3 import S3, join, s3_for
 from batchd.settings import Settings
 from batchd.store import SqliteStore, Store
 
@@ -40,9 +41,23 @@ class Services:
     def distributed(self) -> bool:
         return bool(self.settings.redis_url)
 
-    def blobs(self, run_id: str) -> LocalBlobs:
-        root = Path(self.settings.workdir) if self.settings.workdir else self.home / "work"
-        return LocalBlobs(root / run_id)
+    @property
+    def s3(self) -> S3:
+        """The process's S3 client (made on first use; embedded runs without S3 never need it)."""
+        return s3_for(self.settings.s3)
+
+    def blobs(self, run_id: str) -> LocalBlobs | S3Blobs:
+        """The run's bulk data: under BATCHD_WORKDIR (a directory or s3:// prefix)."""
+        root = self.settings.workdir or str(self.home / "work")
+        return self.blobs_at(join(root, run_id))
+
+    def blobs_at(self, root: str) -> LocalBlobs | S3Blobs:
+        """Blobs under any local directory or s3:// prefix (run outputs, staged inputs)."""
+        return blobs_at(root, lambda: self.s3, self.home / "tmp")
+
+    def output(self, run_output: str, run_id: str) -> LocalBlobs | S3Blobs:
+        """Where a run's results.parquet, costs.parquet, ... land: <output>/<run_id>/."""
+        return self.blobs_at(join(run_output, run_id))
 
     async def aclose(self) -> None:
         for backend in self.backends.values():

@@ -83,6 +83,19 @@ class BackendsSettings(_Section):
     vllm: VllmSettings = msgspec.field(default_factory=VllmSettings)
 
 
+class S3Settings(_Section):
+    """S3 access (credentials: boto3's standard chain only, never stored) and the drop folder."""
+
+    endpoint_url: str = ""  # S3-compatible store (MinIO, R2, moto); "" = AWS
+    region: str = ""  # "" = boto3's default (AWS_REGION, profile)
+    multipart_chunk_bytes: int = 16 * 1024 * 1024  # part size of uploads (>= 5 MiB)
+    max_attempts: int = 5  # boto3 retries per call (standard mode)
+    max_drop_bytes: int = 5 * 1024**3  # bigger dropped files go to failed/
+    inbox: str = ""  # s3://bucket/inbox/ the coordinators watch ("" = none)
+    inbox_output: str = ""  # where runs of dropped files write results
+    watch_interval_s: float = 10.0  # seconds between scans of the inbox
+
+
 class PriceOverride(_Section):
     """One price-book line set in settings; USD per 1M tokens."""
 
@@ -115,12 +128,14 @@ class Settings(_Section):
     debug: bool = False
     redis_url: str = ""
     lease_ttl_s: float = 60.0  # a killed coordinator's runs are taken over after this
-    workdir: str = ""
+    workdir: str = ""  # bulk data of runs: a local directory or s3://bucket/prefix/
+    jobs_dir: str = "jobs"  # nightly job specs: <jobs_dir>/*.toml
     config: str = ""
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     anthropic: AnthropicSettings = msgspec.field(default_factory=AnthropicSettings)
     prices: dict[str, PriceOverride] = msgspec.field(default_factory=dict)
     backends: BackendsSettings = msgspec.field(default_factory=BackendsSettings)
+    s3: S3Settings = msgspec.field(default_factory=S3Settings)
 
     @property
     def home_path(self) -> Path:
@@ -131,6 +146,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "openai": OpenAISettings,
     "anthropic": AnthropicSettings,
     "vllm": VllmSettings,  # BATCHD_VLLM_<FIELD> sets [backends.vllm]
+    "s3": S3Settings,
 }
 _NESTED = {"vllm": ("backends", "vllm")}
 
@@ -223,6 +239,12 @@ def _check(s: Settings) -> None:
         problems.append(
             "anthropic.max_bytes_per_chunk must be in 1..256000000 (the vendor's limit)"
         )
+    if s.s3.multipart_chunk_bytes < 5 * 1024 * 1024:
+        problems.append("s3.multipart_chunk_bytes must be >= 5242880 (S3's smallest part)")
+    if s.s3.max_drop_bytes <= 0:
+        problems.append("s3.max_drop_bytes must be > 0")
+    if s.s3.watch_interval_s <= 0:
+        problems.append("s3.watch_interval_s must be > 0")
     if s.default_deadline_h <= 0:
         problems.append("default_deadline_h must be > 0")
     if problems:

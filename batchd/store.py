@@ -92,6 +92,9 @@ class Store(Protocol):
         **fields: Any,
     ) -> Chunk | None: ...
     def known_batch_ids(self) -> set[str]: ...
+    def claim(self, namespace: str, key: str, value: str) -> bool: ...
+    def unclaim(self, namespace: str, key: str) -> None: ...
+    def claims(self, namespace: str) -> dict[str, str]: ...
     def close(self) -> None: ...
 
 
@@ -116,6 +119,9 @@ class SqliteStore:
                 chunk_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
                 doc TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS chunks_run ON chunks (run_id);
+            CREATE TABLE IF NOT EXISTS claims (
+                namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                created_at REAL NOT NULL, PRIMARY KEY (namespace, key));
             """
         )
 
@@ -225,6 +231,24 @@ class SqliteStore:
             " WHERE json_extract(doc, '$.vendor_batch_id') IS NOT NULL"
         )
         return {r[0] for r in rows}
+
+    # --- claims (drop-folder files, scheduled firings): first writer wins -----------------
+    def claim(self, namespace: str, key: str, value: str) -> bool:
+        """Record `key` in `namespace` iff nobody has; True for the one caller that did."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?)",
+            (namespace, key, value, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def unclaim(self, namespace: str, key: str) -> None:
+        self._db.execute("DELETE FROM claims WHERE namespace = ? AND key = ?", (namespace, key))
+
+    def claims(self, namespace: str) -> dict[str, str]:
+        rows = self._db.execute(
+            "SELECT key, value FROM claims WHERE namespace = ? ORDER BY key", (namespace,)
+        )
+        return dict(rows.fetchall())
 
     def close(self) -> None:
         self._db.close()

@@ -16,6 +16,7 @@ import pytest
 from tests.emulators.anthropic_batch import AnthropicBatchEmulator
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.redis_server import RedisServer
+from tests.s3_server import S3Server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -39,6 +40,14 @@ def claude() -> Iterator[AnthropicBatchEmulator]:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session; tests that kill Redis start their own."""
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One moto S3 server for the session; each test makes its own bucket."""
+    server = S3Server().start()
     yield server
     server.stop()
 

@@ -115,6 +115,32 @@ def test_only_one_of_many_racers_wins_a_transition(store: Any, open_store: Any) 
     assert store.get_chunk("c1").error == wins[0]
 
 
+def test_claims_first_writer_wins_among_racers(store: Any, open_store: Any) -> None:
+    wins: list[str] = []
+
+    def race(name: str) -> None:
+        own = open_store()  # its own connection, as another watcher would have
+        if own.claim("drop", "bucket/inbox/a.jsonl#etag1", name):
+            wins.append(name)
+        own.close()
+
+    threads = [threading.Thread(target=race, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert store.claims("drop") == {"bucket/inbox/a.jsonl#etag1": wins[0]}
+    # Another ETag of the same key (the file was replaced) is a new claim; namespaces apart.
+    assert store.claim("drop", "bucket/inbox/a.jsonl#etag2", "x")
+    assert store.claim("job:nightly", "2026-11-23T02:00:00+00:00", "y")
+    assert not store.claim("job:nightly", "2026-11-23T02:00:00+00:00", "z")
+    assert store.claims("job:nightly") == {"2026-11-23T02:00:00+00:00": "y"}
+    store.unclaim("drop", "bucket/inbox/a.jsonl#etag2")  # released: may be claimed again
+    assert store.claim("drop", "bucket/inbox/a.jsonl#etag2", "again")
+    assert store.claims("none") == {}
+
+
 def test_redis_compare_and_set_across_processes_and_connections(redis_url: str) -> None:
     a, b = RedisStore(redis_url), RedisStore(redis_url)
     a.create_run(_run("r1"))

@@ -26,7 +26,7 @@ from batchd.backends.vllm import VllmBackend
 from batchd.blobs import LocalBlobs
 from batchd.gpu_runner import GpuRunner, checkpointed, read_done
 from batchd.pipeline import drive
-from batchd.runs import start_run
+from batchd.runs import run_options, start_run
 from batchd.services import Services, open_services
 from batchd.settings import Settings, load_settings
 from tests.conftest import API_KEY, vllm_settings
@@ -76,7 +76,7 @@ def services(tmp_path: Path, runner: GpuRunner, **env: str) -> Services:
 
 
 def run_file(svc: Services, source: Path, out: Path) -> tuple[str, list[dict[str, Any]]]:
-    run, _ = start_run(svc, str(source), str(out), {}, None)
+    run, _ = start_run(svc, str(source), str(out), run_options(svc.settings), None)
 
     async def go() -> None:
         try:
@@ -383,7 +383,7 @@ checkpoint_every = 2
     os.chdir(tmp_path)
     admitted = runner.feeder.admitted_total
     svc = services(tmp_path, runner)
-    run, resumed = start_run(svc, str(source), str(out), {}, None)
+    run, resumed = start_run(svc, str(source), str(out), run_options(svc.settings), None)
     assert resumed
     asyncio.run(drive(svc, run.run_id))
     assert runner.feeder.admitted_total - admitted == n - len(kept)

@@ -26,7 +26,10 @@ class WorkerSettings:
         steps.finalize_job,
     ]
     cron_jobs: ClassVar[list[Any]] = [
-        cron(steps.tick, second=set(range(60)), microsecond=0, unique=True)
+        cron(steps.tick, second=set(range(60)), microsecond=0, unique=True),
+        # drop folder ([s3] inbox; scans every s3.watch_interval_s) and nightly job specs
+        cron(steps.drop_tick, second=set(range(60)), microsecond=0, unique=True),
+        cron(steps.jobs_tick, second={0, 30}, microsecond=0, unique=True),
     ]
     on_startup = steps.startup
     on_shutdown = steps.shutdown
