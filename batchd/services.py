@@ -92,10 +92,10 @@ def open_services(settings: Settings) -> Services:
     return Services(settings=settings, store=store, cache=cache, prices=prices, backends=backends)
 
 
-def _vllm_backend(settings: Settings, gpu_worker: bool = False) -> VllmBackend:
-    """Embedded mode (or a gpu worker): the engine runs here. Otherwise: the gpu queue."""
+def _vllm_backend(settings: Settings) -> VllmBackend:
+    """Embedded mode: the engine runs in this process. Distributed: jobs on the gpu queue."""
     cfg = settings.backends.vllm
-    if settings.redis_url and not gpu_worker:
+    if settings.redis_url:
         return VllmBackend(cfg, queue=GpuQueue(settings.redis_url))
     from batchd.gpu_runner import GpuRunner
 

@@ -1,36 +1,49 @@
 """The GPU worker: `arq workers.gpu.WorkerSettings`, one process per GPU node.
 
-It listens on the GPU queue that self-hosted chunks go to. The vLLM engine itself
-arrives with the vLLM worker work; until then this worker answers the queue and the
-health check (`arq workers.gpu.WorkerSettings --check`), and reports what it can run.
+It keeps one vLLM engine warm (started at the first chunk) and runs the `gpu_chunk`
+jobs the coordinators enqueue for self-hosted chunks, inside the `[backends.vllm]`
+windows. Health: `arq workers.gpu.WorkerSettings --check`.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from arq import func
 from arq.connections import RedisSettings
 
+from batchd.backends.vllm import GPU_QUEUE
+from batchd.gpu_jobs import GPU_JOB_TIMEOUT_S, gpu_chunk, shutdown, startup
 from batchd.settings import load_settings
 
 _settings = load_settings()
 
 
 async def capabilities(ctx: dict[str, Any]) -> dict[str, Any]:
-    """What this GPU worker can run; an empty engine list until vLLM is configured."""
+    """What this GPU worker can run."""
     try:
         import vllm  # noqa: F401
 
         has_vllm = True
     except ImportError:
         has_vllm = False
-    return {"vllm_installed": has_vllm, "engines": []}
+    cfg = _settings.backends.vllm
+    return {"vllm_installed": has_vllm, "engines": [cfg.name] if cfg.enabled else []}
+
+
+async def _startup(ctx: dict[str, Any]) -> None:
+    await startup(ctx, _settings)
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [capabilities]
+    functions: ClassVar[list[Any]] = [
+        capabilities,
+        func(gpu_chunk, timeout=GPU_JOB_TIMEOUT_S, max_tries=10_000),
+    ]
+    on_startup = _startup
+    on_shutdown = shutdown
     redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://127.0.0.1:6379")
-    queue_name = "batchd:gpu"
+    queue_name = GPU_QUEUE
     health_check_key = "batchd:gpu:health-check"
     health_check_interval = 5
     max_jobs = 4

@@ -132,6 +132,8 @@ class VllmBackend:
             )
         if chunk.cancel_reason is not None:
             return PollState(status=CANCELLED, terminal=True, total=chunk.n_requests)
+        if self._queue is not None:  # a lost job comes back; a live one is not doubled
+            await self._queue.enqueue(chunk)
         if self._runner is not None:
             job = self._runner.job(chunk.chunk_id)
             if job is None:  # this process restarted: resume from the checkpoints
