@@ -74,7 +74,12 @@ def assign(
 
 
 def _fill(
-    order: IntArray, w: FloatArray, level: IntArray, slack: FloatArray, on_gpu: BoolArray, eps: float
+    order: IntArray,
+    w: FloatArray,
+    level: IntArray,
+    slack: FloatArray,
+    on_gpu: BoolArray,
+    eps: float,
 ) -> None:
     """Take requests in `order` while they fit; `slack[k]` = cap[k] - GPU-seconds due by k."""
     n_levels = len(slack)
@@ -101,8 +106,6 @@ def _fill(
         block = min(block * 2, _MAX_BLOCK)
 
 
-def total_cost_usd(
-    a: Assignment, vendor_cost_usd: FloatArray, gpu_cost_usd: FloatArray
-) -> float:
+def total_cost_usd(a: Assignment, vendor_cost_usd: FloatArray, gpu_cost_usd: FloatArray) -> float:
     """The plan's cost over the requests it can run (unmeetable ones cost nothing)."""
     return float(gpu_cost_usd[a.on_gpu].sum() + vendor_cost_usd[a.on_vendor].sum())

@@ -218,5 +218,14 @@ def _settle(
         else:
             stats.unique += 1
             stats.to_send += 1
-            chunker.add(r.backend, r.model, r.vendor_line, r.max_tokens, r.deadline_at)
+            chunker.add(
+                r.backend,
+                r.model,
+                r.vendor_line,
+                r.max_tokens,
+                r.deadline_at,
+                key=r.key,
+                options=r.options,
+                prompt_tokens=r.prompt_tokens,
+            )
             rows.add(r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE)

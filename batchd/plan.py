@@ -1,28 +1,50 @@
-"""Assign unique requests to backends and group them into chunks within each backend's limits.
+"""Route lines to targets, group unique requests into chunks within each backend's limits.
 
-Also estimates cost for `batchd plan`: input tokens ~ body bytes / 4 (offline, no
-tokenizer download), output tokens ~ min(max_tokens, settings.estimate_output_tokens).
+The glue between ingest and the planner: every unique request is kept in its target set
+(planner.py); a request with one vendor target that finishes in time goes straight into a
+chunk file, the others (aliases, the vLLM model) are spooled to a temporary file and written
+into chunks once `finish` has decided where each runs (assign.py). Requests no target can
+finish before their deadline end as `failed` rows with the reason.
 """
 
 from __future__ import annotations
 
+import tempfile
+import time
+from array import array
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import BinaryIO
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
 
 import msgspec
+import numpy as np
 
 from batchd.backends.base import BatchBackend
-from batchd.pricing import PriceBook, Usage, unknown_model_message
+from batchd.observe import Observations
+from batchd.outcome import FAILED, Outcome
+from batchd.parts import write_outcomes
+from batchd.planner import UNMEETABLE, VLLM, Planner, Priced, TargetSet
+from batchd.pricing import PriceBook, unknown_model_message
 from batchd.settings import Settings
-from batchd.store import Chunk
+from batchd.store import CHUNK_COLLECTED, Chunk
+from batchd.tokens import TokenCounter
 
 BYTES_PER_TOKEN_ESTIMATE = 4
+PLANNER_BACKEND = "planner"  # the backend of the chunk holding the planner's failed rows
 
 
 class Route(msgspec.Struct, gc=False):
     backend: str
     model: str
+
+
+class Choice(msgspec.Struct, gc=False):
+    """A model alias: the planner picks one of its targets per request."""
+
+    alias: str
+    targets: list[Route]
+    reference: str
 
 
 class RouteError(msgspec.Struct, gc=False):
@@ -31,23 +53,45 @@ class RouteError(msgspec.Struct, gc=False):
 
 
 class Router:
-    """Model name -> backend. A concrete vendor model has one choice."""
+    """Model name -> target(s). A concrete vendor model has one choice; an alias several."""
 
-    def __init__(self, prices: PriceBook, backends: dict[str, BatchBackend]) -> None:
+    def __init__(
+        self,
+        prices: PriceBook,
+        backends: dict[str, BatchBackend],
+        settings: Settings | None = None,
+    ) -> None:
         self._prices = prices
         self._backends = backends
-        self._memo: dict[str, Route | RouteError] = {}
+        self._settings = settings or Settings()
+        vllm = self._settings.backends.vllm
+        self.vllm_name = vllm.name if vllm.enabled else ""
+        self.tokens = TokenCounter(vllm.model if vllm.enabled else "")
+        self._memo: dict[str, Route | Choice | RouteError] = {}
 
     def backend(self, name: str) -> BatchBackend:
-        return self._backends[name]
+        """The backend that encodes `name`'s lines (vLLM without its backend: OpenAI format)."""
+        found = self._backends.get(name)
+        return found if found is not None else self._backends["openai"]
 
-    def route(self, model: str) -> Route | RouteError:
+    def has_backend(self, name: str) -> bool:
+        return name in self._backends
+
+    def route(self, model: str) -> Route | Choice | RouteError:
         hit = self._memo.get(model)
         if hit is None:
             hit = self._memo[model] = self._route(model)
         return hit
 
-    def _route(self, model: str) -> Route | RouteError:
+    def _route(self, model: str) -> Route | Choice | RouteError:
+        alias = self._settings.models.get(model)
+        if alias is not None:
+            return self._choice(model, alias.targets, alias.reference)
+        if self.vllm_name and model in (self.vllm_name, f"{VLLM}:{self.vllm_name}"):
+            return Route(VLLM, self.vllm_name)
+        return self._vendor(model)
+
+    def _vendor(self, model: str) -> Route | RouteError:
         price = self._prices.lookup(model)
         if price is None:
             return RouteError("unknown_model", unknown_model_message(model))
@@ -59,14 +103,39 @@ class Router:
             )
         return Route(price.vendor, model)
 
+    def _choice(self, alias: str, targets: list[str], reference: str) -> Choice | RouteError:
+        routes = []
+        for t in targets:
+            kind, _, name = t.partition(":")
+            if kind == VLLM:
+                routes.append(Route(VLLM, name))
+                continue
+            r = self._vendor(name)
+            if isinstance(r, RouteError):
+                return RouteError(r.error_type, f"alias {alias!r}, target {t!r}: {r.message}")
+            if r.backend != kind:
+                return RouteError(
+                    "bad_alias",
+                    f"alias {alias!r}: the price book says {name!r} is served by "
+                    f"{r.backend!r}, not {kind!r}; fix [models.{alias}].targets",
+                )
+            routes.append(r)
+        if not reference:
+            reference = next((r.model for r in routes if r.backend != VLLM), "")
+        return Choice(alias, routes, reference)
+
+    def reference_of(self, route: Route) -> str:
+        if route.backend == VLLM:
+            return self._settings.backends.vllm.reference_model
+        return route.model
+
 
 class _Open:
-    __slots__ = ("chunk", "file", "min_deadline")
+    __slots__ = ("chunk", "file")
 
     def __init__(self, chunk: Chunk, file: BinaryIO | None) -> None:
         self.chunk = chunk
         self.file = file
-        self.min_deadline = chunk.deadline_at
 
 
 class Estimate(msgspec.Struct, kw_only=True):
@@ -77,6 +146,19 @@ class Estimate(msgspec.Struct, kw_only=True):
     cost_usd: float = 0.0
     cost_max_usd: float = 0.0
     baseline_usd: float = 0.0
+    savings_usd: float = 0.0  # baseline - cost
+    gpu_seconds: float = 0.0
+
+
+class PlanSummary(msgspec.Struct, kw_only=True):
+    """What the planner decided, beyond the per-target estimates."""
+
+    gpu_capacity_s: float = 0.0  # GPU-seconds usable before the latest deadline
+    gpu_used_s: float = 0.0
+    tokens_per_gpu_s: float = 0.0
+    gpu_reserved: bool = False
+    all_vendor_usd: float = 0.0  # every request on its cheapest vendor target that is in time
+    unmeetable: dict[str, int] = {}  # requested model -> requests no target finishes in time
 
 
 class Chunker:
@@ -94,26 +176,80 @@ class Chunker:
         open_file: Callable[[str], BinaryIO | None],
         run_deadline_at: float,
         prompt_cache: bool = True,
+        *,
+        router: Router | None = None,
+        observations: Observations | None = None,
+        now: float | None = None,
+        dry_run: bool = False,
     ) -> None:
         self._run_id = run_id
+        self._dry_run = dry_run
         self._settings = settings
         self._prices = prices
         self._backends = backends
         self._open_file = open_file
         self._deadline = run_deadline_at
         self._prompt_cache = prompt_cache
+        self._router = router or Router(prices, backends, settings)
         self._open: dict[tuple[str, str], _Open] = {}
         self._seq = 0
         self.chunks: list[Chunk] = []
         self.estimates: dict[tuple[str, str], Estimate] = {}
+        self.summary = PlanSummary()
         self._files = ExitStack()
-        self._default_out = settings.estimate_output_tokens
+        self.planner = Planner(
+            settings, prices, observations or Observations(), time.time() if now is None else now
+        )
+        self._sets: dict[str, tuple[int, TargetSet]] = {}
+        self._spool: Any = None  # spooled lines of requests the planner places (real runs)
+        self._spooled: array[int] = array("i")  # per spooled request: its target set's number
+        self._set_list: list[TargetSet] = []
 
     def _limits(self, backend: str) -> tuple[int, int]:
         o = self._settings.anthropic if backend == "anthropic" else self._settings.openai
         return o.max_lines_per_chunk, o.max_bytes_per_chunk
 
     def add(
+        self,
+        backend: str,
+        model: str,
+        line: bytes,
+        max_tokens: int,
+        deadline_at: float | None,
+        *,
+        key: bytes = b"",
+        options: list[bytes] | None = None,
+        prompt_tokens: int = -1,
+    ) -> None:
+        """One unique request: `line` for its one backend, or `options`, one per alias target."""
+        deadline = self._deadline if deadline_at is None else min(deadline_at, self._deadline)
+        found = self._sets.get(model)
+        set_no, ts = found if found is not None else self._target_set(backend, model)
+        lines = options if options else [line]
+        ts.add([len(x) for x in lines], max_tokens, deadline, key, prompt_tokens)
+        if len(ts.targets) == 1 and ts.targets[0][0] != VLLM:
+            if deadline >= self.planner.vendor_ready_at:  # else it ends failed at finish
+                self._write(backend, ts.targets[0][1], line, max_tokens, deadline_at)
+            return
+        if self._dry_run:  # the planner needs the sizes only
+            return
+        if self._spool is None:
+            self._spool = self._files.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
+        self._spool.write(b"".join(lines))
+        self._spooled.append(set_no)
+
+    def _target_set(self, backend: str, model: str) -> tuple[int, TargetSet]:
+        route = self._router.route(model)
+        if isinstance(route, Choice):
+            ts = TargetSet(model, [(r.backend, r.model) for r in route.targets], route.reference)
+        else:
+            r = route if isinstance(route, Route) else Route(backend, model)
+            ts = TargetSet(model, [(r.backend, r.model)], self._router.reference_of(r))
+        self._sets[model] = (len(self._set_list), ts)
+        self._set_list.append(ts)
+        return self._sets[model]
+
+    def _write(
         self, backend: str, model: str, line: bytes, max_tokens: int, deadline_at: float | None
     ) -> None:
         """Append one vendor-format line (newline included) to the open chunk of its model."""
@@ -133,14 +269,14 @@ class Chunker:
         c = cur.chunk
         c.n_requests += 1
         c.n_bytes += len(line)
+        c.est_max_tokens += max_tokens or self._settings.estimate_output_tokens
         if deadline_at is not None and deadline_at < c.deadline_at:
             c.deadline_at = deadline_at
-        self._estimate(key, max_tokens, len(line))
 
-    def _start(self, route: Route) -> _Open:
+    def _start(self, route: Route, path_suffix: str = ".jsonl") -> _Open:
         self._seq += 1
         chunk_id = f"{self._run_id}-c{self._seq:05d}"
-        path = f"chunks/{chunk_id}.jsonl"
+        path = f"chunks/{chunk_id}{path_suffix}"
         chunk = Chunk(
             chunk_id=chunk_id,
             run_id=self._run_id,
@@ -163,41 +299,130 @@ class Chunker:
             cur.file.close()
         self.chunks.append(cur.chunk)
 
-    def _estimate(self, key: tuple[str, str], max_tokens: int, n_bytes: int) -> None:
-        est = self.estimates.get(key)
-        if est is None:
-            est = self.estimates[key] = Estimate()
-        default_out = self._default_out
-        est.requests += 1
-        est.input_tokens += n_bytes // BYTES_PER_TOKEN_ESTIMATE
-        if max_tokens:
-            est.output_tokens += max_tokens if max_tokens < default_out else default_out
-            est.output_tokens_max += max_tokens
-        else:
-            est.output_tokens += default_out
-            est.output_tokens_max += default_out
-
-    def _price_estimates(self) -> None:
-        for (_, model), est in self.estimates.items():
-            price = self._prices.lookup(model)
-            if price is None:
-                continue
-            inp = est.input_tokens
-            est.cost_usd = self._prices.cost_usd(
-                price, Usage(inp, 0, 0, est.output_tokens), batch=True
-            )
-            est.cost_max_usd = self._prices.cost_usd(
-                price, Usage(inp, 0, 0, est.output_tokens_max), batch=True
-            )
-            est.baseline_usd = self._prices.baseline_usd(price, Usage(inp, 0, 0, est.output_tokens))
-
+    # --- finish: decide, write the placed requests, price ------------------------------------
     def finish(self) -> list[Chunk]:
+        priced = self.planner.decide(self._set_list)
+        self._write_spooled()
+        self._write_failures()
         for key in list(self._open):
             self._close(key)
         self._files.close()
-        self._price_estimates()
+        self._estimate(priced)
         for c in self.chunks:
             est = self.estimates.get((c.backend, c.model))
-            if est and est.requests:
+            if est and est.requests and c.backend != PLANNER_BACKEND:
                 c.est_cost_usd = est.cost_usd * c.n_requests / est.requests
         return self.chunks
+
+    def _write_spooled(self) -> None:
+        if self._spool is None:
+            return
+        self._spool.seek(0)
+        read = self._spool.read
+        cursor = [0] * len(self._set_list)
+        for set_no in self._spooled:
+            ts = self._set_list[set_no]
+            i = cursor[set_no]
+            cursor[set_no] += 1
+            t = len(ts.targets)
+            lens = ts.line_bytes[i * t : (i + 1) * t]
+            blob = read(sum(lens))
+            j = int(ts.choice[i])
+            if j == UNMEETABLE:
+                continue
+            backend, model = ts.targets[j]
+            if backend == VLLM and not self._router.has_backend(VLLM):
+                continue  # ends failed in _write_failures
+            at = sum(lens[:j])
+            deadline = ts.deadline_at[i]
+            self._write(backend, model, blob[at : at + lens[j]], ts.max_tokens[i], deadline)
+
+    def _failures(self) -> list[tuple[bytes, Outcome]]:
+        out: list[tuple[bytes, Outcome]] = []
+        vendor_h = self._settings.planner.vendor_window_h
+        no_vllm = not self._router.has_backend(VLLM)
+        for ts in self._set_list:
+            gpu_cols = [j for j, (b, _) in enumerate(ts.targets) if b == VLLM]
+            failed = ts.choice == UNMEETABLE
+            if no_vllm and gpu_cols:
+                failed |= ts.choice == gpu_cols[0]
+            for i in np.flatnonzero(failed).tolist():
+                key = bytes(ts.keys[i * 16 : (i + 1) * 16])
+                if ts.choice[i] == UNMEETABLE:
+                    when = datetime.fromtimestamp(ts.deadline_at[i], tz=UTC).isoformat()
+                    o = Outcome(
+                        status=FAILED,
+                        backend="none",
+                        error_type="deadline_unmeetable",
+                        error_message=(
+                            f"no target of {ts.name!r} can finish this request before its "
+                            f"deadline {when}: vendor batches count as done {vendor_h:g} h after "
+                            "submit and the GPU windows before it are full or too short; give a "
+                            "later deadline (--within, --deadline or the line's deadline)"
+                        ),
+                    )
+                else:
+                    o = Outcome(
+                        status=FAILED,
+                        backend="none",
+                        error_type="no_backend",
+                        error_message=(
+                            "the planner placed this request on vLLM, and this batchd has no "
+                            "vLLM worker backend; drop the vllm target from the alias or run "
+                            "a batchd with the GPU worker"
+                        ),
+                    )
+                out.append((key, o))
+        return out
+
+    def _write_failures(self) -> None:
+        if self._dry_run:
+            return
+        failures = self._failures()
+        if not failures:
+            return
+        cur = self._start(Route(PLANNER_BACKEND, "unmeetable"), ".parts")
+        if cur.file is not None:
+            write_outcomes(cur.file, failures)
+            cur.file.close()
+        c = cur.chunk
+        c.n_requests = len(failures)
+        c.state = CHUNK_COLLECTED
+        c.result_path = c.path
+        self.chunks.append(c)
+
+    def _estimate(self, priced: dict[str, Priced]) -> None:
+        s = self.summary
+        s.gpu_capacity_s = self.planner.capacity_s
+        s.gpu_used_s = self.planner.gpu_used_s
+        s.tokens_per_gpu_s = self.planner.tokens_per_gpu_s
+        s.gpu_reserved = self._settings.planner.gpu_reserved
+        unmeetable: dict[str, int] = {}
+        for ts in self._set_list:
+            p = priced[ts.name]
+            vendor_cols = [j for j, (b, _) in enumerate(ts.targets) if b != VLLM]
+            if vendor_cols:
+                cheapest = p.cost_usd[:, vendor_cols].min(axis=1)
+                s.all_vendor_usd += float(cheapest[np.isfinite(cheapest)].sum())
+            n_failed = int((ts.choice == UNMEETABLE).sum())
+            if n_failed:
+                unmeetable[ts.name] = n_failed
+            for j, target in enumerate(ts.targets):
+                mine = ts.choice == j
+                if not mine.any():
+                    continue
+                est = self.estimates.get(target)
+                if est is None:
+                    est = self.estimates[target] = Estimate()
+                est.requests += int(mine.sum())
+                est.input_tokens += int(p.input_tokens[mine, j].sum())
+                est.output_tokens += int(p.output_tokens[mine, j].sum())
+                est.output_tokens_max += int(p.output_tokens_max[mine, j].sum())
+                est.cost_usd += float(p.cost_usd[mine, j].sum())
+                est.cost_max_usd += float(p.cost_max_usd[mine, j].sum())
+                est.baseline_usd += float(p.baseline_usd[mine].sum())
+                if target[0] == VLLM:
+                    est.gpu_seconds += float(p.gpu_s[mine].sum())
+        for est in self.estimates.values():
+            est.savings_usd = est.baseline_usd - est.cost_usd
+        s.unmeetable = unmeetable

@@ -26,7 +26,7 @@ class Services:
     router: Router = field(init=False)
 
     def __post_init__(self) -> None:
-        self.router = Router(self.prices, self.backends)
+        self.router = Router(self.prices, self.backends, self.settings)
 
     @property
     def home(self) -> Path:

@@ -160,6 +160,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "planner": PlannerSettings,
 }
 _NESTED = {"vllm": ("backends", "vllm")}
+_TABLES = ("prices", "backends", "models", "providers")  # set in batchd.toml only
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith("BATCHD_"):
             continue
         key = name[len("BATCHD_") :].lower()
-        if key in top_fields and key not in _SECTIONS and key not in ("prices", "backends", "models", "providers"):
+        if key in top_fields and key not in _SECTIONS and key not in _TABLES:
             out[key] = value
             continue
         for section, struct in _SECTIONS.items():

@@ -67,6 +67,7 @@ class Chunk(msgspec.Struct, kw_only=True):
     error: str | None = None
     cancel_reason: str | None = None  # user | deadline, once a cancel was sent to the vendor
     est_cost_usd: float = 0.0
+    est_max_tokens: int = 0  # sum of the lines' max_tokens (defaults filled in), for ratios
     cost_usd: float = 0.0
     prompt_cache: bool = True  # Anthropic: may batchd mark shared prefixes for prompt caching
     failures: int = 0  # unexpected errors in this chunk's steps so far
@@ -92,6 +93,11 @@ class Store(Protocol):
         **fields: Any,
     ) -> Chunk | None: ...
     def known_batch_ids(self) -> set[str]: ...
+    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
+        """Add (numerator, denominator) sums measured by a run to the planner's ratios."""
+        ...
+
+    def observations(self) -> dict[str, tuple[float, float]]: ...
     def close(self) -> None: ...
 
 
@@ -116,6 +122,8 @@ class SqliteStore:
                 chunk_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, state TEXT NOT NULL,
                 doc TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS chunks_run ON chunks (run_id);
+            CREATE TABLE IF NOT EXISTS observations (
+                key TEXT PRIMARY KEY, num REAL NOT NULL, den REAL NOT NULL);
             """
         )
 
@@ -225,6 +233,24 @@ class SqliteStore:
             " WHERE json_extract(doc, '$.vendor_batch_id') IS NOT NULL"
         )
         return {r[0] for r in rows}
+
+    # --- planner observations ---------------------------------------------------------
+    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT INTO observations VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET num = num + excluded.num, den = den + excluded.den",
+                [(k, num, den) for k, (num, den) in sums.items()],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def observations(self) -> dict[str, tuple[float, float]]:
+        rows = self._db.execute("SELECT key, num, den FROM observations")
+        return {k: (num, den) for k, num, den in rows}
 
     def close(self) -> None:
         self._db.close()

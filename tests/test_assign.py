@@ -86,8 +86,9 @@ def _lp_cost(vendor, gpu_s, gpu_cost, level, cap):  # type: ignore[no-untyped-de
     ok = np.isfinite(gpu_s)
     vend = np.where(np.isfinite(vendor), vendor, 1e6)  # must-GPU: huge penalty on vendor
     c = np.where(ok, gpu_cost - vend, 0.0)
-    a_ub = np.array([[gpu_s[i] if ok[i] and level[i] <= k else 0.0 for i in range(n)] for k in
-                     range(len(cap))])
+    a_ub = np.array(
+        [[gpu_s[i] if ok[i] and level[i] <= k else 0.0 for i in range(n)] for k in range(len(cap))]
+    )
     res = linprog(c, A_ub=a_ub, b_ub=cap, bounds=[(0, 1 if ok[i] else 0) for i in range(n)])
     assert res.status == 0
     return float(res.fun + vend.sum())
