@@ -62,7 +62,8 @@ def assign(
     slack = cap.copy()
     if n and len(cap):
         eps = 1e-9 * max(float(cap.max()), 1.0)
-        saving = vendor_cost_usd - gpu_cost_usd
+        with np.errstate(invalid="ignore"):  # inf - inf: neither target; never a candidate
+            saving = np.nan_to_num(vendor_cost_usd - gpu_cost_usd, nan=0.0)
         fits_alone = np.isfinite(w) & (w <= cap[level] + eps)
         cand = np.flatnonzero(fits_alone & (saving > 0))
         if cand.size:

@@ -31,6 +31,7 @@ from batchd.store import CHUNK_COLLECTED, Chunk
 from batchd.tokens import TokenCounter
 
 BYTES_PER_TOKEN_ESTIMATE = 4
+VLLM_MAX_BYTES_PER_CHUNK = 1 << 31
 PLANNER_BACKEND = "planner"  # the backend of the chunk holding the planner's failed rows
 
 
@@ -206,6 +207,8 @@ class Chunker:
         self._set_list: list[TargetSet] = []
 
     def _limits(self, backend: str) -> tuple[int, int]:
+        if backend == VLLM:
+            return self._settings.backends.vllm.max_requests_per_chunk, VLLM_MAX_BYTES_PER_CHUNK
         o = self._settings.anthropic if backend == "anthropic" else self._settings.openai
         return o.max_lines_per_chunk, o.max_bytes_per_chunk
 
@@ -229,7 +232,7 @@ class Chunker:
         ts.add([len(x) for x in lines], max_tokens, deadline, key, prompt_tokens)
         if len(ts.targets) == 1 and ts.targets[0][0] != VLLM:
             if deadline >= self.planner.vendor_ready_at:  # else it ends failed at finish
-                self._write(backend, ts.targets[0][1], line, max_tokens, deadline_at)
+                self._write(backend, ts.targets[0][1], line, len(line), max_tokens, deadline_at)
             return
         if self._dry_run:  # the planner needs the sizes only
             return
@@ -250,25 +253,34 @@ class Chunker:
         return self._sets[model]
 
     def _write(
-        self, backend: str, model: str, line: bytes, max_tokens: int, deadline_at: float | None
+        self,
+        backend: str,
+        model: str,
+        line: bytes | None,
+        n_bytes: int,
+        max_tokens: int,
+        deadline_at: float | None,
     ) -> None:
-        """Append one vendor-format line (newline included) to the open chunk of its model."""
+        """Append one vendor-format line (newline included) to the open chunk of its model.
+
+        `line` is None in a dry run of a placed request: only its size counts.
+        """
         key = (backend, model)
         cur = self._open.get(key)
         max_lines, max_bytes = self._limits(backend)
         if cur is not None and (
-            cur.chunk.n_requests >= max_lines or cur.chunk.n_bytes + len(line) > max_bytes
+            cur.chunk.n_requests >= max_lines or cur.chunk.n_bytes + n_bytes > max_bytes
         ):
             self._close(key)
             cur = None
         if cur is None:
             cur = self._start(Route(backend, model))
             self._open[key] = cur
-        if cur.file is not None:
+        if cur.file is not None and line is not None:
             cur.file.write(line)
         c = cur.chunk
         c.n_requests += 1
-        c.n_bytes += len(line)
+        c.n_bytes += n_bytes
         c.est_max_tokens += max_tokens or self._settings.estimate_output_tokens
         if deadline_at is not None and deadline_at < c.deadline_at:
             c.deadline_at = deadline_at
@@ -315,6 +327,9 @@ class Chunker:
         return self.chunks
 
     def _write_spooled(self) -> None:
+        if self._dry_run:
+            self._count_placed()
+            return
         if self._spool is None:
             return
         self._spool.seek(0)
@@ -334,8 +349,20 @@ class Chunker:
             if backend == VLLM and not self._router.has_backend(VLLM):
                 continue  # ends failed in _write_failures
             at = sum(lens[:j])
-            deadline = ts.deadline_at[i]
-            self._write(backend, model, blob[at : at + lens[j]], ts.max_tokens[i], deadline)
+            line = blob[at : at + lens[j]]
+            self._write(backend, model, line, len(line), ts.max_tokens[i], ts.deadline_at[i])
+
+    def _count_placed(self) -> None:
+        """Dry run: chunk the placed requests by size alone, so `plan` shows their chunks."""
+        for ts in self._set_list:
+            if len(ts.targets) == 1 and ts.targets[0][0] != VLLM:
+                continue  # already chunked as they came
+            t = len(ts.targets)
+            for i, j in enumerate(ts.choice.tolist()):
+                if j != UNMEETABLE:
+                    backend, model = ts.targets[j]
+                    n_bytes = ts.line_bytes[i * t + j]
+                    self._write(backend, model, None, n_bytes, ts.max_tokens[i], ts.deadline_at[i])
 
     def _failures(self) -> list[tuple[bytes, Outcome]]:
         out: list[tuple[bytes, Outcome]] = []
