@@ -29,7 +29,7 @@ from rich.table import Table
 
 from batchd.errors import BatchdError
 from batchd.pipeline import RUN_CANCELED, RUN_SUCCEEDED, drive, plan_file, request_cancel
-from batchd.plan_view import plan_document, print_plan
+from batchd.plan_view import plan_document, print_plan, print_planned_vs_actual
 from batchd.progress import Progress, snapshot
 from batchd.runs import driver_lock, stage_input, start_run
 from batchd.services import Services, open_services
@@ -496,6 +496,7 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
             f"prompt cache: saved ${prompt:,.4f} of that (cache reads at 0.1x input, "
             "net of the cache-write premium)"
         )
+    print_planned_vs_actual(out, run.stats or {}, rows)
 
 
 @app.command()

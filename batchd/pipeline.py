@@ -237,7 +237,13 @@ def finalize_run(svc: Services, run: Run) -> Run:
         db = _outcome_index(svc, run, Path(tmp) / "outcomes.db", observer)
         files.callback(db.close)
         summary = CostSummary(run.run_id, svc.prices.version)
-        assembler = RowAssembler(run.run_id, svc.prices, lambda keys: _lookup(db, keys), summary)
+        assembler = RowAssembler(
+            run.run_id,
+            svc.prices,
+            lambda keys: _lookup(db, keys),
+            summary,
+            baseline_model=svc.router.baseline_model,
+        )
         writer = files.enter_context(pq.ParquetWriter(results_tmp, RESULTS_SCHEMA))
         export_file = files.enter_context(open(export_tmp, "wb")) if export else None
         lines = pq.ParquetFile(blobs.path(LINES_PATH))

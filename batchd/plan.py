@@ -125,6 +125,15 @@ class Router:
             reference = next((r.model for r in routes if r.backend != VLLM), "")
         return Choice(alias, routes, reference)
 
+    def baseline_model(self, model: str) -> str:
+        """The realtime model whose list price is a line's baseline (DESIGN §3)."""
+        route = self.route(model)
+        if isinstance(route, Choice):
+            return route.reference
+        if isinstance(route, Route):
+            return self.reference_of(route)
+        return model
+
     def reference_of(self, route: Route) -> str:
         if route.backend == VLLM:
             return self._settings.backends.vllm.reference_model
@@ -159,6 +168,7 @@ class PlanSummary(msgspec.Struct, kw_only=True):
     tokens_per_gpu_s: float = 0.0
     gpu_reserved: bool = False
     all_vendor_usd: float = 0.0  # every request on its cheapest vendor target that is in time
+    marginal_usd: float = 0.0  # the plan's cost beyond reserved GPUs (= cost when on demand)
     unmeetable: dict[str, int] = {}  # requested model -> requests no target finishes in time
 
 
@@ -450,6 +460,8 @@ class Chunker:
                 est.baseline_usd += float(p.baseline_usd[mine].sum())
                 if target[0] == VLLM:
                     est.gpu_seconds += float(p.gpu_s[mine].sum())
-        for est in self.estimates.values():
+        for (backend, _), est in self.estimates.items():
             est.savings_usd = est.baseline_usd - est.cost_usd
+            if backend != VLLM or not s.gpu_reserved:
+                s.marginal_usd += est.cost_usd
         s.unmeetable = unmeetable

@@ -41,6 +41,7 @@ def plan_document(file: str, report: PlanReport) -> dict[str, Any]:
             "cost_max_usd": sum(e.cost_max_usd for e in report.estimates.values()),
             "baseline_usd": base,
             "savings_usd": base - cost,
+            "marginal_cost_usd": s.marginal_usd,
             "all_vendor_usd": s.all_vendor_usd,
             "unmeetable": sum(s.unmeetable.values()),
         },
@@ -83,6 +84,11 @@ def print_plan(out: Console, file: str, report: PlanReport, elapsed_s: float) ->
         f"all on the cheapest vendor batch ${tot['all_vendor_usd']:,.4f}"
     )
     gpu = doc["gpu"]
+    if gpu["reserved"]:
+        out.print(
+            f"  beyond the reserved GPUs (paid anyway) the run costs "
+            f"${tot['marginal_cost_usd']:,.4f}"
+        )
     if gpu["capacity_s"]:
         pct = 100 * gpu["used_s"] / gpu["capacity_s"]
         out.print(
