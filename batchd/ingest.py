@@ -224,8 +224,8 @@ def _settle(
                 r.vendor_line,
                 r.max_tokens,
                 r.deadline_at,
-                key=r.key,
-                options=r.options,
-                prompt_tokens=r.prompt_tokens,
+                r.key,
+                r.options,
+                r.prompt_tokens,
             )
             rows.add(r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE)

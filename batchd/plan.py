@@ -215,6 +215,7 @@ class Chunker:
         self._spool: Any = None  # spooled lines of requests the planner places (real runs)
         self._spooled: array[int] = array("i")  # per spooled request: its target set's number
         self._set_list: list[TargetSet] = []
+        self._vendor_ready_at = self.planner.vendor_ready_at
 
     def _limits(self, backend: str) -> tuple[int, int]:
         if backend == VLLM:
@@ -229,21 +230,28 @@ class Chunker:
         line: bytes,
         max_tokens: int,
         deadline_at: float | None,
-        *,
         key: bytes = b"",
         options: list[bytes] | None = None,
         prompt_tokens: int = -1,
     ) -> None:
         """One unique request: `line` for its one backend, or `options`, one per alias target."""
-        deadline = self._deadline if deadline_at is None else min(deadline_at, self._deadline)
+        deadline = self._deadline
+        if deadline_at is not None and deadline_at < deadline:
+            deadline = deadline_at
         found = self._sets.get(model)
         set_no, ts = found if found is not None else self._target_set(backend, model)
+        if ts.direct:  # one vendor target: the hot path, straight into its chunk
+            n = len(line)
+            ts.line_bytes.append(n)
+            ts.max_tokens.append(max_tokens)
+            ts.deadline_at.append(deadline)
+            if deadline >= self._vendor_ready_at:
+                self._write(backend, ts.targets[0][1], line, n, max_tokens, deadline_at)
+            else:  # ends failed at finish
+                ts.failed_keys[len(ts.max_tokens) - 1] = key
+            return
         lines = options if options else [line]
         ts.add([len(x) for x in lines], max_tokens, deadline, key, prompt_tokens)
-        if len(ts.targets) == 1 and ts.targets[0][0] != VLLM:
-            if deadline >= self.planner.vendor_ready_at:  # else it ends failed at finish
-                self._write(backend, ts.targets[0][1], line, len(line), max_tokens, deadline_at)
-            return
         if self._dry_run:  # the planner needs the sizes only
             return
         if self._spool is None:
@@ -365,7 +373,7 @@ class Chunker:
     def _count_placed(self) -> None:
         """Dry run: chunk the placed requests by size alone, so `plan` shows their chunks."""
         for ts in self._set_list:
-            if len(ts.targets) == 1 and ts.targets[0][0] != VLLM:
+            if ts.direct:
                 continue  # already chunked as they came
             t = len(ts.targets)
             for i, j in enumerate(ts.choice.tolist()):
@@ -384,7 +392,7 @@ class Chunker:
             if no_vllm and gpu_cols:
                 failed |= ts.choice == gpu_cols[0]
             for i in np.flatnonzero(failed).tolist():
-                key = bytes(ts.keys[i * 16 : (i + 1) * 16])
+                key = ts.failed_keys[i] if ts.direct else bytes(ts.keys[i * 16 : (i + 1) * 16])
                 if ts.choice[i] == UNMEETABLE:
                     when = datetime.fromtimestamp(ts.deadline_at[i], tz=UTC).isoformat()
                     o = Outcome(

@@ -47,6 +47,13 @@ class TargetSet:
     prompt_tokens: array[int] = field(default_factory=lambda: array("q"))  # -1: unknown
     keys: bytearray = field(default_factory=bytearray)
     choice: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    # One vendor target: requests are chunked as they come; keys kept only for failures.
+    failed_keys: dict[int, bytes] = field(default_factory=dict)
+
+    direct: bool = False
+
+    def __post_init__(self) -> None:
+        self.direct = len(self.targets) == 1 and self.targets[0][0] != VLLM
 
     def add(
         self, lens: list[int], max_tokens: int, deadline_at: float, key: bytes, prompt_tokens: int
@@ -116,7 +123,9 @@ class Planner:
         max_tokens = np.frombuffer(ts.max_tokens, dtype=np.int64).astype(np.float64)
         max_eff = np.where(max_tokens > 0, max_tokens, float(self.settings.estimate_output_tokens))
         deadline = np.frombuffer(ts.deadline_at, dtype=np.float64)
-        prompt = np.frombuffer(ts.prompt_tokens, dtype=np.int64).astype(np.float64)
+        prompt = np.full(n, -1.0)
+        if len(ts.prompt_tokens) == n:
+            prompt = np.frombuffer(ts.prompt_tokens, dtype=np.int64).astype(np.float64)
         inp = np.zeros((n, t))
         out = np.zeros((n, t))
         cost = np.full((n, t), np.inf)
