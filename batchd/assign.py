@@ -67,7 +67,8 @@ def assign(
         fits_alone = np.isfinite(w) & (w <= cap[level] + eps)
         cand = np.flatnonzero(fits_alone & (saving > 0))
         if cand.size:
-            ratio = saving[cand] / np.maximum(w[cand], 1e-12)
+            with np.errstate(over="ignore"):
+                ratio = saving[cand] / np.maximum(w[cand], 1e-12)
             order = cand[np.lexsort((w[cand], -ratio))]
             _fill(order, w, level, slack, on_gpu, eps)
     unmeetable = ~on_gpu & ~np.isfinite(vendor_cost_usd)
