@@ -57,6 +57,10 @@ def open_services(settings: Settings) -> Services:
         "openai": OpenAIBatchBackend(settings.openai),
         "anthropic": AnthropicBatchBackend(settings.anthropic, prices),
     }
+    for name, p in settings.providers.items():  # other OpenAI-compatible Batch APIs
+        backends[name] = OpenAIBatchBackend.provider(
+            settings.openai, name, p.base_url, p.api_key_env
+        )
     store: Store
     cache: Cache
     if settings.redis_url:  # distributed mode: state and cache in Redis, bulk data on workdir

@@ -22,7 +22,8 @@ from batchd.pricing import load_price_book
 from batchd.settings import Settings, load_settings
 from batchd.store import Chunk, SqliteStore
 from batchd.tokens import TokenCounter
-from tests.conftest import Batchd, chat, write_jsonl
+from tests.conftest import API_KEY, Batchd, chat, write_jsonl
+from tests.emulators.openai_batch import OpenAIBatchEmulator
 
 NOW = "2026-11-23T12:00:00Z"  # a Monday, noon UTC
 
@@ -287,3 +288,29 @@ def test_observer_measures_throughput_ratios_and_planner_uses_them(tmp_path: Pat
     ts.add([800], 100, 1e12, b"k" * 16, -1)
     p = planner.price(ts)
     assert p.input_tokens[0, 0] == 100 and p.output_tokens[0, 0] == 25
+
+
+def test_alias_target_on_another_openai_compatible_provider(
+    batchd: Batchd, emulator: OpenAIBatchEmulator
+) -> None:
+    _config(
+        batchd.tmp,
+        f"""[providers.acme]
+base_url = "{emulator.base_url}"
+api_key_env = "ACME_KEY"
+[prices."acme-llm"]
+vendor = "acme"
+input_per_mtok = 0.01
+output_per_mtok = 0.02
+[models.cheap]
+targets = ["openai:gpt-5.4-nano", "acme:acme-llm"]
+""",
+    )
+    src = write_jsonl(batchd.tmp / "jobs.jsonl", [chat("a", "alpha", model="cheap")])
+    plan = _plan(batchd, src)
+    assert list(plan["targets"]) == ["acme:acme-llm"]
+    proc = batchd.submit(src, ACME_KEY=API_KEY, OPENAI_API_KEY="")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = batchd.results()
+    assert (row["backend"], row["model_used"], row["status"]) == ("acme", "acme-llm", "succeeded")
+    assert row["baseline_cost_usd"] > row["cost_usd"] > 0  # baseline: gpt-5.4-nano realtime
