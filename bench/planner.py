@@ -7,15 +7,17 @@ planner exactly as ingest leaves them, one target set per requested model or ali
   the unique requests are lines x (1 - dup));
 - mixed models: aliases `small` (vllm + gpt-5.4-nano), `medium` (vllm + gpt-5.4-mini +
   claude-haiku-4-5), and concrete gpt-5.4-mini / claude-sonnet-4-6 lines;
-- mixed deadlines: the run's 48 h, and per-line 36 h, 12 h (no vendor batch is sure to
-  finish: GPU or unmeetable) and 6 h (before the window opens: unmeetable);
-- tight or loose GPU capacity: one on-demand GPU in a 2 h night window, or 8 GPUs 22:00-08:00.
+- mixed deadlines: the run's 48 h (two nights of GPU time before it), per-line 36 h and 30 h
+  (one night), and 12 h on concrete vendor lines (nothing can meet it: unmeetable);
+- tight or loose GPU capacity: nightly windows (22:00 on, on-demand GPUs at $2.5/h, 12,000
+  tokens/s each) holding 1/4 or 4x the GPU-seconds of every request the GPU would do cheaper.
 
 Columns: planning time (pricing + assignment), batchd's cost, the LP optimum (fractional, a
 lower bound on any plan: scipy HiGHS up to --lp-max requests, the exact fractional greedy
-above), the gap, and the naive strategies: every request at realtime list price, and every
-request on its cheapest vendor batch. Requests nobody can finish in time are charged their
-realtime list price in every column, so the columns compare like with like.
+above; `--lp-max 0` shows the two agree), the gap, and the naive strategies: every request
+at realtime list price, and every request on its cheapest vendor batch. Requests nobody can
+finish in time are charged their realtime list price in every column, so the columns compare
+like with like.
 
     python bench/planner.py [--sizes 10000 100000 1000000] [--lp-max 100000] [--seed 7]
 """
@@ -54,8 +56,11 @@ SETS = (  # name, targets, reference, share of requests
     ("gpt-5.4-mini", [("openai", "gpt-5.4-mini")], "gpt-5.4-mini", 0.15),
     ("claude-sonnet-4-6", [("anthropic", "claude-sonnet-4-6")], "claude-sonnet-4-6", 0.10),
 )
-DEADLINES_H = (48.0, 36.0, 12.0, 6.0)
-DEADLINE_SHARES = (0.55, 0.25, 0.15, 0.05)
+# Alias lines: due in 48 h (two nights of GPU time), 36 h, or 30 h (one night); a vendor
+# batch is always in time for them, so the LP below is a true lower bound. Concrete vendor
+# lines: some due in 12 h, which nothing can meet (same in every column).
+ALIAS_DEADLINES_H = ((48.0, 36.0, 30.0), (0.5, 0.3, 0.2))
+VENDOR_DEADLINES_H = ((48.0, 36.0, 12.0), (0.6, 0.3, 0.1))
 CAPACITY = {"tight": 0.25, "loose": 4.0}  # GPU-seconds in the windows / what would pay off
 MARGIN_S = 300
 
@@ -98,7 +103,8 @@ def workload(n_unique: int, rng: np.random.Generator) -> list[TargetSet]:
         lens = np.repeat(prompt_bytes[:, None], len(targets), axis=1)
         _fill(ts.line_bytes, lens.astype(np.int64).ravel())
         _fill(ts.max_tokens, rng.choice([16, 64, 256, 1024], n, p=[0.3, 0.3, 0.3, 0.1]))
-        hours = rng.choice(DEADLINES_H, n, p=DEADLINE_SHARES)
+        choices, shares = VENDOR_DEADLINES_H if ts.direct else ALIAS_DEADLINES_H
+        hours = rng.choice(choices, n, p=shares)
         _fill(ts.deadline_at, NOW + hours * H)
         if ts.direct:
             ts.failed_keys = {}
