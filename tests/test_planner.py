@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchd.capacity import gpu_capacity_s
 from batchd.errors import BatchdError
 from batchd.observe import Observations, Observer, bytes_per_token_key, throughput_key
 from batchd.outcome import SUCCEEDED, Outcome
-from batchd.planner import Planner, TargetSet
+from batchd.planner import UNMEETABLE, Planner, TargetSet
 from batchd.pricing import load_price_book
 from batchd.settings import Settings, load_settings
 from batchd.store import Chunk, SqliteStore
@@ -314,3 +316,73 @@ targets = ["openai:gpt-5.4-nano", "acme:acme-llm"]
     (row,) = batchd.results()
     assert (row["backend"], row["model_used"], row["status"]) == ("acme", "acme-llm", "succeeded")
     assert row["baseline_cost_usd"] > row["cost_usd"] > 0  # baseline: gpt-5.4-nano realtime
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> list[tuple[int, int, int, float]]:
+    """(alias number, line bytes, max_tokens, deadline hours from now) per request."""
+    n = draw(st.integers(1, 40))
+    return [
+        (
+            draw(st.integers(0, 2)),
+            draw(st.integers(50, 40_000)),
+            draw(st.sampled_from([0, 16, 256, 2048])),
+            draw(st.sampled_from([2.0, 11.0, 23.0, 25.0, 40.0, 70.0])),
+        )
+        for _ in range(n)
+    ]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(reqs=_requests(), reserved=st.booleans())
+def test_plan_properties(
+    tmp_path: Path, reqs: list[tuple[int, int, int, float]], reserved: bool
+) -> None:
+    """Capacity before every deadline, deadlines and the all-vendor cost hold for any workload."""
+    s = _settings(
+        tmp_path,
+        BATCHD_VLLM_MODEL="tiny",
+        BATCHD_VLLM_WINDOWS="22:00-23:30,sat 10:00-12:00",
+        BATCHD_VLLM_THROUGHPUT_TOKENS_PER_S="300",
+        BATCHD_VLLM_GPU_HOURLY_USD="0.05",
+        BATCHD_PLANNER_GPU_RESERVED=str(reserved).lower(),
+    )
+    now = 1795003200.0
+    sets = [
+        TargetSet("a", [("vllm", "tiny"), ("openai", "gpt-5.4-nano")], "gpt-5.4-nano"),
+        TargetSet("b", [("openai", "gpt-5.4-mini"), ("vllm", "tiny")], "gpt-5.4-mini"),
+        TargetSet("c", [("openai", "gpt-5.4-nano")], "gpt-5.4-nano"),
+    ]
+    for alias, n_bytes, max_tokens, hours in reqs:
+        ts = sets[alias]
+        ts.add([n_bytes] * len(ts.targets), max_tokens, now + hours * 3600, b"k" * 16, -1)
+    planner = Planner(s, load_price_book(s), Observations(), now)
+    priced = planner.decide(sets)
+    on_gpu_s, on_gpu_deadline = [], []
+    for ts in sets:
+        if not len(ts):
+            continue
+        p = priced[ts.name]
+        deadline = np.frombuffer(ts.deadline_at, dtype=np.float64)
+        vendor_cols = [j for j, (b, _) in enumerate(ts.targets) if b != "vllm"]
+        cheapest_vendor = p.cost_usd[:, vendor_cols].min(axis=1)
+        for i, j in enumerate(ts.choice.tolist()):
+            if j == UNMEETABLE:
+                assert not np.isfinite(cheapest_vendor[i])  # a vendor in time was available
+                continue
+            backend = ts.targets[j][0]
+            if backend == "vllm":
+                on_gpu_s.append(p.gpu_s[i])
+                on_gpu_deadline.append(deadline[i])
+                marginal = p.gpu_marginal_usd[i]
+                assert marginal <= cheapest_vendor[i]  # never dearer than its cheapest vendor
+            else:
+                assert deadline[i] >= planner.vendor_ready_at  # vendor only when in time
+                assert p.cost_usd[i, j] == cheapest_vendor[i]
+    if on_gpu_s:
+        used_s, due = np.array(on_gpu_s), np.array(on_gpu_deadline)
+        cap = gpu_capacity_s(s, now, np.unique(due))
+        for d, c in zip(np.unique(due), cap, strict=True):
+            assert used_s[due <= d].sum() <= c + 1e-6  # GPU time before each deadline fits
