@@ -403,7 +403,8 @@ class Chunker:
                             f"no target of {ts.name!r} can finish this request before its "
                             f"deadline {when}: vendor batches count as done {vendor_h:g} h after "
                             "submit and the GPU windows before it are full or too short; give a "
-                            "later deadline (--within, --deadline or the line's deadline)"
+                            "later deadline (--within, --deadline or the line's deadline), or "
+                            "lower planner.vendor_window_h to trust the vendor to finish sooner"
                         ),
                     )
                 else:
