@@ -166,19 +166,39 @@ def test_submit_alias_runs_on_cheapest_vendor_and_unmeetable_line_fails(batchd: 
         """[models.cheap]
 targets = ["anthropic:claude-haiku-4-5", "openai:gpt-5.4-nano"]
 reference = "claude-haiku-4-5"
+[models.claude]
+targets = ["anthropic:claude-sonnet-4-6", "anthropic:claude-haiku-4-5"]
 """,
     )
     src = write_jsonl(
         batchd.tmp / "jobs.jsonl",
         [
             chat("a", "alpha", model="cheap", max_tokens=20),
+            chat("d", "delta one", model="claude", max_tokens=20),
             chat("b", "beta", model="gpt-5.4-nano", max_tokens=20),
             {"id": "c", "model": "cheap", "prompt": "now!", "deadline": "2020-01-01T00:00:00Z"},
+            chat("e", "epsilon two", model="claude", max_tokens=20),
+            chat("f", "phi", model="cheap", max_tokens=20),
         ],
     )
     proc = batchd.submit(src)
     assert proc.returncode == 3, proc.stderr
     rows = {r["custom_id"]: r for r in batchd.results()}
+    # Interleaved alias lines come back from the spool to the right target, answer intact.
+    for cid, text, backend, model in [
+        ("a", "alpha", "openai", "gpt-5.4-nano"),
+        ("d", "delta one", "anthropic", "claude-haiku-4-5"),
+        ("b", "beta", "openai", "gpt-5.4-nano"),
+        ("e", "epsilon two", "anthropic", "claude-haiku-4-5"),
+        ("f", "phi", "openai", "gpt-5.4-nano"),
+    ]:
+        r = rows[cid]
+        assert (r["status"], r["output_text"], r["backend"]) == (
+            "succeeded",
+            f"echo: {text}",
+            backend,
+        )
+        assert r["model_used"].startswith(model)
     assert rows["a"]["status"] == "succeeded"
     assert (rows["a"]["backend"], rows["a"]["model_requested"]) == ("openai", "cheap")
     assert rows["a"]["model_used"].startswith("gpt-5.4-nano")
@@ -386,3 +406,10 @@ def test_plan_properties(
         cap = gpu_capacity_s(s, now, np.unique(due))
         for d, c in zip(np.unique(due), cap, strict=True):
             assert used_s[due <= d].sum() <= c + 1e-6  # GPU time before each deadline fits
+
+
+def test_alias_target_served_by_another_vendor_is_an_invalid_line(batchd: Batchd) -> None:
+    _config(batchd.tmp, '[models.mixed]\ntargets = ["openai:claude-haiku-4-5"]\n')
+    src = write_jsonl(batchd.tmp / "j.jsonl", [{"model": "mixed", "prompt": "x"}])
+    plan = _plan(batchd, src)
+    assert plan["stats"]["invalid_by_type"] == {"bad_alias": 1} and not plan["targets"]
