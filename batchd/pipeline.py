@@ -91,6 +91,7 @@ def plan_file(
         observations=Observations(svc.store.observations()),
         now=now,
         dry_run=True,
+        committed_gpu_s=committed_gpu_s(svc, ""),
     )
     stats = _ingest_source(svc, source, options, chunker, "plan", None, on_progress)
     chunks = chunker.finish()
@@ -101,6 +102,23 @@ def plan_file(
         summary=chunker.summary,
         deadline_at=deadline,
     )
+
+
+ACTIVE_RUNS_SCANNED = 200
+
+
+def committed_gpu_s(svc: Services, own_run_id: str) -> float:
+    """GPU-seconds other unfinished runs planned for vLLM and have not finished yet."""
+    if not svc.settings.backends.vllm.enabled:
+        return 0.0
+    total = 0.0
+    for run in svc.store.list_runs(ACTIVE_RUNS_SCANNED):
+        if run.state == RUN_DONE or run.run_id == own_run_id:
+            continue
+        for c in svc.store.chunks(run.run_id):
+            if c.backend == "vllm" and c.state != CHUNK_COLLECTED:
+                total += c.est_gpu_s
+    return total
 
 
 def _ingest_source(
@@ -161,6 +179,7 @@ def ingest_run(
         router=svc.router,
         observations=Observations(svc.store.observations()),
         now=run.created_at or None,
+        committed_gpu_s=committed_gpu_s(svc, run.run_id),
     )
     with blobs.writer(LINES_PATH) as out, pq.ParquetWriter(out, LINES_SCHEMA) as writer:
         stats = _ingest_source(

@@ -163,7 +163,8 @@ class Estimate(msgspec.Struct, kw_only=True):
 class PlanSummary(msgspec.Struct, kw_only=True):
     """What the planner decided, beyond the per-target estimates."""
 
-    gpu_capacity_s: float = 0.0  # GPU-seconds usable before the latest deadline
+    gpu_capacity_s: float = 0.0  # GPU-seconds usable before the latest deadline (ours)
+    gpu_committed_s: float = 0.0  # GPU work of other unfinished runs, taken off the capacity
     gpu_used_s: float = 0.0
     tokens_per_gpu_s: float = 0.0
     gpu_reserved: bool = False
@@ -192,7 +193,9 @@ class Chunker:
         observations: Observations | None = None,
         now: float | None = None,
         dry_run: bool = False,
+        committed_gpu_s: float = 0.0,
     ) -> None:
+        """`committed_gpu_s`: GPU work other unfinished runs already queued for the windows."""
         self._run_id = run_id
         self._dry_run = dry_run
         self._settings = settings
@@ -209,7 +212,11 @@ class Chunker:
         self.summary = PlanSummary()
         self._files = ExitStack()
         self.planner = Planner(
-            settings, prices, observations or Observations(), time.time() if now is None else now
+            settings,
+            prices,
+            observations or Observations(),
+            time.time() if now is None else now,
+            committed_gpu_s,
         )
         self._sets: dict[str, tuple[int, TargetSet]] = {}
         self._spool: Any = None  # spooled lines of requests the planner places (real runs)
@@ -342,6 +349,7 @@ class Chunker:
             est = self.estimates.get((c.backend, c.model))
             if est and est.requests and c.backend != PLANNER_BACKEND:
                 c.est_cost_usd = est.cost_usd * c.n_requests / est.requests
+                c.est_gpu_s = est.gpu_seconds * c.n_requests / est.requests
         return self.chunks
 
     def _write_spooled(self) -> None:
@@ -433,6 +441,8 @@ class Chunker:
             cur.file.close()
         c = cur.chunk
         c.n_requests = len(failures)
+        c.attempt = 0  # never sent: progress counts its lines failed, not sent
+        c.counts = {"final": len(failures), "succeeded": 0}
         c.state = CHUNK_COLLECTED
         c.result_path = c.path
         self.chunks.append(c)
@@ -440,6 +450,7 @@ class Chunker:
     def _estimate(self, priced: dict[str, Priced]) -> None:
         s = self.summary
         s.gpu_capacity_s = self.planner.capacity_s
+        s.gpu_committed_s = self.planner.committed_gpu_s
         s.gpu_used_s = self.planner.gpu_used_s
         s.tokens_per_gpu_s = self.planner.tokens_per_gpu_s
         s.gpu_reserved = self._settings.planner.gpu_reserved

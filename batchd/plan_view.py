@@ -31,6 +31,7 @@ def plan_document(file: str, report: PlanReport) -> dict[str, Any]:
         "gpu": {
             "capacity_s": s.gpu_capacity_s,
             "used_s": s.gpu_used_s,
+            "committed_s": s.gpu_committed_s,
             "tokens_per_gpu_s": s.tokens_per_gpu_s,
             "reserved": s.gpu_reserved,
         },
@@ -95,6 +96,11 @@ def print_plan(out: Console, file: str, report: PlanReport, elapsed_s: float) ->
             f"  GPU capacity used {gpu['used_s']:,.0f} of {gpu['capacity_s']:,.0f} GPU-s "
             f"({pct:.0f}%) at {gpu['tokens_per_gpu_s']:,.0f} tokens per GPU-s"
             + (", reserved GPUs (sunk cost)" if gpu["reserved"] else "")
+            + (
+                f"; {gpu['committed_s']:,.0f} GPU-s already queued by other runs taken off"
+                if gpu["committed_s"]
+                else ""
+            )
         )
     for model, n in sorted(doc["unmeetable"].items()):
         out.print(

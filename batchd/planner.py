@@ -93,7 +93,11 @@ class Planner:
         prices: PriceBook,
         observations: Observations,
         now: float,
+        committed_gpu_s: float = 0.0,
     ) -> None:
+        """`committed_gpu_s`: GPU work other unfinished runs queued; it comes off the capacity
+        before every deadline (conservative: their deadlines are not known here)."""
+        self.committed_gpu_s = committed_gpu_s
         self.settings = settings
         self.prices = prices
         self.obs = observations
@@ -196,7 +200,11 @@ class Planner:
         quantized = np.floor(np.minimum(deadlines, 1e15) / DEADLINE_QUANTUM_S) * DEADLINE_QUANTUM_S
         levels, level = np.unique(quantized, return_inverse=True)
         uses_gpu = bool(np.isfinite(gpu_s).any())
-        cap = gpu_capacity_s(self.settings, self.now, levels) if uses_gpu else np.zeros(len(levels))
+        cap = np.zeros(len(levels))
+        if uses_gpu:
+            cap = np.maximum(
+                gpu_capacity_s(self.settings, self.now, levels) - self.committed_gpu_s, 0
+            )
         a = assign(vendor, gpu_s, np.concatenate(marginal_parts), level.astype(np.int64), cap)
         self.capacity_s = float(cap[-1]) if len(cap) and uses_gpu else 0.0
         self.gpu_used_s = float(a.gpu_used_s[-1]) if len(cap) and uses_gpu else 0.0

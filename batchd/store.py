@@ -68,6 +68,7 @@ class Chunk(msgspec.Struct, kw_only=True):
     cancel_reason: str | None = None  # user | deadline, once a cancel was sent to the vendor
     est_cost_usd: float = 0.0
     est_max_tokens: int = 0  # sum of the lines' max_tokens (defaults filled in), for ratios
+    est_gpu_s: float = 0.0  # the planner's GPU-seconds for a vLLM chunk
     cost_usd: float = 0.0
     prompt_cache: bool = True  # Anthropic: may batchd mark shared prefixes for prompt caching
     failures: int = 0  # unexpected errors in this chunk's steps so far

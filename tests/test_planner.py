@@ -22,7 +22,7 @@ from batchd.outcome import SUCCEEDED, Outcome
 from batchd.planner import UNMEETABLE, Planner, TargetSet
 from batchd.pricing import load_price_book
 from batchd.settings import Settings, load_settings
-from batchd.store import Chunk, SqliteStore
+from batchd.store import Chunk, Run, SqliteStore
 from batchd.tokens import TokenCounter
 from tests.conftest import API_KEY, Batchd, chat, write_jsonl
 from tests.emulators.openai_batch import OpenAIBatchEmulator
@@ -413,3 +413,28 @@ def test_alias_target_served_by_another_vendor_is_an_invalid_line(batchd: Batchd
     src = write_jsonl(batchd.tmp / "j.jsonl", [{"model": "mixed", "prompt": "x"}])
     plan = _plan(batchd, src)
     assert plan["stats"]["invalid_by_type"] == {"bad_alias": 1} and not plan["targets"]
+
+
+def test_gpu_work_queued_by_other_runs_comes_off_the_capacity(batchd: Batchd) -> None:
+    _config(
+        batchd.tmp, VLLM + 'windows = ["22:00-23:00"]\n[models.small]\ntargets = ["vllm:tiny"]\n'
+    )
+    src = write_jsonl(batchd.tmp / "j.jsonl", [{"model": "small", "prompt": "x", "max_tokens": 5}])
+    assert _plan(batchd, src, "--within", "20h")["gpu"]["capacity_s"] == pytest.approx(3600)
+    store = SqliteStore(batchd.home / "state.db")
+    store.create_run(Run(run_id="other", base_id="o", source="/s", output="/o", options={}))
+    queued = Chunk(
+        chunk_id="other-c1",
+        run_id="other",
+        backend="vllm",
+        model="tiny",
+        path="p",
+        n_requests=9,
+        n_bytes=9,
+        est_gpu_s=3000.0,
+    )
+    store.add_chunks([queued])
+    store.close()
+    plan = _plan(batchd, src, "--within", "20h")
+    assert plan["gpu"]["committed_s"] == 3000.0
+    assert plan["gpu"]["capacity_s"] == pytest.approx(600)
