@@ -26,6 +26,7 @@ from batchd.outcome import FAILED, Outcome
 from batchd.parts import write_outcomes
 from batchd.planner import UNMEETABLE, VLLM, Planner, Priced, TargetSet
 from batchd.pricing import PriceBook, unknown_model_message
+from batchd.requests import KEY_BYTES
 from batchd.settings import Settings
 from batchd.store import CHUNK_COLLECTED, Chunk
 from batchd.tokens import TokenCounter
@@ -400,7 +401,11 @@ class Chunker:
             if no_vllm and gpu_cols:
                 failed |= ts.choice == gpu_cols[0]
             for i in np.flatnonzero(failed).tolist():
-                key = ts.failed_keys[i] if ts.direct else bytes(ts.keys[i * 16 : (i + 1) * 16])
+                key = (
+                    ts.failed_keys[i]
+                    if ts.direct
+                    else bytes(ts.keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
+                )
                 if ts.choice[i] == UNMEETABLE:
                     when = datetime.fromtimestamp(ts.deadline_at[i], tz=UTC).isoformat()
                     o = Outcome(

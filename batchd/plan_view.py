@@ -148,4 +148,5 @@ def _same_model(used: str, planned: str) -> bool:
 
 
 def _iso(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat().replace("+00:00", "Z")
+    when = datetime.fromtimestamp(epoch_s, tz=UTC).replace(microsecond=0)
+    return when.isoformat().replace("+00:00", "Z")
