@@ -14,6 +14,8 @@ import numpy.typing as npt
 from batchd.settings import Settings
 from batchd.windows import Windows
 
+HORIZON_S = 92 * 86400.0  # capacity is counted this far ahead at most
+
 
 def gpu_capacity_s(
     settings: Settings, now: float, deadlines: npt.NDArray[np.float64]
@@ -21,7 +23,8 @@ def gpu_capacity_s(
     """GPU-seconds usable between `now` and each deadline (same shape as `deadlines`)."""
     v = settings.backends.vllm
     gpus = v.num_gpus * settings.planner.gpu_workers
-    ends = np.asarray(deadlines, dtype=np.float64)
+    # beyond the horizon, later deadlines add no capacity (and no dates out of range)
+    ends = np.minimum(np.asarray(deadlines, dtype=np.float64), now + HORIZON_S)
     if not len(ends):
         return np.zeros(0)
     last = float(np.max(ends[np.isfinite(ends)], initial=now))

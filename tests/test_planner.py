@@ -438,3 +438,9 @@ def test_gpu_work_queued_by_other_runs_comes_off_the_capacity(batchd: Batchd) ->
     plan = _plan(batchd, src, "--within", "20h")
     assert plan["gpu"]["committed_s"] == 3000.0
     assert plan["gpu"]["capacity_s"] == pytest.approx(600)
+
+
+def test_far_deadlines_count_capacity_up_to_the_horizon(tmp_path: Path) -> None:
+    s = _settings(tmp_path, BATCHD_VLLM_MODEL="m", BATCHD_VLLM_WINDOWS="sun 00:00-01:00")
+    caps = gpu_capacity_s(s, 0.0, np.array([1e12, np.inf]))
+    assert caps.tolist() == pytest.approx([13 * 3600 - 13 * 300] * 2)  # 13 Sundays, less margins
