@@ -224,6 +224,7 @@ class Chunker:
         self._spooled: array[int] = array("i")  # per spooled request: its target set's number
         self._set_list: list[TargetSet] = []
         self._vendor_ready_at = self.planner.vendor_ready_at
+        self._follower_deadlines: list[tuple[str, bytes, float]] = []
 
     def _limits(self, backend: str) -> tuple[int, int]:
         if backend == VLLM:
@@ -266,6 +267,36 @@ class Chunker:
             self._spool = self._files.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
         self._spool.write(b"".join(lines))
         self._spooled.append(set_no)
+
+    def follower_deadline(self, model: str, key: bytes, deadline_at: float) -> None:
+        """An in-run duplicate due earlier than the run: its leader must be done by then too.
+
+        Applied to requests the planner places (aliases, vLLM); a one-vendor-target leader is
+        already in its chunk and keeps its own deadline.
+        """
+        if deadline_at < self._deadline:
+            self._follower_deadlines.append((model, key, deadline_at))
+
+    def _apply_follower_deadlines(self) -> None:
+        by_model: dict[str, list[tuple[bytes, float]]] = {}
+        for model, key, deadline in self._follower_deadlines:
+            by_model.setdefault(model, []).append((key, deadline))
+        for model, items in by_model.items():
+            found = self._sets.get(model)
+            if found is None or found[1].direct:
+                continue
+            ts = found[1]
+            keys = np.frombuffer(bytes(ts.keys), dtype=f"V{KEY_BYTES}")
+            order = np.argsort(keys)
+            wanted = np.frombuffer(b"".join(k for k, _ in items), dtype=f"V{KEY_BYTES}")
+            at = np.searchsorted(keys[order], wanted).clip(0, len(keys) - 1)
+            hit = keys[order][at] == wanted
+            deadlines = np.frombuffer(ts.deadline_at, dtype=np.float64)  # a view: updated in place
+            for i, d in zip(
+                order[at][hit].tolist(), np.array([d for _, d in items])[hit].tolist(), strict=True
+            ):
+                if d < deadlines[i]:
+                    deadlines[i] = d
 
     def _target_set(self, backend: str, model: str) -> tuple[int, TargetSet]:
         route = self._router.route(model)
@@ -339,6 +370,7 @@ class Chunker:
 
     # --- finish: decide, write the placed requests, price ------------------------------------
     def finish(self) -> list[Chunk]:
+        self._apply_follower_deadlines()
         priced = self.planner.decide(self._set_list)
         self._write_spooled()
         self._write_failures()

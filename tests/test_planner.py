@@ -444,3 +444,24 @@ def test_far_deadlines_count_capacity_up_to_the_horizon(tmp_path: Path) -> None:
     s = _settings(tmp_path, BATCHD_VLLM_MODEL="m", BATCHD_VLLM_WINDOWS="sun 00:00-01:00")
     caps = gpu_capacity_s(s, 0.0, np.array([1e12, np.inf]))
     assert caps.tolist() == pytest.approx([13 * 3600 - 13 * 300] * 2)  # 13 Sundays, less margins
+
+
+def test_an_earlier_duplicate_deadline_binds_its_leader(batchd: Batchd) -> None:
+    # On-demand GPU time costs more than the vendor: alone, the request goes to the vendor.
+    _config(
+        batchd.tmp,
+        VLLM.replace("2.0", "500.0")
+        + """windows = ["22:00-23:30"]
+throughput_tokens_per_s = 100
+[models.small]
+targets = ["vllm:tiny", "openai:gpt-5.4-nano"]
+""",
+    )
+    leader = {"id": "a", "model": "small", "prompt": "same", "max_tokens": 9}
+    alone = _plan(batchd, write_jsonl(batchd.tmp / "a.jsonl", [leader]), "--within", "30h")
+    assert list(alone["targets"]) == ["openai:gpt-5.4-nano"]
+    # The same request again, due tonight at 23:00: only tonight's GPU window can answer both.
+    follower = {**leader, "id": "b", "deadline": "2026-11-23T23:00:00Z"}
+    both = _plan(batchd, write_jsonl(batchd.tmp / "b.jsonl", [leader, follower]), "--within", "30h")
+    assert both["stats"]["in_run_duplicates"] == 1
+    assert list(both["targets"]) == ["vllm:tiny"] and not both["unmeetable"]
