@@ -31,7 +31,6 @@ from batchd.settings import Settings
 from batchd.store import CHUNK_COLLECTED, Chunk
 from batchd.tokens import TokenCounter
 
-BYTES_PER_TOKEN_ESTIMATE = 4
 VLLM_MAX_BYTES_PER_CHUNK = 1 << 31
 PLANNER_BACKEND = "planner"  # the backend of the chunk holding the planner's failed rows
 
