@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -23,12 +24,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from batchd.errors import BatchdError
 from batchd.pipeline import RUN_CANCELED, RUN_SUCCEEDED, drive, plan_file, request_cancel
+from batchd.plan_view import plan_document, print_plan, print_planned_vs_actual
 from batchd.progress import Progress, snapshot
 from batchd.runs import driver_lock, parse_deadline, run_options, stage_input, start_run
 from batchd.s3 import join
@@ -65,6 +68,17 @@ class ResultsFormat(StrEnum):
 
 def _settings(**cli: Any) -> Settings:
     return load_settings(cli={k: v for k, v in cli.items() if v is not None})
+
+
+def run_deadline(deadline: str | None, within: str | None, now: float) -> float | None:
+    """--deadline (a time, or a duration) or --within (a duration); not both."""
+    if deadline and within:
+        raise BatchdError("Give --deadline or --within, not both.", "Drop one of them.")
+    if within and not re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhd]\s*", within):
+        raise BatchdError(
+            f"Cannot read --within {within!r}.", "Use a duration like 12h, 90m or 2d."
+        )
+    return parse_deadline(deadline or within, now)
 
 
 def _exit_code(run: Run) -> int:
@@ -109,6 +123,9 @@ def submit(
             help="When every line must be done: 36h, 90m, 2d or 2026-11-25T06:00Z. "
             "Lines not done by then end as 'expired'. [default: 72h]"
         ),
+    ] = None,
+    within: Annotated[
+        str | None, typer.Option(help="The deadline as a duration from now: 12h, 90m, 2d.")
     ] = None,
     no_cache: Annotated[
         bool,
@@ -176,7 +193,7 @@ def submit(
         settings,
         no_cache=no_cache,
         tenant=tenant,
-        deadline=deadline,
+        deadline=deadline or within,
         export=export.value if export else "",
         no_prompt_cache=no_prompt_cache,
     )
@@ -187,7 +204,7 @@ def submit(
             file,
             settings.output,
             options,
-            parse_deadline(deadline, time.time()),
+            run_deadline(deadline, within, time.time()),
             stage=stage_input(svc) if svc.distributed else None,
         )
         if resumed:
@@ -269,62 +286,44 @@ def plan(
     tenant: Annotated[
         str | None, typer.Option(help="Tenant for lines without metadata.tenant.")
     ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="When every line must be done: 2026-11-25T06:00Z (or 36h). [default: 72h]"
+        ),
+    ] = None,
+    within: Annotated[
+        str | None, typer.Option(help="Deadline as a duration from now: 12h, 90m, 2d.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document, for machines.")
+    ] = False,
+    now: Annotated[
+        str | None, typer.Option(hidden=True, help="Plan as if it were this time.")
+    ] = None,
 ) -> None:
-    """Dry run: parse, dedup, cache lookup, chunks and estimated cost. Sends nothing.
+    """Dry run: parse, dedup, cache lookup, where each request runs, its cost. Sends nothing.
 
-    Needs no API key. Token counts are estimates (bytes/4 for input; output from max_tokens,
-    capped by estimate_output_tokens); 'max' assumes every reply uses its full max_tokens.
+    Needs no API key. Per target: requests, estimated tokens and cost, the realtime list price
+    (baseline), savings and GPU-seconds; requests no target can finish before their deadline
+    are counted apart ('max' assumes every reply uses its full max_tokens).
     """
     settings = _settings()
+    now_s = parse_deadline(now, time.time()) or time.time()
+    deadline_at = run_deadline(deadline, within, now_s)
     svc = open_services(settings)
     try:
         t0 = time.perf_counter()
-        report = plan_file(svc, file, {"no_cache": no_cache, "tenant": tenant})
+        report = plan_file(
+            svc, file, {"no_cache": no_cache, "tenant": tenant}, deadline_at=deadline_at, now=now_s
+        )
         elapsed = time.perf_counter() - t0
     finally:
         svc.close()
-    st = report.stats
-    out.print(f"[bold]{file}[/]: {st.lines:,} lines read in {elapsed:.1f}s")
-    out.print(f"  valid {st.valid:,}  invalid {st.invalid:,}  blank {st.blank:,}")
-    out.print(
-        f"  unique requests {st.unique:,}  in-run duplicates {st.in_run_duplicates:,}  "
-        f"cache hits {st.cache_hits:,}  to send {st.to_send:,}"
-    )
-    for kind, n in sorted(st.invalid_by_type.items()):
-        out.print(f"  invalid: {kind} {n:,}")
-    table = Table(title="plan (nothing sent)")
-    for col in (
-        "backend:model",
-        "requests",
-        "chunks",
-        "est. input tok",
-        "est. output tok",
-        "est. cost",
-        "max cost",
-        "realtime list",
-    ):
-        table.add_column(col, justify="right" if col != "backend:model" else "left")
-    total = [0.0, 0.0, 0.0]
-    for name, est in sorted(report.estimates.items()):
-        n_chunks = sum(f"{c.backend}:{c.model}" == name for c in report.chunks)
-        table.add_row(
-            name,
-            f"{est.requests:,}",
-            str(n_chunks),
-            f"{est.input_tokens:,}",
-            f"{est.output_tokens:,}",
-            f"${est.cost_usd:,.4f}",
-            f"${est.cost_max_usd:,.4f}",
-            f"${est.baseline_usd:,.4f}",
-        )
-        total[0] += est.cost_usd
-        total[1] += est.cost_max_usd
-        total[2] += est.baseline_usd
-    out.print(table)
-    out.print(
-        f"  estimated batch cost ${total[0]:,.4f} (at most ${total[1]:,.4f}); "
-        f"the same lines at realtime list price ${total[2]:,.4f}"
-    )
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(plan_document(file, report)).decode() + "\n")
+        return
+    print_plan(out, file, report, elapsed)
 
 
 def _get_run(svc: Services, run_id: str) -> Run:
@@ -455,6 +454,11 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
     """Cost and savings of a finished run, by backend and model."""
     import pyarrow.parquet as pq
 
+    svc = open_services(_settings())
+    try:
+        run = _get_run(svc, run_id)
+    finally:
+        svc.close()
     with _run_output(run_id, "costs.parquet") as (_, path):
         rows = pq.read_table(path).to_pylist()
     t = Table(
@@ -503,6 +507,7 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
             f"prompt cache: saved ${prompt:,.4f} of that (cache reads at 0.1x input, "
             "net of the cache-write premium)"
         )
+    print_planned_vs_actual(out, run.stats or {}, rows)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import UnsupportedRequest
-from batchd.plan import RouteError, Router
+from batchd.plan import Choice, Route, RouteError, Router
 from batchd.requests import Invalid, Request, parse_request, salted_key
 
 # Vendor ids of requests whose answers must not enter the cache start with this.
@@ -60,6 +60,8 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
     vendor_line: bytes = b""  # its line of a chunk file, newline included
     max_tokens: int = 0
     deadline_at: float | None = None
+    options: list[bytes] = []  # an alias: one chunk line per target ("" = target can't take it)
+    prompt_tokens: int = -1  # counted by the vLLM model's tokenizer, when it has a vLLM target
 
 
 class Block(msgspec.Struct, array_like=True, gc=False):
@@ -153,19 +155,41 @@ def parse_block(first_line_no: int, raw_lines: list[bytes | None], ctx: ParseCon
                 )
             )
             continue
-        records.append(_valid(item, route.backend, ctx))  # type: ignore[union-attr]
+        records.append(_valid(item, route, ctx))  # type: ignore[arg-type]
     return Block(records, blank, n_bytes)
 
 
-def _valid(item: Request, backend: str, ctx: ParseContext) -> Parsed:
+def _as_target(item: Request, model: str) -> Request:
+    """The request as sent to one target of an alias: the target's model name in it."""
+    if item.model == model:
+        return item
+    params = item.source_params
+    return msgspec.structs.replace(
+        item,
+        model=model,
+        body={**item.body, "model": model},
+        source_params=None if params is None else {**params, "model": model},
+    )
+
+
+def _valid(item: Request, route: Route | Choice, ctx: ParseContext) -> Parsed:
     key = item.key
     if not item.cache_ok:
         key = salted_key(key, f"{ctx.run_salt}:{item.line_no}")
     vid = vendor_id(key, item.cache_ok and ctx.use_cache)
     body = item.body
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    options: list[bytes] = []
+    backend = ""
     try:
-        line = ctx.router.backend(backend).encode_line(vid, item) + b"\n"
+        if type(route) is Choice:
+            options = _options(vid, item, route, ctx.router)
+            line = b""
+            targets = route.targets
+        else:
+            backend = route.backend  # type: ignore[union-attr]
+            line = ctx.router.backend(backend).encode_line(vid, item) + b"\n"
+            targets = [route]  # type: ignore[list-item]
     except UnsupportedRequest as exc:
         return _invalid(
             item.line_no,
@@ -191,7 +215,31 @@ def _valid(item: Request, backend: str, ctx: ParseContext) -> Parsed:
         line,
         max_tokens,
         item.deadline_at,
+        options,
+        _prompt_tokens(item, targets, ctx.router),
     )
+
+
+def _options(vid: str, item: Request, choice: Choice, router: Router) -> list[bytes]:
+    """One chunk line per target; b"" where a target cannot express the request."""
+    lines = []
+    first_error: UnsupportedRequest | None = None
+    for t in choice.targets:
+        try:
+            lines.append(router.backend(t.backend).encode_line(vid, _as_target(item, t.model)))
+            lines[-1] += b"\n"
+        except UnsupportedRequest as exc:
+            first_error = first_error or exc
+            lines.append(b"")
+    if first_error is not None and not any(lines):
+        raise first_error
+    return lines
+
+
+def _prompt_tokens(item: Request, targets: list[Route], router: Router) -> int:
+    if router.vllm_name and any(t.backend == "vllm" for t in targets):
+        return router.tokens.count(item.body["messages"])
+    return -1
 
 
 def _undecodable(raw: bytes, line_no: int, exc: Exception) -> Parsed:

@@ -212,11 +212,22 @@ def _settle(
             )
         elif dup:
             stats.in_run_duplicates += 1
+            if r.deadline_at is not None:  # its answer is its leader's: due as early
+                chunker.follower_deadline(r.model, r.key, r.deadline_at)
             rows.add(
                 r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_IN_RUN
             )
         else:
             stats.unique += 1
             stats.to_send += 1
-            chunker.add(r.backend, r.model, r.vendor_line, r.max_tokens, r.deadline_at)
+            chunker.add(
+                r.backend,
+                r.model,
+                r.vendor_line,
+                r.max_tokens,
+                r.deadline_at,
+                r.key,
+                r.options,
+                r.prompt_tokens,
+            )
             rows.add(r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE)

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ from batchd.dispatch import STEP, step_failed
 from batchd.errors import BatchdError
 from batchd.ingest import LINES_SCHEMA, IngestStats, ingest
 from batchd.lines import open_source
+from batchd.observe import Observations, Observer
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.parts import read_outcomes
-from batchd.plan import Chunker, Estimate
+from batchd.plan import Chunker, Estimate, PlanSummary
 from batchd.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.s3 import is_s3
 from batchd.services import Services
@@ -60,6 +61,8 @@ class PlanReport(msgspec.Struct, kw_only=True):
     stats: IngestStats
     chunks: list[Chunk]
     estimates: dict[str, Estimate]
+    summary: PlanSummary
+    deadline_at: float = 0.0
 
 
 def _estimates_by_model(chunker: Chunker) -> dict[str, Estimate]:
@@ -71,14 +74,52 @@ def plan_file(
     source: str,
     options: dict[str, Any],
     on_progress: Callable[[IngestStats], None] | None = None,
+    *,
+    deadline_at: float | None = None,
+    now: float | None = None,
 ) -> PlanReport:
     """Dry run: everything `submit` does before the first vendor call; nothing is written."""
+    now = time.time() if now is None else now
+    deadline = deadline_at or now + svc.settings.default_deadline_h * 3600
     chunker = Chunker(
-        "plan", svc.settings, svc.prices, svc.backends, lambda _: None, run_deadline_at=float("inf")
+        "plan",
+        svc.settings,
+        svc.prices,
+        svc.backends,
+        lambda _: None,
+        run_deadline_at=deadline,
+        router=svc.router,
+        observations=Observations(svc.store.observations()),
+        now=now,
+        dry_run=True,
+        committed_gpu_s=committed_gpu_s(svc, ""),
     )
     stats = _ingest_source(svc, source, options, chunker, "plan", None, on_progress)
     chunks = chunker.finish()
-    return PlanReport(stats=stats, chunks=chunks, estimates=_estimates_by_model(chunker))
+    return PlanReport(
+        stats=stats,
+        chunks=chunks,
+        estimates=_estimates_by_model(chunker),
+        summary=chunker.summary,
+        deadline_at=deadline,
+    )
+
+
+ACTIVE_RUNS_SCANNED = 200
+
+
+def committed_gpu_s(svc: Services, own_run_id: str) -> float:
+    """GPU-seconds other unfinished runs planned for vLLM and have not finished yet."""
+    if not svc.settings.backends.vllm.enabled:
+        return 0.0
+    total = 0.0
+    for run in svc.store.list_runs(ACTIVE_RUNS_SCANNED):
+        if run.state == RUN_DONE or run.run_id == own_run_id:
+            continue
+        for c in svc.store.chunks(run.run_id):
+            if c.backend == "vllm" and c.state != CHUNK_COLLECTED:
+                total += c.est_gpu_s
+    return total
 
 
 def _ingest_source(
@@ -142,6 +183,10 @@ def ingest_run(
         blobs.open_write,
         run_deadline_at=run.deadline_at,
         prompt_cache=not run.options.get("no_prompt_cache"),
+        router=svc.router,
+        observations=Observations(svc.store.observations()),
+        now=run.created_at or None,
+        committed_gpu_s=committed_gpu_s(svc, run.run_id),
     )
     with blobs.writer(LINES_PATH) as out, pq.ParquetWriter(out, LINES_SCHEMA) as writer:
         stats = _ingest_source(
@@ -155,6 +200,7 @@ def ingest_run(
         stats={
             "ingest": msgspec.to_builtins(stats),
             "estimates": msgspec.to_builtins(_estimates_by_model(chunker)),
+            "plan": msgspec.to_builtins(chunker.summary),
         },
     )
 
@@ -208,8 +254,9 @@ def finalize_run(svc: Services, run: Run) -> Run:
     blobs = svc.blobs(run.run_id)
     out = svc.output(run.output, run.run_id)
     export = run.options.get("export") == "openai-jsonl"
+    observer = Observer(svc.settings.backends.vllm.gpu_type)
     with tempfile.TemporaryDirectory(dir=_scratch(svc)) as tmp, ExitStack() as files:
-        db = _outcome_index(svc, run, Path(tmp) / "outcomes.db")
+        db = _outcome_index(svc, run, Path(tmp) / "outcomes.db", observer)
         files.callback(db.close)
         summary = CostSummary(run.run_id, svc.prices.version)
         assembler = RowAssembler(
@@ -217,7 +264,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
             svc.prices,
             lambda keys: _lookup(db, keys),
             summary,
-            baseline_models=svc.router.baseline_models(),
+            baseline_model=svc.router.baseline_model,
         )
         results_file = files.enter_context(out.writer("results.parquet"))
         writer = files.enter_context(pq.ParquetWriter(results_file, RESULTS_SCHEMA))
@@ -232,6 +279,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
         with out.writer("costs.parquet") as costs_file:
             pq.write_table(summary.table(), costs_file)
         # Leaving the block completes results.openai.jsonl, then results.parquet.
+    svc.store.add_observations(observer.sums())  # what this run measured, for later plans
     counts = assembler.status_counts
     if run.cancel_requested:
         outcome = RUN_CANCELED
@@ -258,7 +306,9 @@ def _scratch(svc: Services) -> Path:
     return path
 
 
-def _outcome_index(svc: Services, run: Run, path: Path) -> sqlite3.Connection:
+def _outcome_index(
+    svc: Services, run: Run, path: Path, observer: Observer | None = None
+) -> sqlite3.Connection:
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
@@ -270,10 +320,23 @@ def _outcome_index(svc: Services, run: Run, path: Path) -> sqlite3.Connection:
         with blobs.open(chunk.result_path) as src:
             db.executemany(
                 "INSERT OR REPLACE INTO o VALUES (?, ?)",
-                ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)),
+                (
+                    (k, _outcome_enc.encode(o))
+                    for k, o in _observed(read_outcomes(src), chunk, observer)
+                ),
             )
     db.commit()
     return db
+
+
+def _observed(
+    items: Iterator[tuple[bytes, Outcome]], chunk: Chunk, observer: Observer | None
+) -> Iterator[tuple[bytes, Outcome]]:
+    """Pass outcomes through, letting the observer sum what they measured (tokens, GPU time)."""
+    for k, o in items:
+        if observer is not None:
+            observer.add(chunk, o)
+        yield k, o
 
 
 def _lookup(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:

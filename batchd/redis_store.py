@@ -182,5 +182,22 @@ class RedisStore:
         raw = self._r.hgetall(f"{P}claims:{namespace}")
         return {k.decode(): raw[k].decode() for k in sorted(raw)}
 
+    # --- planner observations (sums added atomically) --------------------------------
+    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        for key, (num, den) in sums.items():
+            pipe.hincrbyfloat(f"{P}obs:num", key, num)
+            pipe.hincrbyfloat(f"{P}obs:den", key, den)
+        pipe.execute()
+
+    def observations(self) -> dict[str, tuple[float, float]]:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hgetall(f"{P}obs:num")
+        pipe.hgetall(f"{P}obs:den")
+        nums, dens = pipe.execute()
+        return {
+            k.decode(): (float(v), float(dens.get(k, 0.0))) for k, v in nums.items() if k in dens
+        }
+
     def close(self) -> None:
         self._r.close()

@@ -150,12 +150,13 @@ class RowAssembler:
         prices: PriceBook,
         lookup: Callable[[list[bytes]], dict[bytes, Outcome]],
         summary: CostSummary,
-        baseline_models: dict[str, str] | None = None,
+        baseline_model: Callable[[str], str] | None = None,
     ) -> None:
+        """`baseline_model(requested)`: the realtime model priced as the line's baseline
+        (an alias's reference model); by default the requested model itself."""
         self._run_id = run_id
+        self._baseline_model = baseline_model or (lambda m: m)
         self._prices = prices
-        # model a line asked for -> the realtime model its baseline is priced at
-        self._baseline_models = baseline_models or {}
         self._lookup = lookup
         self.summary = summary
         self.status_counts: dict[str, int] = {}
@@ -240,9 +241,7 @@ class RowAssembler:
         return self._prices.cost_usd(price, plain, batch=True) - o.cost_usd
 
     def _baseline(self, model: str | None, o: Outcome) -> float:
-        if model:
-            model = self._baseline_models.get(model, model)
-        price = self._prices.lookup(model) if model else None
+        price = self._prices.lookup(self._baseline_model(model)) if model else None
         if price is None or (o.input_tokens == 0 and o.output_tokens == 0):
             return 0.0
         return self._prices.baseline_usd(price, Usage(o.input_tokens, 0, 0, o.output_tokens))

@@ -28,7 +28,7 @@ class Services:
     router: Router = field(init=False)
 
     def __post_init__(self) -> None:
-        self.router = Router(self.prices, self.backends, self.settings.backends.vllm)
+        self.router = Router(self.prices, self.backends, self.settings)
         vllm = self.backends.get("vllm")
         if isinstance(vllm, VllmBackend):
             vllm.bind(self.blobs)
@@ -78,6 +78,10 @@ def open_services(settings: Settings) -> Services:
     }
     if settings.backends.vllm.enabled:
         backends["vllm"] = _vllm_backend(settings)
+    for name, p in settings.providers.items():  # other OpenAI-compatible Batch APIs
+        backends[name] = OpenAIBatchBackend.provider(
+            settings.openai, name, p.base_url, p.api_key_env
+        )
     store: Store
     cache: Cache
     if settings.redis_url:  # distributed mode: state and cache in Redis, bulk data on workdir

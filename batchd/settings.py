@@ -96,6 +96,30 @@ class S3Settings(_Section):
     watch_interval_s: float = 10.0  # seconds between scans of the inbox
 
 
+class ModelAlias(_Section):
+    """[models.<alias>]: the targets a line naming the alias may run on (DESIGN §4)."""
+
+    targets: list[str]  # "vllm:<name>", "openai:<model>", "anthropic:<model>", "<provider>:<model>"
+    reference: str = ""  # realtime model priced as the baseline; default: the first vendor target
+
+
+class ProviderSettings(_Section):
+    """[providers.<name>]: another OpenAI-compatible Batch API, reached by base URL."""
+
+    base_url: str
+    api_key_env: str = ""  # environment variable holding its key; default <NAME>_API_KEY
+
+
+class PlannerSettings(_Section):
+    """How the planner estimates tokens and GPU time and decides where requests run."""
+
+    vendor_window_h: float = 24.0  # a vendor batch counts as done this long after submit
+    gpu_reserved: bool = False  # window GPUs are paid anyway (sunk): fill them first
+    gpu_workers: int = 1  # vLLM engines taking this run's work (each holds num_gpus GPUs)
+    bytes_per_token: float = 4.0  # request-line bytes per input token before runs measured it
+    output_ratio: float = 0.0  # output/max_tokens before measured; 0 = min(max, estimate_output)
+
+
 class PriceOverride(_Section):
     """One price-book line set in settings; USD per 1M tokens."""
 
@@ -136,6 +160,9 @@ class Settings(_Section):
     prices: dict[str, PriceOverride] = msgspec.field(default_factory=dict)
     backends: BackendsSettings = msgspec.field(default_factory=BackendsSettings)
     s3: S3Settings = msgspec.field(default_factory=S3Settings)
+    models: dict[str, ModelAlias] = msgspec.field(default_factory=dict)
+    providers: dict[str, ProviderSettings] = msgspec.field(default_factory=dict)
+    planner: PlannerSettings = msgspec.field(default_factory=PlannerSettings)
 
     @property
     def home_path(self) -> Path:
@@ -147,8 +174,10 @@ _SECTIONS: dict[str, type[_Section]] = {
     "anthropic": AnthropicSettings,
     "vllm": VllmSettings,  # BATCHD_VLLM_<FIELD> sets [backends.vllm]
     "s3": S3Settings,
+    "planner": PlannerSettings,
 }
 _NESTED = {"vllm": ("backends", "vllm")}
+_TABLES = ("prices", "backends", "models", "providers")  # set in batchd.toml only
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -159,7 +188,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith("BATCHD_"):
             continue
         key = name[len("BATCHD_") :].lower()
-        if key in top_fields and key not in _SECTIONS and key not in ("prices", "backends"):
+        if key in top_fields and key not in _SECTIONS and key not in _TABLES:
             out[key] = value
             continue
         for section, struct in _SECTIONS.items():
@@ -247,5 +276,36 @@ def _check(s: Settings) -> None:
         problems.append("s3.watch_interval_s must be > 0")
     if s.default_deadline_h <= 0:
         problems.append("default_deadline_h must be > 0")
+    if s.planner.bytes_per_token <= 0:
+        problems.append("planner.bytes_per_token must be > 0")
+    if s.planner.gpu_workers < 1:
+        problems.append("planner.gpu_workers must be >= 1")
+    problems += _alias_problems(s)
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")
+
+
+TARGET_KINDS = ("vllm", "openai", "anthropic")
+
+
+def _alias_problems(s: Settings) -> list[str]:
+    problems = []
+    kinds = {*TARGET_KINDS, *s.providers}
+    for alias, a in s.models.items():
+        if not a.targets:
+            problems.append(f"models.{alias}.targets is empty")
+        for t in a.targets:
+            kind, _, model = t.partition(":")
+            if not model or kind not in kinds:
+                problems.append(
+                    f"models.{alias}: target {t!r} must be vllm:<name>, openai:<model>, "
+                    f"anthropic:<model> or <provider>:<model> with [providers.<provider>]"
+                )
+            elif kind == "vllm" and (not s.backends.vllm.enabled or model != s.backends.vllm.name):
+                problems.append(
+                    f"models.{alias}: target {t!r} needs [backends.vllm] serving {model!r}"
+                )
+    for name in s.providers:
+        if name in TARGET_KINDS:
+            problems.append(f"providers.{name}: {name!r} is built in; pick another name")
+    return problems

@@ -67,6 +67,8 @@ class Chunk(msgspec.Struct, kw_only=True):
     error: str | None = None
     cancel_reason: str | None = None  # user | deadline, once a cancel was sent to the vendor
     est_cost_usd: float = 0.0
+    est_max_tokens: int = 0  # sum of the lines' max_tokens (defaults filled in), for ratios
+    est_gpu_s: float = 0.0  # the planner's GPU-seconds for a vLLM chunk
     cost_usd: float = 0.0
     prompt_cache: bool = True  # Anthropic: may batchd mark shared prefixes for prompt caching
     failures: int = 0  # unexpected errors in this chunk's steps so far
@@ -95,6 +97,11 @@ class Store(Protocol):
     def claim(self, namespace: str, key: str, value: str) -> bool: ...
     def unclaim(self, namespace: str, key: str) -> None: ...
     def claims(self, namespace: str) -> dict[str, str]: ...
+    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
+        """Add (numerator, denominator) sums measured by a run to the planner's ratios."""
+        ...
+
+    def observations(self) -> dict[str, tuple[float, float]]: ...
     def close(self) -> None: ...
 
 
@@ -122,6 +129,8 @@ class SqliteStore:
             CREATE TABLE IF NOT EXISTS claims (
                 namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
                 created_at REAL NOT NULL, PRIMARY KEY (namespace, key));
+            CREATE TABLE IF NOT EXISTS observations (
+                key TEXT PRIMARY KEY, num REAL NOT NULL, den REAL NOT NULL);
             """
         )
 
@@ -249,6 +258,24 @@ class SqliteStore:
             "SELECT key, value FROM claims WHERE namespace = ? ORDER BY key", (namespace,)
         )
         return dict(rows.fetchall())
+
+    # --- planner observations ---------------------------------------------------------
+    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT INTO observations VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET num = num + excluded.num, den = den + excluded.den",
+                [(k, num, den) for k, (num, den) in sums.items()],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def observations(self) -> dict[str, tuple[float, float]]:
+        rows = self._db.execute("SELECT key, num, den FROM observations")
+        return {k: (num, den) for k, num, den in rows}
 
     def close(self) -> None:
         self._db.close()

@@ -127,6 +127,25 @@ class Windows:
                 return start
         raise AssertionError("a weekly schedule always opens within 8 days")
 
+    def open_spans(self, a: datetime, b: datetime) -> list[tuple[float, float]]:
+        """The open stretches between a and b as (start, end) epoch seconds, merged, in order."""
+        if b <= a:
+            return []
+        days = int((b - a).total_seconds() // 86400) + 2
+        spans = sorted(
+            (max(s.timestamp(), a.timestamp()), min(e.timestamp(), b.timestamp()))
+            for s, e in self._around(a, days)
+        )
+        merged: list[tuple[float, float]] = []
+        for s, e in spans:
+            if e <= s:
+                continue
+            if merged and s <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+            else:
+                merged.append((s, e))
+        return merged
+
     def seconds_open(self, a: datetime, b: datetime) -> float:
         """Seconds between a and b during which some window is open (overlaps counted once)."""
         if b <= a:

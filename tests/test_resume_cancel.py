@@ -153,7 +153,17 @@ def test_deadline_cancels_the_batch_and_ends_lines_expired(
 ) -> None:
     emulator.set_step_mode(manual=True)  # the vendor never finishes on its own
     src = write_jsonl(tmp_path / "jobs.jsonl", _lines(4))
-    submit = batchd.popen("submit", str(src), "--output", str(batchd.out), "--deadline", "2s")
+    # vendor_window_h 0: trust the vendor to finish before a 2 s deadline (the planner would
+    # otherwise end these lines failed up front: a batch counts as done only after 24 h)
+    submit = batchd.popen(
+        "submit",
+        str(src),
+        "--output",
+        str(batchd.out),
+        "--deadline",
+        "2s",
+        BATCHD_PLANNER_VENDOR_WINDOW_H="0",
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (
         len(emulator.batches()) < 2 or {b["status"] for b in emulator.batches()} != {"cancelling"}

@@ -95,6 +95,21 @@ def test_chunks_and_compare_and_set(store: Any) -> None:
     assert store.known_batch_ids() == {"batch_1"}
 
 
+def test_observations_add_up_across_runs_and_connections(store: Any, open_store: Any) -> None:
+    assert store.observations() == {}
+    store.add_observations({"bpt|m": (400.0, 100.0), "tput|v|H100": (9000.0, 3.0)})
+    other = open_store()  # another process adds the next run's sums
+    try:
+        other.add_observations({"bpt|m": (100.0, 50.0)})
+        assert other.observations() == {
+            "bpt|m": (500.0, 150.0),
+            "tput|v|H100": (9000.0, 3.0),
+        }
+    finally:
+        other.close()
+    assert store.observations()["bpt|m"] == (500.0, 150.0)
+
+
 def test_only_one_of_many_racers_wins_a_transition(store: Any, open_store: Any) -> None:
     store.create_run(_run("r1"))
     store.add_chunks([_chunk("c1")])

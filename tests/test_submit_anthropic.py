@@ -274,7 +274,16 @@ def test_deadline_cuts_claude_batch_lines_end_expired(
 ) -> None:
     claude.set_step_mode(manual=True)
     src = write_jsonl(tmp_path / "d.jsonl", [cline(f"d{i}", f"q {i}") for i in range(4)])
-    submit = batchd.popen("submit", str(src), "--output", str(batchd.out), "--deadline", "2s")
+    # vendor_window_h 0: trust the vendor to finish before a 2 s deadline (see test_planner)
+    submit = batchd.popen(
+        "submit",
+        str(src),
+        "--output",
+        str(batchd.out),
+        "--deadline",
+        "2s",
+        BATCHD_PLANNER_VENDOR_WINDOW_H="0",
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (
         not claude.batches() or claude.batches()[0]["processing_status"] != "canceling"

@@ -57,20 +57,39 @@ class OpenAIBatchBackend:
     def __init__(self, settings: OpenAISettings) -> None:
         self._settings = settings
         self._client: Any = None
+        self.name = NAME
+        self._base_url: str | None = None
+        self._key_env = "OPENAI_API_KEY"
+
+    @classmethod
+    def provider(
+        cls, settings: OpenAISettings, name: str, base_url: str, api_key_env: str
+    ) -> OpenAIBatchBackend:
+        """Another OpenAI-compatible Batch API ([providers.<name>] in settings)."""
+        backend = cls(settings)
+        backend.name = name
+        backend._base_url = base_url
+        backend._key_env = api_key_env or f"{name.upper().replace('-', '_')}_API_KEY"
+        return backend
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            if not os.environ.get("OPENAI_API_KEY"):
+            key = os.environ.get(self._key_env)
+            if not key:
                 raise BatchdError(
-                    "OPENAI_API_KEY is not set, so batchd cannot reach the OpenAI Batch API.",
-                    "Export your key (export OPENAI_API_KEY=sk-...) and submit again; "
+                    f"{self._key_env} is not set, so batchd cannot reach the {self.name} "
+                    "Batch API.",
+                    f"Export the key (export {self._key_env}=...) and submit again; "
                     "`batchd plan FILE` estimates the run without one.",
                 )
             from openai import AsyncOpenAI
 
             self._client = AsyncOpenAI(
-                max_retries=self._settings.max_retries, timeout=self._settings.timeout_s
+                api_key=key,
+                base_url=self._base_url,  # None: OPENAI_BASE_URL or OpenAI's own
+                max_retries=self._settings.max_retries,
+                timeout=self._settings.timeout_s,
             )
         return self._client
 
