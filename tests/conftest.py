@@ -163,7 +163,7 @@ dtype = "float32"
 max_model_len = 256
 kv_cache_memory_bytes = 268435456
 enforce_eager = true
-max_num_seqs = 8
+max_num_seqs = {max_num_seqs}
 gpu_hourly_usd = 3.6
 checkpoint_every = {checkpoint_every}
 """

@@ -29,7 +29,7 @@ from batchd.pipeline import drive
 from batchd.runs import run_options, start_run
 from batchd.services import Services, open_services
 from batchd.settings import Settings, load_settings
-from tests.conftest import API_KEY, vllm_settings
+from tests.conftest import API_KEY, VLLM_TOML, vllm_settings
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 
 pytestmark = pytest.mark.timeout(300)
@@ -335,18 +335,7 @@ def test_kill_mid_chunk_then_resume_skips_checkpointed(
     """kill -9 a `batchd submit` while its engine works; the resumed run reruns only the rest."""
     home, out = tmp_path / "home", tmp_path / "out"
     (tmp_path / "batchd.toml").write_text(
-        f"""
-[backends.vllm]
-model = "{tiny_model}"
-served_model_name = "tiny"
-reference_model = "gpt-5.4-mini"
-dtype = "float32"
-max_model_len = 256
-kv_cache_memory_bytes = 268435456
-enforce_eager = true
-max_num_seqs = 2
-checkpoint_every = 2
-"""
+        VLLM_TOML.format(model=tiny_model, checkpoint_every=2, max_num_seqs=2)
     )
     n = 30
     source = write_jsonl(tmp_path / "in.jsonl", [chat(i, max_tokens=120) for i in range(n)])
@@ -390,3 +379,34 @@ checkpoint_every = 2
     rows = pq.read_table(out / run.run_id / "results.parquet").to_pylist()
     assert [r["custom_id"] for r in rows] == [f"q{i}" for i in range(n)]
     assert all(r["status"] == "succeeded" for r in rows)
+
+
+def test_submit_now_ignores_closed_windows(tmp_path: Path, tiny_model: Path) -> None:
+    """A window that is closed for the next hours: `submit --now` runs the work anyway."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) + timedelta(hours=3)
+    end = start + timedelta(minutes=30)
+    toml = VLLM_TOML.format(model=tiny_model, checkpoint_every=4, max_num_seqs=4)
+    toml += f'windows = ["{start:%H:%M}-{end:%H:%M}"]\ntimezone = "UTC"\n'
+    (tmp_path / "batchd.toml").write_text(toml)
+    source = write_jsonl(tmp_path / "in.jsonl", [chat(i, max_tokens=4) for i in range(3)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHD_", "OPENAI_"))}
+    env.update(BATCHD_HOME=str(tmp_path / "home"), BATCHD_POLL_INTERVAL_S="0.1")
+    argv = [sys.executable, "-m", "batchd.cli", "submit", str(source), "--output", "out", "-q"]
+    done = subprocess.run(
+        [*argv, "--now"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pq.read_table(next((tmp_path / "out").glob("*/results.parquet"))).to_pylist()
+    assert [r["status"] for r in rows] == ["succeeded"] * 3
+    # distributed mode has no in-process engine: --now is refused with a reason
+    refused = subprocess.run(
+        [*argv, "--now"],
+        cwd=tmp_path,
+        env={**env, "BATCHD_REDIS_URL": "redis://127.0.0.1:1/0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "--now" in refused.stderr

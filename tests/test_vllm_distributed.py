@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def stack(tmp_path: Path, emulator: OpenAIBatchEmulator, tiny_model: Path) -> Iterator[Stack]:
     config = tmp_path / "batchd.toml"
-    config.write_text(VLLM_TOML.format(model=tiny_model, checkpoint_every=2))
+    config.write_text(VLLM_TOML.format(model=tiny_model, checkpoint_every=2, max_num_seqs=8))
     s = Stack(tmp_path, emulator)
     s.env["BATCHD_CONFIG"] = str(config)
     yield s
