@@ -20,12 +20,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from batchd.backends.vllm_engine import EngineFeeder, GenRequest, GenResult
 from batchd.backends.vllm_requests import Refused, outcome_of, prompt_of, sampling_of
+from batchd.blobs import Blobs
 from batchd.outcome import Outcome
 from batchd.parts import chunk_lines, read_outcomes, write_outcomes
 from batchd.settings import VllmSettings
@@ -35,14 +36,6 @@ log = logging.getLogger("batchd.gpu")
 COMPLETED = "completed"
 CANCELLED = "cancelled"
 CANCEL_CHECK_S = 2.0  # how often a running chunk looks for a cancel marker
-
-
-class Blobs(Protocol):
-    def exists(self, rel: str) -> bool: ...
-    def read_bytes(self, rel: str) -> bytes: ...
-    def open(self, rel: str) -> Any: ...
-    def writer(self, rel: str) -> Any: ...
-    def list(self, prefix: str) -> list[str]: ...
 
 
 class DoneMarker(msgspec.Struct, kw_only=True):

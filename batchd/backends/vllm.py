@@ -19,9 +19,9 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import PollState, VendorRef
+from batchd.blobs import Blobs
 from batchd.gpu_runner import (
     CANCELLED,
-    Blobs,
     GpuRunner,
     checkpointed,
     read_done,
