@@ -9,12 +9,21 @@ every variant generates the same tokens), four ways to run the same N prompts:
 - chunked:  `LLM.generate` called once per 256 prompts, one after another;
 - run-batch: `vllm run-batch` on the same requests as an OpenAI batch file.
 
-Each variant runs in its own process with its own engine; the engine start is not
-timed, except for run-batch, whose wall time includes its start (its start-up is
-estimated as the `generate` variant's measured engine start, and subtracted for the
-"gen s" column). Prints a table; nothing is asserted.
+Each variant runs in its own process with its own engine and repeats the whole workload
+`--repeats` times on it (the median run is shown: on a shared 2-core machine single runs
+vary by +-15%). The engine start is not timed; chat templates are (batchd applies them
+per chunk, the `LLM` variants before each run). run-batch runs once and its wall time
+includes its start (estimated as the `generate` variant's measured engine start and
+subtracted for the "gen s" column).
 
-    python bench/gpu_worker.py [--prompts 1024] [--max-num-seqs 64] [--workdir bench/out]
+"steps" counts engine steps and "tok/step" is output tokens per step, the mean batch
+actually filled. On a GPU a decode step costs about the same at any batch size up to
+`max_num_seqs` (it is memory-bound), so fewer steps for the same tokens is what makes a
+continuous feed faster there; on a CPU a step's cost grows with the batch ("ms/step"
+rises with "tok/step"), so the tokens/s columns come closer together than the step
+counts. Nothing is asserted.
+
+    python bench/gpu_worker.py [--prompts 1024] [--max-num-seqs 64] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -68,9 +77,11 @@ def requests(n: int, seed: int) -> list[dict[str, Any]]:
 # -- variants (each runs in a child process: `python bench/gpu_worker.py --variant X`) ----
 
 
-def run_batchd(model: Path, reqs: list[dict[str, Any]], max_num_seqs: int) -> dict[str, Any]:
+def run_batchd(
+    model: Path, reqs: list[dict[str, Any]], max_num_seqs: int, repeats: int
+) -> dict[str, Any]:
     from batchd.blobs import LocalBlobs
-    from batchd.gpu_runner import GpuRunner
+    from batchd.gpu_runner import GpuRunner, checkpointed
     from batchd.settings import VllmSettings
 
     kw = engine_kwargs(model, max_num_seqs)
@@ -87,25 +98,46 @@ def run_batchd(model: Path, reqs: list[dict[str, Any]], max_num_seqs: int) -> di
     t0 = time.monotonic()
     runner.feeder.tokenizer()  # engine up
     start_s = time.monotonic() - t0
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         blobs = LocalBlobs(tmp)
-        ids = []
-        for c in range(0, len(reqs), CHUNK):
-            cid = f"c{c // CHUNK:04d}"
-            with blobs.writer(f"chunks/{cid}.jsonl") as f:
-                for i, body in enumerate(reqs[c : c + CHUNK], start=c):
-                    f.write(json.dumps({"custom_id": f"r{i}", "body": body}).encode() + b"\n")
-            ids.append(cid)
-        t0 = time.monotonic()
-        jobs = [runner.start_chunk(cid, "tiny", f"chunks/{cid}.jsonl", blobs) for cid in ids]
-        for job in jobs:
-            job.finished.wait()
-        gen_s = time.monotonic() - t0
-        from batchd.gpu_runner import checkpointed
-
-        tokens = sum(o.output_tokens for cid in ids for o in checkpointed(blobs, cid).values())
+        for rnd in range(repeats):
+            ids = []
+            for c in range(0, len(reqs), CHUNK):
+                cid = f"r{rnd}c{c // CHUNK:04d}"
+                with blobs.writer(f"chunks/{cid}.jsonl") as f:
+                    for i, body in enumerate(reqs[c : c + CHUNK], start=c):
+                        line = {"custom_id": f"r{i}", "body": body}
+                        f.write(json.dumps(line).encode() + b"\n")
+                ids.append(cid)
+            steps0 = runner.feeder.steps
+            t0 = time.monotonic()
+            jobs = [runner.start_chunk(cid, "tiny", f"chunks/{cid}.jsonl", blobs) for cid in ids]
+            for job in jobs:
+                job.finished.wait()
+            gen_s = time.monotonic() - t0
+            outs = [o for cid in ids for o in checkpointed(blobs, cid).values()]
+            tokens = sum(o.output_tokens for o in outs)
+            runs.append((gen_s, tokens, runner.feeder.steps - steps0))
     runner.close()
-    return {"start_s": start_s, "gen_s": gen_s, "output_tokens": tokens}
+    return _summary(start_s, runs)
+
+
+def _summary(start_s: float, runs: list[tuple[float, int, int]]) -> dict[str, Any]:
+    """The median run by time; every run must have produced the same tokens."""
+    times = sorted(r[0] for r in runs)
+    tokens = {r[1] for r in runs}
+    if len(tokens) != 1:
+        raise SystemExit(f"runs produced different token counts: {sorted(tokens)}")
+    median = times[len(times) // 2]
+    steps = next(r[2] for r in runs if r[0] == median)
+    return {
+        "start_s": start_s,
+        "gen_s": median,
+        "gen_s_all": [round(r[0], 2) for r in runs],  # in run order
+        "output_tokens": tokens.pop(),
+        "steps": steps,
+    }
 
 
 def _llm(model: Path, max_num_seqs: int) -> tuple[Any, float]:
@@ -129,16 +161,31 @@ def _prompts(llm: Any, reqs: list[dict[str, Any]]) -> tuple[list[str], list[Any]
 
 
 def run_generate(
-    model: Path, reqs: list[dict[str, Any]], max_num_seqs: int, chunk: int
+    model: Path, reqs: list[dict[str, Any]], max_num_seqs: int, chunk: int, repeats: int
 ) -> dict[str, Any]:
+    """`LLM.generate` in calls of `chunk` prompts; chat templates applied inside the timing,
+    as batchd's worker does (and as `LLM.chat` would)."""
     llm, start_s = _llm(model, max_num_seqs)
-    prompts, params = _prompts(llm, reqs)
-    t0 = time.monotonic()
-    tokens = 0
-    for c in range(0, len(prompts), chunk):
-        outs = llm.generate(prompts[c : c + chunk], params[c : c + chunk], use_tqdm=False)
-        tokens += sum(len(o.outputs[0].token_ids) for o in outs)
-    return {"start_s": start_s, "gen_s": time.monotonic() - t0, "output_tokens": tokens}
+    engine = llm.llm_engine
+    steps = [0]
+    step = engine.step
+
+    def counted_step() -> Any:
+        steps[0] += 1
+        return step()
+
+    engine.step = counted_step
+    runs = []
+    for _ in range(repeats):
+        steps[0] = 0
+        t0 = time.monotonic()
+        prompts, params = _prompts(llm, reqs)
+        tokens = 0
+        for c in range(0, len(prompts), chunk):
+            outs = llm.generate(prompts[c : c + chunk], params[c : c + chunk], use_tqdm=False)
+            tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+        runs.append((time.monotonic() - t0, tokens, steps[0]))
+    return _summary(start_s, runs)
 
 
 def run_run_batch(model: Path, reqs: list[dict[str, Any]], max_num_seqs: int) -> dict[str, Any]:
@@ -175,11 +222,11 @@ def child(args: argparse.Namespace) -> None:
     reqs = requests(args.prompts, args.seed)
     model = Path(args.model)
     if args.variant == "batchd":
-        res = run_batchd(model, reqs, args.max_num_seqs)
+        res = run_batchd(model, reqs, args.max_num_seqs, args.repeats)
     elif args.variant == "generate":
-        res = run_generate(model, reqs, args.max_num_seqs, chunk=len(reqs))
+        res = run_generate(model, reqs, args.max_num_seqs, len(reqs), args.repeats)
     elif args.variant == "chunked":
-        res = run_generate(model, reqs, args.max_num_seqs, chunk=CHUNK)
+        res = run_generate(model, reqs, args.max_num_seqs, CHUNK, args.repeats)
     else:
         res = run_run_batch(model, reqs, args.max_num_seqs)
     Path(args.result).write_text(json.dumps(res))
@@ -190,6 +237,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=1024)
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per engine; the median is shown"
+    )
     ap.add_argument("--workdir", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--variants", default="batchd,generate,chunked,run-batch")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
@@ -214,6 +264,7 @@ def main() -> None:
             sys.executable, __file__, "--variant", variant, "--model", str(model),
             "--result", str(out), "--prompts", str(args.prompts),
             "--max-num-seqs", str(args.max_num_seqs), "--seed", str(args.seed),
+            "--repeats", str(args.repeats),
         ]  # fmt: skip
         print(f"running {variant} ...", file=sys.stderr, flush=True)
         subprocess.run(
@@ -226,14 +277,22 @@ def main() -> None:
         rb = results["run-batch"]
         rb["gen_s"] = max(rb["wall_s"] - start_est, 1e-9)
     base = results.get("batchd")
-    print(f"\n{args.prompts} prompts, max_tokens 8..256, max_num_seqs {args.max_num_seqs}")
-    print(f"{'variant':<10} {'out tokens':>10} {'gen s':>8} {'tokens/s':>9} {'batchd x':>9}")
+    print(
+        f"\n{args.prompts} prompts, max_tokens 8..256, max_num_seqs {args.max_num_seqs}, "
+        f"median of {args.repeats} runs (run-batch: one run)"
+    )
+    head = f"{'variant':<10} {'out tokens':>10} {'gen s':>8} {'tokens/s':>9} {'batchd x':>9}"
+    print(f"{head} {'steps':>6} {'tok/step':>8} {'ms/step':>7}  runs in order (s)")
     for name, r in results.items():
         tps = r["output_tokens"] / r["gen_s"]
         ratio = (base["output_tokens"] / base["gen_s"]) / tps if base else float("nan")
-        note = "  (wall incl. start, minus est. start)" if name == "run-batch" else ""
         cols = f"{r['output_tokens']:>10} {r['gen_s']:>8.2f} {tps:>9.0f} {ratio:>9.2f}"
-        print(f"{name:<10} {cols}{note}")
+        if "steps" in r:
+            tok_step, ms_step = r["output_tokens"] / r["steps"], 1e3 * r["gen_s"] / r["steps"]
+            cols += f" {r['steps']:>6} {tok_step:>8.1f} {ms_step:>7.2f}  {r['gen_s_all']}"
+        else:
+            cols += f" {'-':>6} {'-':>8} {'-':>7}  wall incl. start, minus est. start"
+        print(f"{name:<10} {cols}")
 
 
 if __name__ == "__main__":

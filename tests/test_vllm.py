@@ -232,6 +232,30 @@ def test_feed_continues_across_chunk_boundaries(tmp_path: Path, runner: GpuRunne
     assert max(in_flight) > 5
 
 
+def test_queued_chunks_share_engine_steps(tmp_path: Path, runner: GpuRunner) -> None:
+    """Chunks queued together run in the same engine steps, not one after another."""
+    runner.admitting = lambda: False  # hold admission until all three chunks are queued
+    blobs = LocalBlobs(tmp_path / "work")
+    ids = [f"s{c}" for c in range(3)]
+    for c, cid in enumerate(ids):
+        with blobs.writer(f"chunks/{cid}.jsonl") as f:
+            for i in range(5 * c, 5 * c + 5):
+                body = {k: v for k, v in chat(i, max_tokens=24).items() if k != "id"}
+                f.write(json.dumps({"custom_id": f"v{i}", "body": body}).encode() + b"\n")
+    steps_before = runner.feeder.steps
+    jobs = [runner.start_chunk(cid, "tiny", f"chunks/{cid}.jsonl", blobs) for cid in ids]
+    runner.admitting = lambda: True
+    assert all(job.finished.wait(120) for job in jobs)
+    steps = runner.feeder.steps - steps_before
+    outcomes = [checkpointed(blobs, cid) for cid in ids]
+    assert all(o.status == "succeeded" for per in outcomes for o in per.values())
+    tokens = sum(o.output_tokens for per in outcomes for o in per.values())
+    # one chunk after another takes at least each chunk's longest answer in steps
+    one_after_another = sum(max(o.output_tokens for o in per.values()) for per in outcomes)
+    assert steps < one_after_another
+    assert tokens / steps <= runner.cfg.max_num_seqs  # a step adds at most one token per seq
+
+
 def test_windows_gate_admission_and_put_back(tmp_path: Path, runner: GpuRunner) -> None:
     """Closed: no work. Open: work. Near the end: in-flight finish, the rest goes back."""
     from batchd.backends.vllm import window_gate

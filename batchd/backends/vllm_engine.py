@@ -72,6 +72,7 @@ def engine_args(cfg: VllmSettings) -> dict[str, Any]:
         "enforce_eager": cfg.enforce_eager,
         "seed": cfg.seed,
         "served_model_name": cfg.name,
+        "disable_log_stats": True,  # per-step stats cost front-end time; we keep our own
     }
     if cfg.quantization and cfg.quantization != "none":
         args["quantization"] = cfg.quantization
@@ -127,6 +128,7 @@ class EngineFeeder:
         self.start_error: BaseException | None = None
         self.admitted_total = 0  # requests ever handed to the engine
         self.busy_s = 0.0  # wall seconds spent in engine steps
+        self.steps = 0  # engine steps taken (output tokens / steps = mean batch filled)
         self.unattributed_s = 0.0  # step time no request advanced in (aborted work)
         self.tick: Callable[[], None] = lambda: None  # called once per loop on the thread
 
@@ -224,6 +226,7 @@ class EngineFeeder:
                 continue
             dt_s = (time.monotonic() - t0) * self._cfg.num_gpus
             self.busy_s += dt_s
+            self.steps += 1
             carry_s = self._apportion(outs, carry_s + dt_s)
 
     def _admit(self, req: GenRequest, sampling_cls: Any, delta: Any) -> None:
