@@ -248,6 +248,7 @@ def test_queued_chunks_share_engine_steps(tmp_path: Path, runner: GpuRunner) -> 
     assert all(job.finished.wait(120) for job in jobs)
     steps = runner.feeder.steps - steps_before
     outcomes = [checkpointed(blobs, cid) for cid in ids]
+    assert [len(per) for per in outcomes] == [5, 5, 5]
     assert all(o.status == "succeeded" for per in outcomes for o in per.values())
     tokens = sum(o.output_tokens for per in outcomes for o in per.values())
     # one chunk after another takes at least each chunk's longest answer in steps

@@ -72,7 +72,7 @@ def engine_args(cfg: VllmSettings) -> dict[str, Any]:
         "enforce_eager": cfg.enforce_eager,
         "seed": cfg.seed,
         "served_model_name": cfg.name,
-        "disable_log_stats": True,  # per-step stats cost front-end time; we keep our own
+        "disable_log_stats": True,  # as vLLM's LLM class does; the feeder keeps its own counts
     }
     if cfg.quantization and cfg.quantization != "none":
         args["quantization"] = cfg.quantization
