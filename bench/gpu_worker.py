@@ -101,23 +101,23 @@ def run_batchd(
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         blobs = LocalBlobs(tmp)
+        paths = []
+        for c in range(0, len(reqs), CHUNK):
+            path = f"chunks/c{c // CHUNK:04d}.jsonl"
+            with blobs.writer(path) as f:
+                for i, body in enumerate(reqs[c : c + CHUNK], start=c):
+                    f.write(json.dumps({"custom_id": f"r{i}", "body": body}).encode() + b"\n")
+            paths.append(path)
         for rnd in range(repeats):
-            ids = []
-            for c in range(0, len(reqs), CHUNK):
-                cid = f"r{rnd}c{c // CHUNK:04d}"
-                with blobs.writer(f"chunks/{cid}.jsonl") as f:
-                    for i, body in enumerate(reqs[c : c + CHUNK], start=c):
-                        line = {"custom_id": f"r{i}", "body": body}
-                        f.write(json.dumps(line).encode() + b"\n")
-                ids.append(cid)
+            ids = [f"r{rnd}c{n:04d}" for n in range(len(paths))]  # fresh checkpoints per run
             steps0 = runner.feeder.steps
             t0 = time.monotonic()
-            jobs = [runner.start_chunk(cid, "tiny", f"chunks/{cid}.jsonl", blobs) for cid in ids]
+            pairs = zip(ids, paths, strict=True)
+            jobs = [runner.start_chunk(cid, "tiny", path, blobs) for cid, path in pairs]
             for job in jobs:
                 job.finished.wait()
             gen_s = time.monotonic() - t0
-            outs = [o for cid in ids for o in checkpointed(blobs, cid).values()]
-            tokens = sum(o.output_tokens for o in outs)
+            tokens = sum(o.output_tokens for cid in ids for o in checkpointed(blobs, cid).values())
             runs.append((gen_s, tokens, runner.feeder.steps - steps0))
     runner.close()
     return _summary(start_s, runs)
@@ -125,15 +125,13 @@ def run_batchd(
 
 def _summary(start_s: float, runs: list[tuple[float, int, int]]) -> dict[str, Any]:
     """The median run by time; every run must have produced the same tokens."""
-    times = sorted(r[0] for r in runs)
     tokens = {r[1] for r in runs}
     if len(tokens) != 1:
         raise SystemExit(f"runs produced different token counts: {sorted(tokens)}")
-    median = times[len(times) // 2]
-    steps = next(r[2] for r in runs if r[0] == median)
+    median_s, _, steps = sorted(runs)[len(runs) // 2]
     return {
         "start_s": start_s,
-        "gen_s": median,
+        "gen_s": median_s,
         "gen_s_all": [round(r[0], 2) for r in runs],  # in run order
         "output_tokens": tokens.pop(),
         "steps": steps,
