@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from batchd.redis_store import RedisStore  # noqa: E402
+from batchd.state.redis_store import RedisStore  # noqa: E402
 from tests.emulators.openai_batch import OpenAIBatchEmulator  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 
 def make_runs(folder: Path, tag: str, runs: int, requests: int) -> list[Path]:

@@ -80,9 +80,9 @@ def requests(n: int, seed: int) -> list[dict[str, Any]]:
 def run_batchd(
     model: Path, reqs: list[dict[str, Any]], max_num_seqs: int, repeats: int
 ) -> dict[str, Any]:
-    from batchd.blobs import LocalBlobs
-    from batchd.gpu_runner import GpuRunner, checkpointed
-    from batchd.settings import VllmSettings
+    from batchd.backends.vllm.runner import GpuRunner, checkpointed
+    from batchd.config.settings import VllmSettings
+    from batchd.storage.blobs import LocalBlobs
 
     kw = engine_kwargs(model, max_num_seqs)
     cfg = VllmSettings(
@@ -249,7 +249,7 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    from tests.tiny_model import build_tiny_llama
+    from tests.support.tiny_model import build_tiny_llama
 
     work = Path(args.workdir)
     model = work / "tiny-llama"

@@ -192,7 +192,7 @@ def bench_one(path: Path, repeat: int) -> dict:
 
 
 def check_models() -> None:
-    book = tomllib.loads(resources.files("batchd").joinpath("data/prices.toml").read_text())
+    book = tomllib.loads(resources.files("batchd.config").joinpath("data/prices.toml").read_text())
     for m in MODELS:
         vendor = book["models"].get(m, {}).get("vendor")
         if vendor != "openai":

@@ -36,12 +36,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchd.assign import assign
-from batchd.capacity import gpu_capacity_s
-from batchd.observe import Observations
-from batchd.planner import DEADLINE_QUANTUM_S, UNMEETABLE, Planner, TargetSet
-from batchd.pricing import load_price_book
-from batchd.settings import Settings, load_settings
+from batchd.config.pricing import load_price_book
+from batchd.config.settings import Settings, load_settings
+from batchd.planning.assignment import assign
+from batchd.planning.capacity import gpu_capacity_s
+from batchd.planning.estimates import DEADLINE_QUANTUM_S, UNMEETABLE, Planner, TargetSet
+from batchd.planning.observations import Observations
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()  # Monday noon UTC
 H = 3600.0

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from arq import cron
 from arq.connections import RedisSettings
 
-from batchd import coordinator as steps
-from batchd.settings import load_settings
+from batchd.config.settings import load_settings
+from batchd.distributed import coordinator as steps
 
 _settings = load_settings()
 

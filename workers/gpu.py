@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 from arq import func
 from arq.connections import RedisSettings
 
-from batchd.backends.vllm import GPU_QUEUE
-from batchd.gpu_jobs import GPU_JOB_TIMEOUT_S, gpu_chunk, shutdown, startup
-from batchd.settings import load_settings
+from batchd.backends.vllm.backend import GPU_QUEUE
+from batchd.config.settings import load_settings
+from batchd.distributed.gpu_jobs import GPU_JOB_TIMEOUT_S, gpu_chunk, shutdown, startup
 
 _settings = load_settings()
 

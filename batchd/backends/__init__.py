@@ -1,1 +1,7 @@
-"""Backends: one protocol (base.BatchBackend), one module per vendor or engine."""
+"""Backends: one protocol (`base.BatchBackend`), one module per vendor batch API
+(`openai_batch`, `anthropic_batch`, with Claude's automatic `prompt_cache`), and the
+self-hosted vLLM subsystem in `vllm/`. A backend encodes a chunk's lines, creates, polls,
+collects and cancels one batch, and answers with outcomes.
+
+May import: state, storage, config and the core modules.
+"""

@@ -26,13 +26,13 @@ from batchd.backends.base import (
     VendorLostTrack,
     VendorRef,
 )
+from batchd.backends.prompt_cache import plan_prompt_cache
+from batchd.config.pricing import PriceBook
+from batchd.config.settings import AnthropicSettings
 from batchd.errors import BatchdError
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
-from batchd.pricing import PriceBook
-from batchd.prompt_cache import plan_prompt_cache
 from batchd.requests import Request
-from batchd.settings import AnthropicSettings
-from batchd.store import Chunk
+from batchd.state.base import Chunk
 
 NAME = "anthropic"
 RETRYABLE_ERRORS = frozenset({"overloaded_error", "api_error"})

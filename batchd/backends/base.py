@@ -9,7 +9,7 @@ import msgspec
 
 from batchd.outcome import Outcome
 from batchd.requests import Request
-from batchd.store import Chunk
+from batchd.state.base import Chunk
 
 
 class TransientBackendError(Exception):

@@ -24,11 +24,11 @@ from batchd.backends.base import (
     VendorLostTrack,
     VendorRef,
 )
+from batchd.config.settings import OpenAISettings
 from batchd.errors import BatchdError
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
 from batchd.requests import CHAT_URL, Request
-from batchd.settings import OpenAISettings
-from batchd.store import Chunk
+from batchd.state.base import Chunk
 
 NAME = "openai"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})

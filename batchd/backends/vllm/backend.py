@@ -1,0 +1,166 @@
+"""The vLLM backend: chunks run on self-hosted GPUs instead of a vendor's batch API.
+
+It follows the same protocol as the vendor backends, so dispatch and collect treat a
+GPU chunk like any batch. `create` hands the chunk to a GPU runner: in embedded mode
+the engine in this process (started on first use), in distributed mode a job on the
+`gpu` queue for `workers/gpu.py`. `poll` reads the chunk's done marker; `results`
+reads its checkpoint parts. Creating twice is harmless: a rerun skips checkpointed
+lines, and no vendor bills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from batchd.backends.base import PollState, VendorRef
+from batchd.backends.vllm.runner import (
+    CANCELLED,
+    GpuRunner,
+    checkpointed,
+    read_done,
+    request_cancel,
+)
+from batchd.backends.vllm.windows import Windows
+from batchd.config.settings import VllmSettings
+from batchd.outcome import Outcome
+from batchd.requests import Request
+from batchd.state.base import Chunk
+from batchd.storage.blobs import Blobs
+
+GPU_QUEUE = "batchd:gpu"
+_enc = msgspec.json.Encoder()
+
+
+def window_gate(cfg: VllmSettings, clock: Callable[[], float] = time.time) -> Callable[[], bool]:
+    """True while the GPUs may admit work: inside a window, before its closing margin."""
+    if not cfg.windows:
+        return lambda: True
+    windows = Windows(cfg.windows, cfg.timezone)
+    return lambda: windows.admitting(datetime.fromtimestamp(clock(), UTC), cfg.admit_margin_s)
+
+
+def next_admission_s(cfg: VllmSettings, clock: Callable[[], float] = time.time) -> float:
+    """Seconds until the GPUs may admit work again (0 when they may now)."""
+    if not cfg.windows:
+        return 0.0
+    windows = Windows(cfg.windows, cfg.timezone)
+    now = datetime.fromtimestamp(clock(), UTC)
+    if windows.admitting(now, cfg.admit_margin_s):
+        return 0.0
+    return max((windows.next_open(now) - now).total_seconds(), 0.0)
+
+
+class GpuQueue:
+    """Distributed mode: GPU chunks become jobs on the `gpu` queue (arq)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._pool: Any = None
+
+    async def enqueue(self, chunk: Chunk) -> None:
+        from arq import create_pool
+        from arq.connections import RedisSettings
+
+        if self._pool is None:
+            self._pool = await create_pool(
+                RedisSettings.from_dsn(self._redis_url), default_queue_name=GPU_QUEUE
+            )
+        await self._pool.enqueue_job(
+            "gpu_chunk", chunk.run_id, chunk.chunk_id, _job_id=f"gpu:{chunk.chunk_id}"
+        )
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+
+
+class VllmBackend:
+    name = "vllm"
+
+    def __init__(
+        self,
+        cfg: VllmSettings,
+        runner: GpuRunner | None = None,
+        queue: GpuQueue | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._runner = runner
+        self._queue = queue
+        self._blobs_of: Callable[[str], Blobs] | None = None
+
+    def bind(self, blobs_of: Callable[[str], Blobs]) -> None:
+        self._blobs_of = blobs_of
+
+    def _blobs(self, chunk: Chunk) -> Blobs:
+        assert self._blobs_of is not None, "VllmBackend.bind() was not called"
+        return self._blobs_of(chunk.run_id)
+
+    def encode_line(self, vendor_id: str, request: Request) -> bytes:
+        return _enc.encode({"custom_id": vendor_id, "body": request.body})
+
+    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
+        await self._start(chunk)
+        return VendorRef(batch_id=f"vllm-{chunk.chunk_id}")
+
+    async def _start(self, chunk: Chunk) -> None:
+        if self._queue is not None:
+            await self._queue.enqueue(chunk)
+        elif self._runner is not None:
+            await asyncio.to_thread(
+                self._runner.start_chunk,
+                chunk.chunk_id,
+                self.cfg.name,  # lines may ask for `vllm:<name>`; rows name the model itself
+                chunk.path,
+                self._blobs(chunk),
+            )
+
+    async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
+        return None  # creating again resumes from the checkpoints: nothing is paid twice
+
+    async def poll(self, chunk: Chunk) -> PollState:
+        blobs = self._blobs(chunk)
+        done = read_done(blobs, chunk.chunk_id)
+        if done is not None:
+            return PollState(
+                status=done.state, terminal=True, done=done.n_outcomes, total=done.n_requests
+            )
+        if chunk.cancel_reason is not None:
+            return PollState(status=CANCELLED, terminal=True, total=chunk.n_requests)
+        if self._queue is not None:  # a lost job comes back; a live one is not doubled
+            await self._queue.enqueue(chunk)
+        if self._runner is not None:
+            job = self._runner.job(chunk.chunk_id)
+            if job is None:  # this process restarted: resume from the checkpoints
+                await self._start(chunk)
+                job = self._runner.job(chunk.chunk_id)
+            if job is not None:
+                queued, _ = self._runner.feeder.counts()
+                waiting = queued and not self._runner.admitting()
+                return PollState(
+                    status="waiting_for_window" if waiting else "in_progress",
+                    terminal=False,
+                    done=job.n_outcomes,
+                    total=job.n_requests,
+                )
+        return PollState(status="in_progress", terminal=False, total=chunk.n_requests)
+
+    async def results(self, chunk: Chunk) -> AsyncIterator[tuple[str, Outcome]]:
+        for vid, outcome in checkpointed(self._blobs(chunk), chunk.chunk_id).items():
+            yield vid, outcome
+
+    async def cancel(self, chunk: Chunk) -> None:
+        if self._runner is not None:
+            self._runner.cancel_chunk(chunk.chunk_id)
+        request_cancel(self._blobs(chunk), chunk.chunk_id)
+
+    async def aclose(self) -> None:
+        if self._queue is not None:
+            await self._queue.aclose()
+        if self._runner is not None:
+            await asyncio.to_thread(self._runner.close)

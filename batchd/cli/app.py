@@ -1,0 +1,66 @@
+"""batchd command line: thin commands over library calls.
+
+Exit codes:
+  0  the command worked; for submit/status of a finished run: every line succeeded
+  1  error: the red line says what went wrong and what to do (BATCHD_DEBUG=1 shows the traceback)
+  2  bad usage (unknown option, missing argument)
+  3  the run finished, and some lines did not succeed (failed, expired or invalid rows)
+  4  the run was canceled
+  130 interrupted (Ctrl-C): the run is kept; the same `batchd submit` resumes it
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from batchd.cli import dry_run, runs, submit, triggers
+from batchd.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, err
+from batchd.errors import BatchdError
+
+app = typer.Typer(
+    help="batchd: run files of LLM requests at the lowest cost before their deadline.\n\n"
+    "Repeats are answered from a cache, the rest go to vendor Batch APIs (50% off), and every "
+    "input line ends as one row, with its cost, in results.parquet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for command in (
+    submit.submit,
+    dry_run.plan,
+    runs.status,
+    runs.results,
+    runs.report,
+    runs.cancel,
+    triggers.watch,
+):
+    app.command()(command)
+app.add_typer(triggers.jobs_app, name="jobs")
+
+
+def main() -> None:
+    debug = os.environ.get("BATCHD_DEBUG", "") not in ("", "0", "false")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app()
+    except BatchdError as exc:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {exc.message}" + (f" {exc.hint}" if exc.hint else ""))
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        err.print("Interrupted. The run is kept: run the same `batchd submit` to resume it.")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

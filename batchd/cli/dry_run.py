@@ -1,0 +1,66 @@
+"""`batchd plan`: the dry run (where each request would run and what it would cost)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import msgspec
+import typer
+
+from batchd.cli.common import (
+    cli_settings,
+    out,
+    run_deadline,
+)
+from batchd.cli.plan_view import plan_document, print_plan
+from batchd.run.identity import parse_deadline
+from batchd.run.pipeline import plan_file
+from batchd.run.services import open_services
+
+
+def plan(
+    file: Annotated[str, typer.Argument(help="JSONL (or .jsonl.gz) file of requests.")],
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore the result cache.")] = False,
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant for lines without metadata.tenant.")
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="When every line must be done: 2026-11-25T06:00Z (or 36h). [default: 72h]"
+        ),
+    ] = None,
+    within: Annotated[
+        str | None, typer.Option(help="Deadline as a duration from now: 12h, 90m, 2d.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document, for machines.")
+    ] = False,
+    now: Annotated[
+        str | None, typer.Option(hidden=True, help="Plan as if it were this time.")
+    ] = None,
+) -> None:
+    """Dry run: parse, dedup, cache lookup, where each request runs, its cost. Sends nothing.
+
+    Needs no API key. Per target: requests, estimated tokens and cost, the realtime list price
+    (baseline), savings and GPU-seconds; requests no target can finish before their deadline
+    are counted apart ('max' assumes every reply uses its full max_tokens).
+    """
+    settings = cli_settings()
+    now_s = parse_deadline(now, time.time()) or time.time()
+    deadline_at = run_deadline(deadline, within, now_s)
+    svc = open_services(settings)
+    try:
+        t0 = time.perf_counter()
+        report = plan_file(
+            svc, file, {"no_cache": no_cache, "tenant": tenant}, deadline_at=deadline_at, now=now_s
+        )
+        elapsed = time.perf_counter() - t0
+    finally:
+        svc.close()
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(plan_document(file, report)).decode() + "\n")
+        return
+    print_plan(out, file, report, elapsed)

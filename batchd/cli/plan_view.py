@@ -1,0 +1,152 @@
+"""How a plan is shown: `batchd plan` (table or --json) and planned against actual in `report`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from batchd.run.pipeline import PlanReport
+
+
+def plan_document(file: str, report: PlanReport) -> dict[str, Any]:
+    """The plan as one JSON-able document (`batchd plan --json`)."""
+    targets = {}
+    for name, est in sorted(report.estimates.items()):
+        doc = msgspec.to_builtins(est)
+        doc["chunks"] = sum(f"{c.backend}:{c.model}" == name for c in report.chunks)
+        targets[name] = doc
+    cost = sum(e.cost_usd for e in report.estimates.values())
+    base = sum(e.baseline_usd for e in report.estimates.values())
+    s = report.summary
+    return {
+        "file": file,
+        "deadline": _iso(report.deadline_at),
+        "stats": msgspec.to_builtins(report.stats),
+        "targets": targets,
+        "gpu": {
+            "capacity_s": s.gpu_capacity_s,
+            "used_s": s.gpu_used_s,
+            "committed_s": s.gpu_committed_s,
+            "tokens_per_gpu_s": s.tokens_per_gpu_s,
+            "reserved": s.gpu_reserved,
+        },
+        "unmeetable": s.unmeetable,
+        "totals": {
+            "requests": sum(e.requests for e in report.estimates.values()),
+            "cost_usd": cost,
+            "cost_max_usd": sum(e.cost_max_usd for e in report.estimates.values()),
+            "baseline_usd": base,
+            "savings_usd": base - cost,
+            "marginal_cost_usd": s.marginal_usd,
+            "all_vendor_usd": s.all_vendor_usd,
+            "unmeetable": sum(s.unmeetable.values()),
+        },
+    }
+
+
+def print_plan(out: Console, file: str, report: PlanReport, elapsed_s: float) -> None:
+    st = report.stats
+    out.print(f"[bold]{file}[/]: {st.lines:,} lines read in {elapsed_s:.1f}s")
+    out.print(f"  valid {st.valid:,}  invalid {st.invalid:,}  blank {st.blank:,}")
+    out.print(
+        f"  unique requests {st.unique:,}  in-run duplicates {st.in_run_duplicates:,}  "
+        f"cache hits {st.cache_hits:,}  to send {st.to_send:,}"
+    )
+    for kind, n in sorted(st.invalid_by_type.items()):
+        out.print(f"  invalid: {kind} {n:,}")
+    doc = plan_document(file, report)
+    table = Table(title=f"plan (nothing sent), deadline {doc['deadline']}")
+    cols = ("target", "requests", "chunks", "est. input tok", "est. output tok", "est. cost")
+    for col in (*cols, "max cost", "realtime list", "savings", "GPU-s"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for name, t in doc["targets"].items():
+        table.add_row(
+            name,
+            f"{t['requests']:,}",
+            str(t["chunks"]),
+            f"{t['input_tokens']:,}",
+            f"{t['output_tokens']:,}",
+            f"${t['cost_usd']:,.4f}",
+            f"${t['cost_max_usd']:,.4f}",
+            f"${t['baseline_usd']:,.4f}",
+            f"${t['savings_usd']:,.4f}",
+            f"{t['gpu_seconds']:,.0f}" if t["gpu_seconds"] else "-",
+        )
+    out.print(table)
+    tot = doc["totals"]
+    out.print(
+        f"  estimated cost ${tot['cost_usd']:,.4f} (at most ${tot['cost_max_usd']:,.4f}); "
+        f"realtime list price ${tot['baseline_usd']:,.4f}, saving ${tot['savings_usd']:,.4f}; "
+        f"all on the cheapest vendor batch ${tot['all_vendor_usd']:,.4f}"
+    )
+    gpu = doc["gpu"]
+    if gpu["reserved"]:
+        out.print(
+            f"  beyond the reserved GPUs (paid anyway) the run costs "
+            f"${tot['marginal_cost_usd']:,.4f}"
+        )
+    if gpu["capacity_s"]:
+        pct = 100 * gpu["used_s"] / gpu["capacity_s"]
+        out.print(
+            f"  GPU capacity used {gpu['used_s']:,.0f} of {gpu['capacity_s']:,.0f} GPU-s "
+            f"({pct:.0f}%) at {gpu['tokens_per_gpu_s']:,.0f} tokens per GPU-s"
+            + (", reserved GPUs (sunk cost)" if gpu["reserved"] else "")
+            + (
+                f"; {gpu['committed_s']:,.0f} GPU-s already queued by other runs taken off"
+                if gpu["committed_s"]
+                else ""
+            )
+        )
+    for model, n in sorted(doc["unmeetable"].items()):
+        out.print(
+            f"  [yellow]{n:,} {model} requests cannot finish before their deadline[/] "
+            "(submitted anyway they end failed: deadline_unmeetable)"
+        )
+
+
+def print_planned_vs_actual(
+    out: Console, stats: dict[str, Any], rows: list[dict[str, Any]]
+) -> None:
+    """`batchd report`: the plan recorded at submit against what the run's rows cost."""
+    planned: dict[str, Any] = stats.get("estimates") or {}
+    if not planned:
+        return
+    t = Table("target", "planned req", "sent", "planned $", "actual $", "planned GPU-s", "GPU-s")
+    t.title = "planned against actual"
+    for name, est in sorted(planned.items()):
+        backend, _, model = name.partition(":")
+        mine = [
+            r
+            for r in rows
+            if r["backend"] == backend
+            and (r["model"] == model or r["model"].startswith(model + "-"))
+        ]
+        sent = sum(r["requests"] - r["cache_hits"] - r["in_run_hits"] for r in mine)
+        t.add_row(
+            name,
+            f"{est['requests']:,}",
+            f"{sent:,}",
+            f"{est['cost_usd']:.4f}",
+            f"{sum(r['cost_usd'] for r in mine):.4f}",
+            f"{est.get('gpu_seconds', 0.0):,.0f}",
+            f"{sum(r['gpu_seconds'] for r in mine):,.0f}",
+        )
+    out.print(t)
+    failed = (stats.get("plan") or {}).get("unmeetable") or {}
+    for model, n in sorted(failed.items()):
+        out.print(f"  {n:,} {model} requests were planned as unmeetable (failed rows)")
+
+
+def _same_model(used: str, planned: str) -> bool:
+    """The vendor may answer with a dated snapshot of the planned model."""
+    return used == planned or used.startswith(planned + "-")
+
+
+def _iso(epoch_s: float) -> str:
+    when = datetime.fromtimestamp(epoch_s, tz=UTC).replace(microsecond=0)
+    return when.isoformat().replace("+00:00", "Z")

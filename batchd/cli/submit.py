@@ -1,0 +1,144 @@
+"""`batchd submit`: start (or resume) a run of a file and wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+import typer
+
+from batchd.cli.common import (
+    EXIT_OK,
+    Export,
+    cli_settings,
+    err,
+    exit_code,
+    out,
+    print_summary,
+    run_deadline,
+)
+from batchd.cli.driving import run_embedded, wait_distributed
+from batchd.errors import BatchdError
+from batchd.run.identity import run_options, stage_input, start_run
+from batchd.run.services import open_services
+
+
+def submit(
+    file: Annotated[str, typer.Argument(help="JSONL (or .jsonl.gz) file of requests.")],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            help="Directory for <run_id>/results.parquet and costs.parquet. "
+            "[default: ./batchd-results]"
+        ),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="When every line must be done: 36h, 90m, 2d or 2026-11-25T06:00Z. "
+            "Lines not done by then end as 'expired'. [default: 72h]"
+        ),
+    ] = None,
+    within: Annotated[
+        str | None, typer.Option(help="The deadline as a duration from now: 12h, 90m, 2d.")
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option("--no-cache", help="Neither read nor fill the result cache for this run."),
+    ] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="Tenant for lines without metadata.tenant (cache answers never cross tenants).",
+        ),
+    ] = None,
+    no_prompt_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-prompt-cache",
+            help="Do not mark shared prompt prefixes for the vendor's prompt cache (Claude).",
+        ),
+    ] = False,
+    export: Annotated[
+        Export | None,
+        typer.Option(help="Also write results.openai.jsonl in the OpenAI batch output format."),
+    ] = None,
+    poll_interval_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between vendor polls (env BATCHD_POLL_INTERVAL_S). [default: 30]"
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Enqueue and print the run id (distributed mode only)."),
+    ] = False,
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Run self-hosted vLLM work now, ignoring [backends.vllm] windows (embedded mode).",
+        ),
+    ] = False,
+) -> None:
+    """Run a file of LLM requests and wait for it, with live progress.
+
+    Submitting the same file again while its run is unfinished resumes that run (nothing is
+    sent twice); after it finished, a new run answers every line it can from the cache.
+    Needs OPENAI_API_KEY for OpenAI models (OPENAI_BASE_URL selects another endpoint).
+    """
+    settings = cli_settings(
+        poll_interval_s=poll_interval_s,
+        output=output,
+        backends={"vllm": {"windows": []}} if now else None,
+    )
+    if now and settings.redis_url:
+        raise BatchdError(
+            "--now runs vLLM work in this process, which distributed mode does not do.",
+            "Unset BATCHD_REDIS_URL to run embedded, or widen the gpu workers' windows.",
+        )
+    if no_wait and not settings.redis_url:
+        raise BatchdError(
+            "--no-wait needs distributed mode.",
+            "Set BATCHD_REDIS_URL to a Redis the batchd coordinators use, or drop "
+            "--no-wait to run here and wait.",
+        )
+    options = run_options(
+        settings,
+        no_cache=no_cache,
+        tenant=tenant,
+        deadline=deadline or within,
+        export=export.value if export else "",
+        no_prompt_cache=no_prompt_cache,
+    )
+    svc = open_services(settings)
+    try:
+        run, resumed = start_run(
+            svc,
+            file,
+            settings.output,
+            options,
+            run_deadline(deadline, within, time.time()),
+            stage=stage_input(svc) if svc.distributed else None,
+        )
+        if resumed:
+            err.print(f"Resuming unfinished run {run.run_id} (same file and options).")
+        else:
+            err.print(f"Started run {run.run_id}.")
+        if svc.distributed:
+            from batchd.distributed.coordinator import kick
+
+            asyncio.run(kick(settings.redis_url, svc, run.run_id))
+            if no_wait:
+                out.print(run.run_id)
+                raise typer.Exit(EXIT_OK)
+            run = wait_distributed(svc, run, quiet)
+        else:
+            run = run_embedded(svc, run, quiet)
+        print_summary(svc, run)
+        code = exit_code(run)
+    finally:
+        svc.close()
+    raise typer.Exit(code)

@@ -1,0 +1,229 @@
+"""Distributed mode: the pipeline steps as jobs a coordinator (arq worker) runs.
+
+A cron tick enqueues, for every active run, the job its state needs (ingest, dispatch,
+poll, finalize). A job first takes the run's lease in Redis, so however many
+coordinators run, one works on a given run at a time and no step runs twice; a killed
+coordinator's lease expires and another takes over from the state in the store.
+The steps themselves are the same functions embedded mode runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from batchd.config.settings import load_settings
+from batchd.errors import BatchdError
+from batchd.run.pipeline import dispatch_round, finalize_run, ingest_run
+from batchd.run.services import Services, open_services
+from batchd.state.base import (
+    CHUNK_CREATING,
+    CHUNK_ENDED,
+    CHUNK_PENDING,
+    CHUNK_SUBMITTED,
+    RUN_DISPATCHING,
+    RUN_FINALIZING,
+    RUN_INGESTING,
+    Run,
+)
+from batchd.state.redis_store import RedisStore
+from batchd.triggers import nightly
+from batchd.triggers.drop_folder import watch_once
+
+log = logging.getLogger("batchd.coordinator")
+
+QUEUE = "batchd:coordinator"
+HEALTH_KEY = "batchd:coordinator:health-check"
+DISPATCH_STATES = (CHUNK_PENDING, CHUNK_CREATING)
+POLL_STATES = (CHUNK_SUBMITTED, CHUNK_ENDED)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = load_settings()
+    if not settings.redis_url:
+        raise BatchdError(
+            "The coordinator needs BATCHD_REDIS_URL.",
+            "Set it to the Redis every batchd process shares.",
+        )
+    ctx["svc"] = open_services(settings)
+    ctx["owner"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    svc: Services = ctx["svc"]
+    await svc.aclose()
+    svc.close()
+
+
+class _Renewer(threading.Thread):
+    """Keeps a lease alive from a thread, so a long CPU-bound step cannot lose it."""
+
+    def __init__(self, store: RedisStore, name: str, owner: str, ttl_s: float) -> None:
+        super().__init__(daemon=True)
+        self._store, self._name, self._owner, self._ttl_s = store, name, owner, ttl_s
+        self._stop = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self._stop.wait(self._ttl_s / 3):
+            if not self._store.renew_lease(self._name, self._owner, self._ttl_s):
+                self.lost = True
+                log.error("lost lease %s", self._name)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@asynccontextmanager
+async def run_lease(ctx: dict[str, Any], run_id: str) -> AsyncIterator[bool]:
+    """Yield True while this coordinator holds the run's lease; False if another one does."""
+    svc: Services = ctx["svc"]
+    store = svc.store
+    assert isinstance(store, RedisStore)
+    ttl_s = svc.settings.lease_ttl_s
+    name = f"run:{run_id}"
+    if not store.take_lease(name, ctx["owner"], ttl_s):
+        yield False
+        return
+    renewer = _Renewer(store, name, ctx["owner"], ttl_s)
+    renewer.start()
+    try:
+        yield True
+    finally:
+        renewer.stop()
+        store.release_lease(name, ctx["owner"])
+
+
+async def _whole_run_step(
+    ctx: dict[str, Any], run_id: str, state: str, step: Callable[[Services, Run], Any]
+) -> str:
+    """Run a CPU-bound step of a run in `state` in a thread (the loop keeps the health key)."""
+    svc: Services = ctx["svc"]
+    async with run_lease(ctx, run_id) as mine:
+        run = svc.store.get_run(run_id)
+        if not mine or run is None or run.state != state:
+            return "skipped"
+        await asyncio.to_thread(step, svc, run)
+    await enqueue_next(ctx["redis"], svc, run_id)
+    return "done"
+
+
+async def ingest_job(ctx: dict[str, Any], run_id: str) -> str:
+    return await _whole_run_step(ctx, run_id, RUN_INGESTING, ingest_run)
+
+
+async def finalize_job(ctx: dict[str, Any], run_id: str) -> str:
+    return await _whole_run_step(ctx, run_id, RUN_FINALIZING, finalize_run)
+
+
+async def _chunk_job(ctx: dict[str, Any], run_id: str, states: tuple[str, ...]) -> str:
+    svc: Services = ctx["svc"]
+    async with run_lease(ctx, run_id) as mine:
+        run = svc.store.get_run(run_id)
+        if not mine or run is None or run.state != RUN_DISPATCHING:
+            return "skipped"
+        if await dispatch_round(svc, run, states):
+            svc.store.update_run(run_id, state=RUN_FINALIZING)
+            await enqueue_next(ctx["redis"], svc, run_id)
+        return "done"
+
+
+async def dispatch_job(ctx: dict[str, Any], run_id: str) -> str:
+    """Create vendor batches for pending chunks (and reconcile ones left in `creating`)."""
+    return await _chunk_job(ctx, run_id, DISPATCH_STATES)
+
+
+async def poll_job(ctx: dict[str, Any], run_id: str) -> str:
+    """Poll submitted chunks; collect the ended ones (and resubmit what may be retried)."""
+    return await _chunk_job(ctx, run_id, POLL_STATES)
+
+
+def next_jobs(run: Run, poll_interval_s: float, now: float) -> list[tuple[str, str]]:
+    """(job name, job id) of the step a run needs next; ids repeat within a time slot, so
+    the cron tick and a step enqueueing its successor never queue the same step twice."""
+    if run.state == RUN_INGESTING:
+        names = [("ingest_job", 1.0)]
+    elif run.state == RUN_DISPATCHING:
+        names = [("dispatch_job", 1.0), ("poll_job", poll_interval_s)]
+    elif run.state == RUN_FINALIZING:
+        names = [("finalize_job", 1.0)]
+    else:
+        names = []
+    return [(name, f"{name}:{run.run_id}:{int(now // max(slot_s, 1.0))}") for name, slot_s in names]
+
+
+async def enqueue_next(redis: Any, svc: Services, run_id: str) -> int:
+    run = svc.store.get_run(run_id)
+    if run is None:
+        return 0
+    n = 0
+    for name, job_id in next_jobs(run, svc.settings.poll_interval_s, time.time()):
+        job = await redis.enqueue_job(name, run_id, _job_id=job_id, _queue_name=QUEUE)
+        n += job is not None
+    return n
+
+
+async def kick(redis_url: str, svc: Services, run_id: str) -> None:
+    """From the CLI: queue a new run's first step now instead of at the next cron tick."""
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE)
+    try:
+        await enqueue_next(pool, svc, run_id)
+    finally:
+        await pool.aclose()
+
+
+async def tick(ctx: dict[str, Any]) -> int:
+    """Cron: enqueue the next step of every active run (deduplicated per time slot)."""
+    svc: Services = ctx["svc"]
+    store = svc.store
+    assert isinstance(store, RedisStore)
+    return sum([await enqueue_next(ctx["redis"], svc, run_id) for run_id in store.active_runs()])
+
+
+async def drop_tick(ctx: dict[str, Any]) -> int:
+    """Cron: scan the drop folder ([s3] inbox) every watch_interval_s; claim, start, enqueue."""
+    from batchd.run.identity import run_options
+
+    svc: Services = ctx["svc"]
+    s3 = svc.settings.s3
+    now = time.monotonic()
+    if not s3.inbox or now - ctx.get("last_drop_scan_s", -1e18) < s3.watch_interval_s:
+        return 0
+    ctx["last_drop_scan_s"] = now
+    output = s3.inbox_output or svc.settings.output
+    try:
+        runs = await asyncio.to_thread(
+            watch_once, svc, s3.inbox, output, run_options(svc.settings), None, ctx["owner"]
+        )
+    except BatchdError as exc:  # S3 unreachable, bucket gone...: say so, try next time
+        log.error("drop folder %s: %s", s3.inbox, exc)
+        return 0
+    for run in runs:
+        await enqueue_next(ctx["redis"], svc, run.run_id)
+    return len(runs)
+
+
+async def jobs_tick(ctx: dict[str, Any]) -> int:
+    """Cron: fire the nightly job specs that are due (each scheduled time once, cluster-wide)."""
+    svc: Services = ctx["svc"]
+    try:
+        specs = nightly.load_specs(svc.settings.jobs_dir)
+        runs = await asyncio.to_thread(nightly.tick, svc, specs, time.time(), ctx["owner"])
+    except BatchdError as exc:
+        log.error("job specs: %s", exc)
+        return 0
+    for run in runs:
+        await enqueue_next(ctx["redis"], svc, run.run_id)
+    return len(runs)

@@ -1,0 +1,234 @@
+"""Ingest: stream a source, decode and key each line, dedup in run, look up the cache.
+
+Per-line errors are data: every line ends as a row (invalid, cached, follower or
+pending). Valid, unique, uncached requests go to the Chunker. Memory stays
+bounded: lines are handled in batches and written out as they go.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, BinaryIO
+
+import msgspec
+import pyarrow as pa
+
+from batchd.cache.base import Cache
+from batchd.intake.decode import ParseContext, Parsed, parse_blocks
+from batchd.intake.lines import MAX_LINE_BYTES, iter_lines
+from batchd.intake.seen import SeenSet
+from batchd.outcome import INVALID
+from batchd.planning.chunking import Chunker
+from batchd.planning.routing import Router
+
+# Row states in the lines parts (the final status comes at finalize).
+PENDING = "pending"
+CACHED = "cached"
+CACHE_NONE, CACHE_EXACT, CACHE_IN_RUN = "none", "exact", "in_run"
+
+LINES_SCHEMA = pa.schema(
+    [
+        ("line_no", pa.int64()),
+        ("custom_id", pa.string()),
+        ("request_key", pa.binary()),
+        ("tenant", pa.string()),
+        ("tags", pa.map_(pa.string(), pa.string())),
+        ("model_requested", pa.string()),
+        ("state", pa.string()),
+        ("cache", pa.string()),
+        ("error_type", pa.string()),
+        ("error_message", pa.string()),
+        ("cached_outcome", pa.binary()),
+    ]
+)
+
+_outcome_enc = msgspec.msgpack.Encoder()
+
+
+class IngestStats(msgspec.Struct, kw_only=True):
+    lines: int = 0
+    blank: int = 0
+    invalid: int = 0
+    invalid_by_type: dict[str, int] = {}
+    valid: int = 0
+    unique: int = 0
+    in_run_duplicates: int = 0
+    cache_hits: int = 0
+    to_send: int = 0
+    bytes_read: int = 0
+
+
+class _Rows:
+    """Column lists for one batch of the lines parts."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[Any]] = {name: [] for name in LINES_SCHEMA.names}
+
+    def add(
+        self,
+        line_no: int,
+        custom_id: str,
+        key: bytes | None,
+        tenant: str,
+        tags: dict[str, str],
+        model: str,
+        state: str,
+        cache: str,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        cached_outcome: bytes | None = None,
+    ) -> None:
+        c = self.cols
+        c["line_no"].append(line_no)
+        c["custom_id"].append(custom_id)
+        c["request_key"].append(key)
+        c["tenant"].append(tenant)
+        c["tags"].append(tags)
+        c["model_requested"].append(model)
+        c["state"].append(state)
+        c["cache"].append(cache)
+        c["error_type"].append(error_type)
+        c["error_message"].append(error_message)
+        c["cached_outcome"].append(cached_outcome)
+
+    def batch(self) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pydict(self.cols, schema=LINES_SCHEMA)
+
+
+class _NoRows(_Rows):
+    """Dry run: rows are counted in the stats, not kept."""
+
+    def __init__(self) -> None:
+        self.cols = {"line_no": []}
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def ingest(
+    stream: BinaryIO,
+    *,
+    router: Router,
+    chunker: Chunker,
+    cache: Cache | None,
+    default_tenant: str,
+    run_salt: str,
+    write_rows: Callable[[pa.RecordBatch], None] | None,
+    on_progress: Callable[[IngestStats], None] | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    workers: int = 1,
+) -> IngestStats:
+    """Every line of `stream` through parse (in `workers` processes), dedup and cache lookup."""
+    ctx = ParseContext(router, default_tenant, run_salt, cache is not None, max_line_bytes)
+    stats = IngestStats()
+    invalid_types: Counter[str] = Counter()
+    seen_ids = SeenSet()
+    seen_keys = SeenSet()
+    blocks = _numbered(iter_lines(stream, max_line_bytes=max_line_bytes))
+    for block in parse_blocks(blocks, ctx, workers):
+        stats.lines += len(block.records) + block.blank
+        stats.blank += block.blank
+        stats.bytes_read += block.bytes_read
+        rows = _Rows() if write_rows is not None else _NoRows()
+        _settle(block.records, rows, seen_ids, seen_keys, cache, chunker, stats, invalid_types)
+        if write_rows is not None and rows.cols["line_no"]:
+            write_rows(rows.batch())
+        if on_progress is not None:
+            on_progress(stats)
+    stats.invalid_by_type = dict(invalid_types)
+    return stats
+
+
+def _numbered(blocks: Iterable[list[bytes | None]]) -> Iterator[tuple[int, list[bytes | None]]]:
+    first = 1
+    for lines in blocks:
+        yield first, lines
+        first += len(lines)
+
+
+def _settle(
+    records: list[Parsed],
+    rows: _Rows,
+    seen_ids: SeenSet,
+    seen_keys: SeenSet,
+    cache: Cache | None,
+    chunker: Chunker,
+    stats: IngestStats,
+    invalid_types: Counter[str],
+) -> None:
+    """What needs the whole file: duplicate ids, in-run dedup, cache lookup, chunking."""
+    dup_id = seen_ids.check_add([r.id_digest for r in records])
+    keys: list[bytes] = []
+    for r, dup in zip(records, dup_id, strict=True):
+        if r.error_type is None:
+            if dup:
+                r.error_type = "duplicate_custom_id"
+                r.error_message = (
+                    f"duplicate custom_id {r.custom_id!r}: an earlier line has it; "
+                    "ids must be unique in a file"
+                )
+            else:
+                keys.append(r.key)
+    is_dup = iter(seen_keys.check_add(keys))
+    hits = (
+        cache.get_many(list({r.key for r in records if r.error_type is None and r.cache_ok}))
+        if cache is not None
+        else {}
+    )
+    for r in records:
+        if r.error_type is not None:
+            stats.invalid += 1
+            invalid_types[r.error_type] += 1
+            rows.add(
+                r.line_no,
+                r.custom_id,
+                None,
+                r.tenant,
+                r.tags,
+                r.model,
+                INVALID,
+                CACHE_NONE,
+                r.error_type,
+                r.error_message,
+            )
+            continue
+        stats.valid += 1
+        dup = next(is_dup)
+        hit = hits.get(r.key) if r.cache_ok else None
+        if hit is not None:
+            stats.cache_hits += 1
+            if not dup:
+                stats.unique += 1
+            rows.add(
+                r.line_no,
+                r.custom_id,
+                r.key,
+                r.tenant,
+                r.tags,
+                r.model,
+                CACHED,
+                CACHE_EXACT,
+                cached_outcome=_outcome_enc.encode(hit),
+            )
+        elif dup:
+            stats.in_run_duplicates += 1
+            if r.deadline_at is not None:  # its answer is its leader's: due as early
+                chunker.follower_deadline(r.model, r.key, r.deadline_at)
+            rows.add(
+                r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_IN_RUN
+            )
+        else:
+            stats.unique += 1
+            stats.to_send += 1
+            chunker.add(
+                r.backend,
+                r.model,
+                r.vendor_line,
+                r.max_tokens,
+                r.deadline_at,
+                r.key,
+                r.options,
+                r.prompt_tokens,
+            )
+            rows.add(r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE)

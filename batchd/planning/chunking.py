@@ -1,0 +1,418 @@
+"""Route lines to targets, group unique requests into chunks within each backend's limits.
+
+The glue between ingest and the planner: every unique request is kept in its target set
+(planner.py); a request with one vendor target that finishes in time goes straight into a
+chunk file, the others (aliases, the vLLM model) are spooled to a temporary file and written
+into chunks once `finish` has decided where each runs (assign.py). Requests no target can
+finish before their deadline end as `failed` rows with the reason.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from array import array
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import msgspec
+import numpy as np
+
+from batchd.backends.base import BatchBackend
+from batchd.config.pricing import PriceBook
+from batchd.config.settings import Settings
+from batchd.outcome import FAILED, Outcome
+from batchd.planning.estimates import UNMEETABLE, VLLM, Planner, Priced, TargetSet
+from batchd.planning.observations import Observations
+from batchd.planning.routing import Choice, Route, Router
+from batchd.requests import KEY_BYTES
+from batchd.state.base import CHUNK_COLLECTED, Chunk
+from batchd.storage.chunk_outcomes import write_outcomes
+
+VLLM_MAX_BYTES_PER_CHUNK = 1 << 31
+PLANNER_BACKEND = "planner"  # the backend of the chunk holding the planner's failed rows
+
+
+class _Open:
+    __slots__ = ("chunk", "file")
+
+    def __init__(self, chunk: Chunk, file: BinaryIO | None) -> None:
+        self.chunk = chunk
+        self.file = file
+
+
+class Estimate(msgspec.Struct, kw_only=True):
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    output_tokens_max: int = 0
+    cost_usd: float = 0.0
+    cost_max_usd: float = 0.0
+    baseline_usd: float = 0.0
+    savings_usd: float = 0.0  # baseline - cost
+    gpu_seconds: float = 0.0
+
+
+class PlanSummary(msgspec.Struct, kw_only=True):
+    """What the planner decided, beyond the per-target estimates."""
+
+    gpu_capacity_s: float = 0.0  # GPU-seconds usable before the latest deadline (ours)
+    gpu_committed_s: float = 0.0  # GPU work of other unfinished runs, taken off the capacity
+    gpu_used_s: float = 0.0
+    tokens_per_gpu_s: float = 0.0
+    gpu_reserved: bool = False
+    all_vendor_usd: float = 0.0  # every request on its cheapest vendor target that is in time
+    marginal_usd: float = 0.0  # the plan's cost beyond reserved GPUs (= cost when on demand)
+    unmeetable: dict[str, int] = {}  # requested model -> requests no target finishes in time
+
+
+class Chunker:
+    """Streams unique requests into chunk files, rolling over at each backend's limits.
+
+    `open_file(rel_path)` returns a writable binary file, or None for a dry run.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        settings: Settings,
+        prices: PriceBook,
+        backends: dict[str, BatchBackend],
+        open_file: Callable[[str], BinaryIO | None],
+        run_deadline_at: float,
+        prompt_cache: bool = True,
+        *,
+        router: Router | None = None,
+        observations: Observations | None = None,
+        now: float | None = None,
+        dry_run: bool = False,
+        committed_gpu_s: float = 0.0,
+    ) -> None:
+        """`committed_gpu_s`: GPU work other unfinished runs already queued for the windows."""
+        self._run_id = run_id
+        self._dry_run = dry_run
+        self._settings = settings
+        self._prices = prices
+        self._backends = backends
+        self._open_file = open_file
+        self._deadline = run_deadline_at
+        self._prompt_cache = prompt_cache
+        self._router = router or Router(prices, backends, settings)
+        self._open: dict[tuple[str, str], _Open] = {}
+        self._seq = 0
+        self.chunks: list[Chunk] = []
+        self.estimates: dict[tuple[str, str], Estimate] = {}
+        self.summary = PlanSummary()
+        self._files = ExitStack()
+        self.planner = Planner(
+            settings,
+            prices,
+            observations or Observations(),
+            time.time() if now is None else now,
+            committed_gpu_s,
+        )
+        self._sets: dict[str, tuple[int, TargetSet]] = {}
+        self._spool: Any = None  # spooled lines of requests the planner places (real runs)
+        self._spooled: array[int] = array("i")  # per spooled request: its target set's number
+        self._set_list: list[TargetSet] = []
+        self._vendor_ready_at = self.planner.vendor_ready_at
+        self._follower_deadlines: list[tuple[str, bytes, float]] = []
+
+    def _limits(self, backend: str) -> tuple[int, int]:
+        if backend == VLLM:
+            return self._settings.backends.vllm.max_requests_per_chunk, VLLM_MAX_BYTES_PER_CHUNK
+        o = self._settings.anthropic if backend == "anthropic" else self._settings.openai
+        return o.max_lines_per_chunk, o.max_bytes_per_chunk
+
+    def add(
+        self,
+        backend: str,
+        model: str,
+        line: bytes,
+        max_tokens: int,
+        deadline_at: float | None,
+        key: bytes = b"",
+        options: list[bytes] | None = None,
+        prompt_tokens: int = -1,
+    ) -> None:
+        """One unique request: `line` for its one backend, or `options`, one per alias target."""
+        deadline = self._deadline
+        if deadline_at is not None and deadline_at < deadline:
+            deadline = deadline_at
+        found = self._sets.get(model)
+        set_no, ts = found if found is not None else self._target_set(backend, model)
+        if ts.direct:  # one vendor target: the hot path, straight into its chunk
+            n = len(line)
+            ts.line_bytes.append(n)
+            ts.max_tokens.append(max_tokens)
+            ts.deadline_at.append(deadline)
+            if deadline >= self._vendor_ready_at:
+                self._write(backend, ts.targets[0][1], line, n, max_tokens, deadline_at)
+            else:  # ends failed at finish
+                ts.failed_keys[len(ts.max_tokens) - 1] = key
+            return
+        lines = options if options else [line]
+        ts.add([len(x) for x in lines], max_tokens, deadline, key, prompt_tokens)
+        if self._dry_run:  # the planner needs the sizes only
+            return
+        if self._spool is None:
+            self._spool = self._files.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
+        self._spool.write(b"".join(lines))
+        self._spooled.append(set_no)
+
+    def follower_deadline(self, model: str, key: bytes, deadline_at: float) -> None:
+        """An in-run duplicate due earlier than the run: its leader must be done by then too.
+
+        Applied to requests the planner places (aliases, vLLM); a one-vendor-target leader is
+        already in its chunk and keeps its own deadline.
+        """
+        if deadline_at < self._deadline:
+            self._follower_deadlines.append((model, key, deadline_at))
+
+    def _apply_follower_deadlines(self) -> None:
+        by_model: dict[str, list[tuple[bytes, float]]] = {}
+        for model, key, deadline in self._follower_deadlines:
+            by_model.setdefault(model, []).append((key, deadline))
+        for model, items in by_model.items():
+            found = self._sets.get(model)
+            if found is None or found[1].direct:
+                continue
+            ts = found[1]
+            keys = np.frombuffer(bytes(ts.keys), dtype=f"V{KEY_BYTES}")
+            order = np.argsort(keys)
+            wanted = np.frombuffer(b"".join(k for k, _ in items), dtype=f"V{KEY_BYTES}")
+            at = np.searchsorted(keys[order], wanted).clip(0, len(keys) - 1)
+            hit = keys[order][at] == wanted
+            deadlines = np.frombuffer(ts.deadline_at, dtype=np.float64)  # a view: updated in place
+            for i, d in zip(
+                order[at][hit].tolist(), np.array([d for _, d in items])[hit].tolist(), strict=True
+            ):
+                if d < deadlines[i]:
+                    deadlines[i] = d
+
+    def _target_set(self, backend: str, model: str) -> tuple[int, TargetSet]:
+        route = self._router.route(model)
+        if isinstance(route, Choice):
+            ts = TargetSet(model, [(r.backend, r.model) for r in route.targets], route.reference)
+        else:
+            r = route if isinstance(route, Route) else Route(backend, model)
+            ts = TargetSet(model, [(r.backend, r.model)], self._router.reference_of(r))
+        self._sets[model] = (len(self._set_list), ts)
+        self._set_list.append(ts)
+        return self._sets[model]
+
+    def _write(
+        self,
+        backend: str,
+        model: str,
+        line: bytes | None,
+        n_bytes: int,
+        max_tokens: int,
+        deadline_at: float | None,
+    ) -> None:
+        """Append one vendor-format line (newline included) to the open chunk of its model.
+
+        `line` is None in a dry run of a placed request: only its size counts.
+        """
+        key = (backend, model)
+        cur = self._open.get(key)
+        max_lines, max_bytes = self._limits(backend)
+        if cur is not None and (
+            cur.chunk.n_requests >= max_lines or cur.chunk.n_bytes + n_bytes > max_bytes
+        ):
+            self._close(key)
+            cur = None
+        if cur is None:
+            cur = self._start(Route(backend, model))
+            self._open[key] = cur
+        if cur.file is not None and line is not None:
+            cur.file.write(line)
+        c = cur.chunk
+        c.n_requests += 1
+        c.n_bytes += n_bytes
+        c.est_max_tokens += max_tokens or self._settings.estimate_output_tokens
+        if deadline_at is not None and deadline_at < c.deadline_at:
+            c.deadline_at = deadline_at
+
+    def _start(self, route: Route, path_suffix: str = ".jsonl") -> _Open:
+        self._seq += 1
+        chunk_id = f"{self._run_id}-c{self._seq:05d}"
+        path = f"chunks/{chunk_id}{path_suffix}"
+        chunk = Chunk(
+            chunk_id=chunk_id,
+            run_id=self._run_id,
+            backend=route.backend,
+            model=route.model,
+            path=path,
+            n_requests=0,
+            n_bytes=0,
+            deadline_at=self._deadline,
+            prompt_cache=self._prompt_cache,
+        )
+        f = self._open_file(path)
+        if f is not None:
+            self._files.enter_context(f)
+        return _Open(chunk, f)
+
+    def _close(self, key: tuple[str, str]) -> None:
+        cur = self._open.pop(key)
+        if cur.file is not None:
+            cur.file.close()
+        self.chunks.append(cur.chunk)
+
+    # --- finish: decide, write the placed requests, price ------------------------------------
+    def finish(self) -> list[Chunk]:
+        self._apply_follower_deadlines()
+        priced = self.planner.decide(self._set_list)
+        self._write_spooled()
+        self._write_failures()
+        for key in list(self._open):
+            self._close(key)
+        self._files.close()
+        self._estimate(priced)
+        for c in self.chunks:
+            est = self.estimates.get((c.backend, c.model))
+            if est and est.requests and c.backend != PLANNER_BACKEND:
+                c.est_cost_usd = est.cost_usd * c.n_requests / est.requests
+                c.est_gpu_s = est.gpu_seconds * c.n_requests / est.requests
+        return self.chunks
+
+    def _write_spooled(self) -> None:
+        if self._dry_run:
+            self._count_placed()
+            return
+        if self._spool is None:
+            return
+        self._spool.seek(0)
+        read = self._spool.read
+        cursor = [0] * len(self._set_list)
+        for set_no in self._spooled:
+            ts = self._set_list[set_no]
+            i = cursor[set_no]
+            cursor[set_no] += 1
+            t = len(ts.targets)
+            lens = ts.line_bytes[i * t : (i + 1) * t]
+            blob = read(sum(lens))
+            j = int(ts.choice[i])
+            if j == UNMEETABLE:
+                continue
+            backend, model = ts.targets[j]
+            if backend == VLLM and not self._router.has_backend(VLLM):
+                continue  # ends failed in _write_failures
+            at = sum(lens[:j])
+            line = blob[at : at + lens[j]]
+            self._write(backend, model, line, len(line), ts.max_tokens[i], ts.deadline_at[i])
+
+    def _count_placed(self) -> None:
+        """Dry run: chunk the placed requests by size alone, so `plan` shows their chunks."""
+        for ts in self._set_list:
+            if ts.direct:
+                continue  # already chunked as they came
+            t = len(ts.targets)
+            for i, j in enumerate(ts.choice.tolist()):
+                if j != UNMEETABLE:
+                    backend, model = ts.targets[j]
+                    n_bytes = ts.line_bytes[i * t + j]
+                    self._write(backend, model, None, n_bytes, ts.max_tokens[i], ts.deadline_at[i])
+
+    def _failures(self) -> list[tuple[bytes, Outcome]]:
+        out: list[tuple[bytes, Outcome]] = []
+        vendor_h = self._settings.planner.vendor_window_h
+        no_vllm = not self._router.has_backend(VLLM)
+        for ts in self._set_list:
+            gpu_cols = [j for j, (b, _) in enumerate(ts.targets) if b == VLLM]
+            failed = ts.choice == UNMEETABLE
+            if no_vllm and gpu_cols:
+                failed |= ts.choice == gpu_cols[0]
+            for i in np.flatnonzero(failed).tolist():
+                key = (
+                    ts.failed_keys[i]
+                    if ts.direct
+                    else bytes(ts.keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
+                )
+                if ts.choice[i] == UNMEETABLE:
+                    when = datetime.fromtimestamp(ts.deadline_at[i], tz=UTC).isoformat()
+                    o = Outcome(
+                        status=FAILED,
+                        backend="none",
+                        error_type="deadline_unmeetable",
+                        error_message=(
+                            f"no target of {ts.name!r} can finish this request before its "
+                            f"deadline {when}: vendor batches count as done {vendor_h:g} h after "
+                            "submit and the GPU windows before it are full or too short; give a "
+                            "later deadline (--within, --deadline or the line's deadline), or "
+                            "lower planner.vendor_window_h to trust the vendor to finish sooner"
+                        ),
+                    )
+                else:
+                    o = Outcome(
+                        status=FAILED,
+                        backend="none",
+                        error_type="no_backend",
+                        error_message=(
+                            "the planner placed this request on vLLM, and this batchd has no "
+                            "vLLM worker backend; drop the vllm target from the alias or run "
+                            "a batchd with the GPU worker"
+                        ),
+                    )
+                out.append((key, o))
+        return out
+
+    def _write_failures(self) -> None:
+        if self._dry_run:
+            return
+        failures = self._failures()
+        if not failures:
+            return
+        cur = self._start(Route(PLANNER_BACKEND, "unmeetable"), ".parts")
+        if cur.file is not None:
+            write_outcomes(cur.file, failures)
+            cur.file.close()
+        c = cur.chunk
+        c.n_requests = len(failures)
+        c.attempt = 0  # never sent: progress counts its lines failed, not sent
+        c.counts = {"final": len(failures), "succeeded": 0}
+        c.state = CHUNK_COLLECTED
+        c.result_path = c.path
+        self.chunks.append(c)
+
+    def _estimate(self, priced: dict[str, Priced]) -> None:
+        s = self.summary
+        s.gpu_capacity_s = self.planner.capacity_s
+        s.gpu_committed_s = self.planner.committed_gpu_s
+        s.gpu_used_s = self.planner.gpu_used_s
+        s.tokens_per_gpu_s = self.planner.tokens_per_gpu_s
+        s.gpu_reserved = self._settings.planner.gpu_reserved
+        unmeetable: dict[str, int] = {}
+        for ts in self._set_list:
+            p = priced[ts.name]
+            vendor_cols = [j for j, (b, _) in enumerate(ts.targets) if b != VLLM]
+            if vendor_cols:
+                cheapest = p.cost_usd[:, vendor_cols].min(axis=1)
+                s.all_vendor_usd += float(cheapest[np.isfinite(cheapest)].sum())
+            n_failed = int((ts.choice == UNMEETABLE).sum())
+            if n_failed:
+                unmeetable[ts.name] = n_failed
+            for j, target in enumerate(ts.targets):
+                mine = ts.choice == j
+                if not mine.any():
+                    continue
+                est = self.estimates.get(target)
+                if est is None:
+                    est = self.estimates[target] = Estimate()
+                est.requests += int(mine.sum())
+                est.input_tokens += int(p.input_tokens[mine, j].sum())
+                est.output_tokens += int(p.output_tokens[mine, j].sum())
+                est.output_tokens_max += int(p.output_tokens_max[mine, j].sum())
+                est.cost_usd += float(p.cost_usd[mine, j].sum())
+                est.cost_max_usd += float(p.cost_max_usd[mine, j].sum())
+                est.baseline_usd += float(p.baseline_usd[mine].sum())
+                if target[0] == VLLM:
+                    est.gpu_seconds += float(p.gpu_s[mine].sum())
+        for (backend, _), est in self.estimates.items():
+            est.savings_usd = est.baseline_usd - est.cost_usd
+            if backend != VLLM or not s.gpu_reserved:
+                s.marginal_usd += est.cost_usd
+        s.unmeetable = unmeetable

@@ -1,0 +1,110 @@
+"""What earlier runs measured, for the planner's estimates (DESIGN §4 "finalize").
+
+At finalize every chunk's outcomes are summed into ratios kept in the store as
+(numerator, denominator) sums, so later runs add to them:
+- `bpt|<model>`: request-line bytes per input token (vendor token estimates);
+- `out|<model>`: output tokens per max_tokens;
+- `cached|<model>`: share of input tokens read from the vendor's prompt cache;
+- `tput|<model>|<gpu_type>`: tokens (input + output) per GPU-second on vLLM.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from batchd.outcome import SUCCEEDED, Outcome
+from batchd.state.base import Chunk
+
+Sums = dict[str, tuple[float, float]]
+VLLM = "vllm"
+
+
+def bytes_per_token_key(model: str) -> str:
+    return f"bpt|{model}"
+
+
+def output_ratio_key(model: str) -> str:
+    return f"out|{model}"
+
+
+def cached_share_key(model: str) -> str:
+    return f"cached|{model}"
+
+
+def throughput_key(model: str, gpu_type: str) -> str:
+    return f"tput|{model}|{gpu_type or 'default'}"
+
+
+class Observations:
+    """Ratios measured on earlier runs; None where nothing was measured yet."""
+
+    def __init__(self, sums: Sums | None = None) -> None:
+        self._sums = sums or {}
+
+    def ratio(self, key: str) -> float | None:
+        num, den = self._sums.get(key, (0.0, 0.0))
+        return num / den if den > 0 and num > 0 else None
+
+    def bytes_per_token(self, model: str) -> float | None:
+        return self.ratio(bytes_per_token_key(model))
+
+    def output_ratio(self, model: str) -> float | None:
+        return self.ratio(output_ratio_key(model))
+
+    def cached_share(self, model: str) -> float:
+        return self.ratio(cached_share_key(model)) or 0.0
+
+    def tokens_per_gpu_s(self, model: str, gpu_type: str) -> float | None:
+        return self.ratio(throughput_key(model, gpu_type))
+
+
+class _ChunkSums:
+    __slots__ = ("cached", "gpu_s", "gpu_tokens", "input", "output", "succeeded")
+
+    def __init__(self) -> None:
+        self.succeeded = 0
+        self.input = self.cached = self.output = self.gpu_tokens = 0
+        self.gpu_s = 0.0
+
+
+class Observer:
+    """Sums one run's outcomes per chunk, then turns them into ratio sums for the store."""
+
+    def __init__(self, gpu_type: str) -> None:
+        self._gpu_type = gpu_type
+        self._chunks: dict[str, tuple[Chunk, _ChunkSums]] = {}
+
+    def add(self, chunk: Chunk, o: Outcome) -> None:
+        entry = self._chunks.get(chunk.chunk_id)
+        if entry is None:
+            entry = self._chunks[chunk.chunk_id] = (chunk, _ChunkSums())
+        s = entry[1]
+        if o.gpu_seconds > 0:
+            s.gpu_s += o.gpu_seconds
+            s.gpu_tokens += o.input_tokens + o.output_tokens
+        if o.status == SUCCEEDED and o.input_tokens > 0:
+            s.succeeded += 1
+            s.input += o.input_tokens
+            s.cached += o.cached_input_tokens
+            s.output += o.output_tokens
+
+    def sums(self) -> Sums:
+        out: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+
+        def add(key: str, num: float, den: float) -> None:
+            out[key][0] += num
+            out[key][1] += den
+
+        for chunk, s in self._chunks.values():
+            model = chunk.model
+            if s.gpu_s > 0:
+                add(throughput_key(model, self._gpu_type), s.gpu_tokens, s.gpu_s)
+            if not s.succeeded or not chunk.n_requests:
+                continue
+            share = s.succeeded / chunk.n_requests
+            if chunk.backend != VLLM:
+                add(bytes_per_token_key(model), chunk.n_bytes * share, s.input)
+                add(cached_share_key(model), s.cached, s.input)
+            if chunk.est_max_tokens:
+                add(output_ratio_key(model), s.output, chunk.est_max_tokens * share)
+        return {k: (v[0], v[1]) for k, v in out.items() if v[1] > 0}

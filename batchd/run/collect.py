@@ -1,0 +1,200 @@
+"""Collect: read an ended vendor batch and settle every line of its chunk.
+
+Successes and final failures become the chunk's outcome part; lines that may be
+retried (expired, transient errors) become a child chunk while attempts and the
+deadline allow; a line that succeeded is never sent again. Memory stays bounded:
+the vendor's results stream into a scratch index, then the chunk file is walked
+in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from batchd.backends.base import ChunkRejected, TransientBackendError
+from batchd.config.pricing import Usage
+from batchd.intake.decode import cacheable, key_of
+from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
+from batchd.run.services import Services
+from batchd.state.base import CHUNK_COLLECTED, CHUNK_ENDED, Chunk, Run
+from batchd.storage.chunk_outcomes import chunk_lines, write_outcomes
+from batchd.storage.sqlkeys import select_in
+
+log = logging.getLogger("batchd.collect")
+
+BATCH_LINES = 1000
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder(Outcome)
+
+
+async def handle_ended(svc: Services, run: Run, chunk: Chunk) -> None:
+    """Read the vendor's results; keep the final ones, resubmit what may be retried."""
+    with tempfile.TemporaryDirectory(dir=svc.home) as tmp:
+        index = sqlite3.connect(Path(tmp) / "reported.db")
+        try:
+            rejected = await _index_results(svc, chunk, index)
+        except TransientBackendError as exc:
+            log.warning("chunk %s: results not readable yet (%s)", chunk.chunk_id, exc)
+            index.close()
+            return
+        try:
+            _settle(svc, run, chunk, index, rejected)
+        finally:
+            index.close()
+
+
+async def _index_results(svc: Services, chunk: Chunk, index: sqlite3.Connection) -> str | None:
+    """Stream the vendor's results into `index`; the reason when the whole batch was rejected."""
+    index.execute("CREATE TABLE r (vid TEXT PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
+    pending: list[tuple[str, bytes]] = []
+    try:
+        async for vendor_id, outcome in svc.backends[chunk.backend].results(chunk):
+            pending.append((vendor_id, _enc.encode(outcome)))
+            if len(pending) >= BATCH_LINES:
+                index.executemany("INSERT OR REPLACE INTO r VALUES (?, ?)", pending)
+                pending = []
+    except ChunkRejected as exc:
+        return str(exc)
+    index.executemany("INSERT OR REPLACE INTO r VALUES (?, ?)", pending)
+    return None
+
+
+def _settle(
+    svc: Services, run: Run, chunk: Chunk, index: sqlite3.Connection, rejected: str | None
+) -> None:
+    blobs = svc.blobs(run.run_id)
+    can_retry = (
+        not run.cancel_requested
+        and chunk.attempt < svc.settings.max_attempts
+        and time.time() < chunk.deadline_at
+    )
+    child = _retry_chunk(chunk)
+    result_path = f"outcomes/{chunk.chunk_id}.msgpack"
+    succeeded = final = 0
+    cost = 0.0
+    with (
+        blobs.open(chunk.path) as src,
+        blobs.writer(result_path) as out,
+        blobs.writer(child.path) as retry_out,
+    ):
+        for lines in _batched(chunk_lines(src)):
+            reported = _lookup(index, [v for v, _ in lines]) if rejected is None else {}
+            settled: list[tuple[str, Outcome]] = []
+            for vendor_id, line in lines:
+                if rejected is not None:
+                    o = Outcome(status=FAILED, error_type="batch_failed", error_message=rejected)
+                else:
+                    o = _by_cancel_reason(reported.get(vendor_id) or _missing(chunk), chunk)
+                if o.status != SUCCEEDED and o.retryable and can_retry:
+                    retry_out.write(line)
+                    child.n_requests += 1
+                    child.n_bytes += len(line)
+                    continue
+                settled.append((vendor_id, _stamp(svc, chunk, o)))
+            write_outcomes(out, ((key_of(v), o) for v, o in settled))
+            svc.cache.put_many((key_of(v), o) for v, o in settled if cacheable(v))
+            final += len(settled)
+            succeeded += sum(o.status == SUCCEEDED for _, o in settled)
+            cost += sum(o.cost_usd for _, o in settled)
+    if child.n_requests == 0:
+        blobs.remove(child.path)
+    svc.store.transition(
+        chunk.chunk_id,
+        (CHUNK_ENDED,),
+        new_children=[child] if child.n_requests else [],
+        state=CHUNK_COLLECTED,
+        result_path=result_path,
+        counts={"succeeded": succeeded, "final": final, "retried": child.n_requests},
+        cost_usd=cost,
+    )
+
+
+def _batched(items: Iterator[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:
+    batch: list[tuple[str, bytes]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= BATCH_LINES:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _lookup(index: sqlite3.Connection, vendor_ids: list[str]) -> dict[str, Outcome]:
+    sql = "SELECT vid, outcome FROM r WHERE vid IN ({keys})"
+    return {vid: _dec.decode(blob) for vid, blob in select_in(index, sql, vendor_ids)}
+
+
+def _missing(chunk: Chunk) -> Outcome:
+    """A line the vendor's files do not mention, read by the batch's final status."""
+    status = chunk.vendor_status
+    if status == "expired":
+        return Outcome(
+            status=EXPIRED,
+            error_type="expired",
+            error_message="not done before the batch expired",
+            retryable=True,
+        )
+    if status == "cancelled":
+        return Outcome(status=CANCELED, error_type="canceled", error_message="run canceled")
+    return Outcome(
+        status=FAILED,
+        error_type="missing_from_output",
+        error_message="the vendor reported no result for this line",
+        retryable=True,
+    )
+
+
+def _by_cancel_reason(o: Outcome, chunk: Chunk) -> Outcome:
+    """Lines cut off by batchd's own cancel at the deadline end `expired`, not `canceled`."""
+    if o.status == CANCELED and chunk.cancel_reason == "deadline":
+        return Outcome(
+            status=EXPIRED, error_type="expired", error_message="not done before the run's deadline"
+        )
+    return o
+
+
+def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
+    o.backend = chunk.backend
+    o.model_used = o.model_used or chunk.model
+    o.submitted_at = chunk.submitted_at
+    o.completed_at = chunk.ended_at
+    o.retryable = False
+    if (o.input_tokens or o.output_tokens) and not o.gpu_seconds:
+        price = svc.prices.lookup(o.model_used) or svc.prices.lookup(chunk.model)
+        if price is not None:
+            usage = Usage(
+                o.input_tokens,
+                o.cached_input_tokens,
+                o.cache_write_tokens,
+                o.output_tokens,
+                o.cache_write_1h_tokens,
+            )
+            o.cost_usd = svc.prices.cost_usd(price, usage, batch=True)
+    return o
+
+
+def _retry_chunk(parent: Chunk) -> Chunk:
+    """The chunk that resends a parent's retryable lines (filled while settling)."""
+    base = parent.chunk_id.split(".")[0]
+    attempt = parent.attempt + 1
+    chunk_id = f"{base}.{attempt}"
+    return Chunk(
+        chunk_id=chunk_id,
+        run_id=parent.run_id,
+        backend=parent.backend,
+        model=parent.model,
+        path=f"chunks/{chunk_id}.jsonl",
+        n_requests=0,
+        n_bytes=0,
+        attempt=attempt,
+        deadline_at=parent.deadline_at,
+        prompt_cache=parent.prompt_cache,
+    )

@@ -1,0 +1,385 @@
+"""The run state machine: ingest -> dispatch (chunk steps) -> finalize.
+
+Steps are plain functions over the store and blobs, so the embedded driver here
+and (later) arq workers run the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchd.config.settings import Settings
+from batchd.errors import BatchdError
+from batchd.intake.decode import auto_workers
+from batchd.intake.ingest import LINES_SCHEMA, IngestStats, ingest
+from batchd.intake.lines import open_source
+from batchd.outcome import SUCCEEDED, Outcome
+from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
+from batchd.planning.chunking import Chunker, Estimate, PlanSummary
+from batchd.planning.observations import Observations, Observer
+from batchd.run import follow_ups
+from batchd.run.dispatch import STEP, step_failed
+from batchd.run.services import Services
+from batchd.state.base import (
+    CHUNK_COLLECTED,
+    RUN_DISPATCHING,
+    RUN_DONE,
+    RUN_FINALIZING,
+    RUN_INGESTING,
+    Chunk,
+    Run,
+)
+from batchd.storage.chunk_outcomes import read_outcomes
+from batchd.storage.s3 import is_s3
+from batchd.storage.sqlkeys import select_in
+
+log = logging.getLogger("batchd.pipeline")
+
+LINES_PATH = "lines.parquet"
+FINALIZE_BATCH_ROWS = 8192
+_outcome_dec = msgspec.msgpack.Decoder(Outcome)
+_outcome_enc = msgspec.msgpack.Encoder()
+
+RUN_SUCCEEDED = "succeeded"
+RUN_WITH_FAILURES = "finished_with_failures"
+RUN_CANCELED = "canceled"
+
+
+class PlanReport(msgspec.Struct, kw_only=True):
+    stats: IngestStats
+    chunks: list[Chunk]
+    estimates: dict[str, Estimate]
+    summary: PlanSummary
+    deadline_at: float = 0.0
+
+
+def _estimates_by_model(chunker: Chunker) -> dict[str, Estimate]:
+    return {f"{backend}:{model}": est for (backend, model), est in chunker.estimates.items()}
+
+
+def plan_file(
+    svc: Services,
+    source: str,
+    options: dict[str, Any],
+    on_progress: Callable[[IngestStats], None] | None = None,
+    *,
+    deadline_at: float | None = None,
+    now: float | None = None,
+) -> PlanReport:
+    """Dry run: everything `submit` does before the first vendor call; nothing is written."""
+    now = time.time() if now is None else now
+    deadline = deadline_at or now + svc.settings.default_deadline_h * 3600
+    chunker = Chunker(
+        "plan",
+        svc.settings,
+        svc.prices,
+        svc.backends,
+        lambda _: None,
+        run_deadline_at=deadline,
+        router=svc.router,
+        observations=Observations(svc.store.observations()),
+        now=now,
+        dry_run=True,
+        committed_gpu_s=committed_gpu_s(svc, ""),
+    )
+    stats = _ingest_source(svc, source, options, chunker, "plan", None, on_progress)
+    chunks = chunker.finish()
+    return PlanReport(
+        stats=stats,
+        chunks=chunks,
+        estimates=_estimates_by_model(chunker),
+        summary=chunker.summary,
+        deadline_at=deadline,
+    )
+
+
+ACTIVE_RUNS_SCANNED = 200
+
+
+def committed_gpu_s(svc: Services, own_run_id: str) -> float:
+    """GPU-seconds other unfinished runs planned for vLLM and have not finished yet."""
+    if not svc.settings.backends.vllm.enabled:
+        return 0.0
+    total = 0.0
+    for run in svc.store.list_runs(ACTIVE_RUNS_SCANNED):
+        if run.state == RUN_DONE or run.run_id == own_run_id:
+            continue
+        for c in svc.store.chunks(run.run_id):
+            if c.backend == "vllm" and c.state != CHUNK_COLLECTED:
+                total += c.est_gpu_s
+    return total
+
+
+def _ingest_source(
+    svc: Services,
+    source: str,
+    options: dict[str, Any],
+    chunker: Chunker,
+    run_salt: str,
+    write_rows: Callable[[pa.RecordBatch], None] | None,
+    on_progress: Callable[[IngestStats], None] | None,
+) -> IngestStats:
+    """Ingest one source with the cache, tenant and worker count its options call for."""
+    with _open_input(svc, source) as stream:
+        return ingest(
+            stream,
+            router=svc.router,
+            chunker=chunker,
+            cache=None if options.get("no_cache") else svc.cache,
+            default_tenant=options.get("tenant") or svc.settings.default_tenant,
+            run_salt=run_salt,
+            write_rows=write_rows,
+            on_progress=on_progress,
+            workers=_workers(svc, source),
+        )
+
+
+def _workers(svc: Services, source: str) -> int:
+    if svc.settings.ingest_workers > 0:
+        return svc.settings.ingest_workers
+    try:
+        if is_s3(source):
+            head = svc.s3.head(source)
+            size = int(head["ContentLength"]) if head else 0
+        else:
+            size = os.path.getsize(source)
+    except OSError:
+        return 1
+    return auto_workers(size)
+
+
+def _open_input(svc: Services, source: str) -> Any:
+    if is_s3(source):  # streamed from S3, never whole in memory or on disk
+        return svc.s3.open(source, decompress=True)
+    try:
+        return open_source(source)
+    except FileNotFoundError as exc:
+        raise BatchdError(f"Input file {source} does not exist.", "Check the path.") from exc
+
+
+def ingest_run(
+    svc: Services, run: Run, on_progress: Callable[[IngestStats], None] | None = None
+) -> Run:
+    """Ingest step: lines parts + chunk files, then chunks and stats in one store change."""
+    blobs = svc.blobs(run.run_id)
+    blobs.remove_tree("chunks")  # leftovers of an ingest killed half-way
+    chunker = Chunker(
+        run.run_id,
+        run_settings(svc.settings, run.options),
+        svc.prices,
+        svc.backends,
+        blobs.open_write,
+        run_deadline_at=run.deadline_at,
+        prompt_cache=not run.options.get("no_prompt_cache"),
+        router=svc.router,
+        observations=Observations(svc.store.observations()),
+        now=run.created_at or None,
+        committed_gpu_s=committed_gpu_s(svc, run.run_id),
+    )
+    with blobs.writer(LINES_PATH) as out, pq.ParquetWriter(out, LINES_SCHEMA) as writer:
+        stats = _ingest_source(
+            svc, run.source, run.options, chunker, run.run_id, writer.write_batch, on_progress
+        )
+    chunks = chunker.finish()
+    svc.store.add_chunks(chunks)
+    return svc.store.update_run(
+        run.run_id,
+        state=RUN_DISPATCHING,
+        stats={
+            "ingest": msgspec.to_builtins(stats),
+            "estimates": msgspec.to_builtins(_estimates_by_model(chunker)),
+            "plan": msgspec.to_builtins(chunker.summary),
+        },
+    )
+
+
+def run_settings(settings: Settings, options: dict[str, Any]) -> Settings:
+    """The run's own chunk limits (fixed at submit) win over this process's settings."""
+    replace = msgspec.structs.replace
+    openai = replace(
+        settings.openai,
+        max_lines_per_chunk=options.get("chunk_lines", settings.openai.max_lines_per_chunk),
+        max_bytes_per_chunk=options.get("chunk_bytes", settings.openai.max_bytes_per_chunk),
+    )
+    anthropic = replace(
+        settings.anthropic,
+        max_lines_per_chunk=options.get(
+            "anthropic_chunk_lines", settings.anthropic.max_lines_per_chunk
+        ),
+        max_bytes_per_chunk=options.get(
+            "anthropic_chunk_bytes", settings.anthropic.max_bytes_per_chunk
+        ),
+    )
+    return replace(settings, openai=openai, anthropic=anthropic)
+
+
+async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None = None) -> bool:
+    """One pass of every open chunk's next step. True when every chunk is collected.
+
+    A step that raises is retried with backoff; after `max_step_failures` its chunk's lines
+    end `failed` with the reason, never silently dropped.
+    """
+    now = time.time()
+    for chunk in svc.store.chunks(run.run_id):
+        step = STEP.get(chunk.state)
+        if step is None or chunk.retry_at > now or (states and chunk.state not in states):
+            continue
+        try:
+            await step(svc, run, chunk)
+        except BatchdError:
+            raise  # the user must act (e.g. a refused API key): stop, the run resumes later
+        except Exception as exc:
+            await step_failed(svc, run, chunk, exc)
+    return all(c.state == CHUNK_COLLECTED for c in svc.store.chunks(run.run_id))
+
+
+def finalize_run(svc: Services, run: Run) -> Run:
+    """Join lines with outcomes into results.parquet and costs.parquet under output/run_id.
+
+    The output may be a local directory or an s3:// prefix; each file appears under its
+    final name only once complete, results.parquet last.
+    """
+    blobs = svc.blobs(run.run_id)
+    out = svc.output(run.output, run.run_id)
+    export = run.options.get("export") == "openai-jsonl"
+    observer = Observer(svc.settings.backends.vllm.gpu_type)
+    with tempfile.TemporaryDirectory(dir=_scratch(svc)) as tmp, ExitStack() as files:
+        db = _outcome_index(svc, run, Path(tmp) / "outcomes.db", observer)
+        files.callback(db.close)
+        summary = CostSummary(run.run_id, svc.prices.version)
+        assembler = RowAssembler(
+            run.run_id,
+            svc.prices,
+            lambda keys: _lookup(db, keys),
+            summary,
+            baseline_model=svc.router.baseline_model,
+        )
+        results_file = files.enter_context(out.writer("results.parquet"))
+        writer = files.enter_context(pq.ParquetWriter(results_file, RESULTS_SCHEMA))
+        export_file = files.enter_context(out.writer("results.openai.jsonl")) if export else None
+        lines = pq.ParquetFile(files.enter_context(blobs.local(LINES_PATH)))
+        for batch in lines.iter_batches(batch_size=FINALIZE_BATCH_ROWS):
+            rows = assembler.assemble(batch)
+            writer.write_batch(rows)
+            if export_file is not None:
+                write_openai_jsonl(rows, export_file)
+        writer.close()
+        with out.writer("costs.parquet") as costs_file:
+            pq.write_table(summary.table(), costs_file)
+        # Leaving the block completes results.openai.jsonl, then results.parquet.
+    svc.store.add_observations(observer.sums())  # what this run measured, for later plans
+    counts = assembler.status_counts
+    if run.cancel_requested:
+        outcome = RUN_CANCELED
+    elif set(counts) <= {SUCCEEDED}:
+        outcome = RUN_SUCCEEDED
+    else:
+        outcome = RUN_WITH_FAILURES
+    stats = dict(run.stats)
+    stats["status_counts"] = counts
+    stats["cost_usd"] = summary.total("cost_usd")
+    stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
+    stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
+    done = svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
+    follow_ups.fire(svc, done)  # e.g. a dropped file: move it to done/ with its report
+    return done
+
+
+def _scratch(svc: Services) -> Path:
+    path = svc.home / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _outcome_index(
+    svc: Services, run: Run, path: Path, observer: Observer | None = None
+) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("CREATE TABLE o (key BLOB PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
+    blobs = svc.blobs(run.run_id)
+    for chunk in svc.store.chunks(run.run_id):
+        if chunk.result_path is None:
+            continue
+        with blobs.open(chunk.result_path) as src:
+            db.executemany(
+                "INSERT OR REPLACE INTO o VALUES (?, ?)",
+                (
+                    (k, _outcome_enc.encode(o))
+                    for k, o in _observed(read_outcomes(src), chunk, observer)
+                ),
+            )
+    db.commit()
+    return db
+
+
+def _observed(
+    items: Iterator[tuple[bytes, Outcome]], chunk: Chunk, observer: Observer | None
+) -> Iterator[tuple[bytes, Outcome]]:
+    """Pass outcomes through, letting the observer sum what they measured (tokens, GPU time)."""
+    for k, o in items:
+        if observer is not None:
+            observer.add(chunk, o)
+        yield k, o
+
+
+def _lookup(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
+    sql = "SELECT key, outcome FROM o WHERE key IN ({keys})"
+    return {key: _outcome_dec.decode(blob) for key, blob in select_in(db, sql, list(set(keys)))}
+
+
+async def drive(
+    svc: Services,
+    run_id: str,
+    on_progress: Callable[[Run, list[Chunk], IngestStats | None], None] | None = None,
+) -> Run:
+    """Run every step of one run until it is done (embedded mode)."""
+    while True:
+        run = svc.store.get_run(run_id)
+        if run is None:
+            raise BatchdError(f"No run {run_id}.", "List runs with `batchd status`.")
+        if run.state == RUN_INGESTING:
+
+            def ingest_progress(stats: IngestStats, run: Run = run) -> None:
+                if on_progress is not None:
+                    on_progress(run, [], stats)
+
+            ingest_run(svc, run, ingest_progress)
+            continue
+        if run.state == RUN_DISPATCHING:
+            done = await dispatch_round(svc, run)
+            if on_progress is not None:
+                on_progress(run, svc.store.chunks(run_id), None)
+            if done:
+                svc.store.update_run(run_id, state=RUN_FINALIZING)
+                continue
+            await asyncio.sleep(svc.settings.poll_interval_s)
+            continue
+        if run.state == RUN_FINALIZING:
+            run = finalize_run(svc, run)
+        if on_progress is not None:
+            on_progress(run, svc.store.chunks(run_id), None)
+        return run
+
+
+def request_cancel(svc: Services, run_id: str) -> Run:
+    run = svc.store.get_run(run_id)
+    if run is None:
+        raise BatchdError(f"No run {run_id}.", "List runs with `batchd status`.")
+    if run.state == RUN_DONE:
+        return run
+    return svc.store.update_run(run_id, cancel_requested=True)

@@ -1,0 +1,105 @@
+"""Run and chunk state: the records (Run, Chunk), their states, and the Store interface.
+
+Implementations: sqlite_store.SqliteStore (embedded, under BATCHD_HOME) and
+redis_store.RedisStore (distributed).
+
+Every state change of a chunk is a compare-and-set on its current state, so a
+step that runs twice (after a crash, or in two processes) changes nothing the
+second time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+# Run states.
+RUN_INGESTING = "ingesting"
+RUN_DISPATCHING = "dispatching"
+RUN_FINALIZING = "finalizing"
+RUN_DONE = "done"
+RUN_STATES = (RUN_INGESTING, RUN_DISPATCHING, RUN_FINALIZING, RUN_DONE)
+
+# Chunk states: pending -> creating (intent recorded) -> submitted -> ended -> collected.
+CHUNK_PENDING = "pending"
+CHUNK_CREATING = "creating"
+CHUNK_SUBMITTED = "submitted"
+CHUNK_ENDED = "ended"
+CHUNK_COLLECTED = "collected"
+CHUNK_OPEN_STATES = (CHUNK_PENDING, CHUNK_CREATING, CHUNK_SUBMITTED, CHUNK_ENDED)
+
+
+class Run(msgspec.Struct, kw_only=True):
+    run_id: str
+    base_id: str
+    source: str
+    output: str
+    options: dict[str, Any]
+    state: str = RUN_INGESTING
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    deadline_at: float = 0.0
+    cancel_requested: bool = False
+    stats: dict[str, Any] = {}
+    outcome: str = ""  # succeeded | finished_with_failures | canceled (when done)
+
+
+class Chunk(msgspec.Struct, kw_only=True):
+    chunk_id: str
+    run_id: str
+    backend: str
+    model: str
+    path: str
+    n_requests: int
+    n_bytes: int
+    attempt: int = 1
+    deadline_at: float = 0.0
+    state: str = CHUNK_PENDING
+    intent_at: float | None = None
+    vendor_batch_id: str | None = None
+    vendor_file_id: str | None = None
+    vendor_status: str | None = None
+    submitted_at: float | None = None
+    ended_at: float | None = None
+    counts: dict[str, int] = {}
+    result_path: str | None = None
+    error: str | None = None
+    cancel_reason: str | None = None  # user | deadline, once a cancel was sent to the vendor
+    est_cost_usd: float = 0.0
+    est_max_tokens: int = 0  # sum of the lines' max_tokens (defaults filled in), for ratios
+    est_gpu_s: float = 0.0  # the planner's GPU-seconds for a vLLM chunk
+    cost_usd: float = 0.0
+    prompt_cache: bool = True  # Anthropic: may batchd mark shared prefixes for prompt caching
+    failures: int = 0  # unexpected errors in this chunk's steps so far
+    retry_at: float = 0.0  # no step before this time (backoff after a failure)
+
+
+class Store(Protocol):
+    """Run and chunk state: SqliteStore (embedded) or RedisStore (distributed)."""
+
+    def create_run(self, run: Run) -> bool: ...
+    def get_run(self, run_id: str) -> Run | None: ...
+    def runs_with_base(self, base_id: str) -> list[Run]: ...
+    def list_runs(self, limit: int = 50) -> list[Run]: ...
+    def update_run(self, run_id: str, **fields: Any) -> Run: ...
+    def add_chunks(self, chunks: list[Chunk]) -> None: ...
+    def chunks(self, run_id: str) -> list[Chunk]: ...
+    def get_chunk(self, chunk_id: str) -> Chunk | None: ...
+    def transition(
+        self,
+        chunk_id: str,
+        from_states: tuple[str, ...],
+        new_children: list[Chunk] | None = None,
+        **fields: Any,
+    ) -> Chunk | None: ...
+    def known_batch_ids(self) -> set[str]: ...
+    def claim(self, namespace: str, key: str, value: str) -> bool: ...
+    def unclaim(self, namespace: str, key: str) -> None: ...
+    def claims(self, namespace: str) -> dict[str, str]: ...
+    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
+        """Add (numerator, denominator) sums measured by a run to the planner's ratios."""
+        ...
+
+    def observations(self) -> dict[str, tuple[float, float]]: ...
+    def close(self) -> None: ...

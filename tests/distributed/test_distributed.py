@@ -1,0 +1,242 @@
+"""Distributed mode with a real redis-server and real coordinator processes (arq workers)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.emulators.openai_batch import OpenAIBatchEmulator
+from tests.support.helpers import chat, write_jsonl
+from tests.support.stack import Stack
+
+
+@pytest.fixture
+def stack(tmp_path: Path, emulator: OpenAIBatchEmulator) -> Iterator[Stack]:
+    s = Stack(tmp_path, emulator)
+    yield s
+    s.stop()
+
+
+def _lines(n: int, tag: str = "r") -> list[dict[str, Any]]:
+    return [chat(f"{tag}{i}", f"{tag} request {i}") for i in range(n)]
+
+
+def _assert_exactly_once(
+    stack: Stack, emulator: OpenAIBatchEmulator, run_id: str, n: int, tag: str = "r"
+) -> None:
+    rows = stack.rows(run_id)
+    assert [r["custom_id"] for r in rows] == [f"{tag}{i}" for i in range(n)]
+    assert {r["status"] for r in rows} == {"succeeded"}
+    per_chunk = {
+        k: v
+        for k, v in emulator.batch_count_by_metadata("batchd_chunk").items()
+        if k.startswith(run_id)
+    }
+    assert per_chunk and set(per_chunk.values()) == {1}, per_chunk
+    sent = Counter(
+        r["custom_id"]
+        for r in emulator.requests_seen()
+        if r["body"]["messages"][0]["content"].startswith(f"{tag} ")
+    )
+    assert len(sent) == n and set(sent.values()) == {1}
+
+
+def test_submit_waits_no_wait_and_other_machines(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    stack.start_coordinator()
+    src = write_jsonl(tmp_path / "a.jsonl", _lines(6))
+    waited = stack.cli("submit", str(src), "--output", str(stack.out))
+    assert waited.returncode == 0, waited.stderr
+    run_id = next(p.name for p in stack.out.iterdir())
+    _assert_exactly_once(stack, emulator, run_id, 6)
+    other = str(tmp_path / "laptop")
+    status = stack.cli("status", run_id, home=other)
+    assert status.returncode == 0 and "succeeded 6" in status.stdout
+    report = stack.cli("report", run_id, home=other)
+    assert report.returncode == 0 and "gpt-5.4-nano" in report.stdout
+    src2 = write_jsonl(tmp_path / "b.jsonl", _lines(3, tag="n"))
+    run2 = stack.submit_no_wait(src2)
+    assert run2.startswith("run-") and run2 != run_id
+    stack.wait_done(run2)
+    assert len(stack.rows(run2)) == 3
+    health = subprocess.run(
+        [sys.executable, "-m", "arq", "workers.coordinator.WorkerSettings", "--check"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+    )
+    assert health.returncode == 0, health.stderr
+    gpu = subprocess.run(
+        [sys.executable, "-m", "arq", "workers.gpu.WorkerSettings", "--check"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+    )
+    assert gpu.returncode == 1  # no GPU worker running: the check says so
+
+
+def test_twenty_kills_of_the_coordinator_lose_and_repay_nothing(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.set_step_mode(manual=True)
+    n = 40
+    src = write_jsonl(tmp_path / "k.jsonl", _lines(n))
+    current: dict[str, subprocess.Popen[bytes]] = {}
+    killed_in_create = threading.Event()
+
+    def kill_during_create(_batch: dict[str, Any]) -> None:
+        if len(emulator.batches()) == 3:  # between the third vendor create and its record
+            emulator.faults.after_create = None
+            current["proc"].kill()
+            killed_in_create.set()
+
+    emulator.faults.after_create = kill_during_create
+    env = {"BATCHD_OPENAI_MAX_LINES_PER_CHUNK": "4"}
+    run_id = stack.submit_no_wait(src, **env)
+    rnd = random.Random(99)
+
+    def one_life(low_s: float, high_s: float) -> None:
+        current["proc"] = stack.start_coordinator(**env)
+        time.sleep(rnd.uniform(low_s, high_s))
+        if current["proc"].poll() is None:
+            current["proc"].kill()
+        current["proc"].wait()
+
+    # Phase 1: 20 kills while the vendor cannot finish (it moves on at kills 7 and 14):
+    # ingest, create (one kill falls between a create and its record) and polling.
+    for kill in range(1, 21):
+        one_life(0.3, 2.5)
+        if kill in (7, 14):
+            emulator.advance_all()
+    assert stack.store().get_run(run_id).state != "done"
+    # Phase 2: the vendor finishes; more kills while chunks are collected and finalized.
+    emulator.set_step_mode(manual=False)
+    for _ in range(4):
+        if stack.store().get_run(run_id).state == "done":
+            break
+        one_life(0.2, 1.2)
+    stack.start_coordinator(**env)
+    stack.wait_done(run_id)
+    assert killed_in_create.is_set()
+    _assert_exactly_once(stack, emulator, run_id, n)
+    assert (
+        len([k for k in emulator.batch_count_by_metadata("batchd_chunk") if k.startswith(run_id)])
+        == 10
+    )
+
+
+def test_redis_restart_mid_run_loses_nothing(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.set_step_mode(manual=True)
+    src = write_jsonl(tmp_path / "r.jsonl", _lines(8))
+    coordinator = stack.start_coordinator()
+    run_id = stack.submit_no_wait(src, BATCHD_OPENAI_MAX_LINES_PER_CHUNK="4")
+    deadline = time.monotonic() + 30
+    while len(emulator.batches()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(emulator.batches()) == 2
+    stack.redis.restart()  # SIGTERM (AOF flushed), then start on the same port and data dir
+    emulator.set_step_mode(manual=False)
+    time.sleep(1.0)
+    if coordinator.poll() is not None:  # the supervisor (honcho, systemd) would restart it
+        stack.start_coordinator()
+    stack.wait_done(run_id)
+    _assert_exactly_once(stack, emulator, run_id, 8)
+
+
+def test_two_coordinators_never_run_a_step_twice(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.polls_per_step = 2
+    stack.start_coordinator()
+    stack.start_coordinator()
+    env = {"BATCHD_OPENAI_MAX_LINES_PER_CHUNK": "3"}
+    runs = [
+        stack.submit_no_wait(write_jsonl(tmp_path / f"{t}.jsonl", _lines(9, tag=t)), **env)
+        for t in ("a", "b", "c")
+    ]
+    for run_id, tag in zip(runs, ("a", "b", "c"), strict=True):
+        stack.wait_done(run_id)
+        _assert_exactly_once(stack, emulator, run_id, 9, tag=tag)
+    logs = "".join((stack.tmp / f"coordinator-{i}.log").read_text() for i in range(2))
+    assert "ingest_job" in logs
+    worked = [
+        sum(
+            f"{job}(" in (stack.tmp / f"coordinator-{i}.log").read_text()
+            for job in ("ingest_job", "dispatch_job", "poll_job", "finalize_job")
+        )
+        for i in range(2)
+    ]
+    assert all(worked), worked  # both coordinators took jobs
+
+
+def test_a_failing_step_is_retried_then_ends_lines_failed(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.corrupt_outputs = 1
+    env = {"BATCHD_MAX_STEP_FAILURES": "3", "BATCHD_STEP_RETRY_BASE_S": "0.2"}
+    stack.start_coordinator(**env)
+    run_id = stack.submit_no_wait(write_jsonl(tmp_path / "f.jsonl", _lines(3)), **env)
+    run = stack.wait_done(run_id)
+    assert run.outcome == "finished_with_failures"
+    rows = stack.rows(run_id)
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all(
+        r["error_type"] == "step_failed" and "3 failed attempts" in r["error_message"] for r in rows
+    )
+
+
+def test_cancel_from_another_machine(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.set_step_mode(manual=True)
+    stack.start_coordinator()
+    run_id = stack.submit_no_wait(write_jsonl(tmp_path / "c.jsonl", _lines(4)))
+    deadline = time.monotonic() + 30
+    while not emulator.batches() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cancel = subprocess.Popen(
+        [sys.executable, "-m", "batchd.cli", "cancel", run_id],
+        env={**stack.env, "BATCHD_HOME": str(tmp_path / "laptop")},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while time.monotonic() < deadline and {b["status"] for b in emulator.batches()} != {
+        "cancelling"
+    }:
+        time.sleep(0.1)
+    emulator.advance_all()
+    _, err = cancel.communicate(timeout=60)
+    assert cancel.returncode == 4, err
+    assert Counter(r["status"] for r in stack.rows(run_id)) == {"succeeded": 2, "canceled": 2}
+
+
+def test_gpu_worker_health_check(stack: Stack) -> None:
+    log = open(stack.tmp / "gpu.log", "wb")  # noqa: SIM115
+    gpu = subprocess.Popen(
+        [sys.executable, "-m", "arq", "workers.gpu.WorkerSettings"],
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    stack.coordinators.append(gpu)  # stopped with the stack
+    check = [sys.executable, "-m", "arq", "workers.gpu.WorkerSettings", "--check"]
+    deadline = time.monotonic() + 30
+    rc = 1
+    while rc != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rc = subprocess.run(check, env=stack.env, capture_output=True).returncode
+    assert rc == 0

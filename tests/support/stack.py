@@ -1,0 +1,96 @@
+"""A small distributed deployment for tests: Redis, coordinators and the CLI, one workdir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from batchd.state.redis_store import RedisStore
+from tests.emulators.openai_batch import OpenAIBatchEmulator
+from tests.support.helpers import ANTHROPIC_KEY, API_KEY
+from tests.support.redis_server import RedisServer
+
+
+class Stack:
+    """Redis + coordinators + the CLI, all sharing one workdir (one 'cluster')."""
+
+    def __init__(self, tmp: Path, emu: OpenAIBatchEmulator) -> None:
+        self.tmp = tmp
+        self.redis = RedisServer(tmp / "redis").start()
+        self.out = tmp / "out"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHD_", "OPENAI_"))}
+        self.env.update(
+            OPENAI_API_KEY=API_KEY,
+            OPENAI_BASE_URL=emu.base_url,
+            ANTHROPIC_API_KEY=ANTHROPIC_KEY,
+            BATCHD_REDIS_URL=self.redis.url,
+            BATCHD_WORKDIR=str(tmp / "work"),
+            BATCHD_HOME=str(tmp / "home"),
+            BATCHD_POLL_INTERVAL_S="0.05",
+            BATCHD_LEASE_TTL_S="2",
+            HF_HUB_OFFLINE="1",
+        )
+        self.coordinators: list[subprocess.Popen[bytes]] = []
+
+    def start_coordinator(self, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"coordinator-{len(self.coordinators)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "arq", "workers.coordinator.WorkerSettings"],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+        )
+        self.coordinators.append(proc)
+        return proc
+
+    def cli(
+        self, *args: str, home: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        e = {**self.env, **env}
+        if home:
+            e["BATCHD_HOME"] = home  # another machine: its own home, the same Redis
+        return subprocess.run(
+            [sys.executable, "-m", "batchd.cli", *args],
+            env=e,
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def submit_no_wait(self, path: Path, **env: str) -> str:
+        proc = self.cli("submit", str(path), "--output", str(self.out), "--no-wait", **env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().splitlines()[-1]
+
+    def store(self) -> RedisStore:
+        return RedisStore(self.redis.url)
+
+    def wait_done(self, run_id: str, timeout_s: float = 90) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                run = self.store().get_run(run_id)
+            except Exception:  # Redis restarting
+                run = None
+            if run is not None and run.state == "done":
+                return run
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id} not done in {timeout_s}s")
+
+    def rows(self, run_id: str) -> list[dict[str, Any]]:
+        return pq.read_table(self.out / run_id / "results.parquet").to_pylist()  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        for p in self.coordinators:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.redis.stop()
