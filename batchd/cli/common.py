@@ -3,11 +3,13 @@ end-of-run summary."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 
 from batchd.config.settings import Settings, load_settings
@@ -23,8 +25,12 @@ DISTRIBUTED_REFRESH_S = 0.5
 
 # Piped output is not cut to 80 columns: run ids and paths must stay whole.
 PIPE_WIDTH = 200
-out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+_SIZED = sys.stdout.isatty() or "COLUMNS" in os.environ  # a terminal, or a width asked for
+out = Console(width=None if _SIZED else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() or _SIZED else PIPE_WIDTH)
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON document, for scripts.")]
 
 
 class Export(StrEnum):

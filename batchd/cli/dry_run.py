@@ -10,6 +10,7 @@ import msgspec
 import typer
 
 from batchd.cli.common import (
+    JsonFlag,
     cli_settings,
     out,
     run_deadline,
@@ -21,22 +22,28 @@ from batchd.run.services import open_services
 
 
 def plan(
-    file: Annotated[str, typer.Argument(help="JSONL (or .jsonl.gz) file of requests.")],
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="JSONL (or .jsonl.gz) file of requests, or s3://.")
+    ],
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore the result cache.")] = False,
     tenant: Annotated[
-        str | None, typer.Option(help="Tenant for lines without metadata.tenant.")
+        str | None,
+        typer.Option(metavar="NAME", help="Tenant for lines without metadata.tenant."),
     ] = None,
     deadline: Annotated[
         str | None,
         typer.Option(
-            help="When every line must be done: 2026-11-25T06:00Z (or 36h). [default: 72h]"
+            metavar="WHEN",
+            help="When every line must be done: 2026-11-25T06:00Z (or 36h). [default: 72h]",
         ),
     ] = None,
     within: Annotated[
-        str | None, typer.Option(help="Deadline as a duration from now: 12h, 90m, 2d.")
+        str | None,
+        typer.Option(metavar="DURATION", help="Deadline as a duration from now: 12h, 90m, 2d."),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON document, for machines.")
+    as_json: JsonFlag = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Tokens, chunks, worst case, GPU-s per target.")
     ] = False,
     now: Annotated[
         str | None, typer.Option(hidden=True, help="Plan as if it were this time.")
@@ -60,7 +67,21 @@ def plan(
         elapsed = time.perf_counter() - t0
     finally:
         svc.close()
+    source = _deadline_source(deadline, within, settings.default_deadline_h)
     if as_json:
-        sys.stdout.write(msgspec.json.encode(plan_document(file, report)).decode() + "\n")
+        doc = plan_document(file, report)
+        doc["deadline_source"] = source
+        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return
-    print_plan(out, file, report, elapsed)
+    print_plan(out, file, report, elapsed, source, wide)
+
+
+def _deadline_source(deadline: str | None, within: str | None, default_h: float) -> str:
+    if deadline:
+        return f"--deadline {deadline}"
+    if within:
+        return f"--within {within}"
+    return (
+        f"default_deadline_h = {default_h:g}, no --deadline given; "
+        "lines with their own deadline keep it"
+    )

@@ -9,6 +9,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from batchd.cli.rounding import money
+
 if TYPE_CHECKING:
     from batchd.run.pipeline import PlanReport
 
@@ -49,7 +51,14 @@ def plan_document(file: str, report: PlanReport) -> dict[str, Any]:
     }
 
 
-def print_plan(out: Console, file: str, report: PlanReport, elapsed_s: float) -> None:
+def print_plan(
+    out: Console,
+    file: str,
+    report: PlanReport,
+    elapsed_s: float,
+    deadline_source: str = "",
+    wide: bool = False,
+) -> None:
     st = report.stats
     out.print(f"[bold]{file}[/]: {st.lines:,} lines read in {elapsed_s:.1f}s")
     out.print(f"  valid {st.valid:,}  invalid {st.invalid:,}  blank {st.blank:,}")
@@ -59,29 +68,22 @@ def print_plan(out: Console, file: str, report: PlanReport, elapsed_s: float) ->
     )
     for kind, n in sorted(st.invalid_by_type.items()):
         out.print(f"  invalid: {kind} {n:,}")
-    doc = plan_document(file, report)
-    table = Table(title=f"plan (nothing sent), deadline {doc['deadline']}")
-    cols = ("target", "requests", "chunks", "est. input tok", "est. output tok", "est. cost")
-    for col in (*cols, "max cost", "realtime list", "savings", "GPU-s"):
-        table.add_column(col, justify="left" if col == "target" else "right")
-    for name, t in doc["targets"].items():
-        table.add_row(
-            name,
-            f"{t['requests']:,}",
-            str(t["chunks"]),
-            f"{t['input_tokens']:,}",
-            f"{t['output_tokens']:,}",
-            f"${t['cost_usd']:,.4f}",
-            f"${t['cost_max_usd']:,.4f}",
-            f"${t['baseline_usd']:,.4f}",
-            f"${t['savings_usd']:,.4f}",
-            f"{t['gpu_seconds']:,.0f}" if t["gpu_seconds"] else "-",
+    for line_no, custom_id, kind, message in st.invalid_examples:
+        out.print(f"    line {line_no} ({custom_id}): {kind}: {message}", markup=False)
+    if st.invalid > len(st.invalid_examples):
+        out.print(
+            f"    ... {st.invalid - len(st.invalid_examples):,} more; every invalid line is a row "
+            "of `batchd submit`'s results (status invalid, with its reason)"
         )
-    out.print(table)
+    doc = plan_document(file, report)
+    title = f"plan (nothing sent), deadline {doc['deadline']}"
+    out.print(
+        f"  deadline {doc['deadline']}" + (f" ({deadline_source})" if deadline_source else "")
+    )
+    (_wide_plan if wide else _narrow_plan)(out, doc, title)
     tot = doc["totals"]
     out.print(
-        f"  estimated cost ${tot['cost_usd']:,.4f} (at most ${tot['cost_max_usd']:,.4f}); "
-        f"realtime list price ${tot['baseline_usd']:,.4f}, saving ${tot['savings_usd']:,.4f}; "
+        f"  at most ${tot['cost_max_usd']:,.4f} if every reply uses its max_tokens; "
         f"all on the cheapest vendor batch ${tot['all_vendor_usd']:,.4f}"
     )
     gpu = doc["gpu"]
@@ -109,6 +111,48 @@ def print_plan(out: Console, file: str, report: PlanReport, elapsed_s: float) ->
         )
 
 
+def _narrow_plan(out: Console, doc: dict[str, Any], title: str) -> None:
+    """Fits 80 columns; the rows' amounts add up to the total row."""
+    targets = doc["targets"]
+    keys = ("cost_usd", "baseline_usd", "savings_usd")
+    shown = {k: money([t[k] for t in targets.values()]) for k in keys}
+    table = Table(title=title)
+    for col in ("target", "requests", "est. cost $", "list $", "savings $"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for i, (name, t) in enumerate(targets.items()):
+        table.add_row(name, f"{t['requests']:,}", *(shown[k][0][i] for k in keys))
+    table.add_section()
+    total = doc["totals"]["requests"]
+    table.add_row("total", f"{total:,}", *(shown[k][1] for k in keys))
+    out.print(table)
+    out.print("  (--wide: tokens, chunks, worst case and GPU-seconds per target; --json: all)")
+
+
+def _wide_plan(out: Console, doc: dict[str, Any], title: str) -> None:
+    table = Table(title=title)
+    cols = ("target", "requests", "chunks", "est. input tok", "est. output tok", "est. cost")
+    for col in (*cols, "max cost", "realtime list", "savings", "GPU-s"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    targets = doc["targets"]
+    keys = ("cost_usd", "cost_max_usd", "baseline_usd", "savings_usd")
+    shown = {k: money([t[k] for t in targets.values()]) for k in keys}
+    for i, (name, t) in enumerate(targets.items()):
+        table.add_row(
+            name,
+            f"{t['requests']:,}",
+            str(t["chunks"]),
+            f"{t['input_tokens']:,}",
+            f"{t['output_tokens']:,}",
+            *(f"${shown[k][0][i]}" for k in keys),
+            f"{t['gpu_seconds']:,.0f}" if t["gpu_seconds"] else "-",
+        )
+    out.print(table)
+    out.print(
+        f"  estimated cost ${shown['cost_usd'][1]}; realtime list price "
+        f"${shown['baseline_usd'][1]}, saving ${shown['savings_usd'][1]}"
+    )
+
+
 def print_planned_vs_actual(
     out: Console, stats: dict[str, Any], rows: list[dict[str, Any]]
 ) -> None:
@@ -116,8 +160,7 @@ def print_planned_vs_actual(
     planned: dict[str, Any] = stats.get("estimates") or {}
     if not planned:
         return
-    t = Table("target", "planned req", "sent", "planned $", "actual $", "planned GPU-s", "GPU-s")
-    t.title = "planned against actual"
+    lines = []
     for name, est in sorted(planned.items()):
         backend, _, model = name.partition(":")
         mine = [
@@ -127,15 +170,22 @@ def print_planned_vs_actual(
             and (r["model"] == model or r["model"].startswith(model + "-"))
         ]
         sent = sum(r["requests"] - r["cache_hits"] - r["in_run_hits"] for r in mine)
-        t.add_row(
-            name,
-            f"{est['requests']:,}",
-            f"{sent:,}",
-            f"{est['cost_usd']:.4f}",
-            f"{sum(r['cost_usd'] for r in mine):.4f}",
-            f"{est.get('gpu_seconds', 0.0):,.0f}",
-            f"{sum(r['gpu_seconds'] for r in mine):,.0f}",
+        lines.append(
+            [
+                name,
+                f"{est['requests']:,}",
+                f"{sent:,}",
+                f"{est['cost_usd']:.4f}",
+                f"{sum(r['cost_usd'] for r in mine):.4f}",
+                f"{est.get('gpu_seconds', 0.0):,.0f}",
+                f"{sum(r['gpu_seconds'] for r in mine):,.0f}",
+            ]
         )
+    gpu = any(line[5] != "0" or line[6] != "0" for line in lines)
+    head = ["target", "planned", "sent", "planned $", "actual $", "plan GPU-s", "GPU-s"]
+    t = Table(*head[: 7 if gpu else 5], title="planned against actual")
+    for line in lines:
+        t.add_row(*line[: 7 if gpu else 5])
     out.print(t)
     failed = (stats.get("plan") or {}).get("unmeetable") or {}
     for model, n in sorted(failed.items()):

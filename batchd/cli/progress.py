@@ -13,7 +13,17 @@ from rich.live import Live
 from rich.table import Table
 
 from batchd.intake.ingest import IngestStats
-from batchd.state.base import CHUNK_COLLECTED, CHUNK_ENDED, CHUNK_SUBMITTED, Chunk, Run
+from batchd.state.base import (
+    CHUNK_COLLECTED,
+    CHUNK_CREATING,
+    CHUNK_ENDED,
+    CHUNK_PENDING,
+    CHUNK_SUBMITTED,
+    RUN_DISPATCHING,
+    RUN_DONE,
+    Chunk,
+    Run,
+)
 
 LOG_EVERY_S = 10.0
 log = logging.getLogger("batchd.progress")
@@ -42,12 +52,18 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
             failed += c.counts.get("final", 0) - c.counts.get("succeeded", 0)
             cost += c.cost_usd
         elif c.state in (CHUNK_SUBMITTED, CHUNK_ENDED):
-            done += c.counts.get("done", 0)
-    vendor = Counter(c.vendor_status or c.state for c in chunks if c.state != CHUNK_COLLECTED)
-    return {
+            done_here = c.counts.get("done", 0)
+            done += done_here
+            if c.n_requests:  # not billed yet: the plan's estimate for the lines done
+                cost += c.est_cost_usd * done_here / c.n_requests
+    open_chunks = [c for c in chunks if c.state != CHUNK_COLLECTED]
+    vendor = Counter(c.vendor_status or c.state for c in open_chunks)
+    ended = run.state == RUN_DONE and run.updated_at
+    elapsed_s = (run.updated_at if ended else time.time()) - run.created_at
+    snap = {
         "run": run.run_id,
-        "phase": phase,
-        "elapsed": _elapsed(time.time() - run.created_at) if run.created_at else "-",
+        "phase": _phase(run, chunks) if ingest is None else phase,
+        "elapsed": _elapsed(elapsed_s) if run.created_at else "-",
         "lines read": st.get("lines", 0),
         "invalid": st.get("invalid", 0),
         "cached": st.get("cache_hits", 0),
@@ -61,8 +77,42 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
             if not vendor
             else " (" + ", ".join(f"{n} {s}" for s, n in sorted(vendor.items())) + ")"
         ),
-        "cost so far": f"${cost:,.4f}",
+        "cost so far": f"${cost:,.4f}"
+        + (" (estimated for lines not yet collected)" if open_chunks and done else ""),
     }
+    counts = (run.stats or {}).get("status_counts")
+    if run.state == RUN_DONE and counts:  # the rows, counted as the summary counts them
+        del snap["requests done"], snap["requests failed"]
+        snap["rows"] = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    for c in open_chunks[:MAX_CHUNKS_SHOWN]:
+        snap[f"  {c.backend}:{c.model}"] = _chunk_line(c)
+    if len(open_chunks) > MAX_CHUNKS_SHOWN:
+        snap["  ..."] = f"{len(open_chunks) - MAX_CHUNKS_SHOWN} more open chunks"
+    return snap
+
+
+MAX_CHUNKS_SHOWN = 5
+
+
+def _phase(run: Run, chunks: list[Chunk]) -> str:
+    """What the run is waiting for, in words (the store's state alone says 'dispatching')."""
+    if run.state != RUN_DISPATCHING:
+        return run.state
+    states = Counter(c.state for c in chunks)
+    if states[CHUNK_PENDING] or states[CHUNK_CREATING]:
+        return "sending batches"
+    if states[CHUNK_SUBMITTED]:
+        return "waiting for the vendors"
+    if states[CHUNK_ENDED]:
+        return "collecting results"
+    return "dispatching"
+
+
+def _chunk_line(c: Chunk) -> str:
+    status = c.vendor_status or c.state
+    total = c.counts.get("total") or c.n_requests
+    done = c.counts.get("done", 0) + c.counts.get("failed", 0)
+    return f"{status} {done}/{total}" + (f" (attempt {c.attempt})" if c.attempt > 1 else "")
 
 
 def _elapsed(seconds: float) -> str:
@@ -111,4 +161,6 @@ class Progress:
         now = time.monotonic()
         if now - self._last_log >= LOG_EVERY_S or run.state == "done":
             self._last_log = now
-            print(" ".join(f"{k}={v}" for k, v in snap.items() if k != "run"), file=sys.stderr)
+            print(
+                " ".join(f"{k.strip()}={v}" for k, v in snap.items() if k != "run"), file=sys.stderr
+            )

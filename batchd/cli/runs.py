@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +16,6 @@ import typer
 from rich.table import Table
 
 from batchd.cli.common import (
-    EXIT_OK,
     ResultsFormat,
     cli_settings,
     err,
@@ -26,47 +25,82 @@ from batchd.cli.common import (
     print_summary,
 )
 from batchd.cli.driving import drive_in_process
-from batchd.cli.plan_view import print_planned_vs_actual
 from batchd.cli.progress import Progress, snapshot
 from batchd.errors import BatchdError
 from batchd.run.identity import driver_lock
 from batchd.run.pipeline import request_cancel
 from batchd.run.services import open_services
-from batchd.state.base import RUN_DONE
+from batchd.state.base import CHUNK_COLLECTED, RUN_DONE, RUN_INGESTING, Run
 
 
 def status(
-    run_id: Annotated[str | None, typer.Argument(help="Run id; none lists runs.")] = None,
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="[RUN]", help="Run id; none lists recent runs.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document, for scripts.")
+    ] = False,
 ) -> None:
-    """Show a run's state and counts (or list recent runs)."""
+    """Show a run's state and counts (or list recent runs).
+
+    Exits 0 whenever it could show the run, however the run ended (its outcome is in the
+    output); 1 when there is no such run.
+    """
     svc = open_services(cli_settings())
     try:
         if run_id is None:
+            runs = svc.store.list_runs()
+            if as_json:
+                listing = {"home": str(svc.home), "runs": [_run_doc(r) for r in runs]}
+                sys.stdout.write(msgspec.json.encode(listing).decode() + "\n")
+                return
             table = Table("run", "state", "outcome", "source", "created (UTC)")
-            for r in svc.store.list_runs():
+            for r in runs:
                 table.add_row(
                     r.run_id,
                     r.state,
                     r.outcome or "-",
                     r.source,
-                    datetime.utcfromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"),
+                    datetime.fromtimestamp(r.created_at, UTC).strftime("%Y-%m-%d %H:%M"),
                 )
             out.print(table)
-            raise typer.Exit(EXIT_OK)
+            err.print(f"{len(runs)} runs in {svc.home}" + ("" if runs else _no_runs_hint()))
+            return
         run = get_run(svc, run_id)
         snap = snapshot(run, svc.store.chunks(run_id), None)
+        if as_json:
+            doc: dict[str, Any] = {**_run_doc(run), "home": str(svc.home)}
+            doc.update(progress=snap, stats=run.stats)
+            sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+            return
         for k, v in snap.items():
             out.print(f"{k:>22}: {v}")
         if run.state == RUN_DONE:
             print_summary(svc, run)
-        code = exit_code(run)
     finally:
         svc.close()
-    raise typer.Exit(code)
+
+
+def _run_doc(r: Run) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "state": r.state,
+        "outcome": r.outcome,
+        "source": r.source,
+        "output": r.output,
+        "created_at": datetime.fromtimestamp(r.created_at, UTC).isoformat(),
+    }
+
+
+def _no_runs_hint() -> str:
+    return (
+        " (runs live in the home of the machine and directory that started them: set "
+        "BATCHD_HOME to that home, or run where its ./.batchd is)"
+    )
 
 
 @contextmanager
-def _run_output(run_id: str, name: str) -> Iterator[tuple[str, Path]]:
+def run_output(run_id: str, name: str) -> Iterator[tuple[str, Path]]:
     """(URI, local path) of one output file of a finished run; an S3 output is downloaded."""
     out = _finished_output(run_id)
     with out.local(name) as path:
@@ -111,28 +145,33 @@ def _read_results(path: Path) -> Any:
 
 
 def results(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
     fmt: Annotated[
         ResultsFormat, typer.Option("--format", help="table, jsonl or path.")
     ] = ResultsFormat.table,
-    limit: Annotated[int, typer.Option(help="Rows to show (0 = all).")] = 20,
+    limit: Annotated[
+        int | None, typer.Option(metavar="N", help="Show the first N rows. [default: all]")
+    ] = None,
 ) -> None:
-    """Read a finished run's result rows."""
+    """Read a finished run's result rows (all of them unless --limit is given).
 
+    jsonl: one JSON object per row, in input order; path: where results.parquet is.
+    """
     if fmt == ResultsFormat.path:
         out.print(_finished_output(run_id).uri("results.parquet"))
         return
-    with _run_output(run_id, "results.parquet") as (_, path):
+    with run_output(run_id, "results.parquet") as (_, path):
         table = _read_results(path)
-    if limit:
+    total = table.num_rows
+    if limit is not None and limit >= 0:
         table = table.slice(0, limit)
-    rows = table.to_pylist()
     if fmt == ResultsFormat.jsonl:
-        for row in rows:
-            sys.stdout.write(msgspec.json.encode(row).decode() + "\n")
+        for batch in table.to_batches(max_chunksize=10_000):
+            for row in batch.to_pylist():
+                sys.stdout.write(msgspec.json.encode(row).decode() + "\n")
         return
     t = Table("line", "custom_id", "status", "cache", "answer / error", "cost $")
-    for r in rows:
+    for r in table.to_pylist():
         text = r["output_text"] if r["status"] == "succeeded" else r["error_message"]
         t.add_row(
             str(r["line_no"]),
@@ -143,69 +182,11 @@ def results(
             f"{r['cost_usd']:.6f}",
         )
     out.print(t)
+    more = "" if table.num_rows == total else " (--limit N shows more; --format jsonl for all)"
+    err.print(f"{table.num_rows} of {total} rows{more}")
 
 
-def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
-    """Cost and savings of a finished run, by backend and model."""
-    import pyarrow.parquet as pq
-
-    svc = open_services(cli_settings())
-    try:
-        run = get_run(svc, run_id)
-    finally:
-        svc.close()
-    with _run_output(run_id, "costs.parquet") as (_, path):
-        rows = pq.read_table(path).to_pylist()
-    t = Table(
-        "backend",
-        "model",
-        "rows",
-        "ok",
-        "cache hits",
-        "in-run",
-        "in tok",
-        "prompt-cached",
-        "out tok",
-        "cost $",
-        "list $",
-        "saved $",
-        "of it by prompt cache $",
-    )
-    for r in rows:
-        t.add_row(
-            r["backend"],
-            r["model"],
-            str(r["requests"]),
-            str(r["succeeded"]),
-            str(r["cache_hits"]),
-            str(r["in_run_hits"]),
-            f"{r['input_tokens']:,}",
-            f"{r['cached_input_tokens']:,} read / {r['cache_write_tokens']:,} written",
-            f"{r['output_tokens']:,}",
-            f"{r['cost_usd']:.4f}",
-            f"{r['baseline_cost_usd']:.4f}",
-            f"{r['savings_usd']:.4f}",
-            f"{r['prompt_cache_savings_usd']:.4f}",
-        )
-    out.print(t)
-    cost = sum(r["cost_usd"] for r in rows)
-    base = sum(r["baseline_cost_usd"] for r in rows)
-    pct = 100 * (base - cost) / base if base else 0.0
-    out.print(
-        f"total ${cost:,.4f} against ${base:,.4f} at realtime list price: "
-        f"saved ${base - cost:,.4f} ({pct:.0f}%) — price book "
-        f"{rows[0]['price_book_version'] if rows else '-'}"
-    )
-    prompt = sum(r["prompt_cache_savings_usd"] for r in rows)
-    if any(r["cached_input_tokens"] or r["cache_write_tokens"] for r in rows):
-        out.print(
-            f"prompt cache: saved ${prompt:,.4f} of that (cache reads at 0.1x input, "
-            "net of the cache-write premium)"
-        )
-    print_planned_vs_actual(out, run.stats or {}, rows)
-
-
-def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
+def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")]) -> None:
     """Cancel a run: its vendor batches are cancelled, unfinished lines end as 'canceled'.
 
     Lines already done are kept (and billed by the vendor). Waits until the run is finalized.
@@ -216,7 +197,11 @@ def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
         if run.state == RUN_DONE:
             err.print(f"Run {run_id} already finished ({run.outcome}); nothing to cancel.")
             raise typer.Exit(exit_code(run))
-        err.print(f"Cancel requested for {run_id}; waiting for its batches to stop.")
+        chunks = svc.store.chunks(run_id)
+        if run.state != RUN_INGESTING and all(c.state == CHUNK_COLLECTED for c in chunks):
+            err.print(f"Run {run_id} has nothing left to cancel: all its work is done.")
+        else:
+            err.print(f"Cancel requested for {run_id}; waiting for its batches to stop.")
         if not svc.distributed:  # embedded: finish it here unless a submit is driving it
             with driver_lock(svc.home, run_id) as mine:
                 if mine:

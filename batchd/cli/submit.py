@@ -25,23 +25,28 @@ from batchd.run.services import open_services
 
 
 def submit(
-    file: Annotated[str, typer.Argument(help="JSONL (or .jsonl.gz) file of requests.")],
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="JSONL (or .jsonl.gz) file of requests, or s3://.")
+    ],
     output: Annotated[
         str | None,
         typer.Option(
-            help="Directory for <run_id>/results.parquet and costs.parquet. "
-            "[default: ./batchd-results]"
+            metavar="DIR",
+            help="Where <run_id>/results.parquet and costs.parquet go (local or s3://). "
+            "[default: ./batchd-results]",
         ),
     ] = None,
     deadline: Annotated[
         str | None,
         typer.Option(
+            metavar="WHEN",
             help="When every line must be done: 36h, 90m, 2d or 2026-11-25T06:00Z. "
-            "Lines not done by then end as 'expired'. [default: 72h]"
+            "Lines not done by then end as 'expired'. [default: 72h]",
         ),
     ] = None,
     within: Annotated[
-        str | None, typer.Option(help="The deadline as a duration from now: 12h, 90m, 2d.")
+        str | None,
+        typer.Option(metavar="DURATION", help="The deadline as a duration from now: 12h, 90m, 2d."),
     ] = None,
     no_cache: Annotated[
         bool,
@@ -50,7 +55,9 @@ def submit(
     tenant: Annotated[
         str | None,
         typer.Option(
-            help="Tenant for lines without metadata.tenant (cache answers never cross tenants).",
+            metavar="NAME",
+            help="Tenant for lines without metadata.tenant (cache answers never cross tenants). "
+            "[default: default]",
         ),
     ] = None,
     no_prompt_cache: Annotated[
@@ -67,7 +74,8 @@ def submit(
     poll_interval_s: Annotated[
         float | None,
         typer.Option(
-            help="Seconds between vendor polls (env BATCHD_POLL_INTERVAL_S). [default: 30]"
+            metavar="SECONDS",
+            help="Seconds between vendor polls (env BATCHD_POLL_INTERVAL_S). [default: 30]",
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
@@ -87,7 +95,9 @@ def submit(
 
     Submitting the same file again while its run is unfinished resumes that run (nothing is
     sent twice); after it finished, a new run answers every line it can from the cache.
-    Needs OPENAI_API_KEY for OpenAI models (OPENAI_BASE_URL selects another endpoint).
+    Needs OPENAI_API_KEY for OpenAI models and ANTHROPIC_API_KEY for Claude models
+    (OPENAI_BASE_URL and ANTHROPIC_BASE_URL select other endpoints). Exit code 0: every
+    line succeeded; 3: some did not (see `batchd results RUN`); 4: canceled; 1: error.
     """
     settings = cli_settings(
         poll_interval_s=poll_interval_s,

@@ -155,13 +155,15 @@ def jobs_run(name: Annotated[str, typer.Argument(help="The spec's name.")]) -> N
 @jobs_app.command("tick")
 def jobs_tick() -> None:
     """Fire the specs that are due now (for a system cron in embedded mode; the
-    coordinators do this themselves in distributed mode)."""
-
+    coordinators do this themselves in distributed mode). Says what it fired, or that
+    nothing was due and when the next spec is."""
     settings = cli_settings()
     specs = load_specs(settings.jobs_dir)
     svc = open_services(settings)
     try:
-        for run in tick(svc, specs, time.time(), owner_id()):
+        now = time.time()
+        fired = tick(svc, specs, now, owner_id())
+        for run in fired:
             if svc.distributed:
                 from batchd.distributed.coordinator import kick
 
@@ -169,5 +171,18 @@ def jobs_tick() -> None:
                 out.print(run.run_id)
             else:
                 drive_here(settings, run)
+        if not fired:
+            enabled = [s for s in specs if s.enabled]
+            if not enabled:
+                err.print(f"No enabled job specs in {settings.jobs_dir}/; nothing to fire.")
+            else:
+                nxt = min(enabled, key=lambda s: next_time(s, now))
+                when = datetime.fromtimestamp(next_time(nxt, now), nxt.tz)
+                err.print(
+                    f"Nothing due. Next: {nxt.name} at {when:%Y-%m-%d %H:%M %Z} "
+                    f"({len(enabled)} enabled specs)."
+                )
+        else:
+            err.print(f"Fired {len(fired)} runs.")
     finally:
         svc.close()

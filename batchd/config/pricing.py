@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
 import msgspec
 
 from batchd.config.settings import PriceOverride, Settings
+from batchd.config.suggest import did_you_mean
 from batchd.errors import BatchdError
 
 PER_MTOK = 1_000_000.0
@@ -61,11 +63,14 @@ class PriceBook:
     def require(self, model: str) -> Price:
         price = self.lookup(model)
         if price is None:
-            raise BatchdError(unknown_model_message(model))
+            raise BatchdError(unknown_model_message(model, self._prices))
         return price
 
     def models(self) -> list[Price]:
         return list(self._prices.values())
+
+    def names(self) -> list[str]:
+        return list(self._prices)
 
     def cost_usd(self, price: Price, usage: Usage, *, batch: bool) -> float:
         """What the vendor bills for `usage`, at the batch price when `batch`."""
@@ -88,9 +93,10 @@ class PriceBook:
         ) / PER_MTOK
 
 
-def unknown_model_message(model: str) -> str:
+def unknown_model_message(model: str, known: Iterable[str] = ()) -> str:
     return (
-        f"model {model!r} is not in the price book; add it to batchd.toml as "
+        f"model {model!r} is not in the price book.{did_you_mean(model, known)} "
+        "`batchd models` lists the known models; to add one, put it in batchd.toml as "
         f'[prices."{model}"] with vendor, input_per_mtok and output_per_mtok '
         "(see README 'Prices')"
     )
@@ -114,23 +120,13 @@ def _price(model: str, o: PriceOverride) -> Price:
     )
 
 
-# The bundled file's short column names, in the settings' words.
-_BOOK_KEYS = {
-    "input": "input_per_mtok",
-    "output": "output_per_mtok",
-    "cached_input": "cached_input_per_mtok",
-}
-
-
 def load_price_book(settings: Settings) -> PriceBook:
     """The bundled price book, with the lines of settings.prices added or replacing."""
     raw = tomllib.loads(
         resources.files("batchd.config").joinpath("data/prices.toml").read_text(encoding="utf-8")
     )
     prices = {
-        model: _price(
-            model, msgspec.convert({_BOOK_KEYS.get(k, k): v for k, v in row.items()}, PriceOverride)
-        )
+        model: _price(model, msgspec.convert(row, PriceOverride))
         for model, row in raw["models"].items()
     }
     prices.update({model: _price(model, o) for model, o in settings.prices.items()})

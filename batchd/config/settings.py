@@ -7,15 +7,18 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from batchd.config.suggest import did_you_mean
 from batchd.errors import BatchdError
 
 CONFIG_FILE_NAME = "batchd.toml"
+ENV_LAYER = "the BATCHD_* environment"
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -135,8 +138,20 @@ class PriceOverride(_Section):
     source: str = "batchd.toml"
 
 
+LEGACY_HOME = ".batchd"  # the home of earlier versions, still used where it exists
+
+
+def default_home(environ: dict[str, str] | None = None) -> Path:
+    """./.batchd when this directory has one, else the user's state directory."""
+    if Path(LEGACY_HOME).is_dir():
+        return Path(LEGACY_HOME)
+    env = os.environ if environ is None else environ
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "batchd"
+
+
 class Settings(_Section):
-    home: str = ".batchd"
+    home: str = ""  # "" = default_home(): ./.batchd if present, else ~/.local/state/batchd
     output: str = "batchd-results"
     poll_interval_s: float = 30.0
     default_deadline_h: float = 72.0
@@ -166,7 +181,7 @@ class Settings(_Section):
 
     @property
     def home_path(self) -> Path:
-        return Path(self.home)
+        return Path(self.home) if self.home else default_home()
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -202,11 +217,73 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
                 break
         else:
             raise BatchdError(
-                f"Unknown environment variable {name}.",
-                "Unset it, or check the spelling against `batchd --help` and the README's "
-                "settings table.",
+                f"Unknown environment variable {name}.{did_you_mean(name, known_variables())}",
+                "Unset it, or check the spelling: `batchd settings` lists every variable.",
             )
     return out
+
+
+def known_variables() -> list[str]:
+    """Every BATCHD_* variable that sets a setting."""
+    names = [
+        "BATCHD_" + f.upper()
+        for f in Settings.__struct_fields__
+        if f not in _SECTIONS and f not in _TABLES
+    ]
+    for section, struct in _SECTIONS.items():
+        names += [f"BATCHD_{section.upper()}_{f.upper()}" for f in struct.__struct_fields__]
+    return names
+
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)` - at `\$((?:\.[A-Za-z_]\w*|\[\.\.\.\])*)`")
+
+
+def _section_at(path: str) -> type[msgspec.Struct] | None:
+    """The settings struct at a msgspec error path such as `.openai` or `.models[...]`."""
+    struct: Any = Settings
+    for part in re.findall(r"\.(\w+)|\[\.\.\.\]", path):
+        if not part:  # a dict value: models[...], prices[...], providers[...]
+            continue
+        hint = msgspec.structs.fields(struct)
+        field = next((f for f in hint if f.name == part), None)
+        if field is None:
+            return None
+        kind = field.type
+        args = getattr(kind, "__args__", None)
+        struct = args[-1] if getattr(kind, "__origin__", None) is dict and args else kind
+    return struct if isinstance(struct, type) and issubclass(struct, msgspec.Struct) else None
+
+
+def _convert(data: dict[str, Any], where: str) -> Settings:
+    """msgspec's conversion, its errors in the user's words (with 'did you mean')."""
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        unknown = _UNKNOWN_FIELD.search(text)
+        if unknown:
+            field, path = unknown.group(1), unknown.group(2)
+            prefix = path.replace("[...]", ".<name>").lstrip(".")
+            key = f"{prefix}.{field}" if prefix else field
+            struct = _section_at(path)
+            known = (
+                [f"{prefix}.{f}" if prefix else f for f in struct.__struct_fields__]
+                if struct
+                else []
+            )
+            hint = did_you_mean(key, known)
+            raise BatchdError(
+                f"Unknown setting {key} in {where}.{hint}",
+                "Fix the spelling: `batchd settings` shows every setting and its value.",
+            ) from exc
+        at = re.search(r" - at `\$\.([\w.]+)`", text)
+        if at and where == ENV_LAYER:  # name the variable, not the key
+            parts = at.group(1).split(".")
+            if parts[:2] == ["backends", "vllm"]:
+                parts = ["vllm", *parts[2:]]
+            text = text.replace(at.group(0), " in BATCHD_" + "_".join(parts).upper())
+        text = text.replace(" - at `$.", " at `").replace("[...]", ".<name>")
+        raise BatchdError(f"Invalid setting in {where}: {text}.", "Fix the value.") from exc
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -224,12 +301,32 @@ def load_settings(
     environ: dict[str, str] | None = None,
     config_path: str | Path | None = None,
 ) -> Settings:
-    """Build the Settings object; raise BatchdError naming the bad key or value."""
+    """Build the Settings object; raise BatchdError naming the bad key or value.
+
+    Each layer is checked on its own first, so a bad value in the file is an error even
+    when a variable overrides it, and the message names the layer it is in.
+    """
+    layers = settings_layers(cli, environ, config_path)
+    data: dict[str, Any] = {}
+    for where, layer in layers:
+        _convert(layer, where)
+        data = _merge(data, layer)
+    settings = _convert(data, "the settings")
+    _check(settings)
+    return settings
+
+
+def settings_layers(
+    cli: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    config_path: str | Path | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(where, values) of each layer, lowest first: the file, BATCHD_* variables, flags."""
     env = dict(os.environ if environ is None else environ)
     named = config_path or env.get("BATCHD_CONFIG")
     path = Path(named or CONFIG_FILE_NAME)
     data: dict[str, Any] = {}
-    if path.exists():
+    if path.is_file():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -237,19 +334,13 @@ def load_settings(
     elif named:
         raise BatchdError(
             f"Config file {path} does not exist.",
-            "Check the path given by BATCHD_CONFIG (or --config).",
+            "Check the path given by BATCHD_CONFIG.",
         )
-    data = _merge(data, _env_overrides(env))
-    data = _merge(data, {k: v for k, v in (cli or {}).items() if v is not None})
-    try:
-        settings = msgspec.convert(data, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise BatchdError(
-            f"Invalid setting: {exc}.",
-            f"Fix it in {path}, the BATCHD_* environment, or the command line.",
-        ) from exc
-    _check(settings)
-    return settings
+    return [
+        (f"{path}", data),
+        (ENV_LAYER, _env_overrides(env)),
+        ("the command line", {k: v for k, v in (cli or {}).items() if v is not None}),
+    ]
 
 
 def _check(s: Settings) -> None:

@@ -57,6 +57,11 @@ class IngestStats(msgspec.Struct, kw_only=True):
     cache_hits: int = 0
     to_send: int = 0
     bytes_read: int = 0
+    # the first few invalid lines: [line_no, custom_id, error_type, error_message]
+    invalid_examples: list[list[Any]] = []
+
+
+INVALID_EXAMPLES = 5  # invalid lines kept in IngestStats to show (all are rows)
 
 
 class _Rows:
@@ -180,6 +185,10 @@ def _settle(
         if r.error_type is not None:
             stats.invalid += 1
             invalid_types[r.error_type] += 1
+            if len(stats.invalid_examples) < INVALID_EXAMPLES:
+                stats.invalid_examples.append(
+                    [r.line_no, r.custom_id, r.error_type, r.error_message]
+                )
             rows.add(
                 r.line_no,
                 r.custom_id,

@@ -66,12 +66,16 @@ COSTS_SCHEMA = pa.schema(
         ("baseline_cost_usd", pa.float64()),
         ("savings_usd", pa.float64()),
         ("prompt_cache_savings_usd", pa.float64()),
+        ("cache_saved_input_tokens", pa.int64()),  # not billed: answered from the cache
+        ("cache_saved_output_tokens", pa.int64()),
         ("gpu_seconds", pa.float64()),
         ("price_book_version", pa.string()),
     ]
 )
 
 _SUM_FIELDS = (
+    "cache_saved_input_tokens",
+    "cache_saved_output_tokens",
     "input_tokens",
     "cached_input_tokens",
     "cache_write_tokens",
@@ -127,7 +131,9 @@ class CostSummary:
 
     def table(self) -> pa.Table:
         rows = []
-        for (backend, model), g in sorted(self._groups.items()):
+        for (backend, model), g in sorted(
+            self._groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])
+        ):
             rows.append(
                 {
                     "run_id": self._run_id,
@@ -190,7 +196,7 @@ class RowAssembler:
             "line_no": cols["line_no"][i],
             "custom_id": cols["custom_id"][i],
             "request_key": key.hex() if key else None,
-            "tenant": cols["tenant"][i],
+            "tenant": cols["tenant"][i] or None,
             "tags": cols["tags"][i],
             "model_requested": model_requested,
             "cache": cache,
@@ -208,9 +214,16 @@ class RowAssembler:
             o = outcomes.get(key) or MISSING_RESULT
             if cache == CACHE_IN_RUN:
                 o = msgspec.structs.replace(o, cost_usd=0.0, gpu_seconds=0.0)
+        baseline = self._baseline(model_requested, o)
+        saved = (o.input_tokens, o.output_tokens) if cache != CACHE_NONE else (0, 0)
+        if cache != CACHE_NONE:  # nothing billed: the tokens it saved go to costs.parquet
+            o = msgspec.structs.replace(
+                o, input_tokens=0, cached_input_tokens=0, cache_write_tokens=0, output_tokens=0
+            )
         row.update(
+            model_requested=model_requested or None,
             model_used=o.model_used or None,
-            backend=o.backend or "none",
+            backend=o.backend or None,
             status=o.status,
             output_text=o.output_text,
             response_json=o.response_json,
@@ -225,8 +238,10 @@ class RowAssembler:
             gpu_seconds=o.gpu_seconds,
             submitted_at=_ts(o.submitted_at),
             completed_at=_ts(o.completed_at),
-            baseline_cost_usd=self._baseline(model_requested, o),
+            baseline_cost_usd=baseline,
             prompt_cache_savings_usd=self._prompt_cache_saving(cache, o),
+            cache_saved_input_tokens=saved[0],
+            cache_saved_output_tokens=saved[1],
         )
         return row
 

@@ -73,7 +73,7 @@ class Router:
     def _vendor(self, model: str) -> Route | RouteError:
         price = self._prices.lookup(model)
         if price is None:
-            return RouteError("unknown_model", unknown_model_message(model))
+            return RouteError("unknown_model", unknown_model_message(model, self._prices.names()))
         if price.vendor not in self._backends:
             return RouteError(
                 "no_backend",

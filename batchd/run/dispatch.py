@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+import msgspec
+
 from batchd.backends.base import ChunkRejected, TransientBackendError, VendorRef
 from batchd.intake.decode import key_of
 from batchd.outcome import CANCELED, FAILED, Outcome
@@ -139,7 +141,9 @@ async def end_unsent(svc: Services, run: Run, chunk: Chunk, from_states: tuple[s
 async def _end_all(
     svc: Services, run: Run, chunk: Chunk, from_states: tuple[str, ...], outcome: Outcome
 ) -> None:
-    """End every line of a chunk that never ran, with one outcome."""
+    """End every line of a chunk that never ran, with one outcome (naming the backend the
+    lines were headed for)."""
+    outcome = msgspec.structs.replace(outcome, backend=outcome.backend or chunk.backend)
     blobs = svc.blobs(run.run_id)
     result_path = f"outcomes/{chunk.chunk_id}.msgpack"
     with blobs.open(chunk.path) as src, blobs.writer(result_path) as f:

