@@ -197,6 +197,10 @@ def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")]
         if run.state == RUN_DONE:
             err.print(f"Run {run_id} already finished ({run.outcome}); nothing to cancel.")
             raise typer.Exit(exit_code(run))
+        if svc.distributed:  # the coordinators act on it now, not at their next poll
+            from batchd.distributed.coordinator import kick
+
+            asyncio.run(kick(svc.settings.redis_url, svc, run_id))
         chunks = svc.store.chunks(run_id)
         if run.state != RUN_INGESTING and all(c.state == CHUNK_COLLECTED for c in chunks):
             err.print(f"Run {run_id} has nothing left to cancel: all its work is done.")

@@ -22,7 +22,7 @@ from typing import Any
 
 from batchd.config.settings import load_settings
 from batchd.errors import BatchdError
-from batchd.run.pipeline import dispatch_round, finalize_run, ingest_run
+from batchd.run.pipeline import CANCEL_POLL_S, dispatch_round, finalize_run, ingest_run
 from batchd.run.services import Services, open_services
 from batchd.state.base import (
     CHUNK_CREATING,
@@ -153,7 +153,9 @@ def next_jobs(run: Run, poll_interval_s: float, now: float) -> list[tuple[str, s
     if run.state == RUN_INGESTING:
         names = [("ingest_job", 1.0)]
     elif run.state == RUN_DISPATCHING:
-        names = [("dispatch_job", 1.0), ("poll_job", poll_interval_s)]
+        # a cancel is acted on at once, not at the next poll slot
+        poll_s = min(poll_interval_s, CANCEL_POLL_S) if run.cancel_requested else poll_interval_s
+        names = [("dispatch_job", 1.0), ("poll_job", poll_s)]
     elif run.state == RUN_FINALIZING:
         names = [("finalize_job", 1.0)]
     else:
