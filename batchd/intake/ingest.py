@@ -48,7 +48,7 @@ _outcome_enc = msgspec.msgpack.Encoder()
 
 class IngestStats(msgspec.Struct, kw_only=True):
     lines: int = 0
-    blank: int = 0
+    blank: int = 0  # blank lines: each has an invalid row (blank_line), counted in invalid too
     invalid: int = 0
     invalid_by_type: dict[str, int] = {}
     valid: int = 0
@@ -127,7 +127,7 @@ def ingest(
     seen_keys = SeenSet()
     blocks = _numbered(iter_lines(stream, max_line_bytes=max_line_bytes))
     for block in parse_blocks(blocks, ctx, workers):
-        stats.lines += len(block.records) + block.blank
+        stats.lines += len(block.records)
         stats.blank += block.blank
         stats.bytes_read += block.bytes_read
         rows = _Rows() if write_rows is not None else _NoRows()
