@@ -256,17 +256,13 @@ def _deadline(value: Any) -> float | None:
             pass
         else:
             if dt.tzinfo is None:
-                raise _Bad(
-                    "bad_deadline", f"deadline {_short(value)} needs a time zone (e.g. 'Z')"
-                )
+                raise _Bad("bad_deadline", f"deadline {_short(value)} needs a time zone (e.g. 'Z')")
             try:
                 at = dt.timestamp()
             except (ValueError, OverflowError):
                 at = -1.0  # before the epoch or past year 9999 in UTC
             return _deadline_in_range(at, value)
-    raise _Bad(
-        "bad_deadline", f"deadline {_short(value)} must be an ISO 8601 time or unix seconds"
-    )
+    raise _Bad("bad_deadline", f"deadline {_short(value)} must be an ISO 8601 time or unix seconds")
 
 
 def _deadline_in_range(at: float, value: Any) -> float:

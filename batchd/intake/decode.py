@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
-import threading
-from collections import deque
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,10 +128,10 @@ def parse_line(raw: bytes | None, line_no: int, ctx: ParseContext) -> Parsed:
         if isinstance(exc, LineFault):
             stage, custom_id = exc.stage, exc.custom_id
             exc = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-        return _fault(raw, line_no, where.item, custom_id, stage, exc)
+        return fault(raw, line_no, where.item, custom_id, stage, exc)
 
 
-def _fault(
+def fault(
     raw: bytes | None,
     line_no: int,
     item: Request | None,
@@ -206,7 +202,13 @@ def _parse_line(raw: bytes | None, line_no: int, ctx: ParseContext, where: _Wher
     if type(item) is not Request:
         inv: Invalid = item  # type: ignore[assignment]
         return _invalid(
-            line_no, inv.custom_id, inv.error_type, inv.error_message, inv.tenant, inv.tags, inv.model
+            line_no,
+            inv.custom_id,
+            inv.error_type,
+            inv.error_message,
+            inv.tenant,
+            inv.tags,
+            inv.model,
         )
     where.item = item
     where.stage = "route"
@@ -300,9 +302,7 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
     )
 
 
-def _options(
-    vid: str, item: Request, choice: Choice, router: Router, where: _Where
-) -> list[bytes]:
+def _options(vid: str, item: Request, choice: Choice, router: Router, where: _Where) -> list[bytes]:
     """One chunk line per target; b"" where a target cannot express the request."""
     lines = []
     first_error: UnsupportedRequest | None = None
@@ -345,45 +345,8 @@ def _undecodable(raw: bytes, line_no: int, exc: Exception) -> Parsed:
     return _invalid(line_no, fallback, "invalid_json", f"line is not JSON: {exc}")
 
 
-# --- running stage one in worker processes ----------------------------------------------
-_worker_ctx: ParseContext | None = None
-_block_enc = msgspec.msgpack.Encoder()
-_block_dec = msgspec.msgpack.Decoder(Block)
-
-
-def _init_worker(ctx: ParseContext) -> None:
-    global _worker_ctx
-    _worker_ctx = ctx
-
-
-def _work(job: tuple[int, list[bytes | None]]) -> bytes:
-    assert _worker_ctx is not None
-    return _block_enc.encode(parse_block(job[0], job[1], _worker_ctx))
-
-
 def auto_workers(size_bytes: int) -> int:
     """Worker processes worth starting for an input of this size (1 = parse inline)."""
     if size_bytes < 16 * 1024 * 1024:
         return 1
     return max(1, min(os.cpu_count() or 1, 8))
-
-
-def parse_blocks(
-    blocks: Iterable[tuple[int, list[bytes | None]]], ctx: ParseContext, workers: int
-) -> Iterator[Block]:
-    """Stage one over every block, in order; with workers > 1, in a process pool."""
-    if workers <= 1:
-        for first, lines in blocks:
-            yield parse_block(first, lines, ctx)
-        return
-    # fork is fastest, but forking a process with other threads (a coordinator: asyncio
-    # loop, lease renewer, Redis clients) can copy a held lock: use a fork server there.
-    mp: Any = multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
-    in_flight: deque[Any] = deque()  # bounded, so memory stays flat whoever is slower
-    with mp.Pool(workers, initializer=_init_worker, initargs=(ctx,)) as pool:
-        for job in blocks:
-            in_flight.append(pool.apply_async(_work, (job,)))
-            if len(in_flight) > 2 * workers:
-                yield _block_dec.decode(in_flight.popleft().get())
-        while in_flight:
-            yield _block_dec.decode(in_flight.popleft().get())
