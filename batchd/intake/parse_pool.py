@@ -68,15 +68,17 @@ def parse_blocks(blocks: Iterable[Job], ctx: ParseContext, workers: int) -> Iter
     # loop, lease renewer, Redis clients) can copy a held lock: use a fork server there.
     mp: Any = multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
     pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_init_worker, initargs=(ctx,))
-    in_flight: deque[tuple[Job, Future[bytes]]] = deque()  # bounded: memory stays flat
-    jobs = iter(blocks)
+    in_flight: deque[tuple[Job, Future[bytes] | None]] = deque()  # bounded: memory stays flat
     broken = False
     try:
-        for job in jobs:
-            if broken:
-                yield decode.parse_block(job[0], job[1], ctx)
-                continue
-            in_flight.append((job, pool.submit(_work, job)))
+        for job in blocks:
+            future = None
+            if not broken:
+                try:
+                    future = pool.submit(_work, job)
+                except BrokenProcessPool:
+                    broken = _died()
+            in_flight.append((job, future))
             while len(in_flight) > 2 * workers or (broken and in_flight):
                 block, broken = _collect(in_flight.popleft(), ctx, broken)
                 yield block
@@ -87,17 +89,21 @@ def parse_blocks(blocks: Iterable[Job], ctx: ParseContext, workers: int) -> Iter
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _died() -> bool:
+    log.warning("an ingest worker died; parsing the rest of the input in this process")
+    return True
+
+
 def _collect(
-    item: tuple[Job, Future[bytes]], ctx: ParseContext, broken: bool
+    item: tuple[Job, Future[bytes] | None], ctx: ParseContext, broken: bool
 ) -> tuple[Block, bool]:
     """A block from the pool, or parsed here when its worker raised or died."""
     job, future = item
-    if not broken:
+    if future is not None and not broken:
         try:
             return _block_dec.decode(future.result()), False
         except BrokenProcessPool:
-            log.warning("an ingest worker died; parsing the rest of the input in this process")
-            broken = True
+            broken = _died()
         except Exception:
             log.warning("an ingest worker failed on lines %d+; parsing them here", job[0])
             log.debug("ingest worker failure", exc_info=True)
