@@ -261,9 +261,7 @@ def ingest_rows(
     return stats, rows, {c.path: files[c.path].getvalue() for c in chunks if c.path in files}
 
 
-def check_one_row_per_line(
-    stats: IngestStats, rows: list[dict[str, Any]], n_lines: int
-) -> None:
+def check_one_row_per_line(stats: IngestStats, rows: list[dict[str, Any]], n_lines: int) -> None:
     """Exactly one row per input line, in order; every invalid row says why."""
     assert stats.lines == n_lines
     assert [r["line_no"] for r in rows] == list(range(1, n_lines + 1))
