@@ -125,9 +125,9 @@ def _plain_messages(messages: list[Any]) -> bool:
 def _check_content(content: Any, message: dict[str, Any], i: int) -> None:
     """A content is a string, a list of parts (objects with a string 'type'), or null in an
     assistant turn that calls tools (or a function)."""
-    if content is None and message["role"] == "assistant":
-        if message.get("tool_calls") or message.get("function_call"):
-            return
+    calls = message.get("tool_calls") or message.get("function_call")
+    if content is None and message["role"] == "assistant" and calls:
+        return
     if type(content) is list:
         for j, part in enumerate(content):
             if type(part) is not dict or type(part.get("type")) is not str:

@@ -69,14 +69,23 @@ def to_claude_params(request: Request, default_max_tokens: int) -> dict[str, Any
         if name in _HANDLED or (name in _IGNORED_WHEN and value == _IGNORED_WHEN[name]):
             continue
         if name in _DIRECT:
-            if name == "temperature" and isinstance(value, (int, float)) and value > 1:
+            if type(value) not in (int, float):
+                unsupported.append(f"{name} that is not a number")
+            elif name == "temperature" and value > 1:
                 unsupported.append("temperature above 1")
             else:
                 params[name] = value
         elif name == "stop":
-            params["stop_sequences"] = [value] if isinstance(value, str) else value
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops):
+                unsupported.append("stop that is not a string or a list of strings")
+            else:
+                params["stop_sequences"] = stops
         elif name == "user":
-            params["metadata"] = {"user_id": value}
+            if isinstance(value, str):
+                params["metadata"] = {"user_id": value}
+            else:
+                unsupported.append("user that is not a string")
         elif name == "tools":
             params["tools"] = _tools(value, native)
         elif name == "tool_choice":
@@ -172,20 +181,41 @@ def _text_content(content: Any, where: str) -> Any:
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    """Text parts as Claude text blocks (a string as one block)."""
+    """Text parts as Claude text blocks (a string as one block); Claude refuses empty ones."""
     if isinstance(content, str):
+        if not content:
+            raise UnsupportedRequest(f"{where}.content is empty, which Claude refuses")
         return [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        raise UnsupportedRequest(f"{where}.content must be a string or a list of text parts")
+    if not isinstance(content, list) or not content:
+        raise UnsupportedRequest(f"{where}.content must be a string or a non-empty list of parts")
     blocks = []
     for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else type(part).__name__
         if kind != "text" or not isinstance(part.get("text"), str):
             raise UnsupportedRequest(
-                f"message part of type {kind!r} ({where}.content[{j}]) is not supported for Claude"
+                f"message part of type {kind!r} ({at}) is not supported for Claude"
+            )
+        if not part["text"]:
+            raise UnsupportedRequest(f"{at} has an empty text, which Claude refuses")
+        extra = sorted(set(part) - {"type", "text", "cache_control"})
+        if extra:
+            raise UnsupportedRequest(f"not supported for Claude models: {at}.{extra[0]}" + _HINT)
+        if "cache_control" in part and not _cache_control_ok(part["cache_control"]):
+            raise UnsupportedRequest(
+                f'{at}.cache_control must be {{"type": "ephemeral"}} (ttl "5m" or "1h")'
             )
         blocks.append(part)
     return blocks
+
+
+def _cache_control_ok(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("type") == "ephemeral"
+        and value.get("ttl", "5m") in ("5m", "1h")
+        and set(value) <= {"type", "ttl"}
+    )
 
 
 def _assistant_blocks(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -247,7 +277,7 @@ def _tools(tools: Any, native: bool) -> list[dict[str, Any]]:
     for i, tool in enumerate(tools):
         where = f"tools[{i}]"
         if native and isinstance(tool, dict) and tool.get("type") != "function":
-            out.append(tool)  # already a Claude tool (custom or server tool)
+            out.append(_claude_tool(tool, where))  # already a Claude tool (custom or server)
             continue
         if not isinstance(tool, dict) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
@@ -276,6 +306,17 @@ def _tools(tools: Any, native: bool) -> list[dict[str, Any]]:
             claude["strict"] = fn["strict"]
         out.append(claude)
     return out
+
+
+def _claude_tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
+    """A Claude-shaped tool of a native line, checked as the Messages API checks it."""
+    if not isinstance(tool.get("name"), str) or not tool["name"]:
+        raise UnsupportedRequest(f"{where}.name is missing")
+    if tool.get("type", "custom") == "custom":
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            raise UnsupportedRequest(f"{where}.input_schema must be a JSON schema of type object")
+    return tool
 
 
 def _tool_choice(choice: Any, native: bool) -> dict[str, Any]:
