@@ -38,6 +38,10 @@ _NATIVE_ENVELOPE = frozenset(
 
 _key_encoder = msgspec.json.Encoder(order="sorted")
 
+MAX_TOKENS_LIMIT = 2**31 - 1  # no model writes more; beyond it, counts overflow downstream
+# Deadlines batchd can represent: from the epoch to the end of year 9999 (unix seconds).
+DEADLINE_MAX_S = 253_402_300_799
+
 
 class Request(msgspec.Struct, gc=False):
     """A valid line. `body` is what a chat-completions vendor call receives."""
@@ -72,6 +76,15 @@ class _Bad(Exception):
         self.message = message
 
 
+class LineFault(Exception):
+    """An exception nobody foresaw while validating one line; `__cause__` holds it."""
+
+    def __init__(self, stage: str, custom_id: str) -> None:
+        super().__init__(stage)
+        self.stage = stage
+        self.custom_id = custom_id
+
+
 def _norm_content(content: Any) -> Any:
     """A single text part becomes a plain string; cache_control marks are dropped.
 
@@ -99,12 +112,45 @@ def _norm_content(content: Any) -> Any:
 def _plain_messages(messages: list[Any]) -> bool:
     """Check every message; True when every content is already canonical (a string)."""
     plain = True
-    for m in messages:
+    for i, m in enumerate(messages):
         if type(m) is not dict or type(m.get("role")) is not str or "content" not in m:
             raise _Bad("bad_messages", "every message needs a string 'role' and a 'content'")
-        if type(m["content"]) is not str:
+        content = m["content"]
+        if type(content) is not str:
+            _check_content(content, m, i)
             plain = False
     return plain
+
+
+def _check_content(content: Any, message: dict[str, Any], i: int) -> None:
+    """A content is a string, a list of parts (objects with a string 'type'), or null in an
+    assistant turn that calls tools (or a function)."""
+    calls = message.get("tool_calls") or message.get("function_call")
+    if content is None and message["role"] == "assistant" and calls:
+        return
+    if type(content) is list:
+        for j, part in enumerate(content):
+            if type(part) is not dict or type(part.get("type")) is not str:
+                raise _Bad(
+                    "bad_content",
+                    f"messages[{i}].content[{j}] must be an object with a string 'type' "
+                    f'(e.g. {{"type": "text", "text": "..."}}), got {_kind(part)}',
+                )
+        return
+    raise _Bad(
+        "bad_content",
+        f"messages[{i}].content must be a string or a list of content parts, got "
+        f"{_kind(content)}; write the text as a string",
+    )
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind, for messages (never the value: it may be huge)."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
+        type(value), "a list" if type(value) is list else "an object"
+    )
 
 
 def _canonical_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +180,15 @@ def _check_max_tokens(container: dict[str, Any], where: str) -> None:
     for name in ("max_tokens", "max_completion_tokens"):
         v = container.get(name)
         if v is not None and (type(v) is not int or v <= 0):
-            raise _Bad("bad_max_tokens", f"{where}{name} must be a positive integer, got {v!r}")
+            raise _Bad(
+                "bad_max_tokens", f"{where}{name} must be a positive integer, got {_short(v)}"
+            )
+        if v is not None and v > MAX_TOKENS_LIMIT:
+            raise _Bad(
+                "bad_max_tokens",
+                f"{where}{name} {_short(v)} is out of range: at most {MAX_TOKENS_LIMIT:,} "
+                "(models write far fewer tokens; give the most you want back)",
+            )
     if container.get("max_tokens", 1) is None or container.get("max_completion_tokens", 1) is None:
         raise _Bad("bad_max_tokens", f"{where}max_tokens must be a positive integer, got None")
 
@@ -181,11 +235,21 @@ def _tenant_tags(meta: Any, default_tenant: str) -> tuple[str, dict[str, str]]:
     return tenant, tags
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of a value for a message, cut to `limit` characters."""
+    if isinstance(value, (dict, list)):
+        return _kind(value)
+    if type(value) is int and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _deadline(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _deadline_in_range(float(value) if abs(value) < 2**63 else -1.0, value)
     if isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value)
@@ -193,9 +257,29 @@ def _deadline(value: Any) -> float | None:
             pass
         else:
             if dt.tzinfo is None:
-                raise _Bad("bad_deadline", f"deadline {value!r} needs a time zone (e.g. 'Z')")
-            return dt.timestamp()
-    raise _Bad("bad_deadline", f"deadline {value!r} must be an ISO 8601 time or unix seconds")
+                raise _Bad("bad_deadline", f"deadline {_short(value)} needs a time zone (e.g. 'Z')")
+            try:
+                at = dt.timestamp()
+            except (ValueError, OverflowError):
+                at = -1.0  # before the epoch or past year 9999 in UTC
+            return _deadline_in_range(at, value)
+    raise _Bad("bad_deadline", f"deadline {_short(value)} must be an ISO 8601 time or unix seconds")
+
+
+def _deadline_in_range(at: float, value: Any) -> float:
+    if 0 <= at <= DEADLINE_MAX_S:
+        return at
+    if isinstance(value, (int, float)) and 0 < at / 1000 <= DEADLINE_MAX_S:
+        raise _Bad(
+            "bad_deadline",
+            f"deadline {_short(value)} looks like milliseconds since the epoch: give unix "
+            f"seconds ({int(at // 1000)}) or an ISO 8601 time such as 2026-11-25T06:00Z",
+        )
+    raise _Bad(
+        "bad_deadline",
+        f"deadline {_short(value)} is out of range: give a time between 1970 and 9999, as "
+        "unix seconds or an ISO 8601 time such as 2026-11-25T06:00Z",
+    )
 
 
 def parse_request(obj: Any, line_no: int, default_tenant: str) -> Request | Invalid:
@@ -210,21 +294,29 @@ def parse_request(obj: Any, line_no: int, default_tenant: str) -> Request | Inva
             line_no,
             fallback_id,
             "bad_custom_id",
-            f"custom_id must be a non-empty string, got {raw_id!r}",
+            f"custom_id must be a non-empty string, got {_short(raw_id)}",
         )
+    stage = ["validate"]
     try:
-        return _parse(obj, line_no, custom_id, default_tenant)
+        return _parse(obj, line_no, custom_id, default_tenant, stage)
     except _Bad as bad:
         return Invalid(line_no, custom_id, bad.error_type, bad.message)
+    except Exception as exc:
+        raise LineFault(stage[0], custom_id) from exc
 
 
-def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: str) -> Request:
+def _parse(
+    obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: str, stage: list[str]
+) -> Request:
+    """`stage[0]` names the step under way, for a fault nobody foresaw."""
     if "metadata" in obj:
         tenant, tags = _tenant_tags(obj["metadata"], default_tenant)
     else:
         tenant, tags = default_tenant, {}
     cache_ok = obj.get("cache", True) is not False
+    stage[0] = "deadline"
     deadline_at = _deadline(obj["deadline"]) if "deadline" in obj else None
+    stage[0] = "validate"
     if "params" in obj:
         fmt = "anthropic"
         params = obj["params"]
@@ -242,9 +334,9 @@ def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: st
     elif "body" in obj or "url" in obj or "method" in obj:
         fmt = "openai"
         if obj.get("method") != "POST":
-            raise _Bad("bad_method", f'method must be "POST", got {obj.get("method")!r}')
+            raise _Bad("bad_method", f'method must be "POST", got {_short(obj.get("method"))}')
         if obj.get("url") != CHAT_URL:
-            raise _Bad("bad_url", f"url must be {CHAT_URL!r}, got {obj.get('url')!r}")
+            raise _Bad("bad_url", f"url must be {CHAT_URL!r}, got {_short(obj.get('url'))}")
         raw_body = obj.get("body")
         if not isinstance(raw_body, dict):
             raise _Bad("bad_body", "'body' must be an object")
@@ -263,7 +355,16 @@ def _parse(obj: dict[str, Any], line_no: int, custom_id: str, default_tenant: st
         body["messages"] = (
             [{"role": "system", "content": system}, *messages] if system is not None else messages
         )
-    key = request_key(tenant, body, _plain_messages(body["messages"]))
+    if body.get("stream") not in (None, False):
+        where = {"anthropic": "params.", "openai": "body."}.get(fmt, "")
+        raise _Bad(
+            "unsupported_parameter",
+            f"{where}stream is {_short(body['stream'])}: batches never stream (any vendor); "
+            "remove it or set it to false",
+        )
+    plain = _plain_messages(body["messages"])
+    stage[0] = "key"
+    key = request_key(tenant, body, plain)
     source_params = obj["params"] if fmt == "anthropic" else None
     return Request(
         line_no,

@@ -22,16 +22,18 @@ from batchd.backends.base import (
     ChunkRejected,
     PollState,
     TransientBackendError,
-    UnsupportedRequest,
     VendorLostTrack,
     VendorRef,
 )
+from batchd.backends.claude_messages import to_claude_params
 from batchd.backends.prompt_cache import plan_prompt_cache
 from batchd.config.pricing import PriceBook
 from batchd.config.settings import AnthropicSettings
 from batchd.errors import BatchdError
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
 from batchd.requests import Request
+
+__all__ = ["AnthropicBatchBackend", "parse_result", "to_claude_params"]
 from batchd.state.base import Chunk
 
 NAME = "anthropic"
@@ -46,91 +48,8 @@ FINISH_REASON = {
     "refusal": "content_filter",
     "pause_turn": "stop",
 }
-# OpenAI-style parameters and how they become Claude params.
-_DIRECT = ("temperature", "top_p")
-# Claude's own parameters, accepted as they are in native-format lines.
-_CLAUDE_NATIVE = frozenset(
-    {"top_k", "stop_sequences", "thinking", "tools", "tool_choice", "service_tier"}
-)
-_IGNORED_WHEN = {"stream": False, "n": 1}
-
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
-
-
-def to_claude_params(request: Request, default_max_tokens: int) -> dict[str, Any]:
-    """Anthropic params for a request; Anthropic-format lines pass through unchanged."""
-    if request.source_params is not None:
-        if request.source_params.get("stream"):
-            # The vendor would reject the whole batch for this one line.
-            raise UnsupportedRequest("stream is not supported in batches; remove params.stream")
-        return request.source_params
-    body = request.body
-    params: dict[str, Any] = {"model": request.model}
-    system: list[Any] = []
-    messages: list[dict[str, Any]] = []
-    for m in body["messages"]:
-        role = m["role"]
-        if role in ("system", "developer") and not messages:
-            system.append(m["content"])
-        elif role in ("user", "assistant"):
-            messages.append({"role": role, "content": _claude_content(m["content"])})
-        else:
-            raise UnsupportedRequest(
-                f"a {role!r} message{' after the conversation started' if role == 'system' else ''}"
-                " cannot be sent to Claude; put system prompts first and use user/assistant turns"
-            )
-    if not messages:
-        raise UnsupportedRequest("Claude needs at least one user message besides the system prompt")
-    if system:
-        params["system"] = (
-            "\n\n".join(system)
-            if all(isinstance(s, str) for s in system)
-            else [b for s in system for b in _claude_content(s, as_blocks=True)]
-        )
-    params["messages"] = messages
-    params["max_tokens"] = (
-        body.get("max_tokens") or body.get("max_completion_tokens") or default_max_tokens
-    )
-    unsupported = []
-    for name, value in body.items():
-        if name in ("model", "messages", "max_tokens", "max_completion_tokens"):
-            continue
-        if name in _DIRECT:
-            if name == "temperature" and isinstance(value, (int, float)) and value > 1:
-                unsupported.append("temperature above 1")
-            else:
-                params[name] = value
-        elif name == "stop":
-            params["stop_sequences"] = [value] if isinstance(value, str) else value
-        elif name == "user":
-            params["metadata"] = {"user_id": value}
-        elif name in _IGNORED_WHEN and value == _IGNORED_WHEN[name]:
-            continue
-        elif name in _CLAUDE_NATIVE and request.fmt == "native":
-            params[name] = value
-        else:
-            unsupported.append(name)
-    if unsupported:
-        raise UnsupportedRequest(
-            "not supported for Claude models: "
-            + ", ".join(sorted(unsupported))
-            + "; remove them, or use the Anthropic batch format for Claude-specific params"
-        )
-    return params
-
-
-def _claude_content(content: Any, as_blocks: bool = False) -> Any:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if as_blocks else content
-    blocks = []
-    for part in content:
-        if isinstance(part, dict) and part.get("type") == "text":
-            blocks.append(part)
-        else:
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise UnsupportedRequest(f"message part of type {kind!r} is not supported for Claude")
-    return blocks
 
 
 class AnthropicBatchBackend:

@@ -9,19 +9,20 @@ process (ingest.py), which receives records in input order.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
+import logging
 import os
-import threading
-from collections import deque
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from batchd.backends.base import UnsupportedRequest
+from batchd.intake.screen import BOM, huge_int, line_id, lone_surrogate, stray_bom, too_deep
+from batchd.planning.estimates import VLLM
 from batchd.planning.routing import Choice, Route, RouteError, Router
-from batchd.requests import Invalid, Request, parse_request, salted_key
+from batchd.requests import Invalid, LineFault, Request, parse_request, salted_key
+
+log = logging.getLogger("batchd.intake")
 
 # Vendor ids of requests whose answers must not enter the cache start with this.
 NO_CACHE_PREFIX = "x"
@@ -41,8 +42,9 @@ def cacheable(vendor_id: str) -> bool:
     return not vendor_id.startswith(NO_CACHE_PREFIX)
 
 
-_BOM = b"\xef\xbb\xbf"
 _decode = msgspec.json.decode
+BLANK_LINE = "blank_line"
+INTERNAL_ERROR = "internal_error"
 
 
 class Parsed(msgspec.Struct, array_like=True, gc=False):
@@ -66,7 +68,7 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
 
 class Block(msgspec.Struct, array_like=True, gc=False):
     records: list[Parsed]
-    blank: int
+    blank: int  # of the records, how many are blank lines
     bytes_read: int
 
 
@@ -98,65 +100,137 @@ def _invalid(
 
 
 def parse_block(first_line_no: int, raw_lines: list[bytes | None], ctx: ParseContext) -> Block:
-    records: list[Parsed] = []
-    blank = 0
-    n_bytes = 0
-    route_of = ctx.router.route
-    line_no = first_line_no - 1
-    for raw in raw_lines:
-        line_no += 1
-        if raw is None:
-            records.append(
-                _invalid(
-                    line_no,
-                    f"line-{line_no}",
-                    "line_too_long",
-                    f"line is longer than the limit of {ctx.max_line_bytes:,} bytes",
-                )
-            )
-            continue
-        n_bytes += len(raw) + 1
-        if line_no == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM) :]
-        try:
-            obj = _decode(raw)
-        except (UnicodeDecodeError, msgspec.DecodeError) as exc:
-            if not raw.strip():
-                blank += 1
-            else:
-                records.append(_undecodable(raw, line_no, exc))
-            continue
-        item = parse_request(obj, line_no, ctx.default_tenant)
-        if type(item) is not Request:
-            inv: Invalid = item  # type: ignore[assignment]
-            records.append(
-                _invalid(
-                    line_no,
-                    inv.custom_id,
-                    inv.error_type,
-                    inv.error_message,
-                    inv.tenant,
-                    inv.tags,
-                    inv.model,
-                )
-            )
-            continue
-        route = route_of(item.model)
-        if type(route) is RouteError:
-            records.append(
-                _invalid(
-                    line_no,
-                    item.custom_id,
-                    route.error_type,
-                    route.message,
-                    item.tenant,
-                    item.tags,
-                    item.model,
-                )
-            )
-            continue
-        records.append(_valid(item, route, ctx))  # type: ignore[arg-type]
+    """Every line of a block as one record, in order: no line's fault escapes it."""
+    records = [parse_line(raw, first_line_no + i, ctx) for i, raw in enumerate(raw_lines)]
+    blank = sum(1 for r in records if r.error_type == BLANK_LINE)
+    n_bytes = sum(len(raw) + 1 for raw in raw_lines if raw is not None)
     return Block(records, blank, n_bytes)
+
+
+class _Where:
+    """How far one line got, for the row of a fault nobody foresaw."""
+
+    __slots__ = ("item", "stage")
+
+    def __init__(self) -> None:
+        self.stage = "decode"
+        self.item: Request | None = None
+
+
+def parse_line(raw: bytes | None, line_no: int, ctx: ParseContext) -> Parsed:
+    """One raw line as a record. The fault barrier: any exception makes an invalid row."""
+    where = _Where()
+    try:
+        return _parse_line(raw, line_no, ctx, where)
+    except Exception as exc:
+        stage = where.stage
+        custom_id = where.item.custom_id if where.item is not None else None
+        if isinstance(exc, LineFault):
+            stage, custom_id = exc.stage, exc.custom_id
+            exc = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        return fault(raw, line_no, where.item, custom_id, stage, exc)
+
+
+def fault(
+    raw: bytes | None,
+    line_no: int,
+    item: Request | None,
+    custom_id: str | None,
+    stage: str,
+    exc: Exception,
+) -> Parsed:
+    log.debug("line %d: %s in %s", line_no, type(exc).__name__, stage, exc_info=exc)
+    if custom_id is None and raw is not None:
+        custom_id = line_id(raw)
+    text = _printable(str(exc))
+    message = (
+        f"batchd failed on this line ({type(exc).__name__} in {stage}: {text[:300]}); "
+        "the rest of the run went on. Please report it with the line; BATCHD_DEBUG=1 logs "
+        "the traceback"
+    )
+    if item is None:
+        return _invalid(line_no, custom_id or f"line-{line_no}", INTERNAL_ERROR, message)
+    return _invalid(
+        line_no,
+        item.custom_id,
+        INTERNAL_ERROR,
+        message,
+        item.tenant,
+        item.tags,
+        _printable(item.model),
+    )
+
+
+def _printable(text: str) -> str:
+    """Text that encodes as UTF-8 (lone surrogates escaped), for a result row."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def _parse_line(raw: bytes | None, line_no: int, ctx: ParseContext, where: _Where) -> Parsed:
+    if raw is None:
+        return _invalid(
+            line_no,
+            f"line-{line_no}",
+            "line_too_long",
+            f"line is longer than the limit of {ctx.max_line_bytes:,} bytes",
+        )
+    if not raw.strip():
+        return _invalid(
+            line_no,
+            f"line-{line_no}",
+            BLANK_LINE,
+            "blank line: it has no request (its row keeps the output in step with the input)",
+        )
+    if line_no == 1 and raw.startswith(BOM):
+        raw = raw[len(BOM) :]
+    problem = stray_bom(raw, line_no) or too_deep(raw)
+    if problem is not None:
+        return _invalid(line_no, line_id(raw) or f"line-{line_no}", *problem)
+    try:
+        obj = _decode(raw)
+    except (UnicodeDecodeError, msgspec.DecodeError) as exc:
+        return _undecodable(raw, line_no, exc)
+    problem = huge_int(raw, obj)
+    if problem is not None:
+        return _invalid(line_no, _id_of(obj) or f"line-{line_no}", *problem)
+    where.stage = "validate"
+    item = parse_request(obj, line_no, ctx.default_tenant)
+    if type(item) is not Request:
+        inv: Invalid = item  # type: ignore[assignment]
+        return _invalid(
+            line_no,
+            inv.custom_id,
+            inv.error_type,
+            inv.error_message,
+            inv.tenant,
+            inv.tags,
+            inv.model,
+        )
+    where.item = item
+    where.stage = "route"
+    route = ctx.router.route(item.model)
+    if type(route) is RouteError:
+        return _invalid(
+            line_no,
+            item.custom_id,
+            route.error_type,
+            route.message,
+            item.tenant,
+            item.tags,
+            item.model,
+        )
+    return _valid(item, route, ctx, where)  # type: ignore[arg-type]
+
+
+def _id_of(obj: Any) -> str | None:
+    if type(obj) is not dict:
+        return None
+    value = obj.get("custom_id", obj.get("id"))
+    return value if isinstance(value, str) and value else None
 
 
 def _as_target(item: Request, model: str) -> Request:
@@ -172,7 +246,8 @@ def _as_target(item: Request, model: str) -> Request:
     )
 
 
-def _valid(item: Request, route: Route | Choice, ctx: ParseContext) -> Parsed:
+def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Where) -> Parsed:
+    where.stage = "key"
     key = item.key
     if not item.cache_ok:
         key = salted_key(key, f"{ctx.run_salt}:{item.line_no}")
@@ -183,12 +258,17 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext) -> Parsed:
     backend = ""
     try:
         if type(route) is Choice:
-            options = _options(vid, item, route, ctx.router)
+            options = _options(vid, item, route, ctx.router, where)
             line = b""
             targets = route.targets
         else:
             backend = route.backend  # type: ignore[union-attr]
-            line = ctx.router.backend(backend).encode_line(vid, item) + b"\n"
+            where.stage = f"translation for {backend}"
+            if backend != VLLM and route.model != item.model:  # type: ignore[union-attr]
+                sent = _as_target(item, route.model)  # type: ignore[union-attr]
+            else:
+                sent = item
+            line = ctx.router.backend(backend).encode_line(vid, sent) + b"\n"
             targets = [route]  # type: ignore[list-item]
     except UnsupportedRequest as exc:
         return _invalid(
@@ -200,6 +280,8 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext) -> Parsed:
             item.tags,
             item.model,
         )
+    where.stage = "token count"
+    prompt_tokens = _prompt_tokens(item, targets, ctx.router)
     return Parsed(
         item.line_no,
         item.custom_id,
@@ -216,15 +298,16 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext) -> Parsed:
         max_tokens,
         item.deadline_at,
         options,
-        _prompt_tokens(item, targets, ctx.router),
+        prompt_tokens,
     )
 
 
-def _options(vid: str, item: Request, choice: Choice, router: Router) -> list[bytes]:
+def _options(vid: str, item: Request, choice: Choice, router: Router, where: _Where) -> list[bytes]:
     """One chunk line per target; b"" where a target cannot express the request."""
     lines = []
     first_error: UnsupportedRequest | None = None
     for t in choice.targets:
+        where.stage = f"translation for {t.backend}"
         try:
             lines.append(router.backend(t.backend).encode_line(vid, _as_target(item, t.model)))
             lines[-1] += b"\n"
@@ -243,27 +326,23 @@ def _prompt_tokens(item: Request, targets: list[Route], router: Router) -> int:
 
 
 def _undecodable(raw: bytes, line_no: int, exc: Exception) -> Parsed:
+    fallback = f"line-{line_no}"
+    surrogate = lone_surrogate(raw)
+    if surrogate is not None:
+        return _invalid(line_no, line_id(raw) or fallback, *surrogate)
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as bad:
-        return _invalid(line_no, f"line-{line_no}", "invalid_utf8", f"line is not UTF-8: {bad}")
-    return _invalid(line_no, f"line-{line_no}", "invalid_json", f"line is not JSON: {exc}")
-
-
-# --- running stage one in worker processes ----------------------------------------------
-_worker_ctx: ParseContext | None = None
-_block_enc = msgspec.msgpack.Encoder()
-_block_dec = msgspec.msgpack.Decoder(Block)
-
-
-def _init_worker(ctx: ParseContext) -> None:
-    global _worker_ctx
-    _worker_ctx = ctx
-
-
-def _work(job: tuple[int, list[bytes | None]]) -> bytes:
-    assert _worker_ctx is not None
-    return _block_enc.encode(parse_block(job[0], job[1], _worker_ctx))
+        return _invalid(line_no, fallback, "invalid_utf8", f"line is not UTF-8: {bad}")
+    if "out of range" in str(exc):
+        return _invalid(
+            line_no,
+            line_id(raw) or fallback,
+            "number_out_of_range",
+            f"a number in the line is beyond what a 64-bit float holds ({exc}): give a "
+            "smaller number",
+        )
+    return _invalid(line_no, fallback, "invalid_json", f"line is not JSON: {exc}")
 
 
 def auto_workers(size_bytes: int) -> int:
@@ -271,24 +350,3 @@ def auto_workers(size_bytes: int) -> int:
     if size_bytes < 16 * 1024 * 1024:
         return 1
     return max(1, min(os.cpu_count() or 1, 8))
-
-
-def parse_blocks(
-    blocks: Iterable[tuple[int, list[bytes | None]]], ctx: ParseContext, workers: int
-) -> Iterator[Block]:
-    """Stage one over every block, in order; with workers > 1, in a process pool."""
-    if workers <= 1:
-        for first, lines in blocks:
-            yield parse_block(first, lines, ctx)
-        return
-    # fork is fastest, but forking a process with other threads (a coordinator: asyncio
-    # loop, lease renewer, Redis clients) can copy a held lock: use a fork server there.
-    mp: Any = multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
-    in_flight: deque[Any] = deque()  # bounded, so memory stays flat whoever is slower
-    with mp.Pool(workers, initializer=_init_worker, initargs=(ctx,)) as pool:
-        for job in blocks:
-            in_flight.append(pool.apply_async(_work, (job,)))
-            if len(in_flight) > 2 * workers:
-                yield _block_dec.decode(in_flight.popleft().get())
-        while in_flight:
-            yield _block_dec.decode(in_flight.popleft().get())

@@ -7,6 +7,7 @@ bounded: lines are handled in batches and written out as they go.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
@@ -15,12 +16,18 @@ import msgspec
 import pyarrow as pa
 
 from batchd.cache.base import Cache
-from batchd.intake.decode import ParseContext, Parsed, parse_blocks
+from batchd.errors import BatchdError
+from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed
 from batchd.intake.lines import MAX_LINE_BYTES, iter_lines
+from batchd.intake.parse_pool import parse_blocks
 from batchd.intake.seen import SeenSet
 from batchd.outcome import INVALID
 from batchd.planning.chunking import Chunker
 from batchd.planning.routing import Router
+
+log = logging.getLogger("batchd.intake")
+EMPTY_INPUT = "The input is empty: it holds no lines, so there is nothing to run."
+EMPTY_HINT = "Give a JSONL file with one request per line."
 
 # Row states in the lines parts (the final status comes at finalize).
 PENDING = "pending"
@@ -48,7 +55,7 @@ _outcome_enc = msgspec.msgpack.Encoder()
 
 class IngestStats(msgspec.Struct, kw_only=True):
     lines: int = 0
-    blank: int = 0
+    blank: int = 0  # blank lines: each has an invalid row (blank_line), counted in invalid too
     invalid: int = 0
     invalid_by_type: dict[str, int] = {}
     valid: int = 0
@@ -132,7 +139,7 @@ def ingest(
     seen_keys = SeenSet()
     blocks = _numbered(iter_lines(stream, max_line_bytes=max_line_bytes))
     for block in parse_blocks(blocks, ctx, workers):
-        stats.lines += len(block.records) + block.blank
+        stats.lines += len(block.records)
         stats.blank += block.blank
         stats.bytes_read += block.bytes_read
         rows = _Rows() if write_rows is not None else _NoRows()
@@ -142,6 +149,8 @@ def ingest(
         if on_progress is not None:
             on_progress(stats)
     stats.invalid_by_type = dict(invalid_types)
+    if stats.lines == 0:
+        raise BatchdError(EMPTY_INPUT, EMPTY_HINT)
     return stats
 
 
@@ -228,16 +237,53 @@ def _settle(
                 r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_IN_RUN
             )
         else:
+            problem = _add_to_chunk(chunker, r)
+            if problem is not None:  # the line's own fault: its row says so, the run goes on
+                stats.valid -= 1
+                stats.invalid += 1
+                invalid_types[INTERNAL_ERROR] += 1
+                rows.add(
+                    r.line_no,
+                    r.custom_id,
+                    None,
+                    r.tenant,
+                    r.tags,
+                    r.model,
+                    INVALID,
+                    CACHE_NONE,
+                    INTERNAL_ERROR,
+                    problem,
+                )
+                continue
             stats.unique += 1
             stats.to_send += 1
-            chunker.add(
-                r.backend,
-                r.model,
-                r.vendor_line,
-                r.max_tokens,
-                r.deadline_at,
-                r.key,
-                r.options,
-                r.prompt_tokens,
-            )
             rows.add(r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE)
+
+
+def _add_to_chunk(chunker: Chunker, r: Parsed) -> str | None:
+    """Hand one request to the chunker; the message of a fault that is this line's own.
+
+    An OSError (disk full, storage down) is not the line's: it stops ingest, which is
+    retried as a whole.
+    """
+    try:
+        chunker.add(
+            r.backend,
+            r.model,
+            r.vendor_line,
+            r.max_tokens,
+            r.deadline_at,
+            r.key,
+            r.options,
+            r.prompt_tokens,
+        )
+    except OSError:
+        raise
+    except Exception as exc:
+        log.debug("line %d: %s in chunk write", r.line_no, type(exc).__name__, exc_info=exc)
+        return (
+            f"batchd failed on this line ({type(exc).__name__} in chunk write: "
+            f"{str(exc)[:300]}); the rest of the run went on. Please report it with the line; "
+            "BATCHD_DEBUG=1 logs the traceback"
+        )
+    return None

@@ -82,7 +82,9 @@ class Router:
             )
         return Route(price.vendor, model)
 
-    def _choice(self, alias: str, targets: list[str], reference: str) -> Choice | RouteError:
+    def _choice(
+        self, alias: str, targets: list[str], reference: str
+    ) -> Route | Choice | RouteError:
         routes = []
         for t in targets:
             kind, _, name = t.partition(":")
@@ -99,6 +101,8 @@ class Router:
                     f"{r.backend!r}, not {kind!r}; fix [models.{alias}].targets",
                 )
             routes.append(r)
+        if len(routes) == 1 and routes[0].backend != VLLM:
+            return routes[0]  # nothing to choose: plans and runs exactly like its one target
         if not reference:
             reference = next((r.model for r in routes if r.backend != VLLM), "")
         return Choice(alias, routes, reference)

@@ -24,6 +24,7 @@ import msgspec
 
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
+from batchd.intake.ingest import EMPTY_HINT
 from batchd.run.services import Services
 from batchd.state.base import RUN_DONE, Run
 from batchd.storage.s3 import is_s3
@@ -41,14 +42,18 @@ def content_id(
         h.update(f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}".encode())
         h.update(msgspec.json.encode(options, order="sorted"))
         return "run-" + h.hexdigest()
+    n_bytes = 0
     try:
         with open(path, "rb") as f:
             while block := f.read(_HASH_BLOCK):
                 h.update(block)
+                n_bytes += len(block)
     except FileNotFoundError as exc:
         raise BatchdError(f"Input file {path} does not exist.", "Check the path.") from exc
     except IsADirectoryError as exc:
         raise BatchdError(f"{path} is a directory.", "Give a .jsonl or .jsonl.gz file.") from exc
+    if n_bytes == 0:
+        raise BatchdError(f"Input file {path} is empty.", EMPTY_HINT)
     h.update(msgspec.json.encode(options, order="sorted"))
     return "run-" + h.hexdigest()
 
@@ -73,6 +78,8 @@ def start_run(
             raise BatchdError(
                 f"No S3 object {source}.", "Check the key (`aws s3 ls` the prefix) and bucket."
             )
+        if int(s3_head.get("ContentLength", 1)) == 0:
+            raise BatchdError(f"Input {source} is empty.", EMPTY_HINT)
     base = content_id(source, options, s3_head)
     previous = svc.store.runs_with_base(base)
     if previous and previous[-1].state != RUN_DONE:

@@ -81,7 +81,6 @@ def test_max_completion_tokens_and_native_claude_params() -> None:
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"n": 2}, "n"),
         ({"temperature": 1.5}, "temperature above 1"),
-        ({"stream": True}, "stream"),
     ],
 )
 def test_unsupported_parameters_are_named(extra: dict[str, Any], named: str) -> None:

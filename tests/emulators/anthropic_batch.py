@@ -743,13 +743,175 @@ def _cache_control_problem(value: Any, where: str) -> str | None:
     return None
 
 
-def _block_problem(block: Any, where: str) -> str | None:
+_BLOCK_FIELDS = {
+    "text": ({"type", "text"}, {"cache_control", "citations"}),
+    "tool_use": ({"type", "id", "name", "input"}, {"cache_control"}),
+    "tool_result": ({"type", "tool_use_id"}, {"cache_control", "content", "is_error"}),
+}
+_TOOL_FIELDS = {
+    "type",
+    "name",
+    "description",
+    "input_schema",
+    "cache_control",
+    "strict",
+    "input_examples",
+    "defer_loading",
+    "allowed_callers",
+    "eager_input_streaming",
+}
+TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def _block_problem(block: Any, where: str, role: str = "user") -> str | None:
+    """Text, tool_use (assistant turns) and tool_result (user turns) blocks, as documented:
+    tool_use {type, id, name, input: object}; tool_result {type, tool_use_id, content?:
+    string | text blocks, is_error?: bool}."""
     if not isinstance(block, dict):
         return f"{where}: Input should be a valid dictionary"
-    if not isinstance(block.get("type"), str):
+    kind = block.get("type")
+    if not isinstance(kind, str):
         return f"{where}.type: Field required"
-    if block["type"] == "text" and not isinstance(block.get("text"), str):
+    fields = _BLOCK_FIELDS.get(kind)
+    if fields is None:
+        return None  # images, documents, thinking...: not checked here
+    required, optional = fields
+    missing = sorted(required - set(block))
+    if missing:
+        return f"{where}.{missing[0]}: Field required"
+    extra = sorted(set(block) - required - optional)
+    if extra:
+        return f"{where}.{extra[0]}: Extra inputs are not permitted"
+    if kind == "text" and not isinstance(block["text"], str):
         return f"{where}.text: Input should be a valid string"
+    if kind == "tool_use":
+        if role != "assistant":
+            return f"{where}: tool_use blocks may only appear in assistant turns"
+        if not isinstance(block["id"], str) or not block["id"]:
+            return f"{where}.id: Input should be a valid string"
+        if not isinstance(block["name"], str) or not TOOL_NAME_RE.match(block["name"]):
+            return f"{where}.name: String should match pattern '{TOOL_NAME_RE.pattern}'"
+        if not isinstance(block["input"], dict):
+            return f"{where}.input: Input should be a valid dictionary"
+    if kind == "tool_result":
+        if role != "user":
+            return f"{where}: tool_result blocks may only appear in user turns"
+        if not isinstance(block["tool_use_id"], str) or not block["tool_use_id"]:
+            return f"{where}.tool_use_id: Input should be a valid string"
+        if "is_error" in block and not isinstance(block["is_error"], bool):
+            return f"{where}.is_error: Input should be a valid boolean"
+        content = block.get("content")
+        if content is not None and not isinstance(content, str):
+            if not isinstance(content, list):
+                return f"{where}.content: Input should be a string or a list of blocks"
+            for number, inner in enumerate(content):
+                if not isinstance(inner, dict) or inner.get("type") == "tool_result":
+                    return f"{where}.content.{number}: Input should be a text or image block"
+                problem = _block_problem(inner, f"{where}.content.{number}", role)
+                if problem is not None:
+                    return problem
+    return None
+
+
+def _tool_pairing_problem(messages: list[Any], where: str) -> str | None:
+    """Every tool_use is answered by a tool_result in the next (user) turn, results first,
+    and every tool_result answers a tool_use of the turn before it."""
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else []
+        uses = [b["id"] for b in blocks if b.get("type") == "tool_use"]
+        results = [b["tool_use_id"] for b in blocks if b.get("type") == "tool_result"]
+        if results:
+            before = messages[index - 1].get("content") if index else None
+            asked = {
+                b["id"]
+                for b in (before if isinstance(before, list) else [])
+                if isinstance(b, dict) and b.get("type") == "tool_use"
+            }
+            stray = [r for r in results if r not in asked]
+            if stray:
+                return (
+                    f"{where}.messages.{index}.content: unexpected `tool_use_id` found in "
+                    f"`tool_result` blocks: {stray[0]}. Each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message."
+                )
+            kinds = [b.get("type") for b in blocks]
+            if kinds[: len(results)] != ["tool_result"] * len(results):
+                return (
+                    f"{where}.messages.{index}.content: tool_result blocks must come first in "
+                    "the user turn"
+                )
+        if uses and index + 1 < len(messages):
+            after = messages[index + 1].get("content")
+            answered = {
+                b.get("tool_use_id")
+                for b in (after if isinstance(after, list) else [])
+                if isinstance(b, dict) and b.get("type") == "tool_result"
+            }
+            missing = [u for u in uses if u not in answered]
+            if missing:
+                return (
+                    f"{where}.messages.{index + 1}: `tool_use` ids were found without "
+                    f"`tool_result` blocks immediately after: {missing[0]}. Each `tool_use` "
+                    "block must have a corresponding `tool_result` block in the next message."
+                )
+    return None
+
+
+def _tools_problem(tools: list[Any], where: str) -> str | None:
+    """Client tools: {name, input_schema: {type: object, ...}, description?, strict?, ...}."""
+    names = set()
+    for index, tool in enumerate(tools):
+        at = f"{where}.tools.{index}"
+        if tool.get("type", "custom") != "custom":
+            continue  # a server tool (web search, ...): not checked here
+        name = tool.get("name")
+        if not isinstance(name, str) or not TOOL_NAME_RE.match(name):
+            return f"{at}.name: String should match pattern '{TOOL_NAME_RE.pattern}'"
+        if name in names:
+            return f"{where}.tools: Tool names must be unique ({name!r})"
+        names.add(name)
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict):
+            return f"{at}.input_schema: Field required"
+        if schema.get("type") != "object":
+            return f"{at}.input_schema.type: Input should be 'object'"
+        if "description" in tool and not isinstance(tool["description"], str):
+            return f"{at}.description: Input should be a valid string"
+        if "strict" in tool and not isinstance(tool["strict"], bool):
+            return f"{at}.strict: Input should be a valid boolean"
+        extra = sorted(set(tool) - _TOOL_FIELDS)
+        if extra:
+            return f"{at}.{extra[0]}: Extra inputs are not permitted"
+    return None
+
+
+def _tool_choice_problem(choice: Any, tools: Any, where: str) -> str | None:
+    """{type: auto | any | tool | none, name (tool only), disable_parallel_tool_use?}."""
+    at = f"{where}.tool_choice"
+    if not isinstance(choice, dict):
+        return f"{at}: Input should be a valid dictionary"
+    kind = choice.get("type")
+    if kind not in ("auto", "any", "tool", "none"):
+        return f"{at}.type: Input should be 'auto', 'any', 'tool' or 'none'"
+    allowed = {"type"} | ({"name"} if kind == "tool" else set())
+    if kind != "none":
+        allowed.add("disable_parallel_tool_use")
+    extra = sorted(set(choice) - allowed)
+    if extra:
+        return f"{at}.{extra[0]}: Extra inputs are not permitted"
+    if "disable_parallel_tool_use" in choice and not isinstance(
+        choice["disable_parallel_tool_use"], bool
+    ):
+        return f"{at}.disable_parallel_tool_use: Input should be a valid boolean"
+    if kind == "tool":
+        names = {t.get("name") for t in tools or [] if isinstance(t, dict)}
+        if not isinstance(choice.get("name"), str):
+            return f"{at}.name: Field required"
+        if choice["name"] not in names:
+            return f"{at}.name: Tool '{choice['name']}' not found in tools"
+    if kind in ("any", "tool") and not tools:
+        return f"{at}: tool_choice of type '{kind}' needs tools"
     return None
 
 
@@ -778,6 +940,13 @@ def _params_problem(params: JSONDict, where: str) -> str | None:
                 return f"{where}.tools.{index}: Input should be a valid dictionary"
             if "cache_control" in tool:
                 breakpoints.append((f"{where}.tools.{index}", tool["cache_control"]))
+        problem = _tools_problem(tools, where)
+        if problem is not None:
+            return problem
+    if "tool_choice" in params:
+        problem = _tool_choice_problem(params["tool_choice"], tools, where)
+        if problem is not None:
+            return problem
     system = params.get("system")
     if system is not None and not isinstance(system, str):
         if not isinstance(system, list):
@@ -802,12 +971,20 @@ def _params_problem(params: JSONDict, where: str) -> str | None:
             continue
         if not isinstance(content, list):
             return f"{at}.content: Input should be a string or a list of content blocks"
+        if not content and not (message["role"] == "assistant" and index == len(messages) - 1):
+            return (
+                f"{at}.content: all messages must have non-empty content except for the "
+                "optional final assistant message"
+            )
         for number, block in enumerate(content):
-            problem = _block_problem(block, f"{at}.content.{number}")
+            problem = _block_problem(block, f"{at}.content.{number}", message["role"])
             if problem is not None:
                 return problem
             if "cache_control" in block:
                 breakpoints.append((f"{at}.content.{number}", block["cache_control"]))
+    problem = _tool_pairing_problem(messages, where)
+    if problem is not None:
+        return problem
     stop_sequences = params.get("stop_sequences")
     if stop_sequences is not None and (
         not isinstance(stop_sequences, list) or not all(isinstance(s, str) for s in stop_sequences)

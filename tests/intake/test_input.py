@@ -126,7 +126,9 @@ def run_ingest(
 
 
 def accounted(stats: Any) -> None:
-    assert stats.valid + stats.invalid == stats.lines - stats.blank
+    # Blank lines have rows too (invalid, blank_line): every line is valid or invalid.
+    assert stats.valid + stats.invalid == stats.lines
+    assert stats.invalid_by_type.get("blank_line", 0) == stats.blank
     assert sum(stats.invalid_by_type.values()) == stats.invalid
     assert stats.unique + stats.in_run_duplicates == stats.valid
 
@@ -848,8 +850,9 @@ def test_ingest_mixed_file_accounts_for_every_line(svc: Services) -> None:
     stats, rows, chunks = run_ingest(svc, data, max_line_bytes=limit)
     assert stats.lines == 16
     assert stats.blank == 2
-    assert stats.invalid == 7
+    assert stats.invalid == 9
     assert stats.invalid_by_type == {
+        "blank_line": 2,
         "invalid_json": 1,
         "invalid_utf8": 1,
         "line_too_long": 1,
@@ -865,19 +868,21 @@ def test_ingest_mixed_file_accounts_for_every_line(svc: Services) -> None:
     assert stats.cache_hits == 0
     accounted(stats)
 
-    # One row per non-blank line, in input order, numbered by physical line.
+    # One row per line, blank ones included, in input order, numbered by physical line.
     by_line = {r["line_no"]: r for r in rows}
-    assert [r["line_no"] for r in rows] == [1, 2, 3, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16]
+    assert [r["line_no"] for r in rows] == list(range(1, 17))
     expect = {
         1: ("a", PENDING, CACHE_NONE, None),
         2: ("b", PENDING, CACHE_NONE, None),
         3: ("c", PENDING, CACHE_NONE, None),
+        4: ("line-4", INVALID, CACHE_NONE, "blank_line"),
         5: ("line-5", INVALID, CACHE_NONE, "invalid_json"),
         6: ("line-6", INVALID, CACHE_NONE, "invalid_utf8"),
         7: ("line-7", INVALID, CACHE_NONE, "line_too_long"),
         8: ("a", INVALID, CACHE_NONE, "duplicate_custom_id"),
         9: ("m", INVALID, CACHE_NONE, "unknown_model"),
         10: ("t", INVALID, CACHE_NONE, "bad_max_tokens"),
+        11: ("line-11", INVALID, CACHE_NONE, "blank_line"),
         12: ("d", PENDING, CACHE_IN_RUN, None),
         13: ("e", PENDING, CACHE_NONE, None),
         14: ("f", PENDING, CACHE_NONE, None),
@@ -979,8 +984,9 @@ def test_ingest_crlf_file(svc: Services) -> None:
         {"id": "a", "model": MODEL, "prompt": "x"}, b"", {"id": "b", "model": MODEL, "prompt": "y"}
     ).replace(b"\n", b"\r\n")
     stats, rows, _ = run_ingest(svc, data)
-    assert (stats.lines, stats.blank, stats.valid, stats.invalid) == (3, 1, 2, 0)
-    assert [r["custom_id"] for r in rows] == ["a", "b"]
+    assert (stats.lines, stats.blank, stats.valid, stats.invalid) == (3, 1, 2, 1)
+    assert [r["custom_id"] for r in rows] == ["a", "line-2", "b"]
+    assert rows[1]["error_type"] == "blank_line"
 
 
 def test_ingest_duplicate_id_of_invalid_earlier_line(svc: Services) -> None:

@@ -52,6 +52,7 @@ def sampling_of(
     for name, value in body.items():
         if name in _SAMPLING:
             if value is not None:
+                _check_sampling(name, value)
                 out[_SAMPLING[name]] = value
         elif name in _HARMLESS_VALUES:
             if value is not None and value != _HARMLESS_VALUES[name]:
@@ -63,6 +64,23 @@ def sampling_of(
     return out
 
 
+_INTS = {"max_tokens", "max_completion_tokens", "top_k", "seed"}
+
+
+def _check_sampling(name: str, value: Any) -> None:
+    """A sampling value of the kind vLLM takes (numbers in 64 bits; stop: strings)."""
+    if name == "stop":
+        ok = isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(s, str) for s in value)
+        )
+    elif name in _INTS:
+        ok = type(value) is int and -(2**63) <= value < 2**63
+    else:
+        ok = type(value) in (int, float) and abs(value) < 1e300
+    if not ok:
+        raise Refused("invalid_request", f"{name} has a value vLLM cannot take: give a number")
+
+
 def prompt_of(body: dict[str, Any], tokenizer: Any) -> str:
     """The text the engine sees: the chat template applied to messages, or a raw prompt."""
     if "messages" not in body:
@@ -71,24 +89,40 @@ def prompt_of(body: dict[str, Any], tokenizer: Any) -> str:
             raise Refused("invalid_request", "a vLLM request needs `messages` or a string `prompt`")
         return prompt
     messages = []
-    for m in body["messages"]:
-        content = m.get("content")
-        if isinstance(content, list):
-            texts = []
-            for part in content:
-                if part.get("type") != "text":
-                    raise Refused(
-                        "unsupported_parameter",
-                        f"message part of type {part.get('type')!r} is not supported on vLLM",
-                    )
-                texts.append(part.get("text", ""))
-            content = "".join(texts)
-        messages.append({"role": m.get("role"), "content": content or ""})
+    for i, m in enumerate(body["messages"]):
+        if not isinstance(m, dict):
+            raise Refused("invalid_request", f"messages[{i}] is not an object")
+        extra = sorted(k for k in m if k not in ("role", "content") and m[k] is not None)
+        if extra:  # tool calls, names...: the chat template would drop them unseen
+            raise Refused(
+                "unsupported_parameter",
+                f"messages[{i}].{extra[0]} is not supported on vLLM (only role and content)",
+            )
+        messages.append({"role": m.get("role"), "content": _text_of(m.get("content"), i)})
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as exc:
         raise Refused("invalid_request", f"the model's chat template refused: {exc}") from exc
     return str(text)
+
+
+def _text_of(content: Any, i: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise Refused("invalid_request", f"messages[{i}].content must be a string or text parts")
+    texts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        if kind != "text":
+            raise Refused(
+                "unsupported_parameter", f"message part of type {kind!r} is not supported on vLLM"
+            )
+        text = part.get("text", "")
+        if not isinstance(text, str):
+            raise Refused("invalid_request", f"messages[{i}]: a text part's text is not a string")
+        texts.append(text)
+    return "".join(texts)
 
 
 def outcome_of(

@@ -155,6 +155,14 @@ class GpuRunner:
                 result = GenResult(error_type=exc.error_type, error_message=str(exc))
                 refused.append((vid, result, is_chat))
                 continue
+            except Exception as exc:  # a line nobody foresaw: its own row, never the chunk's
+                log.debug("vLLM prompt for %s", vid, exc_info=exc)
+                result = GenResult(
+                    error_type="internal_error",
+                    error_message=f"{type(exc).__name__} building the vLLM prompt: {exc}"[:400],
+                )
+                refused.append((vid, result, is_chat))
+                continue
             req = GenRequest(
                 request_id=f"{chunk_id}/{vid}",
                 prompt=prompt,

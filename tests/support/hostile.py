@@ -1,0 +1,273 @@
+"""Hostile input for the intake tests: hypothesis strategies that put arbitrary JSON values,
+huge numbers, deep nesting and odd strings at every field of the three input formats, and
+an in-process ingest that returns one row per line."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from hypothesis import strategies as st
+
+from batchd.config.settings import load_settings
+from batchd.intake.ingest import IngestStats, ingest
+from batchd.planning.chunking import Chunker
+from batchd.run.services import Services, open_services
+
+OPENAI_MODEL = "gpt-5.4-nano"
+CLAUDE_MODEL = "claude-haiku-4-5"
+ODD_STRINGS = [
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\ufeff",
+    "\ufeffx",
+    "\ud800",
+    "x\udfff",
+    "\ud83d\ude00",
+    "\u2028\u2029",
+    "\\u0000",
+    '"',
+    "\\",
+    "{",
+    "]" * 50,
+    "é" * 3,
+    "\U0010ffff",
+]
+HUGE_NUMBERS = [
+    0,
+    -1,
+    2**31,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63) - 1,
+    10**20,
+    10**40,
+    1e308,
+    -1e308,
+    5e-324,
+    1796112511000,
+]
+
+odd_text = st.one_of(
+    st.sampled_from(ODD_STRINGS),
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=12),
+)
+numbers = st.one_of(
+    st.sampled_from(HUGE_NUMBERS),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+scalars = st.one_of(st.none(), st.booleans(), numbers, odd_text)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(odd_text, inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _messages(text: str = "hi") -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def base_line(fmt: str, model: str, n: int) -> dict[str, Any]:
+    """A valid line of one format; `n` keeps ids and prompts apart."""
+    if fmt == "openai":
+        return {
+            "custom_id": f"r{n}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": _messages(f"q{n}"), "max_tokens": 8},
+        }
+    if fmt == "anthropic":
+        return {
+            "custom_id": f"r{n}",
+            "params": {"model": model, "max_tokens": 8, "messages": _messages(f"q{n}")},
+        }
+    return {
+        "id": f"r{n}",
+        "model": model,
+        "messages": _messages(f"q{n}"),
+        "max_tokens": 8,
+        "deadline": "2099-01-01T00:00:00Z",
+        "metadata": {"tenant": "t", "tags": {"k": "v"}},
+    }
+
+
+# Every field of each format (a path of keys and indexes) a hostile value may replace.
+FIELD_PATHS: dict[str, list[tuple[Any, ...]]] = {
+    "openai": [
+        ("custom_id",),
+        ("method",),
+        ("url",),
+        ("body",),
+        ("body", "model"),
+        ("body", "messages"),
+        ("body", "messages", 0),
+        ("body", "messages", 0, "role"),
+        ("body", "messages", 0, "content"),
+        ("body", "max_tokens"),
+        ("body", "temperature"),
+        ("body", "stop"),
+        ("body", "tools"),
+        ("body", "tool_choice"),
+        ("body", "stream"),
+        ("body", "user"),
+        ("body", "seed"),
+        ("body", "max_completion_tokens"),
+    ],
+    "anthropic": [
+        ("custom_id",),
+        ("params",),
+        ("params", "model"),
+        ("params", "max_tokens"),
+        ("params", "messages"),
+        ("params", "messages", 0),
+        ("params", "messages", 0, "content"),
+        ("params", "system"),
+        ("params", "stream"),
+        ("params", "tools"),
+        ("params", "temperature"),
+    ],
+    "native": [
+        ("id",),
+        ("model",),
+        ("messages",),
+        ("messages", 0),
+        ("messages", 0, "role"),
+        ("messages", 0, "content"),
+        ("prompt",),
+        ("system",),
+        ("max_tokens",),
+        ("deadline",),
+        ("cache",),
+        ("metadata",),
+        ("metadata", "tenant"),
+        ("metadata", "tags"),
+        ("temperature",),
+        ("stop",),
+        ("tools",),
+        ("tool_choice",),
+        ("stream",),
+        ("top_k",),
+    ],
+}
+
+
+def put(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """`obj` with the value at `path` replaced (containers made on the way as needed)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(obj, dict):
+        return {**obj, head: put(obj.get(head), rest, value)}
+    if isinstance(obj, list) and isinstance(head, int) and head < len(obj):
+        return [*obj[:head], put(obj[head], rest, value), *obj[head + 1 :]]
+    return put({}, path, value) if isinstance(head, str) else [put(None, rest, value)]
+
+
+def encode(obj: Any) -> bytes:
+    """JSON as another tool would write it: lone surrogates as \\u escapes, NaN as NaN."""
+    return json.dumps(obj).encode()
+
+
+@st.composite
+def hostile_lines(draw: st.DrawFn, models: tuple[str, ...] = (OPENAI_MODEL, CLAUDE_MODEL)) -> bytes:
+    """One line: a valid request of some format with one field hostile, or raw damage."""
+    fmt = draw(st.sampled_from(sorted(FIELD_PATHS)))
+    n = draw(st.integers(0, 10**6))
+    line = base_line(fmt, draw(st.sampled_from(models)), n)
+    kind = draw(st.sampled_from(["field", "field", "field", "deep", "raw", "valid"]))
+    if kind == "valid":
+        return encode(line)
+    if kind == "field":
+        path = draw(st.sampled_from(FIELD_PATHS[fmt]))
+        return encode(put(line, path, draw(json_values)))
+    if kind == "deep":
+        depth = draw(st.sampled_from([2, 100, 127, 128, 129, 1000, 5000]))
+        path = draw(st.sampled_from(FIELD_PATHS[fmt]))
+        text = encode(put(line, path, "@@"))
+        return text.replace(b'"@@"', b"[" * depth + b"]" * depth, 1)
+    damage = draw(
+        st.sampled_from(
+            [
+                b"\xef\xbb\xbf",  # a BOM before the line
+                b"   ",
+                b"\x00",
+                b"\xed\xa0\x80",  # a raw surrogate (not UTF-8)
+                b"\xff",
+                b"}",
+                b"\r",
+            ]
+        )
+    )
+    text = encode(line)
+    at = draw(st.integers(0, len(text)))
+    return text[:at] + damage + text[at:]
+
+
+def open_test_services(tmp: Path, **env: str) -> Services:
+    return open_services(load_settings(environ={"BATCHD_HOME": str(tmp / "home"), **env}))
+
+
+class _Keep(io.BytesIO):
+    def close(self) -> None:  # keep the bytes readable after the chunker closes the file
+        pass
+
+
+def ingest_rows(
+    svc: Services, data: bytes, workers: int = 1, dry_run: bool = False
+) -> tuple[IngestStats, list[dict[str, Any]], dict[str, bytes]]:
+    """ingest() as pipeline.ingest_run wires it (chunk files in memory); the lines rows and
+    every chunk file's bytes, after the chunker finished."""
+    files: dict[str, io.BytesIO] = {}
+
+    def open_file(rel: str) -> io.BytesIO | None:
+        if dry_run:
+            return None
+        files[rel] = _Keep()
+        return files[rel]
+
+    chunker = Chunker(
+        "hostile",
+        svc.settings,
+        svc.prices,
+        svc.backends,
+        open_file,
+        run_deadline_at=float("inf"),
+        router=svc.router,
+        dry_run=dry_run,
+    )
+    batches: list[pa.RecordBatch] = []
+    stats = ingest(
+        io.BytesIO(data),
+        router=svc.router,
+        chunker=chunker,
+        cache=svc.cache,
+        default_tenant="t",
+        run_salt="salt",
+        write_rows=batches.append,
+        workers=workers,
+    )
+    chunks = chunker.finish()
+    rows = pa.Table.from_batches(batches).to_pylist() if batches else []
+    return stats, rows, {c.path: files[c.path].getvalue() for c in chunks if c.path in files}
+
+
+def check_one_row_per_line(stats: IngestStats, rows: list[dict[str, Any]], n_lines: int) -> None:
+    """Exactly one row per input line, in order; every invalid row says why."""
+    assert stats.lines == n_lines
+    assert [r["line_no"] for r in rows] == list(range(1, n_lines + 1))
+    assert stats.valid + stats.invalid == n_lines
+    for r in rows:
+        if r["state"] == "invalid":
+            assert r["error_type"] and r["error_message"], r
+        else:
+            assert r["error_type"] is None and r["request_key"] is not None, r
