@@ -128,7 +128,7 @@ class ProviderSettings(_Section):
 class PlannerSettings(_Section):
     """How the planner estimates tokens and GPU time and decides where requests run."""
 
-    vendor_window_h: PositiveS = 24.0  # a vendor batch counts as done this long after submit
+    vendor_window_h: NonNegative = 24.0  # a vendor batch counts as done this long after submit
     gpu_reserved: bool = False  # window GPUs are paid anyway (sunk): fill them first
     gpu_workers: Count = 1  # vLLM engines taking this run's work (each holds num_gpus GPUs)
     bytes_per_token: PositiveS = 4.0  # request-line bytes per input token before runs measured it

@@ -266,12 +266,12 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
 def _preflight(svc: Services, run: Run, chunks: list[Chunk]) -> Run:
     """preflight.before_dispatch, with why it refused kept on the run (`Run.blocked`)."""
     try:
-        preflight.before_dispatch(svc, run, chunks)
+        checked = preflight.before_dispatch(svc, run, chunks)
     except BatchdError as exc:
         if run.blocked != exc.message:
             svc.store.update_run(run.run_id, blocked=exc.message)
         raise
-    if run.blocked:
+    if checked and run.blocked:
         run = svc.store.update_run(run.run_id, blocked="")
     return run
 

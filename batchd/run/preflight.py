@@ -100,12 +100,14 @@ def check_start(svc: Services, output: str) -> None:
     )
 
 
-def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> None:
-    """Before any pending chunk is sent: its backends are ready and the output is writable."""
+def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> bool:
+    """Before any pending chunk is sent: its backends are ready and the output is writable.
+
+    False when no chunk is about to be sent (nothing was checked)."""
     now = time.time()
     backends = sorted({c.backend for c in chunks if c.state == CHUNK_PENDING and c.retry_at <= now})
     if not backends:
-        return
+        return False
     for name in backends:
         backend = svc.backends.get(name)
         if backend is None:
@@ -122,3 +124,4 @@ def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> None:
         f"Resubmit with --output pointing somewhere writable, or `batchd cancel {run.run_id}`; "
         "nothing was sent.",
     )
+    return True
