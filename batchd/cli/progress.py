@@ -44,6 +44,7 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
         elif c.state in (CHUNK_SUBMITTED, CHUNK_ENDED):
             done += c.counts.get("done", 0)
     vendor = Counter(c.vendor_status or c.state for c in chunks if c.state != CHUNK_COLLECTED)
+    problems = {"waiting on": run.blocked, "last error": run.error}
     return {
         "run": run.run_id,
         "phase": phase,
@@ -62,6 +63,7 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
             else " (" + ", ".join(f"{n} {s}" for s, n in sorted(vendor.items())) + ")"
         ),
         "cost so far": f"${cost:,.4f}",
+        **{k: v for k, v in problems.items() if v},
     }
 
 
