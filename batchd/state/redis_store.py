@@ -67,7 +67,8 @@ class RedisStore:
             self._r.ping()
         except redis.RedisError as exc:
             raise BatchdError(
-                f"Redis at {redact(self._url)} (BATCHD_REDIS_URL) does not answer: {exc}.",
+                f"Redis at {redact(self._url)} (BATCHD_REDIS_URL) does not answer: "
+                f"{str(exc).rstrip('.')}.",
                 "Start Redis or fix BATCHD_REDIS_URL (unset it to run embedded).",
             ) from exc
 

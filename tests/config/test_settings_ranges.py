@@ -75,9 +75,7 @@ def test_zero_where_zero_means_something(env: str, value: str, field: str, tmp_p
 
 
 def test_empty_debug_means_off_and_empty_numbers_mean_unset(tmp_path: Path) -> None:
-    s = load_settings(
-        environ={"BATCHD_DEBUG": "", "BATCHD_POLL_INTERVAL_S": ""}
-    )
+    s = load_settings(environ={"BATCHD_DEBUG": "", "BATCHD_POLL_INTERVAL_S": ""})
     assert s.debug is False and s.poll_interval_s == 30.0
     assert load_settings(environ={"BATCHD_DEBUG": "1"}).debug
 
