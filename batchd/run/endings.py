@@ -2,10 +2,11 @@
 
 - `end_run`: a run ends (`done`) without results: canceled before its ingest finished, or
   `failed` when its finalize gave up; the reason is kept in `Run.error`.
-- `run_step_failed`: a whole-run step (finalize) that raised is retried with backoff
-  (`step_retry_base_s * 2**(n-1)`), and after `max_step_failures` the run ends `failed`.
-- `abandon_chunk`: a canceled run's chunk whose step fails (or failed before) is not
-  retried: its vendor batch is cancelled if it can be, and its lines end `canceled`.
+- `retried_step` / `run_step_failed`: a whole-run step (finalize) that raised is retried
+  with backoff (`step_retry_base_s * 2**(n-1)`); after `max_step_failures` the run ends
+  `failed`; a canceled run whose step failed ends canceled without running it again.
+- `abandon_chunk`: a canceled run's chunk whose step fails is not tried again: its vendor
+  batch is cancelled if it can be, and its lines end `canceled`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from batchd.errors import BatchdError
 from batchd.run import follow_ups
@@ -68,6 +70,23 @@ def run_step_failed(svc: Services, run: Run, step: str, exc: BaseException) -> R
     return end_run(
         svc, run, RUN_FAILED, f"{step} gave up after {failures} failed attempts: {reason}"
     )
+
+
+def retried_step(svc: Services, run: Run, step: str, fn: Callable[[Services, Run], Run]) -> Run:
+    """Run a whole-run step (finalize) as a retried one: a failure backs off, and after
+    `max_step_failures` the run ends `failed` with the reason. A canceled run whose step
+    failed before is not run again: it ends canceled."""
+    if run.cancel_requested and run.failures:
+        return end_run(svc, run, RUN_CANCELED, f"canceled; its {step} had failed: {run.error}")
+    if run.retry_at > time.time():
+        return run
+    try:
+        done = fn(svc, run)
+    except Exception as exc:
+        return run_step_failed(svc, run, step, exc)
+    if done.failures:
+        done = svc.store.update_run(run.run_id, failures=0, retry_at=0.0, error="")
+    return done
 
 
 async def abandon_chunk(svc: Services, run: Run, chunk: Chunk, reason: str) -> None:

@@ -32,7 +32,7 @@ from batchd.planning.chunking import Chunker, Estimate, PlanSummary
 from batchd.planning.observations import Observations, Observer
 from batchd.run import follow_ups, preflight
 from batchd.run.dispatch import STEP, step_failed
-from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, run_step_failed
+from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
 from batchd.run.services import Services
 from batchd.state.base import (
     CHUNK_COLLECTED,
@@ -236,25 +236,26 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
     """One pass of every open chunk's next step. True when every chunk is collected.
 
     A step that raises is retried with backoff; after `max_step_failures` its chunk's lines
-    end `failed` with the reason, never silently dropped.
+    end `failed` with the reason, never silently dropped. Once the run is canceled, a step
+    runs without waiting for its backoff, and if it fails its chunk's lines end `canceled`.
+    Before a pending chunk is sent, the preflight checks its backend and the output.
     """
     now = time.time()
     chunks = svc.store.chunks(run.run_id)
     if not run.cancel_requested:
-        run = _preflight(svc, run, [c for c in chunks if not states or c.state in states])
+        run = preflight.guard_dispatch(
+            svc, run, [c for c in chunks if not states or c.state in states]
+        )
     for chunk in chunks:
         step = STEP.get(chunk.state)
         if step is None or (states and chunk.state not in states):
             continue
-        if run.cancel_requested and chunk.failures:  # do not run a failing step again
-            await abandon_chunk(svc, run, chunk, chunk.error or "its step failed")
-            continue
-        if chunk.retry_at > now:
+        if chunk.retry_at > now and not run.cancel_requested:
             continue
         try:
             await step(svc, run, chunk)
         except Exception as exc:
-            if run.cancel_requested:
+            if run.cancel_requested:  # canceled: a step that fails is not tried again
                 await abandon_chunk(svc, run, chunk, f"{type(exc).__name__}: {exc}")
             elif isinstance(exc, BatchdError):
                 raise  # the user must act (e.g. a refused API key): stop, the run resumes later
@@ -263,36 +264,9 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
     return all(c.state == CHUNK_COLLECTED for c in svc.store.chunks(run.run_id))
 
 
-def _preflight(svc: Services, run: Run, chunks: list[Chunk]) -> Run:
-    """preflight.before_dispatch, with why it refused kept on the run (`Run.blocked`)."""
-    try:
-        checked = preflight.before_dispatch(svc, run, chunks)
-    except BatchdError as exc:
-        if run.blocked != exc.message:
-            svc.store.update_run(run.run_id, blocked=exc.message)
-        raise
-    if checked and run.blocked:
-        run = svc.store.update_run(run.run_id, blocked="")
-    return run
-
-
 def finalize_step(svc: Services, run: Run) -> Run:
-    """finalize_run as a retried step: a failure (output unwritable, disk full) is retried
-    with backoff and after `max_step_failures` the run ends `failed` with the reason.
-
-    A canceled run whose finalize failed before is not finalized again: it ends canceled.
-    """
-    if run.cancel_requested and run.failures:
-        return end_run(svc, run, RUN_CANCELED, f"canceled; its finalize had failed: {run.error}")
-    if run.retry_at > time.time():
-        return run
-    try:
-        done = finalize_run(svc, run)
-    except Exception as exc:
-        return run_step_failed(svc, run, "finalize", exc)
-    if done.failures:
-        done = svc.store.update_run(run.run_id, failures=0, retry_at=0.0, error="")
-    return done
+    """finalize_run as a retried step that ends the run when it gives up (run.endings)."""
+    return retried_step(svc, run, "finalize", finalize_run)
 
 
 def finalize_run(svc: Services, run: Run) -> Run:

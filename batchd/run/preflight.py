@@ -125,3 +125,17 @@ def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> bool:
         "nothing was sent.",
     )
     return True
+
+
+def guard_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> Run:
+    """before_dispatch, with why it refused kept on the run (`Run.blocked`, shown by
+    `batchd status` and by a distributed `batchd submit`) until a check passes."""
+    try:
+        checked = before_dispatch(svc, run, chunks)
+    except BatchdError as exc:
+        if run.blocked != exc.message:
+            svc.store.update_run(run.run_id, blocked=exc.message)
+        raise
+    if checked and run.blocked:
+        run = svc.store.update_run(run.run_id, blocked="")
+    return run
