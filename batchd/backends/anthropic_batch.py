@@ -24,6 +24,8 @@ from batchd.backends.base import (
     TransientBackendError,
     VendorLostTrack,
     VendorRef,
+    check_endpoint,
+    check_key,
 )
 from batchd.backends.claude_messages import to_claude_params
 from batchd.backends.prompt_cache import plan_prompt_cache
@@ -59,6 +61,10 @@ class AnthropicBatchBackend:
         self._settings = settings
         self._prices = prices
         self._client: Any = None
+
+    def check_ready(self) -> None:
+        check_key("ANTHROPIC_API_KEY", "Anthropic Message Batches API")
+        check_endpoint(os.environ.get("ANTHROPIC_BASE_URL"), "ANTHROPIC_BASE_URL")
 
     @property
     def client(self) -> Any:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import msgspec
 
+from batchd.errors import BatchdError
 from batchd.outcome import Outcome
 from batchd.requests import Request
 from batchd.state.base import Chunk
@@ -44,8 +47,44 @@ class PollState(msgspec.Struct, kw_only=True):
     total: int = 0
 
 
+def check_key(env: str, what: str) -> None:
+    """Refuse (BatchdError) when the environment variable holding an API key is unset."""
+    if not os.environ.get(env, "").strip():
+        raise BatchdError(
+            f"{env} is not set, so batchd cannot reach the {what}.",
+            f"Export the key (export {env}=...) and submit again; nothing was sent. "
+            "`batchd plan FILE` estimates the run without one.",
+        )
+
+
+def check_endpoint(url: str | None, where: str) -> None:
+    """Refuse an endpoint URL a client could not use (no http(s) scheme or no host).
+
+    `None` means "not set" (the SDK's default endpoint); an empty string is set but unusable.
+    """
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        ok = False
+    if not ok:
+        raise BatchdError(
+            f"{where} = {url!r} is not a usable endpoint URL.",
+            "Give it as http(s)://host[:port][/path] (e.g. https://api.example.com/v1), "
+            "or unset it for the vendor's own; nothing was sent.",
+        )
+
+
 class BatchBackend(Protocol):
     name: str
+
+    def check_ready(self) -> None:
+        """Before anything is bought: raise BatchdError if this backend cannot be reached as
+        configured (its key missing, its endpoint malformed). Makes no network call."""
+        ...
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
         """One line of the chunk file, in the vendor's batch input format (no newline)."""

@@ -23,6 +23,8 @@ from batchd.backends.base import (
     TransientBackendError,
     VendorLostTrack,
     VendorRef,
+    check_endpoint,
+    check_key,
 )
 from batchd.config.settings import OpenAISettings
 from batchd.errors import BatchdError
@@ -71,6 +73,13 @@ class OpenAIBatchBackend:
         backend._base_url = base_url
         backend._key_env = api_key_env or f"{name.upper().replace('-', '_')}_API_KEY"
         return backend
+
+    def check_ready(self) -> None:
+        check_key(self._key_env, f"{self.name} Batch API")
+        if self._base_url is not None:
+            check_endpoint(self._base_url, f"providers.{self.name}.base_url")
+        else:
+            check_endpoint(os.environ.get("OPENAI_BASE_URL"), "OPENAI_BASE_URL")
 
     @property
     def client(self) -> Any:

@@ -12,16 +12,16 @@ Exit codes:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from batchd import __version__
 from batchd.cli import catalog, dry_run, report, runs, submit, triggers
 from batchd.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, err
-from batchd.errors import BatchdError
+from batchd.cli.failures import debug_on, explain
 
 EPILOG = """\b
 Exit codes:
@@ -90,7 +90,7 @@ app.add_typer(triggers.jobs_app, name="jobs")
 
 
 def main() -> None:
-    debug = os.environ.get("BATCHD_DEBUG", "") not in ("", "0", "false")
+    debug = debug_on()
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -99,14 +99,16 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app()
-    except BatchdError as exc:
-        if debug:
-            raise
-        err.print(f"[red]error:[/] {exc.message}" + (f" {exc.hint}" if exc.hint else ""))
-        sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         err.print("Interrupted. The run is kept: run the same `batchd submit` to resume it.")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # every error path is one red line; the traceback only in debug
+        if debug:
+            raise
+        line = explain(exc)
+        text = " ".join(f"{line.message} {line.hint}".split())  # one line, whatever it holds
+        err.print(f"[red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from batchd.config.settings import Settings, load_settings
 from batchd.errors import BatchdError
+from batchd.run.endings import RUN_FAILED
 from batchd.run.identity import parse_deadline
 from batchd.run.pipeline import RUN_CANCELED, RUN_SUCCEEDED
 from batchd.run.services import Services
@@ -63,7 +64,19 @@ def exit_code(run: Run) -> int:
         return EXIT_OK
     if run.outcome == RUN_CANCELED:
         return EXIT_CANCELED
+    if run.outcome == RUN_FAILED:
+        return EXIT_ERROR
     return EXIT_OK if run.outcome == RUN_SUCCEEDED else EXIT_FAILED_LINES
+
+
+def raise_if_failed(run: Run) -> None:
+    """A run that ended without its results is an error (one red line, exit 1)."""
+    if run.state == RUN_DONE and run.outcome == RUN_FAILED:
+        raise BatchdError(
+            f"Run {run.run_id} ended without results: {run.error}.",
+            "Fix that and submit the file again, with --output somewhere writable if that "
+            "was the cause: answers already paid for come from the cache.",
+        )
 
 
 def get_run(svc: Services, run_id: str) -> Run:
@@ -82,6 +95,9 @@ def print_summary(svc: Services, run: Run) -> None:
     cost = st.get("cost_usd", 0.0)
     base = st.get("baseline_cost_usd", 0.0)
     out.print(f"[bold]run {run.run_id}[/] {run.outcome or run.state}")
+    if run.state == RUN_DONE and "status_counts" not in st:  # ended without results
+        out.print(f"  no results: {run.error or run.outcome}")
+        return
     out.print("  rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     out.print(f"  cost ${cost:,.4f}  (realtime list price ${base:,.4f}, saved ${base - cost:,.4f})")
     out.print(f"  results: {join(run.output, run.run_id, 'results.parquet')}")

@@ -53,6 +53,12 @@ def wait_distributed(svc: Services, run: Run, quiet: bool) -> Run:
                 progress.update(current, svc.store.chunks(run.run_id), None)
                 if current.state == RUN_DONE:
                     return current
+                if current.blocked:  # a coordinator's preflight refused: nothing was sent
+                    raise BatchdError(
+                        f"Run {run.run_id} cannot go on: {current.blocked}",
+                        "Fix it where the coordinators run (they retry on their own), or "
+                        f"`batchd cancel {run.run_id}`; nothing was sent.",
+                    )
                 time.sleep(DISTRIBUTED_REFRESH_S)
     except KeyboardInterrupt:
         err.print(

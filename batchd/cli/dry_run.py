@@ -16,6 +16,7 @@ from batchd.cli.common import (
     run_deadline,
 )
 from batchd.cli.plan_view import plan_document, print_plan
+from batchd.run import preflight
 from batchd.run.identity import parse_deadline
 from batchd.run.pipeline import plan_file
 from batchd.run.services import open_services
@@ -58,6 +59,7 @@ def plan(
     settings = cli_settings()
     now_s = parse_deadline(now, time.time()) or time.time()
     deadline_at = run_deadline(deadline, within, now_s)
+    preflight.check_input(file)  # before anything exists on disk
     svc = open_services(settings)
     try:
         t0 = time.perf_counter()

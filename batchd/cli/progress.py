@@ -60,6 +60,7 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
     vendor = Counter(c.vendor_status or c.state for c in open_chunks)
     ended = run.state == RUN_DONE and run.updated_at
     elapsed_s = (run.updated_at if ended else time.time()) - run.created_at
+    problems = {"waiting on": run.blocked, "last error": run.error}
     snap = {
         "run": run.run_id,
         "phase": _phase(run, chunks) if ingest is None else phase,
@@ -79,6 +80,7 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
         ),
         "cost so far": f"${cost:,.4f}"
         + (" (estimated for lines not yet collected)" if open_chunks and done else ""),
+        **{k: v for k, v in problems.items() if v},
     }
     counts = (run.stats or {}).get("status_counts")
     if run.state == RUN_DONE and counts:  # the rows, counted as the summary counts them

@@ -115,6 +115,11 @@ def _finished_output(run_id: str) -> Any:
     finally:
         svc.close()
     out = svc.output(run.output, run.run_id)
+    if run.state == RUN_DONE and "status_counts" not in (run.stats or {}):
+        raise BatchdError(
+            f"Run {run.run_id} ended without results ({run.outcome}): {run.error}.",
+            "Submit the file again to run it anew (answers already paid for come from the cache).",
+        )
     if run.state != RUN_DONE or not out.exists("results.parquet"):
         raise BatchdError(
             f"Run {run.run_id} has no results yet (state {run.state}).",

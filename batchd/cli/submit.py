@@ -16,11 +16,13 @@ from batchd.cli.common import (
     exit_code,
     out,
     print_summary,
+    raise_if_failed,
     run_deadline,
 )
 from batchd.cli.driving import run_embedded, wait_distributed
 from batchd.errors import BatchdError
-from batchd.run.identity import run_options, stage_input, start_run
+from batchd.run import preflight
+from batchd.run.identity import redirect_output, run_options, stage_input, start_run
 from batchd.run.services import open_services
 
 
@@ -123,18 +125,26 @@ def submit(
         export=export.value if export else "",
         no_prompt_cache=no_prompt_cache,
     )
+    deadline_at = run_deadline(deadline, within, time.time())
+    preflight.check_input(file)  # before anything exists on disk
     svc = open_services(settings)
     try:
+        preflight.check_start(svc, settings.output)
         run, resumed = start_run(
             svc,
             file,
             settings.output,
             options,
-            run_deadline(deadline, within, time.time()),
+            deadline_at,
             stage=stage_input(svc) if svc.distributed else None,
+            refuse_other_options=True,
         )
         if resumed:
             err.print(f"Resuming unfinished run {run.run_id} (same file and options).")
+            if output is not None:
+                run, was = redirect_output(svc, run, settings.output)
+                if was:
+                    err.print(f"Its results now go to {run.output} (was {was}).")
         else:
             err.print(f"Started run {run.run_id}.")
         if svc.distributed:
@@ -149,6 +159,7 @@ def submit(
             run = run_embedded(svc, run, quiet)
         print_summary(svc, run)
         code = exit_code(run)
+        raise_if_failed(run)
     finally:
         svc.close()
     raise typer.Exit(code)

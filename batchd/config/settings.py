@@ -10,15 +10,29 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from batchd.config.suggest import did_you_mean
+from batchd.config.validation import describe, non_finite
 from batchd.errors import BatchdError
 
 CONFIG_FILE_NAME = "batchd.toml"
 ENV_LAYER = "the BATCHD_* environment"
+
+# Valid ranges, declared on each field; a value outside its range is refused at load with one
+# line naming the key and the range. Floats must also be finite (no NaN, no infinity).
+Meta = msgspec.Meta
+PositiveS = Annotated[float, Meta(gt=0)]  # a duration in seconds (or hours) above zero
+NonNegative = Annotated[float, Meta(ge=0)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=1)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+Retries = Annotated[int, Meta(ge=0, le=100)]  # 0 = no retries
+Attempts = Annotated[int, Meta(ge=1, le=100)]
+TokenCount = Annotated[int, Meta(ge=1, le=10_000_000)]
+ByteCount = Annotated[int, Meta(ge=0, le=2**62)]
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -28,20 +42,20 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class OpenAISettings(_Section):
     """OpenAI Batch API limits (the vendor's own, settable lower) and client behaviour."""
 
-    max_lines_per_chunk: int = 50_000
-    max_bytes_per_chunk: int = 200_000_000
-    max_retries: int = 5
-    timeout_s: float = 600.0
+    max_lines_per_chunk: Annotated[int, Meta(ge=1, le=50_000)] = 50_000
+    max_bytes_per_chunk: Annotated[int, Meta(ge=1, le=200_000_000)] = 200_000_000
+    max_retries: Retries = 5
+    timeout_s: PositiveS = 600.0
 
 
 class AnthropicSettings(_Section):
     """Anthropic Message Batches limits (the vendor's own, settable lower) and client behaviour."""
 
-    max_lines_per_chunk: int = 100_000
-    max_bytes_per_chunk: int = 256_000_000
-    max_retries: int = 5
-    timeout_s: float = 600.0
-    default_max_tokens: int = 4096  # Claude needs max_tokens; used when a line has none
+    max_lines_per_chunk: Annotated[int, Meta(ge=1, le=100_000)] = 100_000
+    max_bytes_per_chunk: Annotated[int, Meta(ge=1, le=256_000_000)] = 256_000_000
+    max_retries: Retries = 5
+    timeout_s: PositiveS = 600.0
+    default_max_tokens: TokenCount = 4096  # Claude needs max_tokens; used when a line has none
     prompt_cache: bool = True  # mark shared prefixes with cache_control when it pays
 
 
@@ -53,25 +67,25 @@ class VllmSettings(_Section):
     reference_model: str = ""  # realtime model priced as the baseline for lines naming this one
     quantization: str = "none"  # awq, gptq, fp8, compressed-tensors, none, ...
     dtype: str = "auto"
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 0  # 0 = vLLM's default
-    gpu_memory_utilization: float = 0.9
-    kv_cache_memory_bytes: int = 0  # fixed KV cache size; 0 = from gpu_memory_utilization
-    max_model_len: int = 0  # 0 = the model's own
-    tensor_parallel_size: int = 1
-    num_gpus: int = 1  # GPUs one engine holds; GPU-seconds = wall seconds x num_gpus
-    gpu_hourly_usd: float = 2.0  # per GPU
+    max_num_seqs: Count = 256
+    max_num_batched_tokens: NonNegInt = 0  # 0 = vLLM's default
+    gpu_memory_utilization: Annotated[float, Meta(gt=0, le=1)] = 0.9
+    kv_cache_memory_bytes: ByteCount = 0  # fixed KV cache size; 0 = from gpu_memory_utilization
+    max_model_len: NonNegInt = 0  # 0 = the model's own
+    tensor_parallel_size: Count = 1
+    num_gpus: Count = 1  # GPUs one engine holds; GPU-seconds = wall seconds x num_gpus
+    gpu_hourly_usd: NonNegative = 2.0  # per GPU
     gpu_type: str = ""  # label for throughput records (e.g. "H100"); "" = detected
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
     seed: int = 0
     windows: list[str] = msgspec.field(default_factory=list)  # empty = always open
     timezone: str = "UTC"
-    admit_margin_s: float = 300.0  # stop admitting this long before a window ends
-    checkpoint_every: int = 256  # results per checkpoint part
-    checkpoint_interval_s: float = 30.0  # or this often, whichever comes first
-    max_requests_per_chunk: int = 4096
-    throughput_tokens_per_s: float = 0.0  # planner's default before any run is measured
+    admit_margin_s: NonNegative = 300.0  # stop admitting this long before a window ends
+    checkpoint_every: Count = 256  # results per checkpoint part
+    checkpoint_interval_s: PositiveS = 30.0  # or this often, whichever comes first
+    max_requests_per_chunk: Count = 4096
+    throughput_tokens_per_s: NonNegative = 0.0  # planner's default before any run is measured
 
     @property
     def enabled(self) -> bool:
@@ -91,12 +105,13 @@ class S3Settings(_Section):
 
     endpoint_url: str = ""  # S3-compatible store (MinIO, R2, moto); "" = AWS
     region: str = ""  # "" = boto3's default (AWS_REGION, profile)
-    multipart_chunk_bytes: int = 16 * 1024 * 1024  # part size of uploads (>= 5 MiB)
-    max_attempts: int = 5  # boto3 retries per call (standard mode)
-    max_drop_bytes: int = 5 * 1024**3  # bigger dropped files go to failed/
+    # part size of uploads (S3: 5 MiB .. 5 GiB)
+    multipart_chunk_bytes: Annotated[int, Meta(ge=5 * 1024**2, le=5 * 1024**3)] = 16 * 1024**2
+    max_attempts: Attempts = 5  # boto3 attempts per call, the first included (standard mode)
+    max_drop_bytes: Annotated[int, Meta(ge=1, le=2**62)] = 5 * 1024**3  # bigger: to failed/
     inbox: str = ""  # s3://bucket/inbox/ the coordinators watch ("" = none)
     inbox_output: str = ""  # where runs of dropped files write results
-    watch_interval_s: float = 10.0  # seconds between scans of the inbox
+    watch_interval_s: PositiveS = 10.0  # seconds between scans of the inbox
 
 
 class ModelAlias(_Section):
@@ -116,24 +131,24 @@ class ProviderSettings(_Section):
 class PlannerSettings(_Section):
     """How the planner estimates tokens and GPU time and decides where requests run."""
 
-    vendor_window_h: float = 24.0  # a vendor batch counts as done this long after submit
+    vendor_window_h: NonNegative = 24.0  # a vendor batch counts as done this long after submit
     gpu_reserved: bool = False  # window GPUs are paid anyway (sunk): fill them first
-    gpu_workers: int = 1  # vLLM engines taking this run's work (each holds num_gpus GPUs)
-    bytes_per_token: float = 4.0  # request-line bytes per input token before runs measured it
-    output_ratio: float = 0.0  # output/max_tokens before measured; 0 = min(max, estimate_output)
+    gpu_workers: Count = 1  # vLLM engines taking this run's work (each holds num_gpus GPUs)
+    bytes_per_token: PositiveS = 4.0  # request-line bytes per input token before runs measured it
+    output_ratio: Fraction = 0.0  # output/max_tokens before measured; 0 = min(max, estimate_output)
 
 
 class PriceOverride(_Section):
     """One price-book line set in settings; USD per 1M tokens."""
 
     vendor: str
-    input_per_mtok: float
-    output_per_mtok: float
-    cached_input_per_mtok: float | None = None
-    batch_discount: float = 0.5
-    cache_write_5m_multiplier: float = 1.25
-    cache_write_1h_multiplier: float = 2.0
-    min_cache_tokens: int = 1024
+    input_per_mtok: NonNegative
+    output_per_mtok: NonNegative
+    cached_input_per_mtok: NonNegative | None = None
+    batch_discount: Fraction = 0.5
+    cache_write_5m_multiplier: NonNegative = 1.25
+    cache_write_1h_multiplier: NonNegative = 2.0
+    min_cache_tokens: NonNegInt = 1024
     as_of: str = "settings"
     source: str = "batchd.toml"
 
@@ -153,20 +168,23 @@ def default_home(environ: dict[str, str] | None = None) -> Path:
 class Settings(_Section):
     home: str = ""  # "" = default_home(): ./.batchd if present, else ~/.local/state/batchd
     output: str = "batchd-results"
-    poll_interval_s: float = 30.0
-    default_deadline_h: float = 72.0
-    max_attempts: int = 3
-    max_step_failures: int = 5  # a step that raises this often ends its lines `failed`
-    step_retry_base_s: float = 2.0  # backoff after a failed step: base * 2**(failures-1)
-    step_retry_max_s: float = 300.0
+    poll_interval_s: PositiveS = 30.0
+    default_deadline_h: PositiveS = 72.0
+    max_attempts: Attempts = 3
+    # a step that raises this often ends its lines `failed` (a finalize: the run)
+    max_step_failures: Annotated[int, Meta(ge=1, le=1000)] = 5
+    step_retry_base_s: PositiveS = 2.0  # backoff after a failed step: base * 2**(failures-1)
+    step_retry_max_s: PositiveS = 300.0
     default_tenant: str = "default"
     cache: bool = True
-    cache_ttl_s: float = 0.0
-    estimate_output_tokens: int = 256
-    ingest_workers: int = 0  # processes that parse input lines; 0 = one per core on big files
+    cache_ttl_s: NonNegative = 0.0  # 0 = cached answers never expire
+    estimate_output_tokens: TokenCount = 256
+    # processes that parse input lines; 0 = one per core on big files
+    ingest_workers: Annotated[int, Meta(ge=0, le=1024)] = 0
     debug: bool = False
     redis_url: str = ""
-    lease_ttl_s: float = 60.0  # a killed coordinator's runs are taken over after this
+    # a killed coordinator's runs are taken over after this
+    lease_ttl_s: Annotated[float, Meta(ge=1)] = 60.0
     workdir: str = ""  # bulk data of runs: a local directory or s3://bucket/prefix/
     jobs_dir: str = "jobs"  # nightly job specs: <jobs_dir>/*.toml
     config: str = ""
@@ -204,11 +222,14 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             continue
         key = name[len("BATCHD_") :].lower()
         if key in top_fields and key not in _SECTIONS and key not in _TABLES:
-            out[key] = value
+            if value.strip() or _is_text(Settings, key):
+                out[key] = value  # BATCHD_DEBUG= (empty) means unset, not an error
             continue
         for section, struct in _SECTIONS.items():
             prefix = section + "_"
             if key.startswith(prefix) and key[len(prefix) :] in struct.__struct_fields__:
+                if not value.strip() and not _is_text(struct, key[len(prefix) :]):
+                    break
                 target = out
                 for part in _NESTED.get(section, (section,)):
                     target = target.setdefault(part, {})
@@ -276,14 +297,12 @@ def _convert(data: dict[str, Any], where: str) -> Settings:
                 f"Unknown setting {key} in {where}.{hint}",
                 "Fix the spelling: `batchd settings` shows every setting and its value.",
             ) from exc
-        at = re.search(r" - at `\$\.([\w.]+)`", text)
-        if at and where == ENV_LAYER:  # name the variable, not the key
-            parts = at.group(1).split(".")
-            if parts[:2] == ["backends", "vllm"]:
-                parts = ["vllm", *parts[2:]]
-            text = text.replace(at.group(0), " in BATCHD_" + "_".join(parts).upper())
-        text = text.replace(" - at `$.", " at `").replace("[...]", ".<name>")
-        raise BatchdError(f"Invalid setting in {where}: {text}.", "Fix the value.") from exc
+        raise describe(Settings, _TABLES, exc, data, where) from exc
+
+
+def _is_text(struct: type[msgspec.Struct], field: str) -> bool:
+    """Whether a field holds text (an empty value then means ""; for others, unset)."""
+    return any(f.name == field and f.type is str for f in msgspec.structs.fields(struct))
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -344,38 +363,18 @@ def settings_layers(
 
 
 def _check(s: Settings) -> None:
-    problems = []
-    if s.poll_interval_s <= 0:
-        problems.append("poll_interval_s must be > 0")
-    if s.max_attempts < 1:
-        problems.append("max_attempts must be >= 1")
-    if not 0 < s.openai.max_lines_per_chunk <= 50_000:
-        problems.append("openai.max_lines_per_chunk must be in 1..50000 (the vendor's limit)")
-    if not 0 < s.openai.max_bytes_per_chunk <= 200_000_000:
-        problems.append("openai.max_bytes_per_chunk must be in 1..200000000 (the vendor's limit)")
-    if not 0 < s.anthropic.max_lines_per_chunk <= 100_000:
-        problems.append("anthropic.max_lines_per_chunk must be in 1..100000 (the vendor's limit)")
-    if not 0 < s.anthropic.max_bytes_per_chunk <= 256_000_000:
+    problems = non_finite(Settings, s)
+    if s.redis_url and not s.redis_url.startswith(REDIS_SCHEMES):
         problems.append(
-            "anthropic.max_bytes_per_chunk must be in 1..256000000 (the vendor's limit)"
+            "redis_url must start with redis://, rediss:// or unix:// "
+            "(e.g. redis://localhost:6379/0)"
         )
-    if s.s3.multipart_chunk_bytes < 5 * 1024 * 1024:
-        problems.append("s3.multipart_chunk_bytes must be >= 5242880 (S3's smallest part)")
-    if s.s3.max_drop_bytes <= 0:
-        problems.append("s3.max_drop_bytes must be > 0")
-    if s.s3.watch_interval_s <= 0:
-        problems.append("s3.watch_interval_s must be > 0")
-    if s.default_deadline_h <= 0:
-        problems.append("default_deadline_h must be > 0")
-    if s.planner.bytes_per_token <= 0:
-        problems.append("planner.bytes_per_token must be > 0")
-    if s.planner.gpu_workers < 1:
-        problems.append("planner.gpu_workers must be >= 1")
     problems += _alias_problems(s)
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 TARGET_KINDS = ("vllm", "openai", "anthropic")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from batchd.config.settings import load_settings
 from batchd.errors import BatchdError
-from batchd.run.pipeline import CANCEL_POLL_S, dispatch_round, finalize_run, ingest_run
+from batchd.run.pipeline import CANCEL_POLL_S, dispatch_round, finalize_step, ingest_run
 from batchd.run.services import Services, open_services
 from batchd.state.base import (
     CHUNK_CREATING,
@@ -122,7 +122,7 @@ async def ingest_job(ctx: dict[str, Any], run_id: str) -> str:
 
 
 async def finalize_job(ctx: dict[str, Any], run_id: str) -> str:
-    return await _whole_run_step(ctx, run_id, RUN_FINALIZING, finalize_run)
+    return await _whole_run_step(ctx, run_id, RUN_FINALIZING, finalize_step)
 
 
 async def _chunk_job(ctx: dict[str, Any], run_id: str, states: tuple[str, ...]) -> str:
@@ -131,7 +131,12 @@ async def _chunk_job(ctx: dict[str, Any], run_id: str, states: tuple[str, ...]) 
         run = svc.store.get_run(run_id)
         if not mine or run is None or run.state != RUN_DISPATCHING:
             return "skipped"
-        if await dispatch_round(svc, run, states):
+        try:
+            done = await dispatch_round(svc, run, states)
+        except BatchdError as exc:  # a preflight refused (kept on the run), or a refused key
+            log.error("run %s: %s %s", run_id, exc.message, exc.hint)
+            return "blocked"
+        if done:
             svc.store.update_run(run_id, state=RUN_FINALIZING)
             await enqueue_next(ctx["redis"], svc, run_id)
         return "done"

@@ -124,17 +124,19 @@ async def handle_submitted(svc: Services, run: Run, chunk: Chunk) -> None:
         await handle_ended(svc, run, got)
 
 
-async def end_unsent(svc: Services, run: Run, chunk: Chunk, from_states: tuple[str, ...]) -> None:
+async def end_unsent(
+    svc: Services,
+    run: Run,
+    chunk: Chunk,
+    from_states: tuple[str, ...],
+    message: str = "run canceled before this line was sent",
+) -> None:
     await _end_all(
         svc,
         run,
         chunk,
         from_states,
-        Outcome(
-            status=CANCELED,
-            error_type="canceled",
-            error_message="run canceled before this line was sent",
-        ),
+        Outcome(status=CANCELED, error_type="canceled", error_message=message),
     )
 
 

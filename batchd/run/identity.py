@@ -37,25 +37,37 @@ def content_id(
 ) -> str:
     """Hash of the input's bytes and the options; an S3 input is known by key, ETag and size
     (`s3_head`), so it is not read twice."""
+    return _ids(path, options, s3_head)[0]
+
+
+def _ids(
+    path: str | Path, options: dict[str, Any], s3_head: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """(run base id: the input and the options; input id: the input alone), in one read."""
     h = hashlib.blake2b(digest_size=8)
+    alone = hashlib.blake2b(digest_size=8)
     if s3_head is not None:
-        h.update(f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}".encode())
-        h.update(msgspec.json.encode(options, order="sorted"))
-        return "run-" + h.hexdigest()
-    n_bytes = 0
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(_HASH_BLOCK):
-                h.update(block)
-                n_bytes += len(block)
-    except FileNotFoundError as exc:
-        raise BatchdError(f"Input file {path} does not exist.", "Check the path.") from exc
-    except IsADirectoryError as exc:
-        raise BatchdError(f"{path} is a directory.", "Give a .jsonl or .jsonl.gz file.") from exc
-    if n_bytes == 0:
-        raise BatchdError(f"Input file {path} is empty.", EMPTY_HINT)
+        ident = f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}".encode()
+        h.update(ident)
+        alone.update(ident)
+    else:
+        n_bytes = 0
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(_HASH_BLOCK):
+                    h.update(block)
+                    alone.update(block)
+                    n_bytes += len(block)
+        except FileNotFoundError as exc:
+            raise BatchdError(f"Input file {path} does not exist.", "Check the path.") from exc
+        except IsADirectoryError as exc:
+            raise BatchdError(
+                f"{path} is a directory.", "Give a .jsonl or .jsonl.gz file."
+            ) from exc
+        if n_bytes == 0:
+            raise BatchdError(f"Input file {path} is empty.", EMPTY_HINT)
     h.update(msgspec.json.encode(options, order="sorted"))
-    return "run-" + h.hexdigest()
+    return "run-" + h.hexdigest(), "input-" + alone.hexdigest()
 
 
 def start_run(
@@ -65,11 +77,15 @@ def start_run(
     options: dict[str, Any],
     deadline_at: float | None,
     stage: Callable[[str, str], str] | None = None,
+    *,
+    refuse_other_options: bool = False,
 ) -> tuple[Run, bool]:
     """Return (run, resumed): the unfinished run for this input and options, or a new one.
 
     `stage(run_id, source)` (distributed mode) copies the input where every worker can read
     it and returns that path, before the run becomes visible to coordinators.
+    `refuse_other_options`: an unfinished run of the same input with other options is a
+    BatchdError naming it (how to resume or cancel it), not a second run beside it.
     """
     s3_head = None
     if is_s3(source):
@@ -80,10 +96,12 @@ def start_run(
             )
         if int(s3_head.get("ContentLength", 1)) == 0:
             raise BatchdError(f"Input {source} is empty.", EMPTY_HINT)
-    base = content_id(source, options, s3_head)
+    base, input_id = _ids(source, options, s3_head)
     previous = svc.store.runs_with_base(base)
     if previous and previous[-1].state != RUN_DONE:
         return previous[-1], True
+    if refuse_other_options:
+        _refuse_twin(svc, source, input_id, options)
     run_id = base if not previous else f"{base}-{len(previous) + 1}"
     now = time.time()
     if is_s3(source):
@@ -97,12 +115,57 @@ def start_run(
         output=output,
         options=options,
         deadline_at=deadline_at or now + svc.settings.default_deadline_h * 3600,
+        input_id=input_id,
     )
     if not svc.store.create_run(run):
         got = svc.store.get_run(run_id)
         assert got is not None
         return got, True
     return run, False
+
+
+UNFINISHED_RUNS_SCANNED = 200
+# How each run option is given on the command line (the rest come from settings).
+_OPTION_FLAGS = {
+    "no_cache": "--no-cache",
+    "tenant": "--tenant",
+    "deadline": "--deadline",
+    "export": "--export",
+    "no_prompt_cache": "--no-prompt-cache",
+    "chunk_lines": "BATCHD_OPENAI_MAX_LINES_PER_CHUNK",
+    "chunk_bytes": "BATCHD_OPENAI_MAX_BYTES_PER_CHUNK",
+    "anthropic_chunk_lines": "BATCHD_ANTHROPIC_MAX_LINES_PER_CHUNK",
+    "anthropic_chunk_bytes": "BATCHD_ANTHROPIC_MAX_BYTES_PER_CHUNK",
+}
+
+
+def _refuse_twin(svc: Services, source: str, input_id: str, options: dict[str, Any]) -> None:
+    """An unfinished run of the same input under other options: name it and the way out."""
+    for run in svc.store.list_runs(UNFINISHED_RUNS_SCANNED):
+        if run.state == RUN_DONE or run.input_id != input_id:
+            continue
+        changed = [
+            f"{_OPTION_FLAGS.get(k, k)} {run.options.get(k)!r} (now {options.get(k)!r})"
+            for k in sorted(set(run.options) | set(options))
+            if run.options.get(k) != options.get(k)
+        ]
+        raise BatchdError(
+            f"Run {run.run_id} of {source} is unfinished ({run.state}) and was started with "
+            f"other options: {'; '.join(changed)}.",
+            "Resume it by submitting with its options, or stop it with "
+            f"`batchd cancel {run.run_id}` and submit again (nothing was started).",
+        )
+
+
+def redirect_output(svc: Services, run: Run, output: str) -> tuple[Run, str]:
+    """A resumed run told to write elsewhere: (the run, its previous output; "" if unchanged).
+
+    A finalize waiting to retry is tried again at once.
+    """
+    if output == run.output:
+        return run, ""
+    moved = svc.store.update_run(run.run_id, output=output, retry_at=0.0)
+    return moved, run.output
 
 
 def parse_deadline(value: str | None, now: float) -> float | None:

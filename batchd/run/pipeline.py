@@ -30,8 +30,9 @@ from batchd.outcome import CANCELED, SUCCEEDED, Outcome
 from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.planning.chunking import Chunker, Estimate, PlanSummary
 from batchd.planning.observations import Observations, Observer
-from batchd.run import follow_ups
+from batchd.run import follow_ups, preflight
 from batchd.run.dispatch import STEP, step_failed
+from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
 from batchd.run.services import Services
 from batchd.state.base import (
     CHUNK_COLLECTED,
@@ -55,7 +56,7 @@ _outcome_enc = msgspec.msgpack.Encoder()
 
 RUN_SUCCEEDED = "succeeded"
 RUN_WITH_FAILURES = "finished_with_failures"
-RUN_CANCELED = "canceled"
+__all__ = ["RUN_CANCELED", "RUN_SUCCEEDED", "RUN_WITH_FAILURES"]
 
 
 class PlanReport(msgspec.Struct, kw_only=True):
@@ -173,7 +174,12 @@ def _open_input(svc: Services, source: str) -> Any:
 def ingest_run(
     svc: Services, run: Run, on_progress: Callable[[IngestStats], None] | None = None
 ) -> Run:
-    """Ingest step: lines parts + chunk files, then chunks and stats in one store change."""
+    """Ingest step: lines parts + chunk files, then chunks and stats in one store change.
+
+    A run canceled before its ingest finished ends here (nothing of it was sent).
+    """
+    if run.cancel_requested:
+        return end_run(svc, run, RUN_CANCELED, "canceled before its input was read; no results")
     blobs = svc.blobs(run.run_id)
     blobs.remove_tree("chunks")  # leftovers of an ingest killed half-way
     chunker = Chunker(
@@ -230,20 +236,37 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
     """One pass of every open chunk's next step. True when every chunk is collected.
 
     A step that raises is retried with backoff; after `max_step_failures` its chunk's lines
-    end `failed` with the reason, never silently dropped.
+    end `failed` with the reason, never silently dropped. Once the run is canceled, a step
+    runs without waiting for its backoff, and if it fails its chunk's lines end `canceled`.
+    Before a pending chunk is sent, the preflight checks its backend and the output.
     """
     now = time.time()
-    for chunk in svc.store.chunks(run.run_id):
+    chunks = svc.store.chunks(run.run_id)
+    if not run.cancel_requested:
+        run = preflight.guard_dispatch(
+            svc, run, [c for c in chunks if not states or c.state in states]
+        )
+    for chunk in chunks:
         step = STEP.get(chunk.state)
-        if step is None or chunk.retry_at > now or (states and chunk.state not in states):
+        if step is None or (states and chunk.state not in states):
+            continue
+        if chunk.retry_at > now and not run.cancel_requested:
             continue
         try:
             await step(svc, run, chunk)
-        except BatchdError:
-            raise  # the user must act (e.g. a refused API key): stop, the run resumes later
         except Exception as exc:
-            await step_failed(svc, run, chunk, exc)
+            if run.cancel_requested:  # canceled: a step that fails is not tried again
+                await abandon_chunk(svc, run, chunk, f"{type(exc).__name__}: {exc}")
+            elif isinstance(exc, BatchdError):
+                raise  # the user must act (e.g. a refused API key): stop, the run resumes later
+            else:
+                await step_failed(svc, run, chunk, exc)
     return all(c.state == CHUNK_COLLECTED for c in svc.store.chunks(run.run_id))
+
+
+def finalize_step(svc: Services, run: Run) -> Run:
+    """finalize_run as a retried step that ends the run when it gives up (run.endings)."""
+    return retried_step(svc, run, "finalize", finalize_run)
 
 
 def finalize_run(svc: Services, run: Run) -> Run:
@@ -370,7 +393,10 @@ async def drive(
             await _until_next_round(svc, run)
             continue
         if run.state == RUN_FINALIZING:
-            run = finalize_run(svc, run)
+            run = finalize_step(svc, run)
+            if run.state != RUN_DONE:  # failed: retried after its backoff
+                await asyncio.sleep(max(0.0, min(run.retry_at - time.time(), 60.0)))
+                continue
         if on_progress is not None:
             on_progress(run, svc.store.chunks(run_id), None)
         return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from batchd.cache.base import Cache
 from batchd.cache.sqlite_cache import SqliteCache
 from batchd.config.pricing import PriceBook, load_price_book
 from batchd.config.settings import Settings
+from batchd.errors import BatchdError
 from batchd.planning.routing import Router
 from batchd.state.base import Store
 from batchd.state.sqlite_store import SqliteStore
@@ -71,8 +73,7 @@ class Services:
 
 
 def open_services(settings: Settings) -> Services:
-    home = settings.home_path
-    home.mkdir(parents=True, exist_ok=True)
+    """The process's services; BatchdError (one line) when the home or Redis cannot be used."""
     prices = load_price_book(settings)
     backends: dict[str, BatchBackend] = {
         "openai": OpenAIBatchBackend(settings.openai),
@@ -84,18 +85,34 @@ def open_services(settings: Settings) -> Services:
         backends[name] = OpenAIBatchBackend.provider(
             settings.openai, name, p.base_url, p.api_key_env
         )
-    store: Store
-    cache: Cache
+    store, cache = _state(settings)
+    return Services(settings=settings, store=store, cache=cache, prices=prices, backends=backends)
+
+
+def _state(settings: Settings) -> tuple[Store, Cache]:
     if settings.redis_url:  # distributed mode: state and cache in Redis, bulk data on workdir
         from batchd.cache.redis_cache import RedisCache
         from batchd.state.redis_store import RedisStore
 
-        store = RedisStore(settings.redis_url)
-        cache = RedisCache(settings.redis_url, ttl_s=settings.cache_ttl_s)
-    else:
+        redis_store = RedisStore(settings.redis_url)
+        redis_store.ping()
+        return redis_store, RedisCache(settings.redis_url, ttl_s=settings.cache_ttl_s)
+    home = settings.home_path
+    try:
+        home.mkdir(parents=True, exist_ok=True)
         store = SqliteStore(home / "state.db")
-        cache = SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s)
-    return Services(settings=settings, store=store, cache=cache, prices=prices, backends=backends)
+        try:
+            return store, SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s)
+        except BaseException:
+            store.close()
+            raise
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BatchdError(
+            f"Cannot use BATCHD_HOME {home}: {reason}.",
+            "Set BATCHD_HOME to a writable directory with free space (it holds run state "
+            "and the cache).",
+        ) from exc
 
 
 def _vllm_backend(settings: Settings) -> VllmBackend:

@@ -42,7 +42,12 @@ class Run(msgspec.Struct, kw_only=True):
     deadline_at: float = 0.0
     cancel_requested: bool = False
     stats: dict[str, Any] = {}
-    outcome: str = ""  # succeeded | finished_with_failures | canceled (when done)
+    outcome: str = ""  # succeeded | finished_with_failures | canceled | failed (when done)
+    failures: int = 0  # failed attempts of the run's current whole-run step (finalize)
+    retry_at: float = 0.0  # no attempt of that step before this time (backoff)
+    error: str = ""  # the last step failure; for a `failed` run, why it has no results
+    input_id: str = ""  # hash of the input alone (runs_with_base also hashes the options)
+    blocked: str = ""  # why the run waits for someone to act (a preflight refused); "" = not
 
 
 class Chunk(msgspec.Struct, kw_only=True):

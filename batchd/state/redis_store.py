@@ -8,12 +8,14 @@ atomic step. Only small state lives here: bulk data stays on blobs.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 import msgspec
 import redis
 
+from batchd.errors import BatchdError
 from batchd.state.base import RUN_DONE, Chunk, Run
 
 P = "batchd:"
@@ -21,6 +23,12 @@ _enc = msgspec.json.Encoder()
 _RUN_DEC = msgspec.json.Decoder(Run)
 _CHUNK_DEC = msgspec.json.Decoder(Chunk)
 CAS_RETRIES = 20
+
+
+def redact(url: str) -> str:
+    """The URL without its password (redis://user:secret@host -> redis://user:***@host)."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
 
 # KEYS: chunk hash, run's chunk zset, batch-id set
 # ARGV: expected v, new state, new doc, batch id or "", then (id, state, doc) per child
@@ -43,8 +51,26 @@ return 1
 class RedisStore:
     def __init__(self, url: str) -> None:
         # redis-py's stubs mix sync and async return types: treat the client as untyped.
-        self._r: Any = redis.Redis.from_url(url)
+        self._url = url
+        try:
+            self._r: Any = redis.Redis.from_url(url)
+        except ValueError as exc:  # a URL redis-py cannot read
+            raise BatchdError(
+                f"Cannot read BATCHD_REDIS_URL {redact(url)!r}: {exc}.",
+                "Write it as redis://host:6379/0 (rediss:// for TLS, unix:///path.sock).",
+            ) from exc
         self._transition = self._r.register_script(_TRANSITION)
+
+    def ping(self) -> None:
+        """Raise BatchdError unless Redis answers (before anything is done in distributed mode)."""
+        try:
+            self._r.ping()
+        except redis.RedisError as exc:
+            raise BatchdError(
+                f"Redis at {redact(self._url)} (BATCHD_REDIS_URL) does not answer: "
+                f"{str(exc).rstrip('.')}.",
+                "Start Redis or fix BATCHD_REDIS_URL (unset it to run embedded).",
+            ) from exc
 
     # --- runs -------------------------------------------------------------------------
     def create_run(self, run: Run) -> bool:

@@ -31,6 +31,7 @@ import msgspec
 
 from batchd.errors import BatchdError
 from batchd.run import follow_ups
+from batchd.run.endings import RUN_FAILED
 from batchd.run.identity import parse_deadline, start_run
 from batchd.run.pipeline import RUN_CANCELED
 from batchd.run.services import Services
@@ -207,7 +208,9 @@ def finish_drop(svc: Services, run: Run) -> None:
             "results": join(run.output, run.run_id, "results.parquet"),
             "finished_at": time.time(),
         }
-        folder = FAILED if run.outcome == RUN_CANCELED else DONE
+        if run.error:
+            report["error"] = run.error
+        folder = FAILED if run.outcome in (RUN_CANCELED, RUN_FAILED) else DONE
         _report(svc, drop["inbox"], folder, drop["name"], report)
         svc.s3.move(processing, join(drop["inbox"], folder, drop["name"]))
     except BatchdError as exc:

@@ -101,6 +101,10 @@ class VllmBackend:
         assert self._blobs_of is not None, "VllmBackend.bind() was not called"
         return self._blobs_of(chunk.run_id)
 
+    def check_ready(self) -> None:
+        """Nothing is bought from a vendor here: the engine (or a gpu worker) reports its
+        own start-up errors on the chunk."""
+
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
         return _enc.encode({"custom_id": vendor_id, "body": request.body})
 

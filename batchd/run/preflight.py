@@ -1,0 +1,141 @@
+"""Checks before anything is sent or bought: a failure is one BatchdError naming what to fix.
+
+- `check_input` (before any state exists): the input is a readable file, not a directory;
+- `check_start` (before a run is created): its output location, the workdir and
+  BATCHD_HOME's scratch space take a probe file (an s3:// location a probe object, written
+  and deleted);
+- `before_dispatch` (before the first vendor object of a chunk is created, in embedded and
+  distributed mode alike): every backend the pending chunks use has its key and a
+  well-formed endpoint, and the output is still writable.
+
+Redis answering (distributed mode) is checked where the store is opened (`run.services`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+from batchd.errors import BatchdError
+from batchd.run.services import Services
+from batchd.state.base import CHUNK_PENDING, Chunk, Run
+from batchd.storage.s3 import is_s3, join
+
+PROBE_PREFIX = ".batchd-probe-"
+
+
+def check_input(source: str) -> None:
+    """The input exists and is a readable file (an s3:// input is checked when it is read)."""
+    if is_s3(source):
+        return
+    path = Path(source)
+    if path.is_dir():
+        raise BatchdError(
+            f"{source} is a directory, not a file.",
+            "Give one .jsonl or .jsonl.gz file (a folder of files: `batchd watch`).",
+        )
+    if not path.exists():
+        raise BatchdError(f"Input file {source} does not exist.", "Check the path.")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise BatchdError(
+            f"Cannot read the input {source}: {exc.strerror or exc}.",
+            "Check the file's permissions.",
+        ) from exc
+
+
+def check_writable(svc: Services, location: str, what: str, fix: str) -> None:
+    """Write a probe file (or object) under `location` and delete it again."""
+    probe = f"{PROBE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if is_s3(location):
+        uri = join(location, probe)
+        try:
+            svc.s3.put_bytes(uri, b"")
+            svc.s3.delete(uri)
+        except BatchdError as exc:
+            raise BatchdError(f"Cannot write {what} {location}: {exc.message}", fix) from exc
+        return
+    try:
+        Path(location).mkdir(parents=True, exist_ok=True)
+        path = Path(location) / probe
+        try:
+            with open(path, "wb") as f:
+                f.write(b"probe")
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            path.unlink(missing_ok=True)
+    except FileExistsError as exc:
+        message = f"{what.capitalize()} {location} is a file, not a directory."
+        raise BatchdError(message, fix) from exc
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise BatchdError(f"Cannot write {what} {location}: {reason}.", fix) from exc
+
+
+def workdir_root(svc: Services) -> str:
+    return svc.settings.workdir or str(svc.home / "work")
+
+
+def check_start(svc: Services, output: str) -> None:
+    """Before a run is created: everything it will write to takes a probe file."""
+    check_writable(
+        svc,
+        output,
+        "the output",
+        "Give --output (or BATCHD_OUTPUT) a writable directory or s3:// prefix.",
+    )
+    check_writable(
+        svc,
+        workdir_root(svc),
+        "the workdir",
+        "Set BATCHD_WORKDIR (or BATCHD_HOME) to a writable directory or s3:// prefix.",
+    )
+    check_writable(
+        svc, str(svc.home / "tmp"), "BATCHD_HOME", "Set BATCHD_HOME to a writable directory."
+    )
+
+
+def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> bool:
+    """Before any pending chunk is sent: its backends are ready and the output is writable.
+
+    False when no chunk is about to be sent (nothing was checked)."""
+    now = time.time()
+    backends = sorted({c.backend for c in chunks if c.state == CHUNK_PENDING and c.retry_at <= now})
+    if not backends:
+        return False
+    for name in backends:
+        backend = svc.backends.get(name)
+        if backend is None:
+            raise BatchdError(
+                f"Run {run.run_id} has work for backend {name!r}, which is not configured here.",
+                "Configure it again ([providers] / [backends] in batchd.toml) and resume, "
+                f"or `batchd cancel {run.run_id}`; nothing was sent.",
+            )
+        backend.check_ready()
+    check_writable(
+        svc,
+        run.output,
+        "the output",
+        f"Resubmit with --output pointing somewhere writable, or `batchd cancel {run.run_id}`; "
+        "nothing was sent.",
+    )
+    return True
+
+
+def guard_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> Run:
+    """before_dispatch, with why it refused kept on the run (`Run.blocked`, shown by
+    `batchd status` and by a distributed `batchd submit`) until a check passes."""
+    try:
+        checked = before_dispatch(svc, run, chunks)
+    except BatchdError as exc:
+        if run.blocked != exc.message:
+            svc.store.update_run(run.run_id, blocked=exc.message)
+        raise
+    if checked and run.blocked:
+        run = svc.store.update_run(run.run_id, blocked="")
+    return run
