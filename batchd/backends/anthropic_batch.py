@@ -21,12 +21,14 @@ import msgspec
 from batchd.backends.base import (
     ChunkRejected,
     PollState,
+    SpendGuard,
     TransientBackendError,
     UnsupportedRequest,
     VendorLostTrack,
     VendorRef,
 )
 from batchd.backends.prompt_cache import plan_prompt_cache
+from batchd.backends.purchase import create_once
 from batchd.config.pricing import PriceBook
 from batchd.config.settings import AnthropicSettings
 from batchd.errors import BatchdError
@@ -171,10 +173,16 @@ class AnthropicBatchBackend:
             requests = plan_prompt_cache(requests, price)
         return requests
 
-    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
+    async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         requests = self.batch_requests(chunk, data_path)
+        once = self.client.with_options(max_retries=0)  # retried by create_once, guarded
         async with _translated("create"):
-            batch = await self.client.messages.batches.create(requests=requests)
+            batch = await create_once(
+                lambda: once.messages.batches.create(requests=requests),
+                guard,
+                _rate_limited,
+                self._settings.max_retries,
+            )
         return VendorRef(batch_id=batch.id)
 
     async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
@@ -267,6 +275,13 @@ def parse_result(result: Any, model: str) -> Outcome:
             retryable=True,
         )
     return Outcome(status=CANCELED, error_type="canceled", error_message="run canceled")
+
+
+def _rate_limited(exc: Exception) -> Any:
+    """The headers of a 429 (nothing was created: safe to send again), else None."""
+    import anthropic
+
+    return exc.response.headers if isinstance(exc, anthropic.RateLimitError) else None
 
 
 @asynccontextmanager

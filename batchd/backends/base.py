@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import msgspec
@@ -31,6 +31,12 @@ class UnsupportedRequest(Exception):
     """This backend cannot express the request (e.g. a parameter the vendor lacks)."""
 
 
+SpendGuard = Callable[[], None]
+"""Raises (state.base.StaleLease) when this process may no longer spend money for the run:
+called immediately before every vendor request that may create a billed object, each
+retry of it included (see backends.purchase)."""
+
+
 class VendorRef(msgspec.Struct, kw_only=True):
     batch_id: str
     file_id: str | None = None
@@ -51,8 +57,11 @@ class BatchBackend(Protocol):
         """One line of the chunk file, in the vendor's batch input format (no newline)."""
         ...
 
-    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
-        """Upload the chunk file and create the vendor batch (once: the caller records intent)."""
+    async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
+        """Upload the chunk file and create the vendor batch (once: the caller records intent).
+
+        `guard()` runs immediately before each request that may create the batch.
+        """
         ...
 
     async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:

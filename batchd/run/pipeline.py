@@ -41,6 +41,7 @@ from batchd.state.base import (
     RUN_INGESTING,
     Chunk,
     Run,
+    StaleLease,
 )
 from batchd.storage.chunk_outcomes import read_outcomes
 from batchd.storage.s3 import is_s3
@@ -230,7 +231,8 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
     """One pass of every open chunk's next step. True when every chunk is collected.
 
     A step that raises is retried with backoff; after `max_step_failures` its chunk's lines
-    end `failed` with the reason, never silently dropped.
+    end `failed` with the reason, never silently dropped. StaleLease (distributed mode: this
+    process lost the run's lease) ends the round at once, nothing more written.
     """
     now = time.time()
     for chunk in svc.store.chunks(run.run_id):
@@ -239,8 +241,8 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
             continue
         try:
             await step(svc, run, chunk)
-        except BatchdError:
-            raise  # the user must act (e.g. a refused API key): stop, the run resumes later
+        except (BatchdError, StaleLease):
+            raise  # the user must act (e.g. a refused API key), or the run is another's now
         except Exception as exc:
             await step_failed(svc, run, chunk, exc)
     return all(c.state == CHUNK_COLLECTED for c in svc.store.chunks(run.run_id))
