@@ -197,6 +197,26 @@ def test_a_failing_step_is_retried_then_ends_lines_failed(
     )
 
 
+def test_creates_failing_500_end_failed_with_the_reason(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.server_error_creates = 10**9  # every create, for ever
+    env = {"BATCHD_MAX_STEP_FAILURES": "3", "BATCHD_STEP_RETRY_BASE_S": "0.1"}
+    stack.start_coordinator(**env)
+    run_id = stack.submit_no_wait(write_jsonl(tmp_path / "e.jsonl", _lines(3)), **env)
+    run = stack.wait_done(run_id)
+    assert run.outcome == "finished_with_failures"
+    rows = stack.rows(run_id)
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all(
+        r["error_type"] == "step_failed"
+        and "3 failed attempts of step 'creating'" in r["error_message"]
+        and "500" in r["error_message"]
+        for r in rows
+    ), rows
+    assert emulator.batches() == []
+
+
 def test_cancel_from_another_machine(
     stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
 ) -> None:
