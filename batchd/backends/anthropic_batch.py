@@ -278,10 +278,13 @@ def parse_result(result: Any, model: str) -> Outcome:
 
 
 def _rate_limited(exc: Exception) -> Any:
-    """The headers of a 429 (nothing was created: safe to send again), else None."""
+    """The headers of a 429 or a 529 (refused before any work: safe to send again), else None."""
     import anthropic
 
-    return exc.response.headers if isinstance(exc, anthropic.RateLimitError) else None
+    refused = isinstance(exc, anthropic.RateLimitError) or (
+        isinstance(exc, anthropic.APIStatusError) and exc.status_code == 529
+    )
+    return exc.response.headers if refused else None
 
 
 @asynccontextmanager

@@ -2,10 +2,10 @@
 
 SDK retries are off for that request; batchd retries it here, so that the spend guard
 (a lease check in distributed mode) runs immediately before every try: a process paused
-inside a retry wait wakes, finds its lease gone and buys nothing. Only a refusal the
-vendor documents as "nothing was done" (429 rate limit) is retried in place, after its
-Retry-After; any other failure (5xx, a timeout: the object may exist) goes back to the
-caller, whose next round reconciles with the vendor before creating again.
+inside a retry wait wakes, finds its lease gone and buys nothing. Only a refusal made
+before any work (429 rate limit; Anthropic's 529 overloaded) is retried in place, after
+its Retry-After; any other failure (5xx, a timeout: the object may exist) goes back to
+the caller, whose next round reconciles with the vendor before creating again.
 """
 
 from __future__ import annotations
