@@ -281,10 +281,9 @@ def _rate_limited(exc: Exception) -> Any:
     """The headers of a 429 or a 529 (refused before any work: safe to send again), else None."""
     import anthropic
 
-    refused = isinstance(exc, anthropic.RateLimitError) or (
-        isinstance(exc, anthropic.APIStatusError) and exc.status_code == 529
-    )
-    return exc.response.headers if refused else None
+    if isinstance(exc, anthropic.APIStatusError) and exc.status_code in (429, 529):
+        return exc.response.headers
+    return None
 
 
 @asynccontextmanager
