@@ -209,6 +209,9 @@ async def step_failed(svc: Services, run: Run, chunk: Chunk, exc: Exception) -> 
     """Count a failed step (transient or not); back off, or end the chunk's lines once the
     limit is hit. The backoff never passes the chunk's deadline, which is looked at then."""
     chunk = svc.store.get_chunk(chunk.chunk_id) or chunk  # a step may have moved it on
+    if chunk.state == CHUNK_COLLECTED:
+        log.warning("chunk %s: error after it was collected (ignored): %s", chunk.chunk_id, exc)
+        return
     failures = chunk.failures + 1
     reason = f"{type(exc).__name__}: {exc}"
     log.warning(
