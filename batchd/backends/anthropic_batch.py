@@ -21,6 +21,7 @@ import msgspec
 from batchd.backends.base import (
     ChunkRejected,
     PollState,
+    SpendGuard,
     TransientBackendError,
     VendorLostTrack,
     VendorRef,
@@ -29,6 +30,7 @@ from batchd.backends.base import (
 )
 from batchd.backends.claude_messages import to_claude_params
 from batchd.backends.prompt_cache import plan_prompt_cache
+from batchd.backends.purchase import create_once
 from batchd.config.pricing import PriceBook
 from batchd.config.settings import AnthropicSettings
 from batchd.errors import BatchdError
@@ -96,10 +98,16 @@ class AnthropicBatchBackend:
             requests = plan_prompt_cache(requests, price)
         return requests
 
-    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
+    async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         requests = self.batch_requests(chunk, data_path)
+        once = self.client.with_options(max_retries=0)  # retried by create_once, guarded
         async with _translated("create"):
-            batch = await self.client.messages.batches.create(requests=requests)
+            batch = await create_once(
+                lambda: once.messages.batches.create(requests=requests),
+                guard,
+                _rate_limited,
+                self._settings.max_retries,
+            )
         return VendorRef(batch_id=batch.id)
 
     async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
@@ -192,6 +200,15 @@ def parse_result(result: Any, model: str) -> Outcome:
             retryable=True,
         )
     return Outcome(status=CANCELED, error_type="canceled", error_message="run canceled")
+
+
+def _rate_limited(exc: Exception) -> Any:
+    """The headers of a 429 or a 529 (refused before any work: safe to send again), else None."""
+    import anthropic
+
+    if isinstance(exc, anthropic.APIStatusError) and exc.status_code in (429, 529):
+        return exc.response.headers
+    return None
 
 
 @asynccontextmanager

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -32,6 +32,12 @@ class ChunkRejected(Exception):
 
 class UnsupportedRequest(Exception):
     """This backend cannot express the request (e.g. a parameter the vendor lacks)."""
+
+
+SpendGuard = Callable[[], None]
+"""Raises (state.base.StaleLease) when this process may no longer spend money for the run:
+called immediately before every vendor request that may create a billed object, each
+retry of it included (see backends.purchase)."""
 
 
 class VendorRef(msgspec.Struct, kw_only=True):
@@ -90,8 +96,11 @@ class BatchBackend(Protocol):
         """One line of the chunk file, in the vendor's batch input format (no newline)."""
         ...
 
-    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
-        """Upload the chunk file and create the vendor batch (once: the caller records intent)."""
+    async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
+        """Upload the chunk file and create the vendor batch (once: the caller records intent).
+
+        `guard()` runs immediately before each request that may create the batch.
+        """
         ...
 
     async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:

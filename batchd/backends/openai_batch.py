@@ -20,12 +20,14 @@ import msgspec
 from batchd.backends.base import (
     ChunkRejected,
     PollState,
+    SpendGuard,
     TransientBackendError,
     VendorLostTrack,
     VendorRef,
     check_endpoint,
     check_key,
 )
+from batchd.backends.purchase import create_once
 from batchd.config.settings import OpenAISettings
 from batchd.errors import BatchdError
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
@@ -105,18 +107,24 @@ class OpenAIBatchBackend:
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
         return _line_prefix(vendor_id) + _enc.encode(request.body) + b"}"
 
-    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
+    async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         async with _translated("create"):
-            return await self._create(chunk, data_path)
+            return await self._create(chunk, data_path, guard)
 
-    async def _create(self, chunk: Chunk, data_path: str) -> VendorRef:
+    async def _create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         with open(data_path, "rb") as f:
             file = await self.client.files.create(file=(Path(data_path).name, f), purpose="batch")
-        batch = await self.client.batches.create(
-            input_file_id=file.id,
-            endpoint=CHAT_URL,
-            completion_window="24h",
-            metadata={"batchd_run": chunk.run_id, "batchd_chunk": chunk.chunk_id},
+        once = self.client.with_options(max_retries=0)  # retried by create_once, guarded
+        batch = await create_once(
+            lambda: once.batches.create(
+                input_file_id=file.id,
+                endpoint=CHAT_URL,
+                completion_window="24h",
+                metadata={"batchd_run": chunk.run_id, "batchd_chunk": chunk.chunk_id},
+            ),
+            guard,
+            _rate_limited,
+            self._settings.max_retries,
         )
         return VendorRef(batch_id=batch.id, file_id=file.id)
 
@@ -182,6 +190,13 @@ class OpenAIBatchBackend:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+def _rate_limited(exc: Exception) -> Any:
+    """The headers of a 429 (nothing was created: safe to send again), else None."""
+    import openai
+
+    return exc.response.headers if isinstance(exc, openai.RateLimitError) else None
 
 
 @asynccontextmanager

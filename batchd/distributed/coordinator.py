@@ -5,15 +5,21 @@ poll, finalize). A job first takes the run's lease in Redis, so however many
 coordinators run, one works on a given run at a time and no step runs twice; a killed
 coordinator's lease expires and another takes over from the state in the store.
 The steps themselves are the same functions embedded mode runs.
+
+Fencing: each acquisition of a lease has a token that grows with every acquisition, and a
+job's steps see the store through it (state.fencing.FencedStore). A coordinator that lost
+its lease (paused past `lease_ttl_s`, cut off from Redis) has every state change refused
+and checks the lease immediately before each vendor call that spends money, so it never
+creates a batch the new holder may create too; the job stops with `lost_lease`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from batchd.config.settings import load_settings
+from batchd.distributed.leases import lease
 from batchd.errors import BatchdError
 from batchd.run.pipeline import CANCEL_POLL_S, dispatch_round, finalize_step, ingest_run
 from batchd.run.services import Services, open_services
@@ -33,7 +40,9 @@ from batchd.state.base import (
     RUN_FINALIZING,
     RUN_INGESTING,
     Run,
+    StaleLease,
 )
+from batchd.state.fencing import FencedStore
 from batchd.state.redis_store import RedisStore
 from batchd.triggers import nightly
 from batchd.triggers.drop_folder import watch_once
@@ -63,57 +72,42 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     svc.close()
 
 
-class _Renewer(threading.Thread):
-    """Keeps a lease alive from a thread, so a long CPU-bound step cannot lose it."""
-
-    def __init__(self, store: RedisStore, name: str, owner: str, ttl_s: float) -> None:
-        super().__init__(daemon=True)
-        self._store, self._name, self._owner, self._ttl_s = store, name, owner, ttl_s
-        self._stop = threading.Event()
-        self.lost = False
-
-    def run(self) -> None:
-        while not self._stop.wait(self._ttl_s / 3):
-            if not self._store.renew_lease(self._name, self._owner, self._ttl_s):
-                self.lost = True
-                log.error("lost lease %s", self._name)
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 @asynccontextmanager
-async def run_lease(ctx: dict[str, Any], run_id: str) -> AsyncIterator[bool]:
-    """Yield True while this coordinator holds the run's lease; False if another one does."""
+async def run_lease(ctx: dict[str, Any], run_id: str) -> AsyncIterator[Services | None]:
+    """The services for working on the run under its lease, or None if another holds it.
+
+    Every write through the yielded services' store carries the lease's fence.
+    """
     svc: Services = ctx["svc"]
     store = svc.store
     assert isinstance(store, RedisStore)
-    ttl_s = svc.settings.lease_ttl_s
-    name = f"run:{run_id}"
-    if not store.take_lease(name, ctx["owner"], ttl_s):
-        yield False
-        return
-    renewer = _Renewer(store, name, ctx["owner"], ttl_s)
-    renewer.start()
-    try:
-        yield True
-    finally:
-        renewer.stop()
-        store.release_lease(name, ctx["owner"])
+    async with lease(store, f"run:{run_id}", ctx["owner"], svc.settings.lease_ttl_s) as fence:
+        if fence is None:
+            yield None
+            return
+        fenced = copy.copy(svc)
+        fenced.store = FencedStore(store, fence)
+        yield fenced
+
+
+def _lost(run_id: str, exc: StaleLease) -> str:
+    log.error("run %s: %s; stopping this job, the lease's new holder carries on", run_id, exc)
+    return "lost_lease"
 
 
 async def _whole_run_step(
     ctx: dict[str, Any], run_id: str, state: str, step: Callable[[Services, Run], Any]
 ) -> str:
     """Run a CPU-bound step of a run in `state` in a thread (the loop keeps the health key)."""
-    svc: Services = ctx["svc"]
-    async with run_lease(ctx, run_id) as mine:
-        run = svc.store.get_run(run_id)
-        if not mine or run is None or run.state != state:
+    async with run_lease(ctx, run_id) as svc:
+        run = svc.store.get_run(run_id) if svc else None
+        if svc is None or run is None or run.state != state:
             return "skipped"
-        await asyncio.to_thread(step, svc, run)
-    await enqueue_next(ctx["redis"], svc, run_id)
+        try:
+            await asyncio.to_thread(step, svc, run)
+        except StaleLease as exc:
+            return _lost(run_id, exc)
+    await enqueue_next(ctx["redis"], ctx["svc"], run_id)
     return "done"
 
 
@@ -126,19 +120,19 @@ async def finalize_job(ctx: dict[str, Any], run_id: str) -> str:
 
 
 async def _chunk_job(ctx: dict[str, Any], run_id: str, states: tuple[str, ...]) -> str:
-    svc: Services = ctx["svc"]
-    async with run_lease(ctx, run_id) as mine:
-        run = svc.store.get_run(run_id)
-        if not mine or run is None or run.state != RUN_DISPATCHING:
+    async with run_lease(ctx, run_id) as svc:
+        run = svc.store.get_run(run_id) if svc else None
+        if svc is None or run is None or run.state != RUN_DISPATCHING:
             return "skipped"
         try:
-            done = await dispatch_round(svc, run, states)
+            if await dispatch_round(svc, run, states):
+                svc.store.update_run(run_id, state=RUN_FINALIZING)
+                await enqueue_next(ctx["redis"], svc, run_id)
+        except StaleLease as exc:
+            return _lost(run_id, exc)
         except BatchdError as exc:  # a preflight refused (kept on the run), or a refused key
             log.error("run %s: %s %s", run_id, exc.message, exc.hint)
             return "blocked"
-        if done:
-            svc.store.update_run(run_id, state=RUN_FINALIZING)
-            await enqueue_next(ctx["redis"], svc, run_id)
         return "done"
 
 

@@ -6,13 +6,22 @@ stays full across chunk boundaries. A job works on its chunk for at most
 that dies is replaced within one job timeout. Outside the windows a job defers itself
 to the next opening; when a window closes it stops admitting, lets the requests inside
 the engine finish (they are checkpointed), and defers the rest.
+
+A job runs its chunk under the chunk's lease (`gpu:<chunk_id>`, fenced like a run's
+lease): a second job for the chunk skips while the lease is held, and a worker paused
+past its lease writes no part or done marker once it wakes (GpuRunner's guard), so it
+never records results over those of the worker that took the chunk over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from arq import Retry
@@ -20,8 +29,10 @@ from arq import Retry
 from batchd.backends.vllm.backend import next_admission_s, window_gate
 from batchd.backends.vllm.runner import GpuRunner
 from batchd.config.settings import Settings
+from batchd.distributed.leases import lease
 from batchd.run.services import Services, open_services
 from batchd.state.base import CHUNK_CREATING, CHUNK_SUBMITTED
+from batchd.state.redis_store import RedisStore
 
 log = logging.getLogger("batchd.gpu")
 
@@ -35,6 +46,7 @@ async def startup(ctx: dict[str, Any], settings: Settings) -> None:
     cfg = settings.backends.vllm
     ctx["svc"] = open_services(settings)
     ctx["runner"] = GpuRunner(cfg, admitting=window_gate(cfg)) if cfg.enabled else None
+    ctx["owner"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -60,12 +72,33 @@ async def gpu_chunk(ctx: dict[str, Any], run_id: str, chunk_id: str) -> str:
     if wait_s > 0:
         log.info("chunk %s waits %.0f s for the next GPU window", chunk_id, wait_s)
         raise Retry(defer=min(wait_s, MAX_DEFER_S))
+    store = svc.store
+    assert isinstance(store, RedisStore)
+    async with lease(store, f"gpu:{chunk_id}", ctx["owner"], svc.settings.lease_ttl_s) as fence:
+        if fence is None:
+            return "skipped"  # another gpu worker runs this chunk now
+        return await _run_chunk(
+            svc, runner, run_id, chunk_id, chunk.path, lambda: store.lease_held(fence)
+        )
+
+
+async def _run_chunk(
+    svc: Services,
+    runner: GpuRunner,
+    run_id: str,
+    chunk_id: str,
+    path: str,
+    guard: Callable[[], bool],
+) -> str:
     job = await asyncio.to_thread(
-        runner.start_chunk, chunk_id, runner.cfg.name, chunk.path, svc.blobs(run_id)
+        runner.start_chunk, chunk_id, runner.cfg.name, path, svc.blobs(run_id), guard
     )
     started = time.monotonic()
     while not job.finished.is_set():
         await asyncio.sleep(WATCH_INTERVAL_S)
+        if not await asyncio.to_thread(guard):  # e.g. woken from a pause past the lease
+            runner.lose(chunk_id)
+            break
         closing = not runner.admitting()
         if job.state == "running" and (closing or time.monotonic() - started > GPU_JOB_SLICE_S):
             runner.release(chunk_id)

@@ -3,7 +3,14 @@
 Each step is a small function that changes the chunk with a compare-and-set, so
 repeating a step after a crash is harmless. Exactly-once billing: the intent
 (`creating`) is recorded before the vendor batch is created, and a chunk found
-in `creating` is first reconciled with the vendor's batch list.
+in `creating` is first reconciled with the vendor's batch list. In distributed mode
+every write carries the run lease's fence and the lease is checked immediately before
+the vendor create (`svc.store.check_fence`), so a coordinator that lost its lease
+neither creates nor records anything.
+
+Every step ends: a step that fails, transiently or not, is retried with backoff and
+after `max_step_failures` its chunk's lines end `failed` with the reason; a chunk not
+yet sent when its deadline passes ends its lines `expired` (`end_past_deadline`).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import msgspec
 
 from batchd.backends.base import ChunkRejected, TransientBackendError, VendorRef
 from batchd.intake.decode import key_of
-from batchd.outcome import CANCELED, FAILED, Outcome
+from batchd.outcome import CANCELED, EXPIRED, FAILED, Outcome
 from batchd.run.collect import handle_ended
 from batchd.run.services import Services
 from batchd.state.base import (
@@ -34,9 +41,51 @@ from batchd.storage.chunk_outcomes import chunk_lines, write_outcomes
 log = logging.getLogger("batchd.dispatch")
 
 
+def past_deadline(chunk: Chunk, now: float | None = None) -> bool:
+    return (time.time() if now is None else now) >= chunk.deadline_at
+
+
+async def end_past_deadline(svc: Services, run: Run, chunk: Chunk) -> bool:
+    """A chunk not yet sent whose deadline has passed: end its lines `expired`. True if it did.
+
+    The one place the deadline ends unsent lines (a deadline guard acting before the
+    deadline hooks in here). A chunk in `creating` is reconciled first: a batch the
+    vendor has is recorded (its lines then end by the deadline cancel, finished work
+    kept), not abandoned.
+    """
+    if chunk.state not in (CHUNK_PENDING, CHUNK_CREATING) or not past_deadline(chunk):
+        return False
+    if chunk.state == CHUNK_CREATING:
+        try:
+            ref = await svc.backends[chunk.backend].find_existing(
+                chunk, svc.store.known_batch_ids()
+            )
+        except TransientBackendError as exc:  # cannot tell: end anyway, say so
+            log.warning("chunk %s: past its deadline, not reconciled (%s)", chunk.chunk_id, exc)
+            ref = None
+        if ref is not None:
+            _record_submitted(svc, chunk, ref)
+            return True
+    await _end_all(
+        svc,
+        run,
+        chunk,
+        (chunk.state,),
+        Outcome(
+            status=EXPIRED,
+            error_type="expired",
+            error_message="not sent before the run's deadline",
+        ),
+    )
+    log.warning("chunk %s: deadline passed before it was sent; lines end expired", chunk.chunk_id)
+    return True
+
+
 async def handle_pending(svc: Services, run: Run, chunk: Chunk) -> None:
     if run.cancel_requested:
         await end_unsent(svc, run, chunk, (CHUNK_PENDING,))
+        return
+    if await end_past_deadline(svc, run, chunk):
         return
     claimed = svc.store.transition(
         chunk.chunk_id, (CHUNK_PENDING,), state=CHUNK_CREATING, intent_at=time.time()
@@ -46,13 +95,15 @@ async def handle_pending(svc: Services, run: Run, chunk: Chunk) -> None:
 
 
 async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
-    """A chunk left in `creating` by a crash: find its batch before creating anything."""
-    backend = svc.backends[chunk.backend]
-    try:
-        ref = await backend.find_existing(chunk, svc.store.known_batch_ids())
-    except TransientBackendError as exc:
-        log.warning("chunk %s: cannot reconcile yet (%s); will retry", chunk.chunk_id, exc)
+    """A chunk left in `creating` (a crash, a failed create): find its batch before creating.
+
+    A transient error (listing, or the create itself) propagates: the round counts it
+    as a failed step (`step_failed`), retried with backoff.
+    """
+    if await end_past_deadline(svc, run, chunk):
         return
+    backend = svc.backends[chunk.backend]
+    ref = await backend.find_existing(chunk, svc.store.known_batch_ids())
     if ref is not None:
         log.info("chunk %s: found batch %s created before a restart", chunk.chunk_id, ref.batch_id)
         _record_submitted(svc, chunk, ref)
@@ -65,14 +116,14 @@ async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
 
 
 async def _create(svc: Services, run: Run, chunk: Chunk) -> None:
+    """Create the vendor batch. A TransientBackendError propagates (counted as a failed step):
+    the create may or may not have happened, so the chunk stays `creating` and the next
+    try reconciles first. The lease is checked before each try (`check_fence`) and the
+    record is a fenced write, refused if the lease was lost meanwhile."""
     backend = svc.backends[chunk.backend]
     try:
         with svc.blobs(run.run_id).local(chunk.path) as data_path:
-            ref = await backend.create(chunk, str(data_path))
-    except TransientBackendError as exc:
-        # The create may or may not have happened: stay in `creating`, reconcile next round.
-        log.warning("chunk %s: create failed for now (%s); will reconcile", chunk.chunk_id, exc)
-        return
+            ref = await backend.create(chunk, str(data_path), svc.store.check_fence)
     except ChunkRejected as exc:
         await _end_all(
             svc,
@@ -86,6 +137,7 @@ async def _create(svc: Services, run: Run, chunk: Chunk) -> None:
 
 
 def _record_submitted(svc: Services, chunk: Chunk, ref: VendorRef) -> None:
+    """A fenced write: refused (StaleLease) if this process lost the run's lease."""
     svc.store.transition(
         chunk.chunk_id,
         (CHUNK_CREATING,),
@@ -93,30 +145,27 @@ def _record_submitted(svc: Services, chunk: Chunk, ref: VendorRef) -> None:
         vendor_batch_id=ref.batch_id,
         vendor_file_id=ref.file_id,
         submitted_at=time.time(),
+        failures=0,  # the failures of `creating` are behind it: polling counts afresh
+        error=None,
     )
 
 
 async def handle_submitted(svc: Services, run: Run, chunk: Chunk) -> None:
+    """Cancel at the deadline or on request, then poll. A transient error of either counts
+    as a failed step; a poll that answers clears the count (only failures in a row count)."""
     backend = svc.backends[chunk.backend]
-    now = time.time()
-    if chunk.cancel_reason is None and (run.cancel_requested or now >= chunk.deadline_at):
+    if chunk.cancel_reason is None and (run.cancel_requested or past_deadline(chunk)):
         reason = "user" if run.cancel_requested else "deadline"
-        try:
-            await backend.cancel(chunk)
-        except TransientBackendError as exc:
-            log.warning("chunk %s: cancel failed for now (%s)", chunk.chunk_id, exc)
-            return
+        await backend.cancel(chunk)
         got = svc.store.transition(chunk.chunk_id, (CHUNK_SUBMITTED,), cancel_reason=reason)
         chunk = got or chunk
-    try:
-        state = await backend.poll(chunk)
-    except TransientBackendError as exc:
-        log.warning("chunk %s: poll failed for now (%s)", chunk.chunk_id, exc)
-        return
+    state = await backend.poll(chunk)
     fields: dict[str, Any] = {
         "vendor_status": state.status,
         "counts": {"done": state.done, "failed": state.failed, "total": state.total},
     }
+    if chunk.failures:
+        fields.update(failures=0, error=None)
     if state.terminal:
         fields.update(state=CHUNK_ENDED, ended_at=time.time())
     got = svc.store.transition(chunk.chunk_id, (CHUNK_SUBMITTED,), **fields)
@@ -163,7 +212,12 @@ async def _end_all(
 
 
 async def step_failed(svc: Services, run: Run, chunk: Chunk, exc: Exception) -> None:
-    """Count an unexpected error; back off, or end the chunk's lines once the limit is hit."""
+    """Count a failed step (transient or not); back off, or end the chunk's lines once the
+    limit is hit. The backoff never passes the chunk's deadline, which is looked at then."""
+    chunk = svc.store.get_chunk(chunk.chunk_id) or chunk  # a step may have moved it on
+    if chunk.state == CHUNK_COLLECTED:
+        log.warning("chunk %s: error after it was collected (ignored): %s", chunk.chunk_id, exc)
+        return
     failures = chunk.failures + 1
     reason = f"{type(exc).__name__}: {exc}"
     log.warning(
@@ -178,13 +232,19 @@ async def step_failed(svc: Services, run: Run, chunk: Chunk, exc: Exception) -> 
         delay = min(
             svc.settings.step_retry_base_s * 2 ** (failures - 1), svc.settings.step_retry_max_s
         )
+        now = time.time()
+        retry_at = now + delay
+        if chunk.state in (CHUNK_PENDING, CHUNK_CREATING) and not past_deadline(chunk, now):
+            retry_at = min(retry_at, chunk.deadline_at)
         svc.store.transition(
             chunk.chunk_id,
             (chunk.state,),
             failures=failures,
-            retry_at=time.time() + delay,
+            retry_at=retry_at,
             error=reason,
         )
+        return
+    if chunk.state == CHUNK_CREATING and await _found_on_giving_up(svc, chunk):
         return
     if chunk.state == CHUNK_SUBMITTED and chunk.vendor_batch_id:
         with contextlib.suppress(Exception):  # best effort: stop paying for lines we end
@@ -206,6 +266,18 @@ async def step_failed(svc: Services, run: Run, chunk: Chunk, exc: Exception) -> 
             error=message,
             counts={"final": 0, "succeeded": 0},
         )
+
+
+async def _found_on_giving_up(svc: Services, chunk: Chunk) -> bool:
+    """Before ending a `creating` chunk's lines: a failed create may have created the batch."""
+    try:
+        ref = await svc.backends[chunk.backend].find_existing(chunk, svc.store.known_batch_ids())
+    except TransientBackendError:
+        return False
+    if ref is None:
+        return False
+    _record_submitted(svc, chunk, ref)
+    return True
 
 
 STEP = {

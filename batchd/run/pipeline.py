@@ -42,6 +42,7 @@ from batchd.state.base import (
     RUN_INGESTING,
     Chunk,
     Run,
+    StaleLease,
 )
 from batchd.storage.chunk_outcomes import read_outcomes
 from batchd.storage.s3 import is_s3
@@ -239,6 +240,8 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
     end `failed` with the reason, never silently dropped. Once the run is canceled, a step
     runs without waiting for its backoff, and if it fails its chunk's lines end `canceled`.
     Before a pending chunk is sent, the preflight checks its backend and the output.
+    StaleLease (distributed mode: this process lost the run's lease) ends the round at once,
+    nothing more written.
     """
     now = time.time()
     chunks = svc.store.chunks(run.run_id)
@@ -254,6 +257,8 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
             continue
         try:
             await step(svc, run, chunk)
+        except StaleLease:
+            raise  # the run is another's now: nothing more is written
         except Exception as exc:
             if run.cancel_requested:  # canceled: a step that fails is not tried again
                 await abandon_chunk(svc, run, chunk, f"{type(exc).__name__}: {exc}")

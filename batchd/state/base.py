@@ -80,15 +80,37 @@ class Chunk(msgspec.Struct, kw_only=True):
     retry_at: float = 0.0  # no step before this time (backoff after a failure)
 
 
+class Fence(msgspec.Struct, frozen=True, kw_only=True):
+    """One acquisition of a lease (distributed mode): writes made under it carry it.
+
+    `token` grows with every acquisition of the lease `name`; `holder` is the lease's
+    value while this acquisition lasts. A store refuses a write whose fence is no longer
+    the lease's current holder (expired, or taken by another process since).
+    """
+
+    name: str  # e.g. "run:<run_id>"
+    token: int
+    holder: str  # "<owner>#<token>"
+
+
+class StaleLease(Exception):
+    """This process's lease was lost: the write (or vendor call) was refused, nothing done."""
+
+
 class Store(Protocol):
-    """Run and chunk state: SqliteStore (embedded) or RedisStore (distributed)."""
+    """Run and chunk state: SqliteStore (embedded) or RedisStore (distributed).
+
+    Writes take an optional `fence`: given, the write is refused with StaleLease unless the
+    fence's lease is still held (see Fence). Embedded mode has one driver per run (the
+    driver lock), so SqliteStore accepts any fence.
+    """
 
     def create_run(self, run: Run) -> bool: ...
     def get_run(self, run_id: str) -> Run | None: ...
     def runs_with_base(self, base_id: str) -> list[Run]: ...
     def list_runs(self, limit: int = 50) -> list[Run]: ...
-    def update_run(self, run_id: str, **fields: Any) -> Run: ...
-    def add_chunks(self, chunks: list[Chunk]) -> None: ...
+    def update_run(self, run_id: str, fence: Fence | None = None, **fields: Any) -> Run: ...
+    def add_chunks(self, chunks: list[Chunk], fence: Fence | None = None) -> None: ...
     def chunks(self, run_id: str) -> list[Chunk]: ...
     def get_chunk(self, chunk_id: str) -> Chunk | None: ...
     def transition(
@@ -96,13 +118,23 @@ class Store(Protocol):
         chunk_id: str,
         from_states: tuple[str, ...],
         new_children: list[Chunk] | None = None,
+        fence: Fence | None = None,
         **fields: Any,
     ) -> Chunk | None: ...
+    def check_fence(self) -> None:
+        """Raise StaleLease if this store's writes carry a lease no longer held (else no-op).
+
+        Called immediately before a vendor call that spends money.
+        """
+        ...
+
     def known_batch_ids(self) -> set[str]: ...
     def claim(self, namespace: str, key: str, value: str) -> bool: ...
     def unclaim(self, namespace: str, key: str) -> None: ...
     def claims(self, namespace: str) -> dict[str, str]: ...
-    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
+    def add_observations(
+        self, sums: dict[str, tuple[float, float]], fence: Fence | None = None
+    ) -> None:
         """Add (numerator, denominator) sums measured by a run to the planner's ratios."""
         ...
 

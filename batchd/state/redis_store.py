@@ -4,6 +4,10 @@ Runs are JSON documents; chunks are hashes {state, v, doc}. Every chunk change i
 compare-and-set on the version `v` (a Lua script), so two coordinators can never both
 move a chunk out of the same state; children of a transition are added in the same
 atomic step. Only small state lives here: bulk data stays on blobs.
+
+Leases are fenced: each acquisition gets a token from a counter that only grows, and a
+write carrying a fence (base.Fence) is refused, atomically with the write itself, unless
+the lease still holds that acquisition's value.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import msgspec
 import redis
 
 from batchd.errors import BatchdError
-from batchd.state.base import RUN_DONE, Chunk, Run
+from batchd.state.base import RUN_DONE, Chunk, Fence, Run, StaleLease
 
 P = "batchd:"
 _enc = msgspec.json.Encoder()
@@ -30,14 +34,18 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-# KEYS: chunk hash, run's chunk zset, batch-id set
-# ARGV: expected v, new state, new doc, batch id or "", then (id, state, doc) per child
+NO_LEASE = f"{P}lease:-"  # the lease key a write without a fence names (never checked)
+
+# KEYS: chunk hash, run's chunk zset, batch-id set, lease key
+# ARGV: fence holder or "", expected v, new state, new doc, batch id or "",
+#       then (id, state, doc) per child
 _TRANSITION = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[1] then return -1 end
 local v = redis.call('HGET', KEYS[1], 'v')
-if v ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'doc', ARGV[3], 'v', tonumber(v) + 1)
-if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end
-for i = 5, #ARGV, 3 do
+if v ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'doc', ARGV[4], 'v', tonumber(v) + 1)
+if ARGV[5] ~= '' then redis.call('SADD', KEYS[3], ARGV[5]) end
+for i = 6, #ARGV, 3 do
   local ck = 'batchd:chunk:' .. ARGV[i]
   if redis.call('EXISTS', ck) == 0 then
     redis.call('HSET', ck, 'state', ARGV[i + 1], 'doc', ARGV[i + 2], 'v', 0)
@@ -46,6 +54,22 @@ for i = 5, #ARGV, 3 do
 end
 return 1
 """
+
+# KEYS: lease key, token counter. ARGV: owner, ttl ms. The new token, or 0 when held.
+_TAKE_LEASE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '#' .. token, 'PX', ARGV[2])
+return token
+"""
+
+
+def _lease_key(name: str) -> str:
+    return f"{P}lease:{name}"
+
+
+def _stale(fence: Fence) -> StaleLease:
+    return StaleLease(f"lease {fence.name} (token {fence.token}) is no longer held")
 
 
 class RedisStore:
@@ -60,6 +84,7 @@ class RedisStore:
                 "Write it as redis://host:6379/0 (rediss:// for TLS, unix:///path.sock).",
             ) from exc
         self._transition = self._r.register_script(_TRANSITION)
+        self._take_lease = self._r.register_script(_TAKE_LEASE)
 
     def ping(self) -> None:
         """Raise BatchdError unless Redis answers (before anything is done in distributed mode)."""
@@ -99,11 +124,12 @@ class RedisStore:
     def active_runs(self) -> list[str]:
         return sorted(i.decode() for i in self._r.smembers(f"{P}active"))
 
-    def update_run(self, run_id: str, **fields: Any) -> Run:
+    def update_run(self, run_id: str, fence: Fence | None = None, **fields: Any) -> Run:
         key = f"{P}run:{run_id}"
         with self._r.pipeline() as pipe:
             while True:
                 try:
+                    self._watch_fence(pipe, fence)
                     pipe.watch(key)
                     doc = pipe.get(key)
                     if doc is None:
@@ -122,16 +148,41 @@ class RedisStore:
                     continue
 
     # --- chunks -----------------------------------------------------------------------
-    def add_chunks(self, chunks: list[Chunk]) -> None:
+    def add_chunks(self, chunks: list[Chunk], fence: Fence | None = None) -> None:
         """Insert chunks; ones that exist already are left as they are (idempotent)."""
-        pipe = self._r.pipeline(transaction=True)
-        for c in chunks:
-            key = f"{P}chunk:{c.chunk_id}"
-            pipe.hsetnx(key, "doc", _enc.encode(c))
-            pipe.hsetnx(key, "state", c.state)
-            pipe.hsetnx(key, "v", 0)
-            pipe.zadd(f"{P}run:{c.run_id}:chunks", {c.chunk_id: 0})
-        pipe.execute()
+
+        def queue(pipe: Any) -> None:
+            for c in chunks:
+                key = f"{P}chunk:{c.chunk_id}"
+                pipe.hsetnx(key, "doc", _enc.encode(c))
+                pipe.hsetnx(key, "state", c.state)
+                pipe.hsetnx(key, "v", 0)
+                pipe.zadd(f"{P}run:{c.run_id}:chunks", {c.chunk_id: 0})
+
+        self._fenced_multi(fence, queue)
+
+    def _watch_fence(self, pipe: Any, fence: Fence | None) -> None:
+        """In a WATCH block: raise StaleLease unless the fence's lease is still held."""
+        if fence is None:
+            return
+        pipe.watch(_lease_key(fence.name))
+        held = pipe.get(_lease_key(fence.name))
+        if held is None or held.decode() != fence.holder:
+            pipe.unwatch()
+            raise _stale(fence)
+
+    def _fenced_multi(self, fence: Fence | None, queue: Any) -> None:
+        """Run the commands `queue(pipe)` adds in one MULTI, only while `fence` holds."""
+        with self._r.pipeline() as pipe:
+            while True:
+                try:
+                    self._watch_fence(pipe, fence)
+                    pipe.multi()
+                    queue(pipe)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
 
     def chunks(self, run_id: str) -> list[Chunk]:
         ids = self._r.zrange(f"{P}run:{run_id}:chunks", 0, -1)
@@ -149,11 +200,13 @@ class RedisStore:
         chunk_id: str,
         from_states: tuple[str, ...],
         new_children: list[Chunk] | None = None,
+        fence: Fence | None = None,
         **fields: Any,
     ) -> Chunk | None:
         """Set `fields` on the chunk iff its state is in `from_states`; add children atomically.
 
-        Returns the updated chunk, or None when another step got there first.
+        Returns the updated chunk, or None when another step got there first; raises
+        StaleLease (changing nothing) when `fence` is given and its lease is no longer held.
         """
         key = f"{P}chunk:{chunk_id}"
         for _ in range(CAS_RETRIES):
@@ -163,13 +216,21 @@ class RedisStore:
             chunk = _CHUNK_DEC.decode(doc)
             for name, value in fields.items():
                 setattr(chunk, name, value)
-            args: list[Any] = [v, chunk.state, _enc.encode(chunk), chunk.vendor_batch_id or ""]
+            args: list[Any] = [fence.holder if fence else ""]
+            args += [v, chunk.state, _enc.encode(chunk), chunk.vendor_batch_id or ""]
             for c in new_children or []:
                 args += [c.chunk_id, c.state, _enc.encode(c)]
-            keys = [key, f"{P}run:{chunk.run_id}:chunks", f"{P}batch_ids"]
-            if self._transition(keys=keys, args=args):
+            lease = _lease_key(fence.name) if fence else NO_LEASE
+            keys = [key, f"{P}run:{chunk.run_id}:chunks", f"{P}batch_ids", lease]
+            done = self._transition(keys=keys, args=args)
+            if done == -1 and fence is not None:
+                raise _stale(fence)
+            if done:
                 return chunk
         raise RuntimeError(f"chunk {chunk_id}: too much contention to update it")
+
+    def check_fence(self) -> None:
+        """No fence on this store's own writes (FencedStore adds one): nothing to check."""
 
     def known_batch_ids(self) -> set[str]:
         return {i.decode() for i in self._r.smembers(f"{P}batch_ids")}
@@ -178,23 +239,34 @@ class RedisStore:
         """Whether any coordinator refreshed its arq health key lately."""
         return bool(self._r.exists(f"{P}coordinator:health-check"))
 
-    # --- leases (one coordinator works on a run at a time) -------------------------------
-    def take_lease(self, name: str, owner: str, ttl_s: float) -> bool:
-        return bool(self._r.set(f"{P}lease:{name}", owner, nx=True, px=int(ttl_s * 1000)))
+    # --- leases (one coordinator works on a run at a time), fenced by tokens ----------------
+    def take_lease(self, name: str, owner: str, ttl_s: float) -> Fence | None:
+        """The lease's new fence (its token one more than any before), or None when held."""
+        keys = [_lease_key(name), f"{P}lease-token:{name}"]
+        token = int(self._take_lease(keys=keys, args=[owner, int(ttl_s * 1000)]))
+        if not token:
+            return None
+        return Fence(name=name, token=token, holder=f"{owner}#{token}")
 
-    def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+    def lease_held(self, fence: Fence) -> bool:
+        held = self._r.get(_lease_key(fence.name))
+        return held is not None and held.decode() == fence.holder
+
+    def renew_lease(self, fence: Fence, ttl_s: float) -> bool:
         script = (
             "if redis.call('GET', KEYS[1]) == ARGV[1] then "
             "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
         )
-        return bool(self._r.eval(script, 1, f"{P}lease:{name}", owner, int(ttl_s * 1000)))
+        return bool(
+            self._r.eval(script, 1, _lease_key(fence.name), fence.holder, int(ttl_s * 1000))
+        )
 
-    def release_lease(self, name: str, owner: str) -> None:
+    def release_lease(self, fence: Fence) -> None:
         script = (
             "if redis.call('GET', KEYS[1]) == ARGV[1] then "
             "return redis.call('DEL', KEYS[1]) else return 0 end"
         )
-        self._r.eval(script, 1, f"{P}lease:{name}", owner)
+        self._r.eval(script, 1, _lease_key(fence.name), fence.holder)
 
     # --- claims (drop-folder files, scheduled firings): first writer wins -----------------
     def claim(self, namespace: str, key: str, value: str) -> bool:
@@ -209,12 +281,15 @@ class RedisStore:
         return {k.decode(): raw[k].decode() for k in sorted(raw)}
 
     # --- planner observations (sums added atomically) --------------------------------
-    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        for key, (num, den) in sums.items():
-            pipe.hincrbyfloat(f"{P}obs:num", key, num)
-            pipe.hincrbyfloat(f"{P}obs:den", key, den)
-        pipe.execute()
+    def add_observations(
+        self, sums: dict[str, tuple[float, float]], fence: Fence | None = None
+    ) -> None:
+        def queue(pipe: Any) -> None:
+            for key, (num, den) in sums.items():
+                pipe.hincrbyfloat(f"{P}obs:num", key, num)
+                pipe.hincrbyfloat(f"{P}obs:den", key, den)
+
+        self._fenced_multi(fence, queue)
 
     def observations(self) -> dict[str, tuple[float, float]]:
         pipe = self._r.pipeline(transaction=True)

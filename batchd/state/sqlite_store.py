@@ -1,6 +1,8 @@
 """Run and chunk state in SQLite under BATCHD_HOME (embedded mode).
 
-Every chunk change is a compare-and-set on its current state (see base.Store).
+Every chunk change is a compare-and-set on its current state (see base.Store). One
+process drives a run (the driver lock in run.identity), so a write's fence, if any, is
+always valid here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import msgspec
 
 from batchd.state.base import (
     Chunk,
+    Fence,
     Run,
 )
 
@@ -69,7 +72,7 @@ class SqliteStore:
         rows = self._db.execute("SELECT doc FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [_RUN_DEC.decode(r[0]) for r in rows]
 
-    def update_run(self, run_id: str, **fields: Any) -> Run:
+    def update_run(self, run_id: str, fence: Fence | None = None, **fields: Any) -> Run:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             run = self.get_run(run_id)
@@ -88,7 +91,7 @@ class SqliteStore:
         return run
 
     # --- chunks -----------------------------------------------------------------------
-    def add_chunks(self, chunks: list[Chunk]) -> None:
+    def add_chunks(self, chunks: list[Chunk], fence: Fence | None = None) -> None:
         """Insert chunks; ones that exist already are left as they are (idempotent)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -116,6 +119,7 @@ class SqliteStore:
         chunk_id: str,
         from_states: tuple[str, ...],
         new_children: list[Chunk] | None = None,
+        fence: Fence | None = None,
         **fields: Any,
     ) -> Chunk | None:
         """Set `fields` on the chunk iff its state is in `from_states`; add children atomically.
@@ -145,6 +149,9 @@ class SqliteStore:
             raise
         return chunk
 
+    def check_fence(self) -> None:
+        """Embedded mode: the driver lock already makes this process the run's only driver."""
+
     def known_batch_ids(self) -> set[str]:
         """Every vendor batch id any chunk has recorded (to tell ours from a stranger's)."""
         rows = self._db.execute(
@@ -172,7 +179,9 @@ class SqliteStore:
         return dict(rows.fetchall())
 
     # --- planner observations ---------------------------------------------------------
-    def add_observations(self, sums: dict[str, tuple[float, float]]) -> None:
+    def add_observations(
+        self, sums: dict[str, tuple[float, float]], fence: Fence | None = None
+    ) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -135,6 +137,52 @@ def test_twenty_kills_of_the_coordinator_lose_and_repay_nothing(
     )
 
 
+def test_random_pauses_and_kills_of_two_coordinators_pay_once(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    """SIGSTOP/SIGCONT (often of the run's lease holder, often past lease_ttl_s) and kill -9
+    at random points of two coordinators: every chunk one batch, every line billed once."""
+    emulator.polls_per_step = 3
+    emulator.faults.rate_limit_creates = 4  # some creates wait in their retry when paused
+    emulator.faults.create_retry_after_s = 1
+    n = 40
+    env = {"BATCHD_OPENAI_MAX_LINES_PER_CHUNK": "4"}  # 10 chunks
+    ttl_s = float(stack.env["BATCHD_LEASE_TTL_S"])
+    procs = [stack.start_coordinator(**env), stack.start_coordinator(**env)]
+    run_id = stack.submit_no_wait(write_jsonl(tmp_path / "s.jsonl", _lines(n)), **env)
+    rnd = random.Random(14)
+    holder_paused_past_lease = 0
+    try:
+        for action in range(14):
+            if stack.store().get_run(run_id).state == "done":
+                break
+            time.sleep(rnd.uniform(0.1, 1.2))
+            holder = stack.lease_holder_pid(f"run:{run_id}")
+            held = [i for i, p in enumerate(procs) if p.pid == holder]
+            i = held[0] if held and rnd.random() < 0.7 else rnd.randrange(len(procs))
+            if action % 5 == 4:  # kill -9, and the supervisor starts a new one
+                procs[i].kill()
+                procs[i].wait()
+                procs[i] = stack.start_coordinator(**env)
+                continue
+            pause_s = rnd.uniform(0.3, 3 * ttl_s)
+            os.kill(procs[i].pid, signal.SIGSTOP)
+            try:
+                time.sleep(pause_s)
+            finally:
+                os.kill(procs[i].pid, signal.SIGCONT)
+            holder_paused_past_lease += bool(held) and held[0] == i and pause_s > ttl_s
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+    stack.wait_done(run_id, timeout_s=180)
+    assert holder_paused_past_lease >= 1  # the fencing path was exercised, not just kills
+    _assert_exactly_once(stack, emulator, run_id, n)
+    per_chunk = emulator.batch_count_by_metadata("batchd_chunk")
+    assert len([k for k in per_chunk if k.startswith(run_id)]) == 10
+
+
 def test_redis_restart_mid_run_loses_nothing(
     stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
 ) -> None:
@@ -195,6 +243,26 @@ def test_a_failing_step_is_retried_then_ends_lines_failed(
     assert all(
         r["error_type"] == "step_failed" and "3 failed attempts" in r["error_message"] for r in rows
     )
+
+
+def test_creates_failing_500_end_failed_with_the_reason(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.server_error_creates = 10**9  # every create, for ever
+    env = {"BATCHD_MAX_STEP_FAILURES": "3", "BATCHD_STEP_RETRY_BASE_S": "0.1"}
+    stack.start_coordinator(**env)
+    run_id = stack.submit_no_wait(write_jsonl(tmp_path / "e.jsonl", _lines(3)), **env)
+    run = stack.wait_done(run_id)
+    assert run.outcome == "finished_with_failures"
+    rows = stack.rows(run_id)
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all(
+        r["error_type"] == "step_failed"
+        and "3 failed attempts of step 'creating'" in r["error_message"]
+        and "500" in r["error_message"]
+        for r in rows
+    ), rows
+    assert emulator.batches() == []
 
 
 def test_cancel_from_another_machine(

@@ -74,6 +74,11 @@ class Faults:
 
     #: Next N ``POST /v1/batches`` answer 429 (``retry-after-ms: 50``, ``retry-after: 1``).
     rate_limit_creates: int = 0
+    #: When set, the 429s of ``rate_limit_creates`` carry only ``retry-after: <this>`` (whole
+    #: seconds, as OpenAI sends it) instead: a client honouring it waits that long per try.
+    create_retry_after_s: int | None = None
+    #: Next N ``POST /v1/batches`` answer 500 ``server_error`` before anything is created.
+    server_error_creates: int = 0
     #: Next N ``GET /v1/batches/{id}`` answer 429 likewise (the batch does not advance).
     rate_limit_retrieves: int = 0
     #: Next N ``GET /v1/batches/{id}`` answer 500 (the batch does not advance).
@@ -534,7 +539,17 @@ class OpenAIBatchEmulator(EmulatorServer):
         with self._lock:
             if self.faults.rate_limit_creates > 0:
                 self.faults.rate_limit_creates -= 1
-                raise self._rate_limited()
+                limited = self._rate_limited()
+                if self.faults.create_retry_after_s is not None:
+                    limited.headers = {"retry-after": str(self.faults.create_retry_after_s)}
+                raise limited
+            if self.faults.server_error_creates > 0:
+                self.faults.server_error_creates -= 1
+                raise _ApiError(
+                    500,
+                    "The server had an error while processing your request. Sorry about that!",
+                    type_="server_error",
+                )
         body = self._json_body(request)
         for name in ("input_file_id", "endpoint", "completion_window"):
             if body.get(name) is None:

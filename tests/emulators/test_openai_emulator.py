@@ -269,6 +269,25 @@ def test_rate_limit_and_server_error_faults(
     assert client.batches.retrieve(batch.id).status == "finalizing"  # faults did not advance
 
 
+def test_create_retry_after_and_server_error_faults(
+    emu: OpenAIBatchEmulator, client: openai.OpenAI
+) -> None:
+    file_id = upload(client, jsonl([line("a", "x")]))
+    emu.faults.rate_limit_creates = 1
+    emu.faults.create_retry_after_s = 4
+    with pytest.raises(openai.RateLimitError) as info:
+        client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
+    assert info.value.response.headers["retry-after"] == "4"
+    assert "retry-after-ms" not in info.value.response.headers
+    emu.faults.server_error_creates = 1
+    with pytest.raises(openai.InternalServerError) as err:
+        client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
+    assert err.value.type == "server_error"
+    assert emu.batches() == []  # neither fault created anything
+    client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
+    assert len(emu.batches()) == 1
+
+
 def test_create_batch_request_checks(client: openai.OpenAI) -> None:
     batch_file = upload(client, jsonl([line("a", "x")]))
     other = client.files.create(file=("u.jsonl", b"{}\n"), purpose="user_data").id

@@ -19,8 +19,11 @@ from batchd.state.base import (
     CHUNK_SUBMITTED,
     RUN_DONE,
     Chunk,
+    Fence,
     Run,
+    StaleLease,
 )
+from batchd.state.fencing import FencedStore
 from batchd.state.redis_store import RedisStore
 from batchd.state.sqlite_store import SqliteStore
 from tests.support.redis_server import RedisServer
@@ -174,14 +177,66 @@ def test_redis_compare_and_set_across_processes_and_connections(redis_url: str) 
 
 def test_leases(redis_url: str) -> None:
     s = RedisStore(redis_url)
-    assert s.take_lease("run:r1", "me", 0.5)
-    assert not s.take_lease("run:r1", "you", 0.5)
-    assert not s.renew_lease("run:r1", "you", 5)
-    assert s.renew_lease("run:r1", "me", 0.3)
+    mine = s.take_lease("run:r1", "me", 0.5)
+    assert mine is not None
+    assert s.take_lease("run:r1", "you", 0.5) is None
+    assert not s.renew_lease(Fence(name="run:r1", token=mine.token, holder="you#1"), 5)
+    assert s.renew_lease(mine, 0.3)
     time.sleep(0.4)
-    assert s.take_lease("run:r1", "you", 5)  # expired: the next owner takes over
-    s.release_lease("run:r1", "me")  # not the owner: nothing happens
-    assert not s.take_lease("run:r1", "me", 5)
+    yours = s.take_lease("run:r1", "you", 5)  # expired: the next owner takes over
+    assert yours is not None and yours.token > mine.token
+    s.release_lease(mine)  # not the holder any more: nothing happens
+    assert s.take_lease("run:r1", "me", 5) is None
+    s.release_lease(yours)
+    again = s.take_lease("run:r1", "me", 5)
+    assert again is not None and again.token > yours.token  # tokens only grow
+
+
+def test_a_stale_fence_is_refused_and_changes_nothing(redis_url: str) -> None:
+    s = RedisStore(redis_url)
+    s.create_run(_run("r1"))
+    old = s.take_lease("run:r1", "paused", 0.2)
+    assert old is not None
+    old_view = FencedStore(s, old)
+    old_view.add_chunks([_chunk("c1")])
+    assert old_view.transition("c1", (CHUNK_PENDING,), state=CHUNK_CREATING) is not None
+    old_view.check_fence()  # still held: no error
+    time.sleep(0.3)  # paused past its lease...
+    new = s.take_lease("run:r1", "other", 5)  # ...and another coordinator took the run
+    assert new is not None and new.token > old.token
+    new_view = FencedStore(s, new)
+    with pytest.raises(StaleLease):
+        old_view.check_fence()
+    for write in (
+        lambda: old_view.transition("c1", (CHUNK_CREATING,), state=CHUNK_SUBMITTED),
+        lambda: old_view.update_run("r1", state=RUN_DONE),
+        lambda: old_view.add_chunks([_chunk("c2")]),
+        lambda: old_view.add_observations({"k": (1.0, 2.0)}),
+    ):
+        with pytest.raises(StaleLease):
+            write()
+    assert s.get_chunk("c1").state == CHUNK_CREATING
+    assert s.get_chunk("c2") is None
+    assert s.get_run("r1").state != RUN_DONE
+    assert s.observations() == {}
+    # The holder's writes go through; a lease that expired with nobody after it is refused too.
+    assert new_view.transition("c1", (CHUNK_CREATING,), vendor_status="x") is not None
+    new_view.update_run("r1", stats={"a": 1})
+    s.release_lease(new)
+    with pytest.raises(StaleLease):
+        new_view.transition("c1", (CHUNK_CREATING,), state=CHUNK_SUBMITTED)
+    assert s.get_chunk("c1").vendor_status == "x" and s.get_run("r1").stats == {"a": 1}
+
+
+def test_sqlite_accepts_any_fence(tmp_path: Path) -> None:
+    """Embedded mode: one driver per run (its lock), so a fence never refuses a write."""
+    s = SqliteStore(tmp_path / "state.db")
+    s.create_run(_run("r1"))
+    fence = Fence(name="run:r1", token=1, holder="me#1")
+    s.add_chunks([_chunk("c1")], fence=fence)
+    s.check_fence()
+    assert s.transition("c1", (CHUNK_PENDING,), fence=fence, state=CHUNK_CREATING) is not None
+    assert s.update_run("r1", fence=fence, stats={"a": 1}).stats == {"a": 1}
 
 
 @pytest.fixture(params=["sqlite", "redis"])

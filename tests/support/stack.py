@@ -73,6 +73,15 @@ class Stack:
     def store(self) -> RedisStore:
         return RedisStore(self.redis.url)
 
+    def lease_holder_pid(self, name: str) -> int | None:
+        """The pid of the coordinator holding lease `name` now (its value: host:pid:id#token)."""
+        import redis
+
+        value = redis.Redis.from_url(self.redis.url).get(f"batchd:lease:{name}")
+        if value is None:
+            return None
+        return int(value.decode().rsplit("#", 1)[0].split(":")[-2])
+
     def wait_done(self, run_id: str, timeout_s: float = 90) -> Any:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from batchd.backends.base import PollState, VendorRef
+from batchd.backends.base import PollState, SpendGuard, VendorRef
 from batchd.backends.vllm.runner import (
     CANCELLED,
     GpuRunner,
@@ -108,7 +108,8 @@ class VllmBackend:
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
         return _enc.encode({"custom_id": vendor_id, "body": request.body})
 
-    async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
+    async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
+        guard()  # GPU time is not billed per call, but a stale coordinator starts nothing
         await self._start(chunk)
         return VendorRef(batch_id=f"vllm-{chunk.chunk_id}")
 

@@ -8,6 +8,11 @@ Per chunk, under `gpu/<chunk_id>/` of the run's blobs:
   state, counts and the GPU-seconds the chunk used.
 - `cancel`: asks whichever worker runs the chunk to stop it.
 
+A chunk may run under a guard (distributed mode: the gpu worker's lease on the chunk):
+it is asked immediately before every write of a part or the done marker, and once it
+says no the job ends `lost`, writing nothing more, so a worker paused past its lease
+never records results over those of the worker that took the chunk over.
+
 Requests of a chunk are queued sorted by prompt, so those sharing a prefix reach the
 engine together and its prefix cache serves them.
 """
@@ -35,6 +40,7 @@ log = logging.getLogger("batchd.gpu")
 
 COMPLETED = "completed"
 CANCELLED = "cancelled"
+LOST = "lost"  # the job's guard (its lease) said no: another worker has the chunk now
 CANCEL_CHECK_S = 2.0  # how often a running chunk looks for a cancel marker
 
 
@@ -84,8 +90,16 @@ def request_cancel(blobs: Blobs, chunk_id: str) -> None:
 class ChunkJob:
     """One chunk inside this process: what is left, what waits to be checkpointed."""
 
-    def __init__(self, chunk_id: str, model: str, blobs: Blobs, n_requests: int) -> None:
+    def __init__(
+        self,
+        chunk_id: str,
+        model: str,
+        blobs: Blobs,
+        n_requests: int,
+        guard: Callable[[], bool] | None = None,
+    ) -> None:
         self.chunk_id = chunk_id
+        self.guard = guard  # may this job still write? (None: always)
         self.model = model
         self.blobs = blobs
         self.n_requests = n_requests
@@ -124,8 +138,18 @@ class GpuRunner:
         with self._lock:
             return self._jobs.get(chunk_id)
 
-    def start_chunk(self, chunk_id: str, model: str, path: str, blobs: Blobs) -> ChunkJob:
-        """Queue a chunk's unfinished lines (idempotent; blocks until the engine is up)."""
+    def start_chunk(
+        self,
+        chunk_id: str,
+        model: str,
+        path: str,
+        blobs: Blobs,
+        guard: Callable[[], bool] | None = None,
+    ) -> ChunkJob:
+        """Queue a chunk's unfinished lines (idempotent; blocks until the engine is up).
+
+        `guard()`, if given, is asked before each write of the chunk's results (see above).
+        """
         with self._lock:
             existing = self._jobs.get(chunk_id)
             if existing is not None and existing.state == "running":
@@ -134,7 +158,7 @@ class GpuRunner:
         with blobs.open(path) as src:
             lines = [(vid, line) for vid, line in chunk_lines(src) if vid not in done]
             n_total = len(done) + len(lines)
-        job = ChunkJob(chunk_id, model, blobs, n_total)
+        job = ChunkJob(chunk_id, model, blobs, n_total, guard)
         job.n_outcomes = len(done)
         job.gpu_seconds = sum(o.gpu_seconds for o in done.values())
         with self._lock:
@@ -186,6 +210,28 @@ class GpuRunner:
         self.feeder.withdraw(chunk_id)
         self.feeder.abort(chunk_id)
         self._finish(job, CANCELLED)
+
+    def lose(self, chunk_id: str) -> None:
+        """The chunk's guard said no: drop its requests and what waits unwritten; end `lost`."""
+        job = self.job(chunk_id)
+        if job is None:
+            return
+        with job.lock:
+            if job.state not in ("running", "paused"):
+                return
+            job.state = LOST
+            job.buffer = []
+        self.feeder.withdraw(chunk_id)
+        self.feeder.abort(chunk_id)
+        job.finished.set()
+        job.idle.set()
+        log.error("chunk %s: lost its lease; this worker writes nothing more for it", chunk_id)
+
+    def _may_write(self, job: ChunkJob) -> bool:
+        if job.guard is None or job.guard():
+            return True
+        self.lose(job.chunk_id)
+        return False
 
     def release(self, chunk_id: str) -> int:
         """Put the chunk's unadmitted requests back (window closing); return how many.
@@ -255,10 +301,12 @@ class GpuRunner:
                     self.cancel_chunk(job.chunk_id)
 
     def _flush(self, job: ChunkJob) -> None:
+        if job.buffer and not self._may_write(job):
+            return
         with job.lock:
             items, job.buffer = job.buffer, []
             job.last_flush = time.monotonic()
-            if not items:
+            if not items or job.state == LOST:
                 return
             unique = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
             name = f"{gpu_dir(job.chunk_id)}/part-{unique}.msgpack"
@@ -268,6 +316,8 @@ class GpuRunner:
 
     def _finish(self, job: ChunkJob, state: str) -> None:
         self._flush(job)
+        if not self._may_write(job):
+            return
         with job.lock:
             if job.state != "running":
                 return

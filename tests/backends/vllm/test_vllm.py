@@ -312,6 +312,51 @@ def test_windows_gate_admission_and_put_back(tmp_path: Path, runner: GpuRunner) 
     assert sorted(checkpointed(blobs, "c1")) == sorted(f"v{i}" for i in range(n))
 
 
+def test_a_worker_past_its_chunk_lease_records_nothing(
+    tmp_path: Path, runner: GpuRunner, redis_url: str
+) -> None:
+    """A gpu worker paused past its chunk's lease (here: its lease not renewed and the engine
+    held, then another worker takes the chunk) writes no part and no done marker once it
+    runs again; the worker holding the lease now records every line once. One engine plays
+    both workers, one after the other."""
+    from batchd.backends.vllm.runner import LOST, gpu_dir
+    from batchd.state.redis_store import RedisStore
+    from batchd.storage.chunk_outcomes import read_outcomes
+
+    store = RedisStore(redis_url)
+    blobs = LocalBlobs(tmp_path / "work")
+    n = 12
+    with blobs.writer("chunks/c1.jsonl") as f:
+        for i in range(n):
+            body = {k: v for k, v in chat(i, max_tokens=6).items() if k != "id"}
+            f.write(json.dumps({"custom_id": f"v{i}", "body": body}).encode() + b"\n")
+    paused = store.take_lease("gpu:c1", "worker-a", 0.3)
+    assert paused is not None
+    runner.admitting = lambda: False  # worker A is stopped: its requests sit queued
+    job_a = runner.start_chunk(
+        "c1", "tiny", "chunks/c1.jsonl", blobs, lambda: store.lease_held(paused)
+    )
+    time.sleep(0.5)  # past A's lease; nobody renewed it
+    taker = store.take_lease("gpu:c1", "worker-b", 60)
+    assert taker is not None and taker.token > paused.token
+    runner.admitting = lambda: True  # A runs again: it must find its lease gone
+    assert job_a.finished.wait(120)
+    assert job_a.state == LOST
+    assert blobs.list(gpu_dir("c1")) == []  # A recorded nothing
+    job_b = runner.start_chunk(
+        "c1", "tiny", "chunks/c1.jsonl", blobs, lambda: store.lease_held(taker)
+    )
+    assert job_b.finished.wait(120) and job_b.state == "completed"
+    keys: list[bytes] = []
+    for rel in blobs.list(gpu_dir("c1")):
+        if rel.rsplit("/", 1)[-1].startswith("part-"):
+            with blobs.open(rel) as part:
+                keys += [k for k, _ in read_outcomes(part)]
+    assert sorted(keys) == sorted(f"v{i}".encode() for i in range(n))  # each line once
+    done = read_done(blobs, "c1")
+    assert done is not None and done.n_outcomes == n
+
+
 def test_mixed_run_vllm_and_vendor(
     tmp_path: Path,
     runner: GpuRunner,
