@@ -3,7 +3,8 @@
 Each step is a small function that changes the chunk with a compare-and-set, so
 repeating a step after a crash is harmless. Exactly-once billing: the intent
 (`creating`) is recorded before the vendor batch is created, and a chunk found
-in `creating` is first reconciled with the vendor's batch list.
+in `creating` is first reconciled with the vendor's batch list, adopting only a batch
+proven to be its own.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ import logging
 import time
 from typing import Any
 
-from batchd.backends.base import ChunkRejected, TransientBackendError, VendorRef
+from batchd.backends.base import (
+    ChunkRejected,
+    OwnershipUnproven,
+    TransientBackendError,
+    VendorRef,
+)
 from batchd.intake.decode import key_of
-from batchd.outcome import CANCELED, FAILED, Outcome
+from batchd.outcome import CANCELED, EXPIRED, FAILED, Outcome
 from batchd.run.collect import handle_ended
 from batchd.run.services import Services
 from batchd.state.base import (
@@ -44,15 +50,28 @@ async def handle_pending(svc: Services, run: Run, chunk: Chunk) -> None:
 
 
 async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
-    """A chunk left in `creating` by a crash: find its batch before creating anything."""
+    """A chunk left in `creating` (a crash, a failed create): find its batch before creating.
+
+    A batch is adopted only on proof that it is this chunk's (backends' find_existing). While
+    a candidate cannot be told apart yet the chunk waits, and nothing is created: past the
+    deadline (or on cancel) its lines end, and the candidate is left alone, unproven.
+    """
     backend = svc.backends[chunk.backend]
+
+    def request_ids() -> set[str]:
+        with svc.blobs(run.run_id).open(chunk.path) as src:
+            return {vendor_id for vendor_id, _ in chunk_lines(src)}
+
     try:
-        ref = await backend.find_existing(chunk, svc.store.known_batch_ids())
+        ref = await backend.find_existing(chunk, svc.store.known_batch_ids(), request_ids)
     except TransientBackendError as exc:
         log.warning("chunk %s: cannot reconcile yet (%s); will retry", chunk.chunk_id, exc)
         return
+    except OwnershipUnproven as exc:
+        await _unproven(svc, run, chunk, exc)
+        return
     if ref is not None:
-        log.info("chunk %s: found batch %s created before a restart", chunk.chunk_id, ref.batch_id)
+        log.info("chunk %s: found its batch %s (proven its own)", chunk.chunk_id, ref.batch_id)
         _record_submitted(svc, chunk, ref)
     elif run.cancel_requested:
         await end_unsent(svc, run, chunk, (CHUNK_CREATING,))
@@ -60,6 +79,34 @@ async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
         again = svc.store.transition(chunk.chunk_id, (CHUNK_CREATING,), intent_at=time.time())
         if again is not None:
             await _create(svc, run, again)
+
+
+async def _unproven(svc: Services, run: Run, chunk: Chunk, exc: OwnershipUnproven) -> None:
+    """Wait for the candidates to end (then their ids prove or rule them out), up to the
+    deadline; creating now could pay twice, adopting could take another application's."""
+    batches = ", ".join(exc.batch_ids)
+    if not run.cancel_requested and time.time() < chunk.deadline_at:
+        log.info(
+            "chunk %s: waiting for batch %s to end to prove whether it is this chunk's; "
+            "not creating another",
+            chunk.chunk_id,
+            batches,
+        )
+        return
+    status, kind = (CANCELED, "canceled") if run.cancel_requested else (EXPIRED, "expired")
+    why = "run canceled" if run.cancel_requested else "the run's deadline passed"
+    await _end_all(
+        svc,
+        run,
+        chunk,
+        (CHUNK_CREATING,),
+        Outcome(
+            status=status,
+            error_type=kind,
+            error_message=f"{why} while batchd could not yet prove whether vendor batch "
+            f"{batches} holds this line; that batch was left alone",
+        ),
+    )
 
 
 async def _create(svc: Services, run: Run, chunk: Chunk) -> None:
