@@ -80,7 +80,7 @@ def _finished_output(run_id: str) -> Any:
         run = get_run(svc, run_id)
     finally:
         svc.close()
-    out = svc.output(run.output, run.run_id)
+    out = svc.output(run.output, run.output_name())
     if run.state != RUN_DONE or not out.exists("results.parquet"):
         raise BatchdError(
             f"Run {run.run_id} has no results yet (state {run.state}).",

@@ -3,13 +3,15 @@
 The run id is derived from the input's content and the options that change the
 work, so submitting the same file again while its run is unfinished resumes it;
 once that run is done, a new generation (`<id>-2`, ...) starts and is answered
-from the cache.
+from the cache. An id whose output folder already holds outputs unknown to this state is
+never reused: the next generation is taken instead, with a warning.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -24,9 +26,12 @@ import msgspec
 
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
+from batchd.run.destination import output_taken
 from batchd.run.services import Services
 from batchd.state.base import RUN_DONE, Run
-from batchd.storage.s3 import is_s3
+from batchd.storage.s3 import is_s3, join
+
+log = logging.getLogger("batchd.identity")
 
 _HASH_BLOCK = 1 << 20
 
@@ -36,21 +41,32 @@ def content_id(
 ) -> str:
     """Hash of the input's bytes and the options; an S3 input is known by key, ETag and size
     (`s3_head`), so it is not read twice."""
+    return _digests(path, options, s3_head)[0]
+
+
+def _digests(
+    path: str | Path, options: dict[str, Any], s3_head: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """(run base id, input digest) in one pass over the input."""
     h = hashlib.blake2b(digest_size=8)
     if s3_head is not None:
-        h.update(f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}".encode())
+        known = f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}"
+        h.update(known.encode())
         h.update(msgspec.json.encode(options, order="sorted"))
-        return "run-" + h.hexdigest()
+        etag = str(s3_head["ETag"]).strip('"')
+        return "run-" + h.hexdigest(), f"s3-etag:{etag}:{s3_head['ContentLength']}"
+    whole = hashlib.blake2b(digest_size=16)
     try:
         with open(path, "rb") as f:
             while block := f.read(_HASH_BLOCK):
                 h.update(block)
+                whole.update(block)
     except FileNotFoundError as exc:
         raise BatchdError(f"Input file {path} does not exist.", "Check the path.") from exc
     except IsADirectoryError as exc:
         raise BatchdError(f"{path} is a directory.", "Give a .jsonl or .jsonl.gz file.") from exc
     h.update(msgspec.json.encode(options, order="sorted"))
-    return "run-" + h.hexdigest()
+    return "run-" + h.hexdigest(), "blake2b-128:" + whole.hexdigest()
 
 
 def start_run(
@@ -73,11 +89,11 @@ def start_run(
             raise BatchdError(
                 f"No S3 object {source}.", "Check the key (`aws s3 ls` the prefix) and bucket."
             )
-    base = content_id(source, options, s3_head)
+    base, digest = _digests(source, options, s3_head)
     previous = svc.store.runs_with_base(base)
     if previous and previous[-1].state != RUN_DONE:
         return previous[-1], True
-    run_id = base if not previous else f"{base}-{len(previous) + 1}"
+    run_id = _free_run_id(svc, base, len(previous) + 1, output)
     now = time.time()
     if is_s3(source):
         staged = source  # every worker reads it from S3 as it is
@@ -90,12 +106,30 @@ def start_run(
         output=output,
         options=options,
         deadline_at=deadline_at or now + svc.settings.default_deadline_h * 3600,
+        input_digest=digest,
     )
     if not svc.store.create_run(run):
         got = svc.store.get_run(run_id)
         assert got is not None
         return got, True
     return run, False
+
+
+def _free_run_id(svc: Services, base: str, generation: int, output: str) -> str:
+    """The run's id: `base`, or `base-<n>` after finished runs, skipping any id whose output
+    folder already holds outputs this store does not know (never silently reused)."""
+    while True:
+        run_id = base if generation == 1 else f"{base}-{generation}"
+        if svc.store.get_run(run_id) is None and not output_taken(svc, output, run_id):
+            return run_id
+        if svc.store.get_run(run_id) is None:
+            log.warning(
+                "%s already holds the outputs of a run %s that this state does not know "
+                "(state lost or moved?); they are kept, and this run gets a new id",
+                join(output, run_id),
+                run_id,
+            )
+        generation += 1
 
 
 def parse_deadline(value: str | None, now: float) -> float | None:

@@ -27,10 +27,11 @@ from batchd.intake.decode import auto_workers
 from batchd.intake.ingest import LINES_SCHEMA, IngestStats, ingest
 from batchd.intake.lines import open_source
 from batchd.outcome import SUCCEEDED, Outcome
+from batchd.output.manifest import finished, write_manifest
 from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.planning.chunking import Chunker, Estimate, PlanSummary
 from batchd.planning.observations import Observations, Observer
-from batchd.run import follow_ups
+from batchd.run import destination, follow_ups
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.services import Services
 from batchd.state.base import (
@@ -250,10 +251,11 @@ def finalize_run(svc: Services, run: Run) -> Run:
     """Join lines with outcomes into results.parquet and costs.parquet under output/run_id.
 
     The output may be a local directory or an s3:// prefix; each file appears under its
-    final name only once complete, results.parquet last.
+    final name only once complete, results.parquet last, then the finished manifest. A
+    folder holding another run's outputs is never replaced (run.destination).
     """
     blobs = svc.blobs(run.run_id)
-    out = svc.output(run.output, run.run_id)
+    run, out, manifest = destination.claim(svc, run)  # never another run's outputs
     export = run.options.get("export") == "openai-jsonl"
     observer = Observer(svc.settings.backends.vllm.gpu_type)
     with tempfile.TemporaryDirectory(dir=_scratch(svc)) as tmp, ExitStack() as files:
@@ -293,6 +295,18 @@ def finalize_run(svc: Services, run: Run) -> Run:
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
+    write_manifest(
+        out,
+        finished(
+            manifest,
+            rows=sum(counts.values()),
+            cost_usd=stats["cost_usd"],
+            baseline_cost_usd=stats["baseline_cost_usd"],
+            status_counts=dict(counts),
+            outcome=outcome,
+            price_book=svc.prices.version,
+        ),
+    )  # last: the folder's outputs are complete
     done = svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
     follow_ups.fire(svc, done)  # e.g. a dropped file: move it to done/ with its report
     return done

@@ -43,6 +43,12 @@ class Run(msgspec.Struct, kw_only=True):
     cancel_requested: bool = False
     stats: dict[str, Any] = {}
     outcome: str = ""  # succeeded | finished_with_failures | canceled (when done)
+    input_digest: str = ""  # the input's own digest (bytes, or an S3 object's ETag and size)
+    output_id: str = ""  # the folder under `output` when not run_id (that one was taken)
+
+    def output_name(self) -> str:
+        """The run's folder under its output: <output>/<output_name>/."""
+        return self.output_id or self.run_id
 
 
 class Chunk(msgspec.Struct, kw_only=True):
