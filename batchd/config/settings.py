@@ -7,6 +7,7 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,8 @@ class Settings(_Section):
     lease_ttl_s: float = 60.0  # a killed coordinator's runs are taken over after this
     workdir: str = ""  # bulk data of runs: a local directory or s3://bucket/prefix/
     jobs_dir: str = "jobs"  # nightly job specs: <jobs_dir>/*.toml
+    results_file_mode: str = "0600"  # octal permissions of local result files (e.g. "0644")
+    retain_work: bool = False  # keep a finished run's workdir (chunk files, input copy)
     config: str = ""
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     anthropic: AnthropicSettings = msgspec.field(default_factory=AnthropicSettings)
@@ -280,6 +283,12 @@ def _check(s: Settings) -> None:
         problems.append("planner.bytes_per_token must be > 0")
     if s.planner.gpu_workers < 1:
         problems.append("planner.gpu_workers must be >= 1")
+    mode = s.results_file_mode
+    if not re.fullmatch(r"0?[0-7]{3}", mode) or int(mode, 8) & 0o600 != 0o600:
+        problems.append(
+            "results_file_mode must be octal permissions with owner read and write, "
+            "like 0600 or 0644"
+        )
     problems += _alias_problems(s)
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")

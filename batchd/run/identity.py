@@ -29,6 +29,7 @@ from batchd.errors import BatchdError
 from batchd.run.destination import output_taken
 from batchd.run.services import Services
 from batchd.state.base import RUN_DONE, Run
+from batchd.storage.private import make_dirs
 from batchd.storage.s3 import is_s3, join
 
 log = logging.getLogger("batchd.identity")
@@ -192,8 +193,8 @@ def stage_input(svc: Services) -> Callable[[str, str], str]:
 def driver_lock(home: Path, run_id: str, wait: bool = False) -> Iterator[bool]:
     """Hold the run's lock while driving it; yields False when another process holds it."""
     lock_dir = home / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{run_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    make_dirs(lock_dir)
+    fd = os.open(lock_dir / f"{run_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -44,6 +44,7 @@ from batchd.state.base import (
     Run,
 )
 from batchd.storage.chunk_outcomes import read_outcomes
+from batchd.storage.private import make_dirs
 from batchd.storage.s3 import is_s3
 from batchd.storage.sqlkeys import select_in
 
@@ -307,14 +308,19 @@ def finalize_run(svc: Services, run: Run) -> Run:
             price_book=svc.prices.version,
         ),
     )  # last: the folder's outputs are complete
+    if not svc.settings.retain_work:  # prompts: not needed by a finalize that runs again
+        blobs.remove_tree("chunks")
+        blobs.remove_tree("input")
     done = svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
     follow_ups.fire(svc, done)  # e.g. a dropped file: move it to done/ with its report
+    if not svc.settings.retain_work:  # the rest (lines, outcome parts): results hold them now
+        blobs.remove_tree("")
     return done
 
 
 def _scratch(svc: Services) -> Path:
     path = svc.home / "tmp"
-    path.mkdir(parents=True, exist_ok=True)
+    make_dirs(path)
     return path
 
 
