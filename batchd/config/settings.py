@@ -156,7 +156,7 @@ class Settings(_Section):
     workdir: str = ""  # bulk data of runs: a local directory or s3://bucket/prefix/
     jobs_dir: str = "jobs"  # nightly job specs: <jobs_dir>/*.toml
     results_file_mode: str = "0600"  # octal permissions of local result files (e.g. "0644")
-    retain_work: bool = False  # keep a finished run's workdir (chunk files, input copy)
+    retain_work: bool = False  # keep a finished run's chunk files and input copy (debugging)
     config: str = ""
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     anthropic: AnthropicSettings = msgspec.field(default_factory=AnthropicSettings)

@@ -313,8 +313,6 @@ def finalize_run(svc: Services, run: Run) -> Run:
         blobs.remove_tree("input")
     done = svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
     follow_ups.fire(svc, done)  # e.g. a dropped file: move it to done/ with its report
-    if not svc.settings.retain_work:  # the rest (lines, outcome parts): results hold them now
-        blobs.remove_tree("")
     return done
 
 

@@ -49,7 +49,9 @@ def test_everything_left_is_private_and_work_files_removed(
     }
     assert mode(batchd.home) == 0o700
     run_dir = batchd.only_run_dir()
-    assert list((batchd.home / "work").iterdir()) == []  # chunk files etc. are gone
+    work = batchd.home / "work" / run_dir.name
+    assert not (work / "chunks").exists()  # the prompts' chunk files are gone
+    assert (work / "lines.parquet").exists()  # the rest of the bulk data stays (private)
     out = _modes(batchd.out)
     assert out[run_dir.name] == 0o700 and mode(batchd.out) == 0o700
     files = {k: v for k, v in out.items() if (batchd.out / k).is_file()}
