@@ -4,14 +4,18 @@ Facts relied on (DESIGN §5): requests are sent inline (custom_id ^[a-zA-Z0-9_-]
 batchd sends its own request keys, so any user id works), at most 100,000 requests and
 256 MB; processing_status in_progress -> canceling -> ended; results only after `ended`,
 in any order, streamed as JSONL; result types succeeded / errored / canceled / expired;
-no batch metadata, so crash reconciliation matches creation time and request count.
+no batch metadata. So reconciliation (a crash or a failed create in `creating`) adopts a
+batch only on proof: same request count, created near the intent, and its results name
+exactly the chunk's request ids (batchd's own keys). A candidate still processing cannot show
+its ids yet: the chunk waits for it to end rather than create a second batch or adopt a
+foreign one (see find_existing).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -20,6 +24,7 @@ import msgspec
 
 from batchd.backends.base import (
     ChunkRejected,
+    OwnershipUnproven,
     PollState,
     SpendGuard,
     TransientBackendError,
@@ -63,6 +68,8 @@ class AnthropicBatchBackend:
         self._settings = settings
         self._prices = prices
         self._client: Any = None
+        # (chunk id, batch id) -> is that ended batch the chunk's: read once per process.
+        self._verdicts: dict[tuple[str, str], bool] = {}
 
     def check_ready(self) -> None:
         check_key("ANTHROPIC_API_KEY", "Anthropic Message Batches API")
@@ -100,7 +107,9 @@ class AnthropicBatchBackend:
 
     async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         requests = self.batch_requests(chunk, data_path)
-        once = self.client.with_options(max_retries=0)  # retried by create_once, guarded
+        # SDK retries off: retried by create_once (429s only, guarded); a 5xx may have
+        # created it, so the next round reconciles instead
+        once = self.client.with_options(max_retries=0)
         async with _translated("create"):
             batch = await create_once(
                 lambda: once.messages.batches.create(requests=requests),
@@ -110,10 +119,19 @@ class AnthropicBatchBackend:
             )
         return VendorRef(batch_id=batch.id)
 
-    async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
-        """No batch metadata: match the intent's time window and request count."""
+    async def find_existing(
+        self, chunk: Chunk, known_batch_ids: set[str], request_ids: Callable[[], set[str]]
+    ) -> VendorRef | None:
+        """The batch whose results name exactly this chunk's request ids, if one exists.
+
+        Candidates: batches created since the intent (less clock skew) with the chunk's
+        request count that no chunk has recorded. An ended candidate is read and adopted only
+        when its ids are the chunk's; one still processing cannot be read yet, so while any
+        is left (and none is proven) this raises OwnershipUnproven: the caller waits, bounded
+        by the chunk's deadline, instead of creating a second batch.
+        """
         since = (chunk.intent_at or 0) - RECONCILE_SKEW_S
-        matches = []
+        candidates: list[tuple[float, str, str]] = []
         async with _translated("list batches"):
             async for batch in self.client.messages.batches.list(limit=100):
                 created = _epoch(batch.created_at)
@@ -122,8 +140,44 @@ class AnthropicBatchBackend:
                 c = batch.request_counts
                 total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
                 if total == chunk.n_requests and batch.id not in known_batch_ids:
-                    matches.append((abs(created - (chunk.intent_at or 0)), batch.id))
-        return VendorRef(batch_id=min(matches)[1]) if matches else None
+                    distance = abs(created - (chunk.intent_at or 0))
+                    candidates.append((distance, batch.id, batch.processing_status))
+        if not candidates:
+            return None
+        ids: set[str] | None = None
+        unproven = []
+        for _, batch_id, status in sorted(candidates):
+            verdict = self._verdicts.get((chunk.chunk_id, batch_id))
+            if verdict is None:
+                try:
+                    if status != "ended":
+                        async with _translated("poll a candidate"):
+                            got = await self.client.messages.batches.retrieve(batch_id)
+                        status = got.processing_status
+                    if status != "ended":
+                        unproven.append(batch_id)
+                        continue
+                    ids = request_ids() if ids is None else ids
+                    verdict = await self._holds_exactly(batch_id, ids)
+                except VendorLostTrack:  # deleted meanwhile: whatever it was, it is gone
+                    verdict = False
+                self._verdicts[(chunk.chunk_id, batch_id)] = verdict
+            if verdict:
+                return VendorRef(batch_id=batch_id)
+        if unproven:
+            raise OwnershipUnproven(unproven)
+        return None
+
+    async def _holds_exactly(self, batch_id: str, ids: set[str]) -> bool:
+        """True when the ended batch's results name each of `ids` once and nothing else."""
+        seen: set[str] = set()
+        async with _translated("read a candidate's ids"):
+            decoder = await self.client.messages.batches.results(batch_id)
+            async for item in decoder:
+                if item.custom_id not in ids or item.custom_id in seen:
+                    return False
+                seen.add(item.custom_id)
+        return seen == ids
 
     async def poll(self, chunk: Chunk) -> PollState:
         async with _translated("poll"):
@@ -144,8 +198,11 @@ class AnthropicBatchBackend:
                 yield item.custom_id, parse_result(item.result, chunk.model)
 
     async def cancel(self, chunk: Chunk) -> None:
+        """Cancel the chunk's recorded batch (recorded at create, or adopted on proof)."""
         from anthropic import BadRequestError, ConflictError, NotFoundError
 
+        if not chunk.vendor_batch_id:
+            return  # nothing of this chunk's is known: never cancel a guess
         async with _translated("cancel"):
             # An ended batch answers 4xx: nothing left to cancel.
             with contextlib.suppress(BadRequestError, ConflictError, NotFoundError):

@@ -30,6 +30,20 @@ class ChunkRejected(Exception):
     """The vendor refused this chunk for good (bad file, failed validation): end its lines."""
 
 
+class OwnershipUnproven(Exception):
+    """A vendor batch might be this chunk's, but the vendor cannot show it yet.
+
+    Anthropic batches carry no metadata: a candidate (same request count, created near the
+    intent) is this chunk's only when its results name exactly the chunk's request ids, and
+    results exist only once it has ended. Until then the chunk waits in `creating`: creating
+    again could pay twice, adopting or cancelling could touch another application's batch.
+    """
+
+    def __init__(self, batch_ids: list[str]) -> None:
+        super().__init__(", ".join(batch_ids))
+        self.batch_ids = batch_ids
+
+
 class UnsupportedRequest(Exception):
     """This backend cannot express the request (e.g. a parameter the vendor lacks)."""
 
@@ -103,10 +117,17 @@ class BatchBackend(Protocol):
         """
         ...
 
-    async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
-        """After a crash in `creating`: the batch this chunk already created, if any.
+    async def find_existing(
+        self, chunk: Chunk, known_batch_ids: set[str], request_ids: Callable[[], set[str]]
+    ) -> VendorRef | None:
+        """After a crash or a failed create in `creating`: the batch this chunk already
+        created, if any, matched only on proof that it is this chunk's (never a foreign one).
 
         `known_batch_ids` are batches other chunks already recorded: never this chunk's.
+        `request_ids()` reads the chunk file's custom_ids (called only when needed). Raises
+        OwnershipUnproven while a candidate cannot be told apart yet. With no batch found,
+        this chunk's own leftovers of the interrupted attempt (an uploaded input file) are
+        deleted.
         """
         ...
 

@@ -4,15 +4,19 @@ Facts relied on (DESIGN §5): the output file holds successes, the error file
 failures (including `batch_expired` lines); output order is not input order;
 a batch can be `completed` with no output file; completed work of an expired or
 cancelled batch is billed and kept.
+
+Ownership: every batch carries metadata `batchd_run` and `batchd_chunk`, and its input file
+is named `batchd-<chunk id>-<intent ms>.jsonl`; reconciliation adopts only a batch whose
+metadata names this chunk and run, and deletes only input files named for this chunk's
+interrupted attempt that no batch uses (never a foreign file).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -53,6 +57,11 @@ def _line_prefix(vendor_id: str) -> bytes:
         + CHAT_URL.encode()
         + b'","body":'
     )
+
+
+def upload_name(chunk: Chunk) -> str:
+    """The input file's name: this chunk and this attempt (its intent time, in ms)."""
+    return f"batchd-{chunk.chunk_id}-{int((chunk.intent_at or 0) * 1000)}.jsonl"
 
 
 class OpenAIBatchBackend:
@@ -112,9 +121,17 @@ class OpenAIBatchBackend:
             return await self._create(chunk, data_path, guard)
 
     async def _create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
+        # SDK retries off: retried by create_once (429s only, guarded); a 5xx may have
+        # created it, so the next round reconciles (and deletes an orphan upload) instead
+        once = self.client.with_options(max_retries=0)
+        retries = self._settings.max_retries
         with open(data_path, "rb") as f:
-            file = await self.client.files.create(file=(Path(data_path).name, f), purpose="batch")
-        once = self.client.with_options(max_retries=0)  # retried by create_once, guarded
+
+            async def upload() -> Any:
+                f.seek(0)  # a retried upload sends the whole file again
+                return await once.files.create(file=(upload_name(chunk), f), purpose="batch")
+
+            file = await create_once(upload, guard, _rate_limited, retries)
         batch = await create_once(
             lambda: once.batches.create(
                 input_file_id=file.id,
@@ -124,23 +141,45 @@ class OpenAIBatchBackend:
             ),
             guard,
             _rate_limited,
-            self._settings.max_retries,
+            retries,
         )
         return VendorRef(batch_id=batch.id, file_id=file.id)
 
-    async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
+    async def find_existing(
+        self, chunk: Chunk, known_batch_ids: set[str], request_ids: Callable[[], set[str]]
+    ) -> VendorRef | None:
         async with _translated("list batches"):
-            return await self._find_existing(chunk)
+            return await self._find_existing(chunk, known_batch_ids)
 
-    async def _find_existing(self, chunk: Chunk) -> VendorRef | None:
+    async def _find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
         since = (chunk.intent_at or 0) - RECONCILE_SKEW_S
+        used_files: set[str] = set()
         async for batch in self.client.batches.list(limit=100):
             if batch.created_at < since:
                 break
+            used_files.add(batch.input_file_id)
             meta = batch.metadata or {}
-            if meta.get("batchd_chunk") == chunk.chunk_id:
+            if (
+                meta.get("batchd_chunk") == chunk.chunk_id
+                and meta.get("batchd_run") == chunk.run_id
+                and batch.id not in known_batch_ids
+            ):
                 return VendorRef(batch_id=batch.id, file_id=batch.input_file_id)
+        await self._delete_orphans(chunk, used_files)
         return None
+
+    async def _delete_orphans(self, chunk: Chunk, used_files: set[str]) -> None:
+        """No batch of this chunk: delete the input file its interrupted attempt uploaded."""
+        from openai import NotFoundError
+
+        name = upload_name(chunk)
+        since = (chunk.intent_at or 0) - RECONCILE_SKEW_S
+        async for file in self.client.files.list(purpose="batch", order="desc"):
+            if file.created_at < since:
+                break  # newest first: the rest are older than this attempt
+            if file.filename == name and file.id not in used_files:
+                with contextlib.suppress(NotFoundError):
+                    await self.client.files.delete(file.id)
 
     async def poll(self, chunk: Chunk) -> PollState:
         async with _translated("poll"):
@@ -180,8 +219,11 @@ class OpenAIBatchBackend:
                         yield parse_output_line(line.encode(), chunk.model)
 
     async def cancel(self, chunk: Chunk) -> None:
+        """Cancel the chunk's recorded batch (recorded at create, or found by its metadata)."""
         from openai import BadRequestError, ConflictError
 
+        if not chunk.vendor_batch_id:
+            return  # nothing of this chunk's is known: never cancel a guess
         # A batch already terminal answers 400/409: nothing left to cancel.
         async with _translated("cancel"):
             with contextlib.suppress(BadRequestError, ConflictError):

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from batchd.outcome import SUCCEEDED, Outcome
+from batchd.storage.private import ensure_private
 from batchd.storage.sqlkeys import select_in
 
 _enc = msgspec.msgpack.Encoder()
@@ -18,7 +19,7 @@ _dec = msgspec.msgpack.Decoder(Outcome)
 
 class SqliteCache:
     def __init__(self, path: Path, ttl_s: float = 0.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private(path)  # 0600 whatever the umask; SQLite's -wal/-shm follow it
         self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -100,7 +100,7 @@ def print_summary(svc: Services, run: Run) -> None:
         return
     out.print("  rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     out.print(f"  cost ${cost:,.4f}  (realtime list price ${base:,.4f}, saved ${base - cost:,.4f})")
-    out.print(f"  results: {join(run.output, run.run_id, 'results.parquet')}")
+    out.print(f"  results: {join(run.output, run.output_name(), 'results.parquet')}")
     invalid = (st.get("ingest") or {}).get("invalid_by_type") or {}
     if invalid:
         out.print(

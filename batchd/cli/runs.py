@@ -114,7 +114,7 @@ def _finished_output(run_id: str) -> Any:
         run = get_run(svc, run_id)
     finally:
         svc.close()
-    out = svc.output(run.output, run.run_id)
+    out = svc.output(run.output, run.output_name())
     if run.state == RUN_DONE and "status_counts" not in (run.stats or {}):
         raise BatchdError(
             f"Run {run.run_id} ended without results ({run.outcome}): {run.error}.",

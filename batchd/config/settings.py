@@ -187,6 +187,8 @@ class Settings(_Section):
     lease_ttl_s: Annotated[float, Meta(ge=1)] = 60.0
     workdir: str = ""  # bulk data of runs: a local directory or s3://bucket/prefix/
     jobs_dir: str = "jobs"  # nightly job specs: <jobs_dir>/*.toml
+    results_file_mode: str = "0600"  # octal permissions of local result files (e.g. "0644")
+    retain_work: bool = False  # keep a finished run's chunk files and input copy (debugging)
     config: str = ""
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     anthropic: AnthropicSettings = msgspec.field(default_factory=AnthropicSettings)
@@ -368,6 +370,12 @@ def _check(s: Settings) -> None:
         problems.append(
             "redis_url must start with redis://, rediss:// or unix:// "
             "(e.g. redis://localhost:6379/0)"
+        )
+    mode = s.results_file_mode
+    if not re.fullmatch(r"0?[0-7]{3}", mode) or int(mode, 8) & 0o600 != 0o600:
+        problems.append(
+            "results_file_mode must be octal permissions with owner read and write, "
+            "like 0600 or 0644"
         )
     problems += _alias_problems(s)
     if problems:

@@ -3,7 +3,8 @@
 Each step is a small function that changes the chunk with a compare-and-set, so
 repeating a step after a crash is harmless. Exactly-once billing: the intent
 (`creating`) is recorded before the vendor batch is created, and a chunk found
-in `creating` is first reconciled with the vendor's batch list. In distributed mode
+in `creating` is first reconciled with the vendor's batch list, adopting only a batch
+proven to be its own. In distributed mode
 every write carries the run lease's fence and the lease is checked immediately before
 the vendor create (`svc.store.check_fence`), so a coordinator that lost its lease
 neither creates nor records anything.
@@ -18,11 +19,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from batchd.backends.base import ChunkRejected, TransientBackendError, VendorRef
+from batchd.backends.base import (
+    ChunkRejected,
+    OwnershipUnproven,
+    TransientBackendError,
+    VendorRef,
+)
 from batchd.intake.decode import key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, Outcome
 from batchd.run.collect import handle_ended
@@ -58,9 +65,9 @@ async def end_past_deadline(svc: Services, run: Run, chunk: Chunk) -> bool:
     if chunk.state == CHUNK_CREATING:
         try:
             ref = await svc.backends[chunk.backend].find_existing(
-                chunk, svc.store.known_batch_ids()
+                chunk, svc.store.known_batch_ids(), _request_ids(svc, chunk)
             )
-        except TransientBackendError as exc:  # cannot tell: end anyway, say so
+        except (TransientBackendError, OwnershipUnproven) as exc:  # cannot tell: end, say so
             log.warning("chunk %s: past its deadline, not reconciled (%s)", chunk.chunk_id, exc)
             ref = None
         if ref is not None:
@@ -97,15 +104,24 @@ async def handle_pending(svc: Services, run: Run, chunk: Chunk) -> None:
 async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
     """A chunk left in `creating` (a crash, a failed create): find its batch before creating.
 
+    A batch is adopted only on proof that it is this chunk's (backends' find_existing). While
+    a candidate cannot be told apart yet the chunk waits, and nothing is created: past the
+    deadline (or on cancel) its lines end, and the candidate is left alone, unproven.
     A transient error (listing, or the create itself) propagates: the round counts it
     as a failed step (`step_failed`), retried with backoff.
     """
     if await end_past_deadline(svc, run, chunk):
         return
     backend = svc.backends[chunk.backend]
-    ref = await backend.find_existing(chunk, svc.store.known_batch_ids())
+    try:
+        ref = await backend.find_existing(
+            chunk, svc.store.known_batch_ids(), _request_ids(svc, chunk)
+        )
+    except OwnershipUnproven as exc:
+        await _unproven(svc, run, chunk, exc)
+        return
     if ref is not None:
-        log.info("chunk %s: found batch %s created before a restart", chunk.chunk_id, ref.batch_id)
+        log.info("chunk %s: found its batch %s (proven its own)", chunk.chunk_id, ref.batch_id)
         _record_submitted(svc, chunk, ref)
     elif run.cancel_requested:
         await end_unsent(svc, run, chunk, (CHUNK_CREATING,))
@@ -113,6 +129,44 @@ async def handle_creating(svc: Services, run: Run, chunk: Chunk) -> None:
         again = svc.store.transition(chunk.chunk_id, (CHUNK_CREATING,), intent_at=time.time())
         if again is not None:
             await _create(svc, run, again)
+
+
+def _request_ids(svc: Services, chunk: Chunk) -> Callable[[], set[str]]:
+    """The chunk's request ids, read from its file only when a backend needs them."""
+
+    def read() -> set[str]:
+        with svc.blobs(chunk.run_id).open(chunk.path) as src:
+            return {vendor_id for vendor_id, _ in chunk_lines(src)}
+
+    return read
+
+
+async def _unproven(svc: Services, run: Run, chunk: Chunk, exc: OwnershipUnproven) -> None:
+    """Wait for the candidates to end (then their ids prove or rule them out), up to the
+    deadline; creating now could pay twice, adopting could take another application's."""
+    batches = ", ".join(exc.batch_ids)
+    if not run.cancel_requested and time.time() < chunk.deadline_at:
+        log.info(
+            "chunk %s: waiting for batch %s to end to prove whether it is this chunk's; "
+            "not creating another",
+            chunk.chunk_id,
+            batches,
+        )
+        return
+    status, kind = (CANCELED, "canceled") if run.cancel_requested else (EXPIRED, "expired")
+    why = "run canceled" if run.cancel_requested else "the run's deadline passed"
+    await _end_all(
+        svc,
+        run,
+        chunk,
+        (CHUNK_CREATING,),
+        Outcome(
+            status=status,
+            error_type=kind,
+            error_message=f"{why} while batchd could not yet prove whether vendor batch "
+            f"{batches} holds this line; that batch was left alone",
+        ),
+    )
 
 
 async def _create(svc: Services, run: Run, chunk: Chunk) -> None:
@@ -271,8 +325,10 @@ async def step_failed(svc: Services, run: Run, chunk: Chunk, exc: Exception) -> 
 async def _found_on_giving_up(svc: Services, chunk: Chunk) -> bool:
     """Before ending a `creating` chunk's lines: a failed create may have created the batch."""
     try:
-        ref = await svc.backends[chunk.backend].find_existing(chunk, svc.store.known_batch_ids())
-    except TransientBackendError:
+        ref = await svc.backends[chunk.backend].find_existing(
+            chunk, svc.store.known_batch_ids(), _request_ids(svc, chunk)
+        )
+    except (TransientBackendError, OwnershipUnproven):
         return False
     if ref is None:
         return False

@@ -3,13 +3,15 @@
 The run id is derived from the input's content and the options that change the
 work, so submitting the same file again while its run is unfinished resumes it;
 once that run is done, a new generation (`<id>-2`, ...) starts and is answered
-from the cache.
+from the cache. An id whose output folder already holds outputs unknown to this state is
+never reused: the next generation is taken instead, with a warning.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -25,9 +27,13 @@ import msgspec
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
 from batchd.intake.ingest import EMPTY_HINT
+from batchd.run.destination import output_taken
 from batchd.run.services import Services
 from batchd.state.base import RUN_DONE, Run
-from batchd.storage.s3 import is_s3
+from batchd.storage.private import make_dirs
+from batchd.storage.s3 import is_s3, join
+
+log = logging.getLogger("batchd.identity")
 
 _HASH_BLOCK = 1 << 20
 
@@ -37,37 +43,36 @@ def content_id(
 ) -> str:
     """Hash of the input's bytes and the options; an S3 input is known by key, ETag and size
     (`s3_head`), so it is not read twice."""
-    return _ids(path, options, s3_head)[0]
+    return _digests(path, options, s3_head)[0]
 
 
-def _ids(
+def _digests(
     path: str | Path, options: dict[str, Any], s3_head: dict[str, Any] | None = None
 ) -> tuple[str, str]:
-    """(run base id: the input and the options; input id: the input alone), in one read."""
+    """(run base id, input digest) in one pass over the input."""
     h = hashlib.blake2b(digest_size=8)
-    alone = hashlib.blake2b(digest_size=8)
     if s3_head is not None:
-        ident = f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}".encode()
-        h.update(ident)
-        alone.update(ident)
-    else:
-        n_bytes = 0
-        try:
-            with open(path, "rb") as f:
-                while block := f.read(_HASH_BLOCK):
-                    h.update(block)
-                    alone.update(block)
-                    n_bytes += len(block)
-        except FileNotFoundError as exc:
-            raise BatchdError(f"Input file {path} does not exist.", "Check the path.") from exc
-        except IsADirectoryError as exc:
-            raise BatchdError(
-                f"{path} is a directory.", "Give a .jsonl or .jsonl.gz file."
-            ) from exc
-        if n_bytes == 0:
-            raise BatchdError(f"Input file {path} is empty.", EMPTY_HINT)
+        known = f"{path}\0{s3_head['ETag']}\0{s3_head['ContentLength']}"
+        h.update(known.encode())
+        h.update(msgspec.json.encode(options, order="sorted"))
+        etag = str(s3_head["ETag"]).strip('"')
+        return "run-" + h.hexdigest(), f"s3-etag:{etag}:{s3_head['ContentLength']}"
+    whole = hashlib.blake2b(digest_size=16)
+    n_bytes = 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(_HASH_BLOCK):
+                h.update(block)
+                whole.update(block)
+                n_bytes += len(block)
+    except FileNotFoundError as exc:
+        raise BatchdError(f"Input file {path} does not exist.", "Check the path.") from exc
+    except IsADirectoryError as exc:
+        raise BatchdError(f"{path} is a directory.", "Give a .jsonl or .jsonl.gz file.") from exc
+    if n_bytes == 0:
+        raise BatchdError(f"Input file {path} is empty.", EMPTY_HINT)
     h.update(msgspec.json.encode(options, order="sorted"))
-    return "run-" + h.hexdigest(), "input-" + alone.hexdigest()
+    return "run-" + h.hexdigest(), "blake2b-128:" + whole.hexdigest()
 
 
 def start_run(
@@ -96,13 +101,13 @@ def start_run(
             )
         if int(s3_head.get("ContentLength", 1)) == 0:
             raise BatchdError(f"Input {source} is empty.", EMPTY_HINT)
-    base, input_id = _ids(source, options, s3_head)
+    base, digest = _digests(source, options, s3_head)
     previous = svc.store.runs_with_base(base)
     if previous and previous[-1].state != RUN_DONE:
         return previous[-1], True
     if refuse_other_options:
-        _refuse_twin(svc, source, input_id, options)
-    run_id = base if not previous else f"{base}-{len(previous) + 1}"
+        _refuse_twin(svc, source, digest, options)
+    run_id = _free_run_id(svc, base, len(previous) + 1, output)
     now = time.time()
     if is_s3(source):
         staged = source  # every worker reads it from S3 as it is
@@ -115,7 +120,7 @@ def start_run(
         output=output,
         options=options,
         deadline_at=deadline_at or now + svc.settings.default_deadline_h * 3600,
-        input_id=input_id,
+        input_digest=digest,
     )
     if not svc.store.create_run(run):
         got = svc.store.get_run(run_id)
@@ -139,10 +144,10 @@ _OPTION_FLAGS = {
 }
 
 
-def _refuse_twin(svc: Services, source: str, input_id: str, options: dict[str, Any]) -> None:
+def _refuse_twin(svc: Services, source: str, digest: str, options: dict[str, Any]) -> None:
     """An unfinished run of the same input under other options: name it and the way out."""
     for run in svc.store.list_runs(UNFINISHED_RUNS_SCANNED):
-        if run.state == RUN_DONE or run.input_id != input_id:
+        if run.state == RUN_DONE or run.input_digest != digest:
             continue
         changed = [
             f"{_OPTION_FLAGS.get(k, k)} {run.options.get(k)!r} (now {options.get(k)!r})"
@@ -166,6 +171,23 @@ def redirect_output(svc: Services, run: Run, output: str) -> tuple[Run, str]:
         return run, ""
     moved = svc.store.update_run(run.run_id, output=output, retry_at=0.0)
     return moved, run.output
+
+
+def _free_run_id(svc: Services, base: str, generation: int, output: str) -> str:
+    """The run's id: `base`, or `base-<n>` after finished runs, skipping any id whose output
+    folder already holds outputs this store does not know (never silently reused)."""
+    while True:
+        run_id = base if generation == 1 else f"{base}-{generation}"
+        if svc.store.get_run(run_id) is None and not output_taken(svc, output, run_id):
+            return run_id
+        if svc.store.get_run(run_id) is None:
+            log.warning(
+                "%s already holds the outputs of a run %s that this state does not know "
+                "(state lost or moved?); they are kept, and this run gets a new id",
+                join(output, run_id),
+                run_id,
+            )
+        generation += 1
 
 
 def parse_deadline(value: str | None, now: float) -> float | None:
@@ -228,8 +250,8 @@ def stage_input(svc: Services) -> Callable[[str, str], str]:
 def driver_lock(home: Path, run_id: str, wait: bool = False) -> Iterator[bool]:
     """Hold the run's lock while driving it; yields False when another process holds it."""
     lock_dir = home / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{run_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    make_dirs(lock_dir)
+    fd = os.open(lock_dir / f"{run_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -27,10 +27,11 @@ from batchd.intake.decode import auto_workers
 from batchd.intake.ingest import LINES_SCHEMA, IngestStats, ingest
 from batchd.intake.lines import open_source
 from batchd.outcome import CANCELED, SUCCEEDED, Outcome
+from batchd.output.manifest import finished, write_manifest
 from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.planning.chunking import Chunker, Estimate, PlanSummary
 from batchd.planning.observations import Observations, Observer
-from batchd.run import follow_ups, preflight
+from batchd.run import destination, follow_ups, preflight
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
 from batchd.run.services import Services
@@ -45,6 +46,7 @@ from batchd.state.base import (
     StaleLease,
 )
 from batchd.storage.chunk_outcomes import read_outcomes
+from batchd.storage.private import make_dirs
 from batchd.storage.s3 import is_s3
 from batchd.storage.sqlkeys import select_in
 
@@ -278,10 +280,11 @@ def finalize_run(svc: Services, run: Run) -> Run:
     """Join lines with outcomes into results.parquet and costs.parquet under output/run_id.
 
     The output may be a local directory or an s3:// prefix; each file appears under its
-    final name only once complete, results.parquet last.
+    final name only once complete, results.parquet last, then the finished manifest. A
+    folder holding another run's outputs is never replaced (run.destination).
     """
     blobs = svc.blobs(run.run_id)
-    out = svc.output(run.output, run.run_id)
+    run, out, manifest = destination.claim(svc, run)  # never another run's outputs
     export = run.options.get("export") == "openai-jsonl"
     observer = Observer(svc.settings.backends.vllm.gpu_type)
     with tempfile.TemporaryDirectory(dir=_scratch(svc)) as tmp, ExitStack() as files:
@@ -321,6 +324,21 @@ def finalize_run(svc: Services, run: Run) -> Run:
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
+    write_manifest(
+        out,
+        finished(
+            manifest,
+            rows=sum(counts.values()),
+            cost_usd=stats["cost_usd"],
+            baseline_cost_usd=stats["baseline_cost_usd"],
+            status_counts=dict(counts),
+            outcome=outcome,
+            price_book=svc.prices.version,
+        ),
+    )  # last: the folder's outputs are complete
+    if not svc.settings.retain_work:  # prompts: not needed by a finalize that runs again
+        blobs.remove_tree("chunks")
+        blobs.remove_tree("input")
     done = svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
     follow_ups.fire(svc, done)  # e.g. a dropped file: move it to done/ with its report
     return done
@@ -328,7 +346,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
 
 def _scratch(svc: Services) -> Path:
     path = svc.home / "tmp"
-    path.mkdir(parents=True, exist_ok=True)
+    make_dirs(path)
     return path
 
 

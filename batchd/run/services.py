@@ -19,6 +19,7 @@ from batchd.planning.routing import Router
 from batchd.state.base import Store
 from batchd.state.sqlite_store import SqliteStore
 from batchd.storage.blobs import LocalBlobs, S3Blobs, blobs_at
+from batchd.storage.private import make_dirs, parse_mode
 from batchd.storage.s3 import S3, join, s3_for
 
 
@@ -60,8 +61,10 @@ class Services:
         return blobs_at(root, lambda: self.s3, self.home / "tmp")
 
     def output(self, run_output: str, run_id: str) -> LocalBlobs | S3Blobs:
-        """Where a run's results.parquet, costs.parquet, ... land: <output>/<run_id>/."""
-        return self.blobs_at(join(run_output, run_id))
+        """Where a run's results.parquet, costs.parquet, ... land: <output>/<run_id>/
+        (local files created with `results_file_mode`)."""
+        mode = parse_mode(self.settings.results_file_mode)
+        return blobs_at(join(run_output, run_id), lambda: self.s3, self.home / "tmp", mode)
 
     async def aclose(self) -> None:
         for backend in self.backends.values():
@@ -99,7 +102,7 @@ def _state(settings: Settings) -> tuple[Store, Cache]:
         return redis_store, RedisCache(settings.redis_url, ttl_s=settings.cache_ttl_s)
     home = settings.home_path
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        make_dirs(home)  # 0700: state, cache, work files and locks live here
         store = SqliteStore(home / "state.db")
         try:
             return store, SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s)

@@ -3,5 +3,5 @@
 seen through one lease). Every chunk change is a compare-and-set, so a step that runs twice
 changes nothing the second time.
 
-May import: the core modules only.
+May import: the core modules, and storage.private (files created 0600).
 """

@@ -46,8 +46,13 @@ class Run(msgspec.Struct, kw_only=True):
     failures: int = 0  # failed attempts of the run's current whole-run step (finalize)
     retry_at: float = 0.0  # no attempt of that step before this time (backoff)
     error: str = ""  # the last step failure; for a `failed` run, why it has no results
-    input_id: str = ""  # hash of the input alone (runs_with_base also hashes the options)
     blocked: str = ""  # why the run waits for someone to act (a preflight refused); "" = not
+    input_digest: str = ""  # the input's own digest (bytes, or an S3 object's ETag and size)
+    output_id: str = ""  # the folder under `output` when not run_id (that one was taken)
+
+    def output_name(self) -> str:
+        """The run's folder under its output: <output>/<output_name>/."""
+        return self.output_id or self.run_id
 
 
 class Chunk(msgspec.Struct, kw_only=True):

@@ -19,6 +19,7 @@ from batchd.state.base import (
     Fence,
     Run,
 )
+from batchd.storage.private import ensure_private
 
 _enc = msgspec.json.Encoder()
 _RUN_DEC = msgspec.json.Decoder(Run)
@@ -27,7 +28,7 @@ _CHUNK_DEC = msgspec.json.Decoder(Chunk)
 
 class SqliteStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private(path)  # 0600 whatever the umask; SQLite's -wal/-shm follow it
         self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -2,7 +2,8 @@
 (LocalBlobs) or an s3:// prefix (S3Blobs).
 
 Files appear atomically: written under a temporary name then renamed (local), or
-uploaded whole — multipart above the part size — once complete (S3).
+uploaded whole — multipart above the part size — once complete (S3). Local files are
+private (0600, directories 0700) unless a mode is given (storage.private).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
+from batchd.storage.private import FILE_MODE, create, dir_mode_for, make_dirs
 from batchd.storage.s3 import S3, is_s3, join, split
 
 
@@ -33,8 +35,13 @@ class Blobs(Protocol):
 
 
 class LocalBlobs:
-    def __init__(self, root: str | Path) -> None:
+    """Files under a local directory, created with `file_mode` (0600 unless set) in
+    directories that only readers of such files may enter (0700 for 0600)."""
+
+    def __init__(self, root: str | Path, file_mode: int = FILE_MODE) -> None:
         self.root = Path(root)
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode_for(file_mode)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -49,10 +56,10 @@ class LocalBlobs:
     def writer(self, rel: str) -> Iterator[BinaryIO]:
         """Write `rel` atomically: nothing is visible under its name until the block ends."""
         final = self.path(rel)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(final.parent, self.dir_mode)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
+            with create(tmp, self.file_mode) as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
@@ -63,8 +70,8 @@ class LocalBlobs:
     def open_write(self, rel: str) -> BinaryIO:
         """A plain writable file (no atomic rename): for files a later step cleans up."""
         path = self.path(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "wb")
+        make_dirs(path.parent, self.dir_mode)
+        return create(path, self.file_mode)
 
     def read_bytes(self, rel: str) -> bytes:
         return self.path(rel).read_bytes()
@@ -126,7 +133,7 @@ class S3Blobs:
 
     def _tmp(self, rel: str = "") -> Path:
         """A temp file that ends with the blob's own name (uploads to vendors keep it)."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.tmp_dir)
         suffix = "-" + Path(rel).name if rel else ".part"
         fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=".s3-", suffix=suffix)
         os.close(fd)
@@ -177,6 +184,8 @@ class S3Blobs:
         self.s3.delete_prefix(self.uri(prefix).rstrip("/") + "/")
 
 
-def blobs_at(root: str, s3: Callable[[], S3], tmp_dir: Path) -> LocalBlobs | S3Blobs:
-    """Blobs under a local directory or an s3:// prefix."""
-    return S3Blobs(s3(), root, tmp_dir) if is_s3(root) else LocalBlobs(root)
+def blobs_at(
+    root: str, s3: Callable[[], S3], tmp_dir: Path, file_mode: int = FILE_MODE
+) -> LocalBlobs | S3Blobs:
+    """Blobs under a local directory (files created `file_mode`) or an s3:// prefix."""
+    return S3Blobs(s3(), root, tmp_dir) if is_s3(root) else LocalBlobs(root, file_mode)

@@ -205,7 +205,7 @@ def finish_drop(svc: Services, run: Run) -> None:
             "cost_usd": st.get("cost_usd", 0.0),
             "baseline_cost_usd": st.get("baseline_cost_usd", 0.0),
             "errors": ingest.get("invalid_by_type") or {},
-            "results": join(run.output, run.run_id, "results.parquet"),
+            "results": join(run.output, run.output_name(), "results.parquet"),
             "finished_at": time.time(),
         }
         if run.error:

@@ -61,6 +61,9 @@ def test_submit_waits_no_wait_and_other_machines(
     assert waited.returncode == 0, waited.stderr
     run_id = next(p.name for p in stack.out.iterdir())
     _assert_exactly_once(stack, emulator, run_id, 6)
+    work = tmp_path / "work" / run_id
+    assert (work / "lines.parquet").exists()  # the run's workdir, on the shared folder
+    assert not (work / "input").exists() and not (work / "chunks").exists()  # prompts gone
     other = str(tmp_path / "laptop")
     status = stack.cli("status", run_id, home=other)
     assert status.returncode == 0 and "succeeded 6" in status.stdout

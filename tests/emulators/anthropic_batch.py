@@ -85,6 +85,9 @@ class Faults:
     #: Next N batches created end with the first half (rounded down, input order) of their
     #: requests processed as usual and the rest ``expired``.
     expire_batches: int = 0
+    #: Next N creates store the batch (it runs and is billed as usual) and then answer 500
+    #: ``api_error``: a create that succeeded while the client saw it fail.
+    server_error_after_creates: int = 0
     #: Called with the new batch object after it is stored and before the response is sent:
     #: tests use it to kill a client between the vendor's create and the client's record.
     after_create: Callable[[JSONDict], None] | None = None
@@ -381,6 +384,10 @@ class AnthropicBatchEmulator(EmulatorServer):
         hook = self.faults.after_create
         if hook is not None:
             hook(copy.deepcopy(result))
+        with self._lock:
+            if self.faults.server_error_after_creates > 0:
+                self.faults.server_error_after_creates -= 1
+                raise _ApiError(500, "Internal server error (emulated).", type_="api_error")
         return self._json(result)
 
     def _too_large(self, size: int) -> _ApiError:

@@ -91,6 +91,9 @@ class Faults:
     #: Called with the new batch object after it is stored and before the response is sent:
     #: tests use it to kill a client between the vendor's create and the client's record.
     after_create: Callable[[JSONDict], None] | None = None
+    #: Called with the new file object after it is stored and before the response is sent:
+    #: tests use it to kill a client between files.create and batches.create.
+    after_file_create: Callable[[JSONDict], None] | None = None
     #: Next N batches that finish get an output file whose first line is not JSON (a broken
     #: vendor file: the client's collect step fails every time it reads it).
     corrupt_outputs: int = 0
@@ -423,8 +426,11 @@ class OpenAIBatchEmulator(EmulatorServer):
         if anchor is not None or seconds is not None:
             expires_at = now + self._expiry_seconds(anchor, seconds, "expires_after")
         with self._lock:
-            obj = self._store_file(content, filename, purpose, expires_at)
-            return self._json(copy.deepcopy(obj))
+            obj = copy.deepcopy(self._store_file(content, filename, purpose, expires_at))
+        hook = self.faults.after_file_create
+        if hook is not None:
+            hook(copy.deepcopy(obj))
+        return self._json(obj)
 
     @staticmethod
     def _expiry_seconds(anchor: Any, seconds: Any, param: str) -> int:

@@ -240,7 +240,7 @@ def test_no_prompt_cache_flag_and_own_cache_control_untouched(
     assert sent["mine"] == own["params"]
 
 
-def test_kill_between_create_and_record_reconciles_by_time_and_count(
+def test_kill_between_create_and_record_reconciles_by_request_ids(
     batchd: Batchd, claude: AnthropicBatchEmulator, tmp_path: Path
 ) -> None:
     src = write_jsonl(tmp_path / "k.jsonl", [cline(f"k{i}", f"q {i}") for i in range(5)])
@@ -257,7 +257,7 @@ def test_kill_between_create_and_record_reconciles_by_time_and_count(
     assert len(claude.batches()) == 1
     again = batchd.submit(src)
     assert again.returncode == 0, again.stderr
-    assert len(claude.batches()) == 1  # found by creation window + request count, not recreated
+    assert len(claude.batches()) == 1  # proven by its request ids, not recreated
     assert [r["status"] for r in batchd.results()] == ["succeeded"] * 5
 
 

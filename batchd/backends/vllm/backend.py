@@ -125,7 +125,9 @@ class VllmBackend:
                 self._blobs(chunk),
             )
 
-    async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
+    async def find_existing(
+        self, chunk: Chunk, known_batch_ids: set[str], request_ids: Callable[[], set[str]]
+    ) -> VendorRef | None:
         return None  # creating again resumes from the checkpoints: nothing is paid twice
 
     async def poll(self, chunk: Chunk) -> PollState:
