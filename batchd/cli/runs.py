@@ -27,8 +27,8 @@ from batchd.cli.common import (
 from batchd.cli.driving import drive_in_process
 from batchd.cli.progress import Progress, snapshot
 from batchd.errors import BatchdError
+from batchd.run.cancel import request_cancel
 from batchd.run.identity import driver_lock
-from batchd.run.pipeline import request_cancel
 from batchd.run.services import open_services
 from batchd.state.base import CHUNK_COLLECTED, RUN_DONE, RUN_INGESTING, Run
 

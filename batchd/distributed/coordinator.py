@@ -29,7 +29,8 @@ from typing import Any
 from batchd.config.settings import load_settings
 from batchd.distributed.leases import lease
 from batchd.errors import BatchdError
-from batchd.run.pipeline import CANCEL_POLL_S, dispatch_round, finalize_step, ingest_run
+from batchd.run.cancel import CANCEL_POLL_S
+from batchd.run.pipeline import dispatch_round, finalize_step, ingest_run
 from batchd.run.services import Services, open_services
 from batchd.state.base import (
     CHUNK_CREATING,

@@ -32,6 +32,7 @@ from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, wri
 from batchd.planning.chunking import Chunker, Estimate, PlanSummary
 from batchd.planning.observations import Observations, Observer
 from batchd.run import destination, follow_ups, preflight
+from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
 from batchd.run.services import Services
@@ -413,7 +414,7 @@ async def drive(
             if done:
                 svc.store.update_run(run_id, state=RUN_FINALIZING)
                 continue
-            await _until_next_round(svc, run)
+            await until_next_round(svc, run)
             continue
         if run.state == RUN_FINALIZING:
             run = finalize_step(svc, run)
@@ -423,29 +424,3 @@ async def drive(
         if on_progress is not None:
             on_progress(run, svc.store.chunks(run_id), None)
         return run
-
-
-CANCEL_CHECK_S = 1.0  # how soon a driver sleeping between polls notices a cancel
-CANCEL_POLL_S = 1.0  # poll interval while a cancel is under way (vendors answer in seconds)
-
-
-async def _until_next_round(svc: Services, run: Run) -> None:
-    """Sleep one poll interval, waking early when a cancel is requested meanwhile."""
-    if run.cancel_requested:
-        await asyncio.sleep(min(svc.settings.poll_interval_s, CANCEL_POLL_S))
-        return
-    end = time.monotonic() + svc.settings.poll_interval_s
-    while (left := end - time.monotonic()) > 0:
-        await asyncio.sleep(min(left, CANCEL_CHECK_S))
-        current = svc.store.get_run(run.run_id)
-        if current is not None and current.cancel_requested:
-            return
-
-
-def request_cancel(svc: Services, run_id: str) -> Run:
-    run = svc.store.get_run(run_id)
-    if run is None:
-        raise BatchdError(f"No run {run_id}.", "List runs with `batchd status`.")
-    if run.state == RUN_DONE:
-        return run
-    return svc.store.update_run(run_id, cancel_requested=True)

@@ -282,8 +282,9 @@ def test_cancel_with_nothing_left_keeps_the_run_succeeded(
     import asyncio
 
     from batchd.config.settings import load_settings
+    from batchd.run.cancel import request_cancel
     from batchd.run.identity import run_options, start_run
-    from batchd.run.pipeline import dispatch_round, finalize_run, ingest_run, request_cancel
+    from batchd.run.pipeline import dispatch_round, finalize_run, ingest_run
     from batchd.run.services import open_services
 
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
