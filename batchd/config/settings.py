@@ -16,6 +16,7 @@ import msgspec
 from batchd.errors import BatchdError
 
 CONFIG_FILE_NAME = "batchd.toml"
+FALLBACKS = ("realtime", "flex", "none")
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -29,6 +30,10 @@ class OpenAISettings(_Section):
     max_bytes_per_chunk: int = 200_000_000
     max_retries: int = 5
     timeout_s: float = 600.0
+    sync_concurrency: int = 8  # the deadline guard's parallel synchronous calls
+    flex_timeout_s: float = 900.0  # one flex call (OpenAI suggests ~15 min), within the deadline
+    # Models with the flex service tier (fnmatch patterns; OpenAI's flex processing guide).
+    flex_models: list[str] = msgspec.field(default_factory=lambda: ["gpt-5*", "o3*", "o4-mini*"])
 
 
 class AnthropicSettings(_Section):
@@ -39,6 +44,7 @@ class AnthropicSettings(_Section):
     max_retries: int = 5
     timeout_s: float = 600.0
     default_max_tokens: int = 4096  # Claude needs max_tokens; used when a line has none
+    sync_concurrency: int = 8  # the deadline guard's parallel Messages API calls
     prompt_cache: bool = True  # mark shared prefixes with cache_control when it pays
 
 
@@ -113,7 +119,9 @@ class ProviderSettings(_Section):
 class PlannerSettings(_Section):
     """How the planner estimates tokens and GPU time and decides where requests run."""
 
-    vendor_window_h: float = 24.0  # a vendor batch counts as done this long after submit
+    vendor_window_h: float = 24.0  # batch turnaround with no measurement and no prior
+    turnaround_percentile: float = 90.0  # plan vendor batches to take this percentile
+    turnaround_s: float | None = None  # set: every vendor batch is planned to take this long
     gpu_reserved: bool = False  # window GPUs are paid anyway (sunk): fill them first
     gpu_workers: int = 1  # vLLM engines taking this run's work (each holds num_gpus GPUs)
     bytes_per_token: float = 4.0  # request-line bytes per input token before runs measured it
@@ -141,6 +149,8 @@ class Settings(_Section):
     poll_interval_s: float = 30.0
     default_deadline_h: float = 72.0
     max_attempts: int = 3
+    fallback: str = "realtime"  # at the deadline guard: realtime (flex first) | flex | none
+    guard_margin_s: float = 0.0  # guard fires this long before the deadline; 0 = 10%, 1 min-1 h
     max_step_failures: int = 5  # a step that raises this often ends its lines `failed`
     step_retry_base_s: float = 2.0  # backoff after a failed step: base * 2**(failures-1)
     step_retry_max_s: float = 300.0
@@ -198,7 +208,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
                 for part in _NESTED.get(section, (section,)):
                     target = target.setdefault(part, {})
                 field = key[len(prefix) :]
-                target[field] = value.split(",") if field == "windows" else value
+                target[field] = value.split(",") if field in ("windows", "flex_models") else value
                 break
         else:
             raise BatchdError(
@@ -278,6 +288,16 @@ def _check(s: Settings) -> None:
         problems.append("default_deadline_h must be > 0")
     if s.planner.bytes_per_token <= 0:
         problems.append("planner.bytes_per_token must be > 0")
+    if s.fallback not in FALLBACKS:
+        problems.append(f"fallback must be one of {', '.join(FALLBACKS)}")
+    if s.guard_margin_s < 0:
+        problems.append("guard_margin_s must be >= 0")
+    if not 0 < s.planner.turnaround_percentile <= 100:
+        problems.append("planner.turnaround_percentile must be in (0, 100]")
+    if s.planner.turnaround_s is not None and s.planner.turnaround_s < 0:
+        problems.append("planner.turnaround_s must be >= 0")
+    if s.openai.sync_concurrency < 1 or s.anthropic.sync_concurrency < 1:
+        problems.append("openai/anthropic.sync_concurrency must be >= 1")
     if s.planner.gpu_workers < 1:
         problems.append("planner.gpu_workers must be >= 1")
     problems += _alias_problems(s)

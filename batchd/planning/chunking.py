@@ -117,7 +117,6 @@ class Chunker:
         self._spool: Any = None  # spooled lines of requests the planner places (real runs)
         self._spooled: array[int] = array("i")  # per spooled request: its target set's number
         self._set_list: list[TargetSet] = []
-        self._vendor_ready_at = self.planner.vendor_ready_at
         self._follower_deadlines: list[tuple[str, bytes, float]] = []
 
     def _limits(self, backend: str) -> tuple[int, int]:
@@ -148,7 +147,7 @@ class Chunker:
             ts.line_bytes.append(n)
             ts.max_tokens.append(max_tokens)
             ts.deadline_at.append(deadline)
-            if deadline >= self._vendor_ready_at:
+            if deadline >= self.planner.ready_at(*ts.targets[0]):
                 self._write(backend, ts.targets[0][1], line, n, max_tokens, deadline_at)
             else:  # ends failed at finish
                 ts.failed_keys[len(ts.max_tokens) - 1] = key
@@ -319,7 +318,6 @@ class Chunker:
 
     def _failures(self) -> list[tuple[bytes, Outcome]]:
         out: list[tuple[bytes, Outcome]] = []
-        vendor_h = self._settings.planner.vendor_window_h
         no_vllm = not self._router.has_backend(VLLM)
         for ts in self._set_list:
             gpu_cols = [j for j, (b, _) in enumerate(ts.targets) if b == VLLM]
@@ -340,10 +338,10 @@ class Chunker:
                         error_type="deadline_unmeetable",
                         error_message=(
                             f"no target of {ts.name!r} can finish this request before its "
-                            f"deadline {when}: vendor batches count as done {vendor_h:g} h after "
-                            "submit and the GPU windows before it are full or too short; give a "
-                            "later deadline (--within, --deadline or the line's deadline), or "
-                            "lower planner.vendor_window_h to trust the vendor to finish sooner"
+                            f"deadline {when}: {self._turnaround_words(ts)} and the GPU windows "
+                            "before it are full or too short; give a later deadline (--within, "
+                            "--deadline or the line's deadline), or set planner.turnaround_s "
+                            "to trust the vendor to finish sooner"
                         ),
                     )
                 else:
@@ -359,6 +357,17 @@ class Chunker:
                     )
                 out.append((key, o))
         return out
+
+    def _turnaround_words(self, ts: TargetSet) -> str:
+        pct = self._settings.planner.turnaround_percentile
+        parts = []
+        for backend, model in ts.targets:
+            if backend == VLLM:
+                continue
+            took_s = self.planner.ready_at(backend, model) - self.planner.now
+            source = self.planner.turnaround[f"{backend}:{model}"][1]
+            parts.append(f"{backend}:{model} batches take {took_s / 60:.1f} min (p{pct:g}, {source})")
+        return "; ".join(parts) or "no vendor target"
 
     def _write_failures(self) -> None:
         if self._dry_run:

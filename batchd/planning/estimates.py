@@ -8,7 +8,9 @@ ingest streams, then priced all at once (DESIGN §4 "Planner"):
   default `planner.bytes_per_token`);
 - output tokens: max_tokens x the output/max ratio measured on earlier runs, else
   `planner.output_ratio` x max_tokens, else min(max_tokens, estimate_output_tokens);
-- vendor cost: tokens x batch price, the input part at the measured prompt-cache read share;
+- vendor cost: tokens x batch price, the input part at the measured prompt-cache read share,
+  for requests due after the batch turnaround percentile of that vendor and model
+  (`planning.turnaround`: measured, else the probes' prior, else `vendor_window_h`);
 - vLLM: GPU-seconds = tokens / measured tokens per GPU-second (per model and GPU type), else
   the configured `throughput_tokens_per_s` per engine; cost = GPU-seconds x gpu_hourly_usd,
   and a marginal cost of 0 when the window GPUs are reserved (sunk: fill them first).
@@ -27,6 +29,7 @@ from batchd.config.settings import Settings
 from batchd.planning.assignment import Assignment, assign
 from batchd.planning.capacity import gpu_capacity_s
 from batchd.planning.observations import Observations
+from batchd.planning.turnaround import turnaround_s
 
 F64 = npt.NDArray[np.float64]
 VLLM = "vllm"
@@ -102,7 +105,8 @@ class Planner:
         self.prices = prices
         self.obs = observations
         self.now = now
-        self.vendor_ready_at = now + settings.planner.vendor_window_h * 3600
+        self._ready_at: dict[tuple[str, str], float] = {}
+        self.turnaround: dict[str, tuple[float, str]] = {}  # "backend:model" -> (s, source)
         v = settings.backends.vllm
         measured = observations.tokens_per_gpu_s(v.name, v.gpu_type)
         configured = v.throughput_tokens_per_s / max(v.num_gpus, 1)
@@ -110,6 +114,16 @@ class Planner:
         self.gpu_usd_per_s = v.gpu_hourly_usd / 3600.0
         self.capacity_s = 0.0
         self.gpu_used_s = 0.0
+
+    def ready_at(self, backend: str, model: str) -> float:
+        """When a batch of this vendor and model submitted now counts as done."""
+        key = (backend, model)
+        at = self._ready_at.get(key)
+        if at is None:
+            took_s, source = turnaround_s(self.settings, self.obs.sums, backend, model)
+            self.turnaround[f"{backend}:{model}"] = (took_s, source)
+            at = self._ready_at[key] = self.now + took_s
+        return at
 
     # --- estimates ------------------------------------------------------------------------
     def _bytes_per_token(self, model: str) -> float:
@@ -135,7 +149,6 @@ class Planner:
         cost = np.full((n, t), np.inf)
         cost_max = np.full((n, t), np.inf)
         gpu_s = np.full(n, np.inf)
-        vendor_ok = deadline >= self.vendor_ready_at
         for j, (backend, model) in enumerate(ts.targets):
             supported = lens[:, j] > 0
             by_bytes = np.ceil(lens[:, j] / self._bytes_per_token(model))
@@ -156,7 +169,7 @@ class Planner:
             in_usd = (1 - share) * price.input_per_mtok + share * price.cached_input_per_mtok
             per_req = (inp[:, j] * in_usd + out[:, j] * price.output_per_mtok) / PER_MTOK
             per_max = (inp[:, j] * in_usd + max_eff * price.output_per_mtok) / PER_MTOK
-            ok = supported & vendor_ok
+            ok = supported & (deadline >= self.ready_at(backend, model))
             cost[:, j] = np.where(ok, per_req * price.batch_discount, np.inf)
             cost_max[:, j] = np.where(ok, per_max * price.batch_discount, np.inf)
         baseline = np.zeros(n)
