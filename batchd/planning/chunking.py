@@ -366,7 +366,9 @@ class Chunker:
                 continue
             took_s = self.planner.ready_at(backend, model) - self.planner.now
             source = self.planner.turnaround[f"{backend}:{model}"][1]
-            parts.append(f"{backend}:{model} batches take {took_s / 60:.1f} min (p{pct:g}, {source})")
+            parts.append(
+                f"{backend}:{model} batches take {took_s / 60:.1f} min (p{pct:g}, {source})"
+            )
         return "; ".join(parts) or "no vendor target"
 
     def _write_failures(self) -> None:

@@ -72,7 +72,7 @@ def measured_s(
     """(turnaround at `percentile` from the histogram, batches measured)."""
     prefix = f"{TURNAROUND_PREFIX}{vendor}|{model}|"
     buckets = sorted(
-        (int(k[len(prefix) :]), int(round(den)))
+        (int(k[len(prefix) :]), round(den))
         for k, (_, den) in sums.items()
         if k.startswith(prefix) and den > 0
     )
