@@ -150,3 +150,31 @@ def _same_model(used: str, planned: str) -> bool:
 def _iso(epoch_s: float) -> str:
     when = datetime.fromtimestamp(epoch_s, tz=UTC).replace(microsecond=0)
     return when.isoformat().replace("+00:00", "Z")
+
+
+SYNC_TIERS = ("flex", "realtime")
+
+
+def print_tiers(out: Console, stats: dict[str, Any]) -> None:
+    """`batchd report`: how lines were served, and what the deadline guard's fallback cost."""
+    tiers: dict[str, dict[str, float]] = stats.get("tiers") or {}
+    lines = sum(t["lines"] for t in tiers.values())
+    if not lines:
+        return
+    out.print(
+        "served by tier: "
+        + ", ".join(f"{name} {int(t['lines'])}" for name, t in sorted(tiers.items()))
+    )
+    sync = [tiers[name] for name in SYNC_TIERS if name in tiers]
+    if not sync:
+        return
+    n = sum(t["lines"] for t in sync)
+    cost = sum(t["cost_usd"] for t in sync)
+    at_batch = sum(t["batch_price_usd"] for t in sync)
+    total = sum(t["cost_usd"] for t in tiers.values())
+    out.print(
+        f"deadline fallback (flex/realtime): {int(n)} of {int(lines)} served lines "
+        f"({100 * n / lines:.0f}%), ${cost:,.4f} of ${total:,.4f} "
+        f"({100 * cost / total if total else 0:.0f}%); at the batch price ${at_batch:,.4f}: "
+        f"the deadline cost you ${cost - at_batch:,.4f}"
+    )

@@ -26,7 +26,7 @@ from batchd.cli.common import (
     print_summary,
 )
 from batchd.cli.driving import drive_in_process
-from batchd.cli.plan_view import print_planned_vs_actual
+from batchd.cli.plan_view import print_planned_vs_actual, print_tiers
 from batchd.cli.progress import Progress, snapshot
 from batchd.errors import BatchdError
 from batchd.run.identity import driver_lock
@@ -203,6 +203,7 @@ def report(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:
             "net of the cache-write premium)"
         )
     print_planned_vs_actual(out, run.stats or {}, rows)
+    print_tiers(out, run.stats or {})
 
 
 def cancel(run_id: Annotated[str, typer.Argument(help="Run id.")]) -> None:

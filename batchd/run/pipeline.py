@@ -30,7 +30,7 @@ from batchd.outcome import SUCCEEDED, Outcome
 from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
 from batchd.planning.chunking import Chunker, Estimate, PlanSummary
 from batchd.planning.observations import Observations, Observer
-from batchd.run import follow_ups
+from batchd.run import deadline_guard, follow_ups
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.services import Services
 from batchd.state.base import (
@@ -238,7 +238,9 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
         if step is None or chunk.retry_at > now or (states and chunk.state not in states):
             continue
         try:
-            await step(svc, run, chunk)
+            guarded = await deadline_guard.before_step(svc, run, chunk)  # None: the guard sent it
+            if guarded is not None:
+                await step(svc, run, guarded)
         except BatchdError:
             raise  # the user must act (e.g. a refused API key): stop, the run resumes later
         except Exception as exc:
@@ -290,6 +292,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
         outcome = RUN_WITH_FAILURES
     stats = dict(run.stats)
     stats["status_counts"] = counts
+    stats["tiers"] = assembler.tiers  # lines and cost per serving tier (batch, flex, ...)
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
