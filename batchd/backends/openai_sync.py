@@ -22,13 +22,18 @@ FLEX = "flex"
 STANDARD = "default"
 
 
+def has_flex(patterns: list[str], model: str) -> bool:
+    """Does the model have the flex service tier (`openai.flex_models` patterns)?"""
+    return any(fnmatch.fnmatchcase(model, p) for p in patterns)
+
+
 class OpenAISync:
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings
         self._client: Any = None
 
     def has_flex(self, model: str) -> bool:
-        return any(fnmatch.fnmatchcase(model, p) for p in self.settings.flex_models)
+        return has_flex(self.settings.flex_models, model)
 
     @property
     def client(self) -> Any:

@@ -40,6 +40,8 @@ def plan_document(file: str, report: PlanReport) -> dict[str, Any]:
             "requests": sum(e.requests for e in report.estimates.values()),
             "cost_usd": cost,
             "cost_max_usd": sum(e.cost_max_usd for e in report.estimates.values()),
+            "guard_worst_usd": sum(e.guard_worst_usd for e in report.estimates.values()),
+            "sync_requests": sum(e.sync_requests for e in report.estimates.values()),
             "baseline_usd": base,
             "savings_usd": base - cost,
             "marginal_cost_usd": s.marginal_usd,
@@ -62,17 +64,20 @@ def print_plan(out: Console, file: str, report: PlanReport, elapsed_s: float) ->
     doc = plan_document(file, report)
     table = Table(title=f"plan (nothing sent), deadline {doc['deadline']}")
     cols = ("target", "requests", "chunks", "est. input tok", "est. output tok", "est. cost")
-    for col in (*cols, "max cost", "realtime list", "savings", "GPU-s"):
+    extra = ("max cost", "if the guard fires", "realtime list", "savings", "GPU-s")
+    for col in (*cols, *extra):
         table.add_column(col, justify="left" if col == "target" else "right")
     for name, t in doc["targets"].items():
         table.add_row(
             name,
-            f"{t['requests']:,}",
+            f"{t['requests']:,}"
+            + (f" ({t['sync_requests']:,} flex/realtime)" if t["sync_requests"] else ""),
             str(t["chunks"]),
             f"{t['input_tokens']:,}",
             f"{t['output_tokens']:,}",
             f"${t['cost_usd']:,.4f}",
             f"${t['cost_max_usd']:,.4f}",
+            f"${t['guard_worst_usd']:,.4f}",
             f"${t['baseline_usd']:,.4f}",
             f"${t['savings_usd']:,.4f}",
             f"{t['gpu_seconds']:,.0f}" if t["gpu_seconds"] else "-",
@@ -83,6 +88,15 @@ def print_plan(out: Console, file: str, report: PlanReport, elapsed_s: float) ->
         f"  estimated cost ${tot['cost_usd']:,.4f} (at most ${tot['cost_max_usd']:,.4f}); "
         f"realtime list price ${tot['baseline_usd']:,.4f}, saving ${tot['savings_usd']:,.4f}; "
         f"all on the cheapest vendor batch ${tot['all_vendor_usd']:,.4f}"
+    )
+    if tot["sync_requests"]:
+        out.print(
+            f"  {tot['sync_requests']:,} requests are due before a batch would finish: planned "
+            "straight to flex (batch price) or realtime (list price)"
+        )
+    out.print(
+        f"  worst case if the deadline guard fires (every vendor line sent synchronously): "
+        f"${tot['guard_worst_usd']:,.4f}"
     )
     gpu = doc["gpu"]
     if gpu["reserved"]:

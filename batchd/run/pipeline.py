@@ -28,8 +28,9 @@ from batchd.intake.ingest import LINES_SCHEMA, IngestStats, ingest
 from batchd.intake.lines import open_source
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
-from batchd.planning.chunking import Chunker, Estimate, PlanSummary
+from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
+from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.run import deadline_guard, follow_ups
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.services import Services
@@ -223,7 +224,8 @@ def run_settings(settings: Settings, options: dict[str, Any]) -> Settings:
             "anthropic_chunk_bytes", settings.anthropic.max_bytes_per_chunk
         ),
     )
-    return replace(settings, openai=openai, anthropic=anthropic)
+    fallback = options.get("fallback", settings.fallback)
+    return replace(settings, openai=openai, anthropic=anthropic, fallback=fallback)
 
 
 async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None = None) -> bool:
