@@ -92,8 +92,9 @@ def _settle(
                 if rejected is not None:
                     o = Outcome(status=FAILED, error_type="batch_failed", error_message=rejected)
                 else:
-                    o = _by_cancel_reason(reported.get(vendor_id) or _missing(chunk), chunk)
-                unrun = _never_ran(o, chunk)
+                    o = reported.get(vendor_id) or _missing(chunk)
+                unrun = rejected is None and _never_ran(o, chunk)
+                o = _by_cancel_reason(o, chunk)
                 if (unrun and in_time) or (o.status != SUCCEEDED and o.retryable and can_retry):
                     real_failures += not unrun
                     retry_out.write(line)
@@ -167,8 +168,9 @@ def _never_ran(o: Outcome, chunk: Chunk) -> bool:
 
 
 def _by_cancel_reason(o: Outcome, chunk: Chunk) -> Outcome:
-    """Lines cut off by batchd's own cancel at the deadline end `expired`, not `canceled`."""
-    if o.status == CANCELED and chunk.cancel_reason == "deadline":
+    """Lines cut off by batchd's own cancel (the deadline, or the guard's when they could not
+    be resent) end `expired`, not `canceled`."""
+    if o.status == CANCELED and chunk.cancel_reason in ("deadline", "guard"):
         return Outcome(
             status=EXPIRED, error_type="expired", error_message="not done before the run's deadline"
         )
