@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from batchd.config.pricing import Usage, load_price_book
@@ -186,3 +187,62 @@ def test_claude_lines_finish_through_the_messages_api(
     for r in rows:
         want = _cost("claude-haiku-4-5", r, batch=r["tier"] == "batch")
         assert r["cost_usd"] == pytest.approx(want) and r["cost_usd"] > 0
+
+
+# --- the guard's timing, with an injected clock ----------------------------------------------
+
+
+def _svc(tmp_path: Path, **env: str) -> Any:
+    from batchd.config.settings import load_settings
+    from batchd.run.services import open_services
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    return open_services(
+        load_settings(environ={"BATCHD_HOME": str(tmp_path / "h"), **env}, config_path=empty)
+    )
+
+
+def test_guard_margin_and_when_it_fires(tmp_path: Path) -> None:
+    from batchd.run import deadline_guard as guard
+    from batchd.state.base import Chunk, Run
+
+    svc = _svc(tmp_path)
+    t0 = 1_800_000_000.0
+
+    def run(hours: float, **options: Any) -> Run:
+        return Run(
+            run_id="r",
+            base_id="r",
+            source="s",
+            output="o",
+            options=options,
+            created_at=t0,
+            deadline_at=t0 + hours * 3600,
+        )
+
+    assert guard.margin_s(svc, run(12)) == 3600.0  # 10% of 12 h, clamped to 1 h
+    assert guard.margin_s(svc, run(2)) == pytest.approx(720.0)  # 10% of 2 h
+    assert guard.margin_s(svc, run(0.1)) == 60.0  # at least a minute
+    assert guard.margin_s(svc, run(2, guard_margin_s=30.0)) == 30.0  # the run's option
+    r = run(2)
+    chunk = Chunk(
+        chunk_id="c",
+        run_id="r",
+        backend="openai",
+        model="m",
+        path="p",
+        n_requests=1,
+        n_bytes=1,
+        deadline_at=r.deadline_at,
+    )
+    fire_at = r.deadline_at - 720.0
+    assert not guard.due(svc, r, chunk, fire_at - 1)
+    assert guard.due(svc, r, chunk, fire_at)
+    assert guard.retry_tier(svc, r, chunk, fire_at - 1) == "batch"  # resent as a batch
+    assert guard.retry_tier(svc, r, chunk, fire_at) == "realtime"  # after: synchronously
+    assert not guard.due(svc, run(2, fallback="none"), chunk, fire_at)
+    assert guard.retry_tier(svc, run(2, fallback="flex"), chunk, fire_at) == "flex"
+    gpu = msgspec.structs.replace(chunk, backend="vllm")
+    assert not guard.due(svc, r, gpu, fire_at)  # GPU work is not guarded
+    svc.close()
