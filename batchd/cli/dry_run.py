@@ -10,6 +10,7 @@ import msgspec
 import typer
 
 from batchd.cli.common import (
+    Fallback,
     cli_settings,
     out,
     run_deadline,
@@ -35,6 +36,13 @@ def plan(
     within: Annotated[
         str | None, typer.Option(help="Deadline as a duration from now: 12h, 90m, 2d.")
     ] = None,
+    fallback: Annotated[
+        Fallback | None,
+        typer.Option(
+            help="The deadline guard's fallback the plan counts on: realtime, flex or none "
+            "(lines due before a batch finishes are planned to it). [default: realtime]"
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON document, for machines.")
     ] = False,
@@ -48,7 +56,7 @@ def plan(
     (baseline), savings and GPU-seconds; requests no target can finish before their deadline
     are counted apart ('max' assumes every reply uses its full max_tokens).
     """
-    settings = cli_settings()
+    settings = cli_settings(fallback=fallback.value if fallback else None)
     now_s = parse_deadline(now, time.time()) or time.time()
     deadline_at = run_deadline(deadline, within, now_s)
     svc = open_services(settings)

@@ -93,8 +93,9 @@ def test_submit_due_in_ten_minutes_is_sent_synchronously(
 def test_only_a_line_no_venue_can_finish_is_unmeetable(batchd: Batchd) -> None:
     src = write_jsonl(batchd.tmp / "j.jsonl", [chat("a", "late", max_tokens=5)])
     assert not _plan(batchd, src, "--within", "10m")["unmeetable"]
-    off = _plan(batchd, src, "--within", "10m", BATCHD_FALLBACK="none")
+    off = _plan(batchd, src, "--within", "10m", "--fallback", "none")
     assert off["unmeetable"] == {"gpt-5.4-nano": 1}
+    assert _plan(batchd, src, "--within", "10m", BATCHD_FALLBACK="none") == off
     assert _plan(batchd, src, "--within", "30s")["unmeetable"] == {"gpt-5.4-nano": 1}
     proc = batchd.submit(src, "--within", "10m", "--fallback", "none")
     assert proc.returncode == 3
