@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchd.config.pricing import Usage, load_price_book
 from batchd.config.settings import Settings
@@ -107,3 +109,39 @@ def test_only_a_line_no_venue_can_finish_is_unmeetable(batchd: Batchd) -> None:
     )
     assert "p90, prior" in row["error_message"] and "--fallback realtime" in row["error_message"]
     assert "failed deadline_unmeetable: 1 lines no venue can finish" in proc.stdout
+
+
+_TEXTS = st.sampled_from(
+    ["fine", "[[error:400]] nope", "[[finish:content_filter]] hmm", "one two three four", "é ü 😀"]
+)
+
+
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(texts=st.lists(_TEXTS, min_size=1, max_size=8), dup=st.booleans())
+def test_every_line_sent_synchronously_ends_as_one_row(
+    tmp_path_factory: pytest.TempPathFactory,
+    emulator: OpenAIBatchEmulator,
+    claude: AnthropicBatchEmulator,
+    texts: list[str],
+    dup: bool,
+) -> None:
+    batchd = Batchd(tmp_path_factory.mktemp("sync"), emulator, claude)
+    lines: list[Any] = [chat(f"h{i}", t, max_tokens=3) for i, t in enumerate(texts)]
+    if dup:
+        lines.append(chat("again", texts[0], max_tokens=3))
+    lines.append(b"{not json")
+    src = write_jsonl(batchd.tmp / "h.jsonl", lines)
+    proc = batchd.submit(src, "--within", "3m", "--no-cache")
+    assert proc.returncode in (0, 3), proc.stderr
+    rows = batchd.results()
+    assert [r["line_no"] for r in rows] == list(range(1, len(lines) + 1))
+    for r in rows[:-1]:
+        text = texts[int(r["custom_id"][1:])] if r["custom_id"] != "again" else texts[0]
+        want = "failed" if "[[error:400]]" in text else "succeeded"
+        assert r["status"] == want, r
+        assert r["tier"] == "flex" and (r["error_message"] is None) == (want == "succeeded")
+        if "[[finish:content_filter]]" in text:
+            assert r["finish_reason"] == "content_filter"
+    assert rows[-1]["status"] == "invalid" and rows[-1]["tier"] is None
