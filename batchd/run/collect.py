@@ -181,7 +181,7 @@ def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
     o.backend = chunk.backend
     o.model_used = o.model_used or chunk.model
     if o.status in (SUCCEEDED, FAILED) and o.tier is None:
-        o.tier = "batch"
+        o.tier = "gpu" if chunk.backend == "vllm" else "batch"
     o.submitted_at = chunk.submitted_at
     o.completed_at = chunk.ended_at
     o.retryable = False

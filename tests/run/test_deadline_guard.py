@@ -246,3 +246,29 @@ def test_guard_margin_and_when_it_fires(tmp_path: Path) -> None:
     gpu = msgspec.structs.replace(chunk, backend="vllm")
     assert not guard.due(svc, r, gpu, fire_at)  # GPU work is not guarded
     svc.close()
+
+
+def test_collected_rows_carry_their_tier(tmp_path: Path) -> None:
+    from batchd.outcome import CANCELED, SUCCEEDED, Outcome
+    from batchd.run.collect import _stamp
+    from batchd.state.base import Chunk
+
+    svc = _svc(tmp_path)
+
+    def chunk(backend: str) -> Chunk:
+        return Chunk(
+            chunk_id="c",
+            run_id="r",
+            backend=backend,
+            model="gpt-5.4-nano",
+            path="p",
+            n_requests=1,
+            n_bytes=1,
+        )
+
+    done = Outcome(status=SUCCEEDED, input_tokens=10, output_tokens=5)
+    assert _stamp(svc, chunk("openai"), done).tier == "batch"
+    gpu = Outcome(status=SUCCEEDED, input_tokens=10, output_tokens=5, gpu_seconds=0.5)
+    assert _stamp(svc, chunk("vllm"), gpu).tier == "gpu"
+    assert _stamp(svc, chunk("openai"), Outcome(status=CANCELED)).tier is None  # not served
+    svc.close()
