@@ -30,5 +30,6 @@ class Outcome(msgspec.Struct, gc=False, kw_only=True):
     gpu_seconds: float = 0.0
     submitted_at: float | None = None
     completed_at: float | None = None
+    tier: str | None = None  # batch | flex | realtime | gpu: how it was served (None: not)
     # Backend verdict on a non-success: may the request be sent again?
     retryable: bool = False

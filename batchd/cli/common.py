@@ -38,6 +38,12 @@ class Export(StrEnum):
     openai_jsonl = "openai-jsonl"
 
 
+class Fallback(StrEnum):
+    realtime = "realtime"
+    flex = "flex"
+    none = "none"
+
+
 class ResultsFormat(StrEnum):
     table = "table"
     jsonl = "jsonl"
@@ -108,3 +114,11 @@ def print_summary(svc: Services, run: Run) -> None:
             + ", ".join(f"{k} {v}" for k, v in sorted(invalid.items()))
         )
         out.print("  see the error_message column of the invalid rows for each line's reason")
+    unmeetable = (st.get("plan") or {}).get("unmeetable") or {}
+    if unmeetable:
+        out.print(
+            f"  failed deadline_unmeetable: {sum(unmeetable.values())} lines no venue can finish "
+            "before their deadline ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(unmeetable.items()))
+            + "); see their error_message"
+        )

@@ -10,6 +10,7 @@ import msgspec
 import typer
 
 from batchd.cli.common import (
+    Fallback,
     JsonFlag,
     cli_settings,
     out,
@@ -42,6 +43,13 @@ def plan(
         str | None,
         typer.Option(metavar="DURATION", help="Deadline as a duration from now: 12h, 90m, 2d."),
     ] = None,
+    fallback: Annotated[
+        Fallback | None,
+        typer.Option(
+            help="The deadline guard's fallback the plan counts on: realtime, flex or none "
+            "(lines due before a batch finishes are planned to it). [default: realtime]"
+        ),
+    ] = None,
     as_json: JsonFlag = False,
     wide: Annotated[
         bool, typer.Option("--wide", help="Tokens, chunks, worst case, GPU-s per target.")
@@ -56,7 +64,7 @@ def plan(
     (baseline), savings and GPU-seconds; requests no target can finish before their deadline
     are counted apart ('max' assumes every reply uses its full max_tokens).
     """
-    settings = cli_settings()
+    settings = cli_settings(fallback=fallback.value if fallback else None)
     now_s = parse_deadline(now, time.time()) or time.time()
     deadline_at = run_deadline(deadline, within, now_s)
     preflight.check_input(file)  # before anything exists on disk

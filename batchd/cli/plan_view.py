@@ -47,6 +47,8 @@ def plan_document(file: str, report: PlanReport) -> dict[str, Any]:
             "marginal_cost_usd": s.marginal_usd,
             "all_vendor_usd": s.all_vendor_usd,
             "unmeetable": sum(s.unmeetable.values()),
+            "guard_worst_usd": sum(e.guard_worst_usd for e in report.estimates.values()),
+            "sync_requests": sum(e.sync_requests for e in report.estimates.values()),
         },
     }
 
@@ -86,6 +88,15 @@ def print_plan(
         f"  at most ${tot['cost_max_usd']:,.4f} if every reply uses its max_tokens; "
         f"all on the cheapest vendor batch ${tot['all_vendor_usd']:,.4f}"
     )
+    if tot["sync_requests"]:
+        out.print(
+            f"  {tot['sync_requests']:,} requests are due before a batch would finish: planned "
+            "straight to flex (batch price) or realtime (list price)"
+        )
+    out.print(
+        f"  worst case if the deadline guard fires (every vendor line sent synchronously): "
+        f"${tot['guard_worst_usd']:,.4f}"
+    )
     gpu = doc["gpu"]
     if gpu["reserved"]:
         out.print(
@@ -120,7 +131,10 @@ def _narrow_plan(out: Console, doc: dict[str, Any], title: str) -> None:
     for col in ("target", "requests", "est. cost $", "list $", "savings $"):
         table.add_column(col, justify="left" if col == "target" else "right")
     for i, (name, t) in enumerate(targets.items()):
-        table.add_row(name, f"{t['requests']:,}", *(shown[k][0][i] for k in keys))
+        requests = f"{t['requests']:,}" + (
+            f" ({t['sync_requests']:,} sync)" if t["sync_requests"] else ""
+        )
+        table.add_row(name, requests, *(shown[k][0][i] for k in keys))
     table.add_section()
     total = doc["totals"]["requests"]
     table.add_row("total", f"{total:,}", *(shown[k][1] for k in keys))
@@ -131,15 +145,17 @@ def _narrow_plan(out: Console, doc: dict[str, Any], title: str) -> None:
 def _wide_plan(out: Console, doc: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     cols = ("target", "requests", "chunks", "est. input tok", "est. output tok", "est. cost")
-    for col in (*cols, "max cost", "realtime list", "savings", "GPU-s"):
+    extra = ("max cost", "if the guard fires", "realtime list", "savings", "GPU-s")
+    for col in (*cols, *extra):
         table.add_column(col, justify="left" if col == "target" else "right")
     targets = doc["targets"]
-    keys = ("cost_usd", "cost_max_usd", "baseline_usd", "savings_usd")
+    keys = ("cost_usd", "cost_max_usd", "guard_worst_usd", "baseline_usd", "savings_usd")
     shown = {k: money([t[k] for t in targets.values()]) for k in keys}
     for i, (name, t) in enumerate(targets.items()):
         table.add_row(
             name,
-            f"{t['requests']:,}",
+            f"{t['requests']:,}"
+            + (f" ({t['sync_requests']:,} flex/realtime)" if t["sync_requests"] else ""),
             str(t["chunks"]),
             f"{t['input_tokens']:,}",
             f"{t['output_tokens']:,}",
@@ -200,3 +216,31 @@ def _same_model(used: str, planned: str) -> bool:
 def _iso(epoch_s: float) -> str:
     when = datetime.fromtimestamp(epoch_s, tz=UTC).replace(microsecond=0)
     return when.isoformat().replace("+00:00", "Z")
+
+
+SYNC_TIERS = ("flex", "realtime")
+
+
+def print_tiers(out: Console, stats: dict[str, Any]) -> None:
+    """`batchd report`: how lines were served, and what the deadline guard's fallback cost."""
+    tiers: dict[str, dict[str, float]] = stats.get("tiers") or {}
+    lines = sum(t["lines"] for t in tiers.values())
+    if not lines:
+        return
+    out.print(
+        "served by tier: "
+        + ", ".join(f"{name} {int(t['lines'])}" for name, t in sorted(tiers.items()))
+    )
+    sync = [tiers[name] for name in SYNC_TIERS if name in tiers]
+    if not sync:
+        return
+    n = sum(t["lines"] for t in sync)
+    cost = sum(t["cost_usd"] for t in sync)
+    at_batch = sum(t["batch_price_usd"] for t in sync)
+    total = sum(t["cost_usd"] for t in tiers.values())
+    out.print(
+        f"deadline fallback (flex/realtime): {int(n)} of {int(lines)} served lines "
+        f"({100 * n / lines:.0f}%), ${cost:,.4f} of ${total:,.4f} "
+        f"({100 * cost / total if total else 0:.0f}%); at the batch price ${at_batch:,.4f}: "
+        f"the deadline cost you ${cost - at_batch:,.4f}"
+    )

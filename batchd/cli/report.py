@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from batchd.cli.common import cli_settings, get_run, out
-from batchd.cli.plan_view import print_planned_vs_actual
+from batchd.cli.plan_view import print_planned_vs_actual, print_tiers
 from batchd.cli.rounding import money
 from batchd.cli.runs import run_output
 from batchd.run.services import open_services
@@ -73,6 +73,7 @@ def report(
             "net of the cache-write premium)"
         )
     print_planned_vs_actual(out, run.stats or {}, rows)
+    print_tiers(out, run.stats or {})
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, tuple[list[str], str]]:

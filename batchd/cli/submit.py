@@ -11,6 +11,7 @@ import typer
 from batchd.cli.common import (
     EXIT_OK,
     Export,
+    Fallback,
     cli_settings,
     err,
     exit_code,
@@ -73,6 +74,21 @@ def submit(
         Export | None,
         typer.Option(help="Also write results.openai.jsonl in the OpenAI batch output format."),
     ] = None,
+    fallback: Annotated[
+        Fallback | None,
+        typer.Option(
+            help="At the deadline guard, send unfinished vendor lines synchronously: realtime "
+            "(OpenAI flex first where the model has it, then the standard tier; Claude "
+            "Messages API), flex (flex only), none (they end 'expired'). [default: realtime]"
+        ),
+    ] = None,
+    guard_margin_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds before the deadline the guard fires. [default: 10% of the time to "
+            "the deadline, 60-3600]"
+        ),
+    ] = None,
     poll_interval_s: Annotated[
         float | None,
         typer.Option(
@@ -124,6 +140,8 @@ def submit(
         deadline=deadline or within,
         export=export.value if export else "",
         no_prompt_cache=no_prompt_cache,
+        fallback=fallback.value if fallback else None,
+        guard_margin_s=guard_margin_s,
     )
     deadline_at = run_deadline(deadline, within, time.time())
     preflight.check_input(file)  # before anything exists on disk

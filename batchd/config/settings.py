@@ -33,6 +33,7 @@ Retries = Annotated[int, Meta(ge=0, le=100)]  # 0 = no retries
 Attempts = Annotated[int, Meta(ge=1, le=100)]
 TokenCount = Annotated[int, Meta(ge=1, le=10_000_000)]
 ByteCount = Annotated[int, Meta(ge=0, le=2**62)]
+FALLBACKS = ("realtime", "flex", "none")
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -46,6 +47,12 @@ class OpenAISettings(_Section):
     max_bytes_per_chunk: Annotated[int, Meta(ge=1, le=200_000_000)] = 200_000_000
     max_retries: Retries = 5
     timeout_s: PositiveS = 600.0
+    sync_concurrency: Count = 8  # the deadline guard's parallel synchronous calls
+    flex_timeout_s: PositiveS = (
+        900.0  # one flex call (OpenAI suggests ~15 min), within the deadline
+    )
+    # Models with the flex service tier (fnmatch patterns; OpenAI's flex processing guide).
+    flex_models: list[str] = msgspec.field(default_factory=lambda: ["gpt-5*", "o3*", "o4-mini*"])
 
 
 class AnthropicSettings(_Section):
@@ -56,6 +63,7 @@ class AnthropicSettings(_Section):
     max_retries: Retries = 5
     timeout_s: PositiveS = 600.0
     default_max_tokens: TokenCount = 4096  # Claude needs max_tokens; used when a line has none
+    sync_concurrency: Count = 8  # the deadline guard's parallel Messages API calls
     prompt_cache: bool = True  # mark shared prefixes with cache_control when it pays
 
 
@@ -131,7 +139,10 @@ class ProviderSettings(_Section):
 class PlannerSettings(_Section):
     """How the planner estimates tokens and GPU time and decides where requests run."""
 
-    vendor_window_h: NonNegative = 24.0  # a vendor batch counts as done this long after submit
+    vendor_window_h: NonNegative = 24.0  # batch turnaround with no measurement and no prior
+    # plan vendor batches to take this percentile of their measured turnaround
+    turnaround_percentile: Annotated[float, Meta(gt=0, le=100)] = 90.0
+    turnaround_s: NonNegative | None = None  # set: every vendor batch is planned to take this
     gpu_reserved: bool = False  # window GPUs are paid anyway (sunk): fill them first
     gpu_workers: Count = 1  # vLLM engines taking this run's work (each holds num_gpus GPUs)
     bytes_per_token: PositiveS = 4.0  # request-line bytes per input token before runs measured it
@@ -171,6 +182,8 @@ class Settings(_Section):
     poll_interval_s: PositiveS = 30.0
     default_deadline_h: PositiveS = 72.0
     max_attempts: Attempts = 3
+    fallback: str = "realtime"  # at the deadline guard: realtime (flex first) | flex | none
+    guard_margin_s: NonNegative = 0.0  # guard fires this long before the deadline; 0 = 10%
     # a step that raises this often ends its lines `failed` (a finalize: the run)
     max_step_failures: Annotated[int, Meta(ge=1, le=1000)] = 5
     step_retry_base_s: PositiveS = 2.0  # backoff after a failed step: base * 2**(failures-1)
@@ -236,7 +249,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
                 for part in _NESTED.get(section, (section,)):
                     target = target.setdefault(part, {})
                 field = key[len(prefix) :]
-                target[field] = value.split(",") if field == "windows" else value
+                target[field] = value.split(",") if field in ("windows", "flex_models") else value
                 break
         else:
             raise BatchdError(
@@ -377,6 +390,8 @@ def _check(s: Settings) -> None:
             "results_file_mode must be octal permissions with owner read and write, "
             "like 0600 or 0644"
         )
+    if s.fallback not in FALLBACKS:
+        problems.append(f"fallback must be one of {', '.join(FALLBACKS)}")
     problems += _alias_problems(s)
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")

@@ -29,6 +29,7 @@ RESULTS_SCHEMA = pa.schema(
         ("model_requested", pa.string()),
         ("model_used", pa.string()),
         ("backend", pa.string()),
+        ("tier", pa.string()),  # batch | flex | realtime | gpu; NULL: not served by this run
         ("status", pa.string()),
         ("cache", pa.string()),
         ("output_text", pa.string()),
@@ -166,6 +167,8 @@ class RowAssembler:
         self._lookup = lookup
         self.summary = summary
         self.status_counts: dict[str, int] = {}
+        # per tier: lines, cost_usd, and batch_price_usd (the same usage at the batch price)
+        self.tiers: dict[str, dict[str, float]] = {}
 
     def assemble(self, lines: pa.RecordBatch) -> pa.RecordBatch:
         cols = lines.to_pydict()
@@ -180,6 +183,8 @@ class RowAssembler:
             row = self._row(cols, i, outcomes)
             self.summary.add(row)
             self.status_counts[row["status"]] = self.status_counts.get(row["status"], 0) + 1
+            if row["tier"] is not None:
+                self._count_tier(row)
             for name, values in out.items():
                 values.append(row[name])
         return pa.RecordBatch.from_pydict(out, schema=RESULTS_SCHEMA)
@@ -224,6 +229,7 @@ class RowAssembler:
             model_requested=model_requested or None,
             model_used=o.model_used or None,
             backend=o.backend or None,
+            tier=None if state in (INVALID, CACHED) else served_tier(o),
             status=o.status,
             output_text=o.output_text,
             response_json=o.response_json,
@@ -245,6 +251,22 @@ class RowAssembler:
         )
         return row
 
+    def _count_tier(self, row: dict[str, Any]) -> None:
+        t = self.tiers.setdefault(row["tier"], {"lines": 0, "cost_usd": 0.0, "batch_price_usd": 0})
+        t["lines"] += 1
+        t["cost_usd"] += row["cost_usd"]
+        at_batch = row["cost_usd"]
+        price = self._prices.lookup(row["model_used"] or "")
+        if row["tier"] == "realtime" and price is not None:
+            usage = Usage(
+                row["input_tokens"],
+                row["cached_input_tokens"],
+                row["cache_write_tokens"],
+                row["output_tokens"],
+            )
+            at_batch = self._prices.cost_usd(price, usage, batch=True) if row["cost_usd"] else 0.0
+        t["batch_price_usd"] += at_batch
+
     def _prompt_cache_saving(self, cache: str, o: Outcome) -> float:
         """What the vendor's prompt cache saved on this row (negative: writes never reused)."""
         if cache != CACHE_NONE or not (o.cached_input_tokens or o.cache_write_tokens):
@@ -260,6 +282,15 @@ class RowAssembler:
         if price is None or (o.input_tokens == 0 and o.output_tokens == 0):
             return 0.0
         return self._prices.baseline_usd(price, Usage(o.input_tokens, 0, 0, o.output_tokens))
+
+
+def served_tier(o: Outcome) -> str | None:
+    """How a line was served: its outcome's tier; vLLM work is `gpu`; None when not served."""
+    if o.tier is not None:
+        return o.tier
+    if o.backend == "vllm" and o.status in (SUCCEEDED, FAILED):
+        return "gpu"
+    return None
 
 
 def _ts(epoch_s: float | None) -> int | None:

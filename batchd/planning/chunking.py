@@ -17,21 +17,29 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-import msgspec
 import numpy as np
 
 from batchd.backends.base import BatchBackend
 from batchd.config.pricing import PriceBook
 from batchd.config.settings import Settings
 from batchd.outcome import FAILED, Outcome
-from batchd.planning.estimates import UNMEETABLE, VLLM, Planner, Priced, TargetSet
+from batchd.planning.estimates import (
+    MIN_SYNC_S,
+    UNMEETABLE,
+    VLLM,
+    Planner,
+    Priced,
+    TargetSet,
+)
 from batchd.planning.observations import Observations
+from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.planning.routing import Choice, Route, Router
 from batchd.requests import KEY_BYTES
 from batchd.state.base import CHUNK_COLLECTED, Chunk
 from batchd.storage.chunk_outcomes import write_outcomes
 
 VLLM_MAX_BYTES_PER_CHUNK = 1 << 31
+BATCH = "batch"
 PLANNER_BACKEND = "planner"  # the backend of the chunk holding the planner's failed rows
 
 
@@ -41,31 +49,6 @@ class _Open:
     def __init__(self, chunk: Chunk, file: BinaryIO | None) -> None:
         self.chunk = chunk
         self.file = file
-
-
-class Estimate(msgspec.Struct, kw_only=True):
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    output_tokens_max: int = 0
-    cost_usd: float = 0.0
-    cost_max_usd: float = 0.0
-    baseline_usd: float = 0.0
-    savings_usd: float = 0.0  # baseline - cost
-    gpu_seconds: float = 0.0
-
-
-class PlanSummary(msgspec.Struct, kw_only=True):
-    """What the planner decided, beyond the per-target estimates."""
-
-    gpu_capacity_s: float = 0.0  # GPU-seconds usable before the latest deadline (ours)
-    gpu_committed_s: float = 0.0  # GPU work of other unfinished runs, taken off the capacity
-    gpu_used_s: float = 0.0
-    tokens_per_gpu_s: float = 0.0
-    gpu_reserved: bool = False
-    all_vendor_usd: float = 0.0  # every request on its cheapest vendor target that is in time
-    marginal_usd: float = 0.0  # the plan's cost beyond reserved GPUs (= cost when on demand)
-    unmeetable: dict[str, int] = {}  # requested model -> requests no target finishes in time
 
 
 class Chunker:
@@ -100,7 +83,7 @@ class Chunker:
         self._deadline = run_deadline_at
         self._prompt_cache = prompt_cache
         self._router = router or Router(prices, backends, settings)
-        self._open: dict[tuple[str, str], _Open] = {}
+        self._open: dict[tuple[str, str, str], _Open] = {}
         self._seq = 0
         self.chunks: list[Chunk] = []
         self.estimates: dict[tuple[str, str], Estimate] = {}
@@ -117,7 +100,6 @@ class Chunker:
         self._spool: Any = None  # spooled lines of requests the planner places (real runs)
         self._spooled: array[int] = array("i")  # per spooled request: its target set's number
         self._set_list: list[TargetSet] = []
-        self._vendor_ready_at = self.planner.vendor_ready_at
         self._follower_deadlines: list[tuple[str, bytes, float]] = []
 
     def _limits(self, backend: str) -> tuple[int, int]:
@@ -148,8 +130,9 @@ class Chunker:
             ts.line_bytes.append(n)
             ts.max_tokens.append(max_tokens)
             ts.deadline_at.append(deadline)
-            if deadline >= self._vendor_ready_at:
-                self._write(backend, ts.targets[0][1], line, n, max_tokens, deadline_at)
+            tier = self._tier(ts.targets[0], deadline)
+            if tier is not None:
+                self._write(backend, ts.targets[0][1], line, n, max_tokens, deadline_at, tier)
             else:  # ends failed at finish
                 ts.failed_keys[len(ts.max_tokens) - 1] = key
             return
@@ -192,6 +175,14 @@ class Chunker:
                 if d < deadlines[i]:
                     deadlines[i] = d
 
+    def _tier(self, target: tuple[str, str], deadline: float) -> str | None:
+        """batch when a batch finishes in time, else the guard's synchronous tier (or None)."""
+        if target[0] == VLLM or deadline >= self.planner.ready_at(*target):
+            return BATCH
+        if deadline < self.planner.now + MIN_SYNC_S:
+            return None
+        return self.planner.sync_tier(*target)
+
     def _target_set(self, backend: str, model: str) -> tuple[int, TargetSet]:
         route = self._router.route(model)
         if isinstance(route, Choice):
@@ -211,12 +202,14 @@ class Chunker:
         n_bytes: int,
         max_tokens: int,
         deadline_at: float | None,
+        tier: str = "batch",
     ) -> None:
-        """Append one vendor-format line (newline included) to the open chunk of its model.
+        """Append one vendor-format line (newline included) to the open chunk of its model
+        and tier (batch, or flex / realtime: sent synchronously by the deadline guard).
 
         `line` is None in a dry run of a placed request: only its size counts.
         """
-        key = (backend, model)
+        key = (backend, model, tier)
         cur = self._open.get(key)
         max_lines, max_bytes = self._limits(backend)
         if cur is not None and (
@@ -226,6 +219,7 @@ class Chunker:
             cur = None
         if cur is None:
             cur = self._start(Route(backend, model))
+            cur.chunk.tier = tier
             self._open[key] = cur
         if cur.file is not None and line is not None:
             cur.file.write(line)
@@ -256,7 +250,7 @@ class Chunker:
             self._files.enter_context(f)
         return _Open(chunk, f)
 
-    def _close(self, key: tuple[str, str]) -> None:
+    def _close(self, key: tuple[str, str, str]) -> None:
         cur = self._open.pop(key)
         if cur.file is not None:
             cur.file.close()
@@ -303,7 +297,8 @@ class Chunker:
                 continue  # ends failed in _write_failures
             at = sum(lens[:j])
             line = blob[at : at + lens[j]]
-            self._write(backend, model, line, len(line), ts.max_tokens[i], ts.deadline_at[i])
+            tier = self._tier((backend, model), ts.deadline_at[i]) or BATCH
+            self._write(backend, model, line, len(line), ts.max_tokens[i], ts.deadline_at[i], tier)
 
     def _count_placed(self) -> None:
         """Dry run: chunk the placed requests by size alone, so `plan` shows their chunks."""
@@ -315,11 +310,12 @@ class Chunker:
                 if j != UNMEETABLE:
                     backend, model = ts.targets[j]
                     n_bytes = ts.line_bytes[i * t + j]
-                    self._write(backend, model, None, n_bytes, ts.max_tokens[i], ts.deadline_at[i])
+                    d = ts.deadline_at[i]
+                    tier = self._tier((backend, model), d) or BATCH
+                    self._write(backend, model, None, n_bytes, ts.max_tokens[i], d, tier)
 
     def _failures(self) -> list[tuple[bytes, Outcome]]:
         out: list[tuple[bytes, Outcome]] = []
-        vendor_h = self._settings.planner.vendor_window_h
         no_vllm = not self._router.has_backend(VLLM)
         for ts in self._set_list:
             gpu_cols = [j for j, (b, _) in enumerate(ts.targets) if b == VLLM]
@@ -340,10 +336,11 @@ class Chunker:
                         error_type="deadline_unmeetable",
                         error_message=(
                             f"no target of {ts.name!r} can finish this request before its "
-                            f"deadline {when}: vendor batches count as done {vendor_h:g} h after "
-                            "submit and the GPU windows before it are full or too short; give a "
-                            "later deadline (--within, --deadline or the line's deadline), or "
-                            "lower planner.vendor_window_h to trust the vendor to finish sooner"
+                            f"deadline {when}: {self._turnaround_words(ts)}, the GPU windows "
+                            "before it are full or too short, and no synchronous tier can "
+                            f"(fallback {self._settings.fallback!r}; a call needs "
+                            f"{MIN_SYNC_S:g} s); give a later deadline (--within, --deadline or "
+                            "the line's deadline), or --fallback realtime"
                         ),
                     )
                 else:
@@ -359,6 +356,19 @@ class Chunker:
                     )
                 out.append((key, o))
         return out
+
+    def _turnaround_words(self, ts: TargetSet) -> str:
+        pct = self._settings.planner.turnaround_percentile
+        parts = []
+        for backend, model in ts.targets:
+            if backend == VLLM:
+                continue
+            took_s = self.planner.ready_at(backend, model) - self.planner.now
+            source = self.planner.turnaround[f"{backend}:{model}"][1]
+            parts.append(
+                f"{backend}:{model} batches take {took_s / 60:.1f} min (p{pct:g}, {source})"
+            )
+        return "; ".join(parts) or "no vendor target"
 
     def _write_failures(self) -> None:
         if self._dry_run:
@@ -408,6 +418,9 @@ class Chunker:
                 est.output_tokens_max += int(p.output_tokens_max[mine, j].sum())
                 est.cost_usd += float(p.cost_usd[mine, j].sum())
                 est.cost_max_usd += float(p.cost_max_usd[mine, j].sum())
+                est.sync_requests += int(p.sync[mine, j].sum())
+                worst = p.cost_usd if target[0] == VLLM else p.guard_worst_usd
+                est.guard_worst_usd += float(worst[mine, j].sum())
                 est.baseline_usd += float(p.baseline_usd[mine].sum())
                 if target[0] == VLLM:
                     est.gpu_seconds += float(p.gpu_s[mine].sum())

@@ -8,7 +8,14 @@ ingest streams, then priced all at once (DESIGN §4 "Planner"):
   default `planner.bytes_per_token`);
 - output tokens: max_tokens x the output/max ratio measured on earlier runs, else
   `planner.output_ratio` x max_tokens, else min(max_tokens, estimate_output_tokens);
-- vendor cost: tokens x batch price, the input part at the measured prompt-cache read share;
+- vendor cost: tokens x batch price, the input part at the measured prompt-cache read share,
+  for requests due after the batch turnaround percentile of that vendor and model
+  (`planning.turnaround`: measured, else the probes' prior, else `vendor_window_h`);
+  a request due sooner is planned straight to the deadline guard's synchronous tiers
+  (`sync_tier`): OpenAI flex at the batch price where the model has it, else the standard
+  tier / Claude Messages API at the list price; none under `fallback = "none"`;
+- the guard's worst case: every vendor request served synchronously at the list price
+  (flex price under `fallback = "flex"`);
 - vLLM: GPU-seconds = tokens / measured tokens per GPU-second (per model and GPU type), else
   the configured `throughput_tokens_per_s` per engine; cost = GPU-seconds x gpu_hourly_usd,
   and a marginal cost of 0 when the window GPUs are reserved (sunk: fill them first).
@@ -22,16 +29,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from batchd.backends.openai_sync import has_flex
 from batchd.config.pricing import PER_MTOK, PriceBook
 from batchd.config.settings import Settings
 from batchd.planning.assignment import Assignment, assign
 from batchd.planning.capacity import gpu_capacity_s
 from batchd.planning.observations import Observations
+from batchd.planning.turnaround import turnaround_s
 
 F64 = npt.NDArray[np.float64]
 VLLM = "vllm"
 DEFAULT_VLLM_TOKENS_PER_S = 1000.0  # per GPU, before any run measured it or settings say
 DEADLINE_QUANTUM_S = 60.0  # deadlines are rounded down to the minute for capacity levels
+MIN_SYNC_S = 60.0  # a synchronous call needs at least this long before the deadline
+SYNC_BACKENDS = ("openai", "anthropic")
 
 
 @dataclass
@@ -81,6 +92,8 @@ class Priced:
     output_tokens_max: F64
     cost_usd: F64  # inf where the target cannot take the request (deadline, unsupported)
     cost_max_usd: F64
+    guard_worst_usd: F64  # the vendor target's cost if the guard sends it synchronously
+    sync: npt.NDArray[np.bool_]  # planned straight to the synchronous tiers (not a batch)
     gpu_s: F64  # per request on the vLLM target (inf: none)
     gpu_marginal_usd: F64
     baseline_usd: F64  # per request
@@ -102,7 +115,8 @@ class Planner:
         self.prices = prices
         self.obs = observations
         self.now = now
-        self.vendor_ready_at = now + settings.planner.vendor_window_h * 3600
+        self._ready_at: dict[tuple[str, str], float] = {}
+        self.turnaround: dict[str, tuple[float, str]] = {}  # "backend:model" -> (s, source)
         v = settings.backends.vllm
         measured = observations.tokens_per_gpu_s(v.name, v.gpu_type)
         configured = v.throughput_tokens_per_s / max(v.num_gpus, 1)
@@ -110,6 +124,34 @@ class Planner:
         self.gpu_usd_per_s = v.gpu_hourly_usd / 3600.0
         self.capacity_s = 0.0
         self.gpu_used_s = 0.0
+
+    def ready_at(self, backend: str, model: str) -> float:
+        """When a batch of this vendor and model submitted now counts as done."""
+        key = (backend, model)
+        at = self._ready_at.get(key)
+        if at is None:
+            took_s, source = turnaround_s(self.settings, self.obs.sums, backend, model)
+            self.turnaround[f"{backend}:{model}"] = (took_s, source)
+            at = self._ready_at[key] = self.now + took_s
+        return at
+
+    def sync_tier(self, backend: str, model: str) -> str | None:
+        """The chunk tier the guard sends this target with: realtime | flex | None (none)."""
+        fallback = self.settings.fallback
+        if fallback == "none" or backend not in SYNC_BACKENDS:
+            return None
+        flex = backend == "openai" and has_flex(self.settings.openai.flex_models, model)
+        if fallback == "flex" and not flex:
+            return None
+        return fallback
+
+    def _sync_price_share(self, backend: str, model: str, discount: float) -> tuple[float, float]:
+        """(expected, worst) share of the list price when sent synchronously; inf: cannot."""
+        tier = self.sync_tier(backend, model)
+        if tier is None:
+            return np.inf, np.inf
+        flex = backend == "openai" and has_flex(self.settings.openai.flex_models, model)
+        return (discount if flex else 1.0), (discount if tier == "flex" else 1.0)
 
     # --- estimates ------------------------------------------------------------------------
     def _bytes_per_token(self, model: str) -> float:
@@ -134,8 +176,9 @@ class Planner:
         out = np.zeros((n, t))
         cost = np.full((n, t), np.inf)
         cost_max = np.full((n, t), np.inf)
+        worst = np.full((n, t), np.inf)
+        sync = np.zeros((n, t), dtype=bool)
         gpu_s = np.full(n, np.inf)
-        vendor_ok = deadline >= self.vendor_ready_at
         for j, (backend, model) in enumerate(ts.targets):
             supported = lens[:, j] > 0
             by_bytes = np.ceil(lens[:, j] / self._bytes_per_token(model))
@@ -156,9 +199,16 @@ class Planner:
             in_usd = (1 - share) * price.input_per_mtok + share * price.cached_input_per_mtok
             per_req = (inp[:, j] * in_usd + out[:, j] * price.output_per_mtok) / PER_MTOK
             per_max = (inp[:, j] * in_usd + max_eff * price.output_per_mtok) / PER_MTOK
-            ok = supported & vendor_ok
-            cost[:, j] = np.where(ok, per_req * price.batch_discount, np.inf)
-            cost_max[:, j] = np.where(ok, per_max * price.batch_discount, np.inf)
+            ok = supported & (deadline >= self.ready_at(backend, model))
+            share, worst_share = self._sync_price_share(backend, model, price.batch_discount)
+            sync[:, j] = supported & ~ok & (deadline >= self.now + MIN_SYNC_S) & np.isfinite(share)
+            disc = np.where(ok, price.batch_discount, np.where(sync[:, j], share, np.inf))
+            priced = np.isfinite(disc)
+            cost[:, j] = np.where(priced, per_req * np.where(priced, disc, 0), np.inf)
+            cost_max[:, j] = np.where(priced, per_max * np.where(priced, disc, 0), np.inf)
+            worst[:, j] = np.where(ok | sync[:, j], per_req * worst_share, np.inf)
+            if not np.isfinite(worst_share):  # no guard: the batch price is the worst case
+                worst[:, j] = cost[:, j]
         baseline = np.zeros(n)
         ref = self.prices.lookup(ts.reference) if ts.reference else None
         if ref is not None:
@@ -172,6 +222,8 @@ class Planner:
             np.broadcast_to(max_eff[:, None], (n, t)).copy(),
             cost,
             cost_max,
+            worst,
+            sync,
             gpu_s,
             marginal,
             baseline,

@@ -5,7 +5,9 @@ At finalize every chunk's outcomes are summed into ratios kept in the store as
 - `bpt|<model>`: request-line bytes per input token (vendor token estimates);
 - `out|<model>`: output tokens per max_tokens;
 - `cached|<model>`: share of input tokens read from the vendor's prompt cache;
-- `tput|<model>|<gpu_type>`: tokens (input + output) per GPU-second on vLLM.
+- `tput|<model>|<gpu_type>`: tokens (input + output) per GPU-second on vLLM;
+- `turn|<vendor>|<model>|<bucket>`, `turnlines|...`, `turntok|...`: each vendor batch's
+  submit -> end seconds as a histogram, with its lines and tokens (`turnaround`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from __future__ import annotations
 from collections import defaultdict
 
 from batchd.outcome import SUCCEEDED, Outcome
+from batchd.planning.turnaround import lines_key, tokens_key, turnaround_key
 from batchd.state.base import Chunk
 
 Sums = dict[str, tuple[float, float]]
 VLLM = "vllm"
+NOT_VENDOR = frozenset({VLLM, "planner"})
+# Ended batches whose time says how long the vendor takes (a cancel or rejection does not).
+TIMED_STATUSES = frozenset({"completed", "ended", "expired"})
 
 
 def bytes_per_token_key(model: str) -> str:
@@ -56,6 +62,24 @@ class Observations:
 
     def tokens_per_gpu_s(self, model: str, gpu_type: str) -> float | None:
         return self.ratio(throughput_key(model, gpu_type))
+
+    @property
+    def sums(self) -> Sums:
+        return self._sums
+
+
+def batch_turnaround_s(chunk: Chunk) -> float | None:
+    """Submit -> end seconds of a vendor batch that ran its course; None for any other."""
+    if (
+        chunk.backend in NOT_VENDOR
+        or chunk.tier != "batch"
+        or chunk.cancel_reason is not None
+        or chunk.vendor_status not in TIMED_STATUSES
+        or chunk.submitted_at is None
+        or chunk.ended_at is None
+    ):
+        return None
+    return max(chunk.ended_at - chunk.submitted_at, 0.0)
 
 
 class _ChunkSums:
@@ -97,6 +121,11 @@ class Observer:
 
         for chunk, s in self._chunks.values():
             model = chunk.model
+            took_s = batch_turnaround_s(chunk)
+            if took_s is not None:
+                add(turnaround_key(chunk.backend, model, took_s), took_s, 1)
+                add(lines_key(chunk.backend, model), chunk.n_requests, 1)
+                add(tokens_key(chunk.backend, model), s.input + s.output, 1)
             if s.gpu_s > 0:
                 add(throughput_key(model, self._gpu_type), s.gpu_tokens, s.gpu_s)
             if not s.succeeded or not chunk.n_requests:

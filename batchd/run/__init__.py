@@ -1,6 +1,7 @@
 """A run from submit to its Parquet files: `services` (the per-process context), `identity`
 (run ids, create or resume, the driver lock), `pipeline` (the run state machine: ingest ->
-dispatch -> finalize), `dispatch` and `collect` (the chunk state machine), `cancel` (asking
+dispatch -> finalize), `dispatch` and `collect` (the chunk state machine), `deadline_guard`
+(at deadline - margin: cancel batches, send what is left synchronously), `cancel` (asking
 for one, and how soon a driver acts on it), and `follow_ups` (what fires once a run is
 finalized).
 

@@ -1,10 +1,12 @@
 """Collect: read an ended vendor batch and settle every line of its chunk.
 
 Successes and final failures become the chunk's outcome part; lines that may be
-retried (expired, transient errors) become a child chunk while attempts and the
-deadline allow; a line that succeeded is never sent again. Memory stays bounded:
-the vendor's results stream into a scratch index, then the chunk file is walked
-in batches.
+retried become a child chunk while the deadline allows: transient errors while attempts
+allow, lines the vendor never ran (expired, or cut off by the deadline guard's cancel)
+whatever the attempts, as they were not billed; once the guard fired the child is sent
+synchronously (`run.deadline_guard`). A line that succeeded is never sent again.
+Memory stays bounded: the vendor's results stream into a scratch index, then the chunk
+file is walked in batches.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from batchd.backends.base import ChunkRejected, TransientBackendError
 from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
+from batchd.run import deadline_guard
 from batchd.run.services import Services
 from batchd.state.base import CHUNK_COLLECTED, CHUNK_ENDED, Chunk, Run
 from batchd.storage.chunk_outcomes import chunk_lines, write_outcomes
@@ -70,12 +72,11 @@ def _settle(
     svc: Services, run: Run, chunk: Chunk, index: sqlite3.Connection, rejected: str | None
 ) -> None:
     blobs = svc.blobs(run.run_id)
-    can_retry = (
-        not run.cancel_requested
-        and chunk.attempt < svc.settings.max_attempts
-        and time.time() < chunk.deadline_at
-    )
-    child = _retry_chunk(chunk)
+    now = deadline_guard.clock()
+    in_time = not run.cancel_requested and now < chunk.deadline_at
+    can_retry = in_time and chunk.attempt < svc.settings.max_attempts
+    child = _retry_chunk(chunk, deadline_guard.retry_tier(svc, run, chunk, now))
+    real_failures = 0
     result_path = f"outcomes/{chunk.chunk_id}.msgpack"
     succeeded = final = 0
     cost = 0.0
@@ -91,8 +92,11 @@ def _settle(
                 if rejected is not None:
                     o = Outcome(status=FAILED, error_type="batch_failed", error_message=rejected)
                 else:
-                    o = _by_cancel_reason(reported.get(vendor_id) or _missing(chunk), chunk)
-                if o.status != SUCCEEDED and o.retryable and can_retry:
+                    o = reported.get(vendor_id) or _missing(chunk)
+                unrun = rejected is None and _never_ran(o, chunk)
+                o = _by_cancel_reason(o, chunk)
+                if (unrun and in_time) or (o.status != SUCCEEDED and o.retryable and can_retry):
+                    real_failures += not unrun
                     retry_out.write(line)
                     child.n_requests += 1
                     child.n_bytes += len(line)
@@ -103,6 +107,8 @@ def _settle(
             final += len(settled)
             succeeded += sum(o.status == SUCCEEDED for _, o in settled)
             cost += sum(o.cost_usd for _, o in settled)
+    if real_failures:
+        child.attempt += 1  # only real failures use up attempts
     if child.n_requests == 0:
         blobs.remove(child.path)
     svc.store.transition(
@@ -152,9 +158,19 @@ def _missing(chunk: Chunk) -> Outcome:
     )
 
 
+def _never_ran(o: Outcome, chunk: Chunk) -> bool:
+    """A line the vendor never ran (not billed): expired, or cut off by the guard's cancel."""
+    if o.status == EXPIRED and o.retryable:
+        return True
+    return chunk.cancel_reason == "guard" and (
+        o.status == CANCELED or o.error_type == "missing_from_output"
+    )
+
+
 def _by_cancel_reason(o: Outcome, chunk: Chunk) -> Outcome:
-    """Lines cut off by batchd's own cancel at the deadline end `expired`, not `canceled`."""
-    if o.status == CANCELED and chunk.cancel_reason == "deadline":
+    """Lines cut off by batchd's own cancel (the deadline, or the guard's when they could not
+    be resent) end `expired`, not `canceled`."""
+    if o.status == CANCELED and chunk.cancel_reason in ("deadline", "guard"):
         return Outcome(
             status=EXPIRED, error_type="expired", error_message="not done before the run's deadline"
         )
@@ -164,6 +180,8 @@ def _by_cancel_reason(o: Outcome, chunk: Chunk) -> Outcome:
 def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
     o.backend = chunk.backend
     o.model_used = o.model_used or chunk.model
+    if o.status in (SUCCEEDED, FAILED) and o.tier is None:
+        o.tier = "gpu" if chunk.backend == "vllm" else "batch"
     o.submitted_at = chunk.submitted_at
     o.completed_at = chunk.ended_at
     o.retryable = False
@@ -181,11 +199,13 @@ def _stamp(svc: Services, chunk: Chunk, o: Outcome) -> Outcome:
     return o
 
 
-def _retry_chunk(parent: Chunk) -> Chunk:
-    """The chunk that resends a parent's retryable lines (filled while settling)."""
-    base = parent.chunk_id.split(".")[0]
-    attempt = parent.attempt + 1
-    chunk_id = f"{base}.{attempt}"
+def _retry_chunk(parent: Chunk, tier: str) -> Chunk:
+    """The chunk that resends a parent's retryable lines (filled while settling).
+
+    Named by generation (`<base>.<n>`); its attempt grows only when real failures are resent.
+    """
+    base, _, gen = parent.chunk_id.partition(".")
+    chunk_id = f"{base}.{int(gen or 1) + 1}"
     return Chunk(
         chunk_id=chunk_id,
         run_id=parent.run_id,
@@ -194,7 +214,8 @@ def _retry_chunk(parent: Chunk) -> Chunk:
         path=f"chunks/{chunk_id}.jsonl",
         n_requests=0,
         n_bytes=0,
-        attempt=attempt,
+        attempt=parent.attempt,
         deadline_at=parent.deadline_at,
         prompt_cache=parent.prompt_cache,
+        tier=tier,
     )

@@ -218,9 +218,13 @@ def run_options(
     deadline: str | None = None,
     export: str = "",
     no_prompt_cache: bool = False,
+    fallback: str | None = None,
+    guard_margin_s: float | None = None,
 ) -> dict[str, Any]:
     """The options fixed at submit that change a run's work (and so its id)."""
     return {
+        "fallback": fallback or settings.fallback,
+        "guard_margin_s": settings.guard_margin_s if guard_margin_s is None else guard_margin_s,
         "no_cache": no_cache or not settings.cache,
         "tenant": tenant or settings.default_tenant,
         "deadline": deadline or "",

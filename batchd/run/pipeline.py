@@ -29,9 +29,10 @@ from batchd.intake.lines import open_source
 from batchd.outcome import CANCELED, SUCCEEDED, Outcome
 from batchd.output.manifest import finished, write_manifest
 from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
-from batchd.planning.chunking import Chunker, Estimate, PlanSummary
+from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
-from batchd.run import destination, follow_ups, preflight
+from batchd.planning.plan_totals import Estimate, PlanSummary
+from batchd.run import deadline_guard, destination, follow_ups, preflight
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
@@ -233,7 +234,8 @@ def run_settings(settings: Settings, options: dict[str, Any]) -> Settings:
             "anthropic_chunk_bytes", settings.anthropic.max_bytes_per_chunk
         ),
     )
-    return replace(settings, openai=openai, anthropic=anthropic)
+    fallback = options.get("fallback", settings.fallback)
+    return replace(settings, openai=openai, anthropic=anthropic, fallback=fallback)
 
 
 async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None = None) -> bool:
@@ -259,7 +261,9 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
         if chunk.retry_at > now and not run.cancel_requested:
             continue
         try:
-            await step(svc, run, chunk)
+            guarded = await deadline_guard.before_step(svc, run, chunk)  # None: the guard sent it
+            if guarded is not None:
+                await step(svc, run, guarded)
         except StaleLease:
             raise  # the run is another's now: nothing more is written
         except Exception as exc:
@@ -322,6 +326,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
         outcome = RUN_WITH_FAILURES
     stats = dict(run.stats)
     stats["status_counts"] = counts
+    stats["tiers"] = assembler.tiers  # lines and cost per serving tier (batch, flex, ...)
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")

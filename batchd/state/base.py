@@ -81,6 +81,9 @@ class Chunk(msgspec.Struct, kw_only=True):
     est_gpu_s: float = 0.0  # the planner's GPU-seconds for a vLLM chunk
     cost_usd: float = 0.0
     prompt_cache: bool = True  # Anthropic: may batchd mark shared prefixes for prompt caching
+    # batch: a vendor batch (or the GPU); flex | realtime: sent synchronously by the deadline
+    # guard (realtime: flex first where the model has it, then the standard tier).
+    tier: str = "batch"
     failures: int = 0  # unexpected errors in this chunk's steps so far
     retry_at: float = 0.0  # no step before this time (backoff after a failure)
 

@@ -91,6 +91,10 @@ class Faults:
     #: Called with the new batch object after it is stored and before the response is sent:
     #: tests use it to kill a client between the vendor's create and the client's record.
     after_create: Callable[[JSONDict], None] | None = None
+    #: Next N ``POST /v1/messages`` answer 429 ``rate_limit_error`` (same retry headers).
+    rate_limit_messages: int = 0
+    #: Next N ``POST /v1/messages`` answer 529 ``overloaded_error``.
+    overloaded_messages: int = 0
 
 
 class _ApiError(Exception):
@@ -208,8 +212,11 @@ class AnthropicBatchEmulator(EmulatorServer):
         #: Prompt cache: (model, canonical prefix) -> prefix tokens.
         self._cache: dict[tuple[str, str], int] = {}
         self._manual = False
+        #: Every synchronous ``POST /v1/messages``: {"status", "params"}.
+        self.sync_calls: list[JSONDict] = []
         self._url_map = Map(
             [
+                Rule("/v1/messages", methods=["POST"], endpoint="messages"),
                 Rule("/v1/messages/batches", methods=["POST"], endpoint="create_batch"),
                 Rule("/v1/messages/batches", methods=["GET"], endpoint="list_batches"),
                 Rule("/v1/messages/batches/<batch_id>", methods=["GET"], endpoint="retrieve"),
@@ -323,6 +330,39 @@ class AnthropicBatchEmulator(EmulatorServer):
         if state is None or state.deleted:
             raise _ApiError(404, f"Message batch '{batch_id}' not found.", type_="not_found_error")
         return state
+
+    # ------------------------------------------------------------------ Messages API
+
+    def _h_messages(self, request: Request) -> Response:
+        """One synchronous Messages API call, answered like a batch request."""
+        try:
+            params = json.loads(request.get_data() or b"{}")
+        except ValueError:
+            raise _ApiError(400, "Request body is not valid JSON.") from None
+        with self._lock:
+            call: JSONDict = {"status": 200, "params": copy.deepcopy(params)}
+            self.sync_calls.append(call)
+            if self.faults.rate_limit_messages > 0:
+                self.faults.rate_limit_messages -= 1
+                call["status"] = 429
+                raise _rate_limited()
+            if self.faults.overloaded_messages > 0:
+                self.faults.overloaded_messages -= 1
+                call["status"] = 529
+                raise _ApiError(
+                    529, "Overloaded (emulated).", type_="overloaded_error", headers=RETRY_HEADERS
+                )
+            problem = _params_problem(params, "body") if isinstance(params, dict) else "bad body"
+            if problem is not None:
+                call["status"] = 400
+                raise _ApiError(400, problem)
+            result = self._execute(params, None)
+            if result["type"] == "errored":
+                err = result["error"]["error"]
+                status = {"overloaded_error": 529, "api_error": 500}.get(err["type"], 400)
+                call["status"] = status
+                raise _ApiError(status, err["message"], type_=err["type"])
+        return self._json(result["message"])
 
     # ------------------------------------------------------------------ create
 

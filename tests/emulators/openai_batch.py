@@ -20,6 +20,12 @@ Lines sent to ``/v1/chat/completions`` are answered deterministically; markers i
 the last user message select the outcome: ``[[error:400]]``, ``[[error:500]]`` and
 ``[[finish:content_filter]]``. Otherwise the reply is ``"echo: " + text``, one token per word,
 truncated to ``max_completion_tokens`` / ``max_tokens`` (``finish_reason`` ``"length"``).
+
+Synchronous ``POST /v1/chat/completions`` answers the same way, with ``service_tier`` as
+OpenAI documents it: ``"flex"`` only on models in :attr:`OpenAIBatchEmulator.flex_models`
+(else 400), and flex calls may be shed with 429 ``resource_unavailable`` (:class:`Faults`
+``shed_flex``, or every flex call while ``flex_unavailable``); standard calls may be rate
+limited (429 with ``retry-after``) or fail with 500. Every call is kept in :attr:`sync_calls`.
 """
 
 from __future__ import annotations
@@ -97,6 +103,14 @@ class Faults:
     #: Next N batches that finish get an output file whose first line is not JSON (a broken
     #: vendor file: the client's collect step fails every time it reads it).
     corrupt_outputs: int = 0
+    #: Next N synchronous flex calls answer 429 ``resource_unavailable`` (shed).
+    shed_flex: int = 0
+    #: While True, every synchronous flex call is shed (429).
+    flex_unavailable: bool = False
+    #: Next N synchronous standard-tier calls answer 429 (``retry-after-ms: 50``).
+    rate_limit_chat: int = 0
+    #: Next N synchronous calls (any tier) answer 500.
+    server_error_chat: int = 0
 
 
 class _ApiError(Exception):
@@ -186,8 +200,13 @@ class OpenAIBatchEmulator(EmulatorServer):
         self._files: dict[str, _StoredFile] = {}
         self._batches: dict[str, _BatchState] = {}
         self._manual = False
+        #: Models with the flex service tier (prefixes).
+        self.flex_models: tuple[str, ...] = ("gpt-5", "o3", "o4-mini")
+        #: Every synchronous chat completion call: {"tier", "status", "body"}.
+        self.sync_calls: list[JSONDict] = []
         self._url_map = Map(
             [
+                Rule("/v1/chat/completions", methods=["POST"], endpoint="chat_completions"),
                 Rule("/v1/files", methods=["POST"], endpoint="create_file"),
                 Rule("/v1/files", methods=["GET"], endpoint="list_files"),
                 Rule("/v1/files/<file_id>", methods=["GET"], endpoint="retrieve_file"),
@@ -700,6 +719,53 @@ class OpenAIBatchEmulator(EmulatorServer):
                 state.obj["cancelling_at"] = _now()
                 state.polls = 0
             return self._json(copy.deepcopy(state.obj))
+
+    # ------------------------------------------------------------------ synchronous calls
+
+    def _h_chat_completions(self, request: Request) -> Response:
+        body = self._json_body(request)
+        tier = body.get("service_tier") or "auto"
+        served = "default" if tier == "auto" else tier
+        with self._lock:
+            call: JSONDict = {"tier": served, "status": 200, "body": copy.deepcopy(body)}
+            self.sync_calls.append(call)
+            try:
+                self._sync_faults(body, served)
+            except _ApiError as err:
+                call["status"] = err.status
+                raise
+            sent = {k: v for k, v in body.items() if k != "service_tier"}
+            status, answer = self._execute("/v1/chat/completions", sent)
+            call["status"] = status
+        if status != 200:
+            return self._json(answer, status)
+        answer["service_tier"] = served
+        return self._json(answer)
+
+    def _sync_faults(self, body: JSONDict, tier: str) -> None:
+        """The documented refusals of a synchronous call. Caller holds the lock."""
+        if tier not in ("default", "flex", "priority", "scale"):
+            raise _ApiError(400, f"Invalid value for 'service_tier': '{tier}'.", param="tier")
+        model = str(body.get("model") or "")
+        if tier == "flex" and not model.startswith(self.flex_models):
+            raise _ApiError(
+                400, f"Flex processing is not available for model '{model}'.", param="service_tier"
+            )
+        if self.faults.server_error_chat > 0:
+            self.faults.server_error_chat -= 1
+            raise _ApiError(500, "The server had an error (emulated).", type_="server_error")
+        if tier == "flex" and (self.faults.flex_unavailable or self.faults.shed_flex > 0):
+            self.faults.shed_flex = max(self.faults.shed_flex - 1, 0)
+            raise _ApiError(
+                429,
+                "Resource Unavailable: flex processing has no capacity now (emulated).",
+                type_="rate_limit_exceeded",
+                code="resource_unavailable",
+                headers={"retry-after-ms": "50", "retry-after": "1"},
+            )
+        if tier != "flex" and self.faults.rate_limit_chat > 0:
+            self.faults.rate_limit_chat -= 1
+            raise self._rate_limited()
 
     # ------------------------------------------------------------------ state machine
 

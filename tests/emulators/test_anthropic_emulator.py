@@ -450,3 +450,21 @@ def test_prompt_caching() -> None:
         again = by_id(results(client, second))
         assert again["again"].message.usage.cache_read_input_tokens == prefix
         assert again["other"].message.usage.cache_creation_input_tokens == prefix
+
+
+def test_synchronous_messages_api(emu: AnthropicBatchEmulator, client: anthropic.Anthropic) -> None:
+    params: Any = req("x", "hello you", max_tokens=50)["params"]
+    msg = client.messages.create(**params)
+    assert msg.content[0].type == "text" and msg.content[0].text == "echo: hello you"
+    assert msg.stop_reason == "end_turn" and msg.usage.output_tokens == 3
+    emu.faults.rate_limit_messages = 1
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        client.messages.create(**params)
+    assert limited.value.response.headers["retry-after"] == "1"
+    emu.faults.overloaded_messages = 1
+    with pytest.raises(anthropic.InternalServerError) as overloaded:
+        client.messages.create(**params)
+    assert overloaded.value.status_code == 529
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(**{**params, "max_tokens": 0})
+    assert [c["status"] for c in emu.sync_calls] == [200, 429, 529, 400]

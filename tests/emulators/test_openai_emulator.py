@@ -362,3 +362,35 @@ def test_list_batches_pagination(emu: OpenAIBatchEmulator, client: openai.OpenAI
     assert [b["id"] for b in emu.batches()] == ids
     assert emu.batch_count_by_metadata("batchd_chunk") == {"0": 3, "1": 2}
     assert len(emu.requests_seen()) == 5
+
+
+def test_synchronous_chat_completions_with_the_flex_tier(
+    emu: OpenAIBatchEmulator, client: openai.OpenAI
+) -> None:
+    msgs: Any = [{"role": "user", "content": "hi there"}]
+    flex = client.chat.completions.create(model="gpt-5.4-nano", messages=msgs, service_tier="flex")
+    assert flex.choices[0].message.content == "echo: hi there"
+    assert flex.service_tier == "flex" and flex.usage is not None
+    std = client.chat.completions.create(model=MODEL, messages=msgs)
+    assert std.service_tier == "default"
+    with pytest.raises(openai.BadRequestError):  # this model has no flex tier
+        client.chat.completions.create(model=MODEL, messages=msgs, service_tier="flex")
+    emu.faults.shed_flex = 1
+    with pytest.raises(openai.RateLimitError) as shed:
+        client.chat.completions.create(model="gpt-5.4-nano", messages=msgs, service_tier="flex")
+    assert shed.value.code == "resource_unavailable"
+    assert shed.value.response.headers["retry-after-ms"] == "50"
+    emu.faults.rate_limit_chat = 1
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model=MODEL, messages=msgs)
+    emu.faults.server_error_chat = 1
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model=MODEL, messages=msgs)
+    assert [(c["tier"], c["status"]) for c in emu.sync_calls] == [
+        ("flex", 200),
+        ("default", 200),
+        ("flex", 400),
+        ("flex", 429),
+        ("default", 429),
+        ("default", 500),
+    ]

@@ -109,12 +109,17 @@ targets = ["vllm:tiny", "openai:gpt-5.4-nano"]
 
 def test_windows_deadlines_and_unmeetable_requests(batchd: Batchd) -> None:
     # Off-peak 22:00-06:00 UTC on 2 GPUs; now is Monday noon.
+    # Vendor batches planned to take their full 24 h window (the prior says minutes), and no
+    # deadline guard fallback (it would plan the early lines to flex/realtime instead).
     _config(
         batchd.tmp,
-        VLLM
+        'fallback = "none"\n'
+        + VLLM
         + """num_gpus = 2
 windows = ["22:00-06:00"]
 throughput_tokens_per_s = 2000
+[planner]
+turnaround_s = 86400
 [models.small]
 targets = ["vllm:tiny", "openai:gpt-5.4-nano"]
 """,
@@ -400,7 +405,8 @@ def test_plan_properties(
                 marginal = p.gpu_marginal_usd[i]
                 assert marginal <= cheapest_vendor[i]  # never dearer than its cheapest vendor
             else:
-                assert deadline[i] >= planner.vendor_ready_at  # vendor only when in time
+                in_time = deadline[i] >= planner.ready_at(*ts.targets[j])
+                assert in_time or p.sync[i, j]  # a batch in time, else planned synchronously
                 assert p.cost_usd[i, j] == cheapest_vendor[i]
     if on_gpu_s:
         used_s, due = np.array(on_gpu_s), np.array(on_gpu_deadline)
@@ -451,9 +457,12 @@ def test_an_earlier_duplicate_deadline_binds_its_leader(batchd: Batchd) -> None:
     # On-demand GPU time costs more than the vendor: alone, the request goes to the vendor.
     _config(
         batchd.tmp,
-        VLLM.replace("2.0", "500.0")
+        'fallback = "none"\n'  # the GPU, not the guard's flex tier, for the early follower
+        + VLLM.replace("2.0", "500.0")
         + """windows = ["22:00-23:30"]
 throughput_tokens_per_s = 100
+[planner]
+turnaround_s = 86400
 [models.small]
 targets = ["vllm:tiny", "openai:gpt-5.4-nano"]
 """,

@@ -153,8 +153,9 @@ def test_deadline_cancels_the_batch_and_ends_lines_expired(
 ) -> None:
     emulator.set_step_mode(manual=True)  # the vendor never finishes on its own
     src = write_jsonl(tmp_path / "jobs.jsonl", _lines(4))
-    # vendor_window_h 0: trust the vendor to finish before a 6 s deadline (the planner would
-    # otherwise end these lines failed up front: a batch counts as done only after 24 h).
+    # turnaround_s 0: trust the vendor to finish before a 6 s deadline (the planner would
+    # otherwise plan these lines straight to the synchronous tiers: the batch turnaround prior
+    # is minutes); fallback none: no deadline guard, unfinished lines end expired as before.
     # 6 s: both batches are created before it even on a loaded machine (a chunk still
     # unsent at its deadline ends `expired` without being sent).
     submit = batchd.popen(
@@ -164,7 +165,8 @@ def test_deadline_cancels_the_batch_and_ends_lines_expired(
         str(batchd.out),
         "--deadline",
         "6s",
-        BATCHD_PLANNER_VENDOR_WINDOW_H="0",
+        BATCHD_PLANNER_TURNAROUND_S="0",
+        BATCHD_FALLBACK="none",
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (

@@ -274,7 +274,9 @@ def test_deadline_cuts_claude_batch_lines_end_expired(
 ) -> None:
     claude.set_step_mode(manual=True)
     src = write_jsonl(tmp_path / "d.jsonl", [cline(f"d{i}", f"q {i}") for i in range(4)])
-    # vendor_window_h 0: trust the vendor to finish before a 6 s deadline (see test_planner);
+    # turnaround_s 0: trust the vendor to finish before a 6 s deadline (the planner would
+    # otherwise plan these lines straight to the synchronous tiers: the batch turnaround prior
+    # is minutes); fallback none: no deadline guard, unfinished lines end expired as before.
     # 6 s: the batch is created before it even on a loaded machine
     submit = batchd.popen(
         "submit",
@@ -283,7 +285,8 @@ def test_deadline_cuts_claude_batch_lines_end_expired(
         str(batchd.out),
         "--deadline",
         "6s",
-        BATCHD_PLANNER_VENDOR_WINDOW_H="0",
+        BATCHD_PLANNER_TURNAROUND_S="0",
+        BATCHD_FALLBACK="none",
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (

@@ -233,16 +233,25 @@ def test_expired_batch_keeps_done_lines_and_resubmits_the_rest(
     assert sorted(sent.values()) == [1, 1, 1, 2, 2, 2]
 
 
-def test_expired_lines_end_expired_when_no_attempt_is_left(
+def test_expired_lines_do_not_use_up_attempts(
     batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
 ) -> None:
+    # Issue 16: lines a vendor expired unprocessed are not billed, so they are resubmitted
+    # even with no attempt left (this test asserted they ended `expired` before).
     emulator.faults.expire_batches = 1
-    src = write_jsonl(tmp_path / "exp.jsonl", [chat(f"e{i}", f"item {i}") for i in range(4)])
+    lines = [chat(f"e{i}", f"item {i}") for i in range(4)] + [chat("x", "[[error:500]] boom")]
+    src = write_jsonl(tmp_path / "exp.jsonl", lines)
     proc = batchd.submit(src, BATCHD_MAX_ATTEMPTS="1")
-    assert proc.returncode == 3
-    statuses = Counter(r["status"] for r in batchd.results())
-    assert statuses == {"succeeded": 2, "expired": 2}
-    assert len(emulator.batches()) == 1
+    assert proc.returncode == 3, proc.stderr
+    statuses = {r["custom_id"]: r["status"] for r in batchd.results()}
+    assert statuses == {
+        "e0": "succeeded",
+        "e1": "succeeded",
+        "e2": "succeeded",
+        "e3": "succeeded",
+        "x": "failed",
+    }  # a real 5xx used the one attempt
+    assert len(emulator.batches()) == 2
 
 
 _text_to_id = {
