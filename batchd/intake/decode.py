@@ -178,7 +178,7 @@ def _parse_line(raw: bytes | None, line_no: int, ctx: ParseContext, where: _Wher
             "line_too_long",
             f"line is longer than the limit of {ctx.max_line_bytes:,} bytes",
         )
-    if not raw.strip():
+    if not raw or raw.isspace():
         return _invalid(
             line_no,
             f"line-{line_no}",

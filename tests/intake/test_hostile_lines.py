@@ -214,7 +214,11 @@ CASES: list[tuple[bytes, str, str, tuple[str, ...]]] = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "error_type", "custom_id", "words"), CASES)
+@pytest.mark.parametrize(
+    ("raw", "error_type", "custom_id", "words"),
+    CASES,
+    ids=[f"{i}-{c[1]}" for i, c in enumerate(CASES)],
+)
 def test_hostile_line_gets_its_own_precise_row(
     svc: Any, raw: bytes, error_type: str, custom_id: str, words: tuple[str, ...]
 ) -> None:

@@ -119,3 +119,28 @@ def test_plan_over_16mb_hostile_file_through_the_pool(batchd: Batchd, tmp_path: 
     assert stats["valid"] == len(lines) - n_hostile
     assert stats["invalid"] == n_hostile and "internal_error" not in stats["invalid_by_type"]
     assert stats["invalid_by_type"]["nesting_too_deep"] > 0
+
+
+def test_submit_single_target_alias_runs_like_its_target(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    """It used to plan every line unmeetable and die with KeyError: 0 at submit."""
+    (tmp_path / "batchd.toml").write_text(f'[models.small]\ntargets = ["openai:{OPENAI_MODEL}"]\n')
+    src = tmp_path / "alias.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"id": f"a{i}", "model": "small", "prompt": f"p{i}"}) + "\n"
+            for i in range(3)
+        )
+    )
+    plan = batchd.run("plan", str(src), "--json")
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert doc["unmeetable"] == {} and doc["targets"][f"openai:{OPENAI_MODEL}"]["requests"] == 3
+    proc = batchd.submit(src)
+    assert proc.returncode == 0, proc.stderr
+    rows = batchd.results()
+    assert [(r["status"], r["model_requested"], r["model_used"]) for r in rows] == [
+        ("succeeded", "small", OPENAI_MODEL)
+    ] * 3
+    assert [r["output_text"] for r in rows] == [f"echo: p{i}" for i in range(3)]
