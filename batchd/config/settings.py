@@ -302,12 +302,8 @@ def _convert(data: dict[str, Any], where: str) -> Settings:
             prefix = path.replace("[...]", ".<name>").lstrip(".")
             key = f"{prefix}.{field}" if prefix else field
             struct = _section_at(path)
-            known = (
-                [f"{prefix}.{f}" if prefix else f for f in struct.__struct_fields__]
-                if struct
-                else []
-            )
-            hint = did_you_mean(key, known)
+            known = struct.__struct_fields__ if struct else ()
+            hint = did_you_mean(field, known, f"{prefix}." if prefix else "")
             raise BatchdError(
                 f"Unknown setting {key} in {where}.{hint}",
                 "Fix the spelling: `batchd settings` shows every setting and its value.",

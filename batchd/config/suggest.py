@@ -5,24 +5,32 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+CUTOFF = 0.6  # similarity below this is no suggestion
+TIE = 0.05  # names this close to the best one are suggested too
+
 
 def nearest(name: str, known: Iterable[str], n: int = 3) -> list[str]:
-    """Known names closest to `name`, ignoring case (exact case-insensitive matches first)."""
+    """Known names closest to `name`, ignoring case (an exact case-insensitive match alone)."""
     by_lower: dict[str, str] = {}
     for k in known:
         by_lower.setdefault(k.lower(), k)
     low = name.lower()
     if low in by_lower:
         return [by_lower[low]]
-    close = difflib.get_close_matches(low, list(by_lower), n=n, cutoff=0.6)
-    if not close:  # a name that is a prefix or part of known ones: gpt-5.4 -> gpt-5.4-mini
-        close = [k for k in by_lower if low in k or k in low][:n]
-    return [by_lower[c] for c in close]
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, low, k).ratio(), k) for k in by_lower), reverse=True
+    )
+    if scored and scored[0][0] >= CUTOFF:
+        best = scored[0][0]
+        return [by_lower[k] for r, k in scored[:n] if r >= best - TIE]
+    # a name that is part of known ones: gpt-5.4 -> gpt-5.4-mini
+    return [by_lower[k] for k in by_lower if low in k or k in low][:n]
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """' Did you mean `a` or `b`?' or '' when nothing is close."""
+def did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    """' Did you mean `a` or `b`?' or '' when nothing is close; `prefix` is shown before
+    each suggestion but not compared (e.g. a settings section)."""
     found = nearest(name, known)
     if not found:
         return ""
-    return " Did you mean " + " or ".join(f"`{f}`" for f in found) + "?"
+    return " Did you mean " + " or ".join(f"`{prefix}{f}`" for f in found) + "?"
