@@ -131,7 +131,8 @@ class OpenAIBatchBackend:
                 f.seek(0)  # a retried upload sends the whole file again
                 return await once.files.create(file=(upload_name(chunk), f), purpose="batch")
 
-            file = await create_once(upload, guard, _rate_limited, retries)
+            # an upload is not billed: no lease check (the create after it is guarded)
+            file = await create_once(upload, _unguarded, _rate_limited, retries)
         batch = await create_once(
             lambda: once.batches.create(
                 input_file_id=file.id,
@@ -232,6 +233,10 @@ class OpenAIBatchBackend:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+def _unguarded() -> None:
+    pass
 
 
 def _rate_limited(exc: Exception) -> Any:
