@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from batchd.backends.base import ChunkRejected, TransientBackendError
+from batchd.backends.base import ChunkRejected
 from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
@@ -37,16 +37,15 @@ _dec = msgspec.msgpack.Decoder(Outcome)
 
 
 async def handle_ended(svc: Services, run: Run, chunk: Chunk) -> None:
-    """Read the vendor's results; keep the final ones, resubmit what may be retried."""
+    """Read the vendor's results; keep the final ones, resubmit what may be retried.
+
+    A TransientBackendError (results not readable yet) propagates: the round counts it as
+    a failed step, retried with backoff (run.dispatch.step_failed).
+    """
     with tempfile.TemporaryDirectory(dir=svc.home) as tmp:
         index = sqlite3.connect(Path(tmp) / "reported.db")
         try:
             rejected = await _index_results(svc, chunk, index)
-        except TransientBackendError as exc:
-            log.warning("chunk %s: results not readable yet (%s)", chunk.chunk_id, exc)
-            index.close()
-            return
-        try:
             _settle(svc, run, chunk, index, rejected)
         finally:
             index.close()

@@ -62,3 +62,28 @@ def test_within_deadline_creates_failing_end_expired(
     assert {r["error_message"] for r in rows} == {"not sent before the run's deadline"}
     assert emulator.batches() == []
     assert ALWAYS - emulator.faults.server_error_creates >= 2  # it kept trying until then
+
+
+def test_polls_failing_in_a_row_end_failed_and_an_answer_clears_the_count(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    env = {
+        "BATCHD_OPENAI_MAX_RETRIES": "0",  # each failed poll is one failed step
+        "BATCHD_MAX_STEP_FAILURES": "3",
+        "BATCHD_STEP_RETRY_BASE_S": "0.05",
+    }
+    # Two failed polls, then answers: the count is cleared, the run succeeds.
+    emulator.faults.server_error_retrieves = 2
+    ok = batchd.submit(_src(tmp_path, 2), timeout=HANG_GUARD_S, **env)
+    assert ok.returncode == 0, ok.stderr
+    assert {r["status"] for r in batchd.results()} == {"succeeded"}
+    # Polls failing for ever: after 3 in a row the lines end failed, the batch is cancelled.
+    emulator.faults.server_error_retrieves = ALWAYS
+    src = write_jsonl(tmp_path / "more.jsonl", [chat("m", "another request")])
+    failed = batchd.submit(src, timeout=HANG_GUARD_S, **env)
+    assert failed.returncode == 3, failed.stderr
+    rows = [r for d in batchd.run_dirs() for r in batchd.results(d) if r["custom_id"] == "m"]
+    assert len(rows) == 1
+    assert rows[0]["status"] == "failed" and rows[0]["error_type"] == "step_failed"
+    assert "3 failed attempts of step 'submitted'" in rows[0]["error_message"]
+    assert emulator.batches()[-1]["status"] == "cancelling"
