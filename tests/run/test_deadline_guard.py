@@ -3,7 +3,8 @@ sent synchronously (OpenAI flex, then realtime; Claude Messages API), at that ti
 
 Vendor batches are planned to take 0 s (`BATCHD_PLANNER_TURNAROUND_S=0`) so the planner
 sends these lines as batches; the emulators never advance a batch on their own (manual
-step mode), and a guard margin just short of the deadline makes the guard fire at once.
+step mode), and a guard margin a few seconds short of the deadline makes the guard fire once
+the batch exists (3 s after submit: long enough for ingest and the first create).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _cut_and_finish(
     batchd: Batchd, emulator: OpenAIBatchEmulator, src: Path, *args: str
 ) -> tuple[int, str]:
     """Submit; wait until the guard cancelled the batch; let the vendor stop it."""
-    submit = _submit(batchd, src, "--within", "120s", "--guard-margin-s", "119", *args)
+    submit = _submit(batchd, src, "--within", "60s", "--guard-margin-s", "57", *args)
     _wait(
         lambda: emulator.batches() and emulator.batches()[0]["status"] == "cancelling",
         "the guard's cancel",
@@ -119,7 +120,7 @@ def test_fallback_flex_only_ends_shed_lines_expired(
     emulator.set_step_mode(manual=True)
     emulator.faults.flex_unavailable = True
     src = write_jsonl(tmp_path / "j.jsonl", [chat(f"f{i}", f"flex {i}") for i in range(2)])
-    submit = _submit(batchd, src, "--within", "4s", "--guard-margin-s", "3.5", "--fallback", "flex")
+    submit = _submit(batchd, src, "--within", "8s", "--guard-margin-s", "5", "--fallback", "flex")
     _wait(
         lambda: emulator.batches() and emulator.batches()[0]["status"] == "cancelling",
         "the guard's cancel",
@@ -169,7 +170,7 @@ def test_claude_lines_finish_through_the_messages_api(
         for i in range(4)
     ]
     src = write_jsonl(tmp_path / "c.jsonl", lines)
-    submit = _submit(batchd, src, "--within", "120s", "--guard-margin-s", "119")
+    submit = _submit(batchd, src, "--within", "60s", "--guard-margin-s", "57")
     _wait(
         lambda: claude.batches() and claude.batches()[0]["processing_status"] == "canceling",
         "the guard's cancel",
