@@ -102,11 +102,11 @@ def _phase(run: Run, chunks: list[Chunk]) -> str:
         return run.state
     states = Counter(c.state for c in chunks)
     if states[CHUNK_PENDING] or states[CHUNK_CREATING]:
-        return "sending batches"
+        return "dispatching: sending batches"
     if states[CHUNK_SUBMITTED]:
-        return "waiting for the vendors"
+        return "dispatching: waiting for the vendors"
     if states[CHUNK_ENDED]:
-        return "collecting results"
+        return "dispatching: collecting results"
     return "dispatching"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from batchd.errors import BatchdError
 from batchd.run.services import Services
 from batchd.state.base import CHUNK_PENDING, Chunk, Run
+from batchd.storage.private import DIR_MODE, dir_mode_for, make_dirs, parse_mode
 from batchd.storage.s3 import is_s3, join
 
 PROBE_PREFIX = ".batchd-probe-"
@@ -48,8 +49,11 @@ def check_input(source: str) -> None:
         ) from exc
 
 
-def check_writable(svc: Services, location: str, what: str, fix: str) -> None:
-    """Write a probe file (or object) under `location` and delete it again."""
+def check_writable(
+    svc: Services, location: str, what: str, fix: str, dir_mode: int | None = None
+) -> None:
+    """Write a probe file (or object) under `location` and delete it again; a local
+    directory it creates gets `dir_mode` (default: private, 0700)."""
     probe = f"{PROBE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if is_s3(location):
         uri = join(location, probe)
@@ -60,7 +64,7 @@ def check_writable(svc: Services, location: str, what: str, fix: str) -> None:
             raise BatchdError(f"Cannot write {what} {location}: {exc.message}", fix) from exc
         return
     try:
-        Path(location).mkdir(parents=True, exist_ok=True)
+        make_dirs(Path(location), DIR_MODE if dir_mode is None else dir_mode)
         path = Path(location) / probe
         try:
             with open(path, "wb") as f:
@@ -88,6 +92,7 @@ def check_start(svc: Services, output: str) -> None:
         output,
         "the output",
         "Give --output (or BATCHD_OUTPUT) a writable directory or s3:// prefix.",
+        dir_mode_for(parse_mode(svc.settings.results_file_mode)),
     )
     check_writable(
         svc,

@@ -124,8 +124,12 @@ def test_a_create_answering_500_is_not_repeated_by_the_sdk(
     )
     claude.faults.server_error_after_creates = 1
     with pytest.raises(TransientBackendError):
-        asyncio.run(claude_backend.create(_chunk("anthropic", n=1), str(data)))
+        asyncio.run(claude_backend.create(_chunk("anthropic", n=1), str(data), _no_lease))
     assert len(claude.batches()) == 1  # the one the vendor made; no blind second create
     claude.faults.rate_limit_creates = 2  # a 429 made nothing: sent again after Retry-After
-    ref = asyncio.run(claude_backend.create(_chunk("anthropic", n=1), str(data)))
+    ref = asyncio.run(claude_backend.create(_chunk("anthropic", n=1), str(data), _no_lease))
     assert len(claude.batches()) == 2 and ref.batch_id == claude.batches()[-1]["id"]
+
+
+def _no_lease() -> None:
+    """The spend guard of embedded mode: no lease to check."""

@@ -370,7 +370,7 @@ def test_live_display_says_what_is_happening() -> None:
         est_cost_usd=0.01,
     )
     snap = snapshot(run, [chunk], None)
-    assert snap["phase"] == "waiting for the vendors"
+    assert snap["phase"] == "dispatching: waiting for the vendors"
     assert snap["  openai:gpt-5.4-nano"] == "in_progress 4/10"
     assert snap["cost so far"].startswith("$0.0030")
     done = Run(

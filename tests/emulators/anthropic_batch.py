@@ -88,6 +88,8 @@ class Faults:
     #: Next N creates store the batch (it runs and is billed as usual) and then answer 500
     #: ``api_error``: a create that succeeded while the client saw it fail.
     server_error_after_creates: int = 0
+    #: Next N creates answer 500 ``api_error`` and store nothing (a failed create).
+    server_error_creates: int = 0
     #: Called with the new batch object after it is stored and before the response is sent:
     #: tests use it to kill a client between the vendor's create and the client's record.
     after_create: Callable[[JSONDict], None] | None = None
@@ -374,6 +376,9 @@ class AnthropicBatchEmulator(EmulatorServer):
             if self.faults.overloaded_creates > 0:
                 self.faults.overloaded_creates -= 1
                 raise _overloaded()
+            if self.faults.server_error_creates > 0:
+                self.faults.server_error_creates -= 1
+                raise _ApiError(500, "Internal server error (emulated).", type_="api_error")
         length = request.content_length
         if length is not None and length > self.max_batch_bytes:
             raise self._too_large(length)

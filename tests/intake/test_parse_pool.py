@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batchd.intake import decode
+from batchd.intake import decode, parse_pool
 from batchd.intake.lines import iter_lines
 from tests.support.hostile import (
     OPENAI_MODEL,
@@ -48,6 +48,9 @@ def _sabotage(monkeypatch: pytest.MonkeyPatch, tmp: Path, how: str) -> Path:
         return real(first, lines, ctx)
 
     monkeypatch.setattr(decode, "parse_block", parse_block)
+    # the patch reaches workers only when they are forked: the pool forks when this is the
+    # process's only thread, which an earlier test's leftover threads may have changed
+    monkeypatch.setattr(parse_pool.threading, "active_count", lambda: 1)
     return flag
 
 
@@ -113,6 +116,7 @@ def test_record_that_cannot_cross_processes_becomes_its_row(
         return record
 
     monkeypatch.setattr(decode, "parse_line", parse_line)
+    monkeypatch.setattr(parse_pool.threading, "active_count", lambda: 1)  # forked workers
     _small_blocks(monkeypatch, 32 * 1024)
     data = _input(3000)
     svc = open_test_services(tmp_path)

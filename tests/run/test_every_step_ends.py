@@ -54,7 +54,8 @@ def test_within_deadline_creates_failing_end_expired(
         BATCHD_MAX_STEP_FAILURES="1000",  # failures alone would never end it
         BATCHD_STEP_RETRY_BASE_S="0.2",
         BATCHD_STEP_RETRY_MAX_S="60",  # a backoff longer than the time left is cut at it
-        BATCHD_PLANNER_VENDOR_WINDOW_H="0",  # trust the vendor to finish in time
+        BATCHD_PLANNER_TURNAROUND_S="0",  # trust the vendor to finish in time
+        BATCHD_FALLBACK="none",  # no deadline guard: unsent lines end expired
     )
     assert done.returncode == 3, done.stderr
     rows = batchd.results()

@@ -91,12 +91,13 @@ def test_foreign_batch_of_same_size_is_never_adopted(
     batchd: Batchd, claude: AnthropicBatchEmulator, tmp_path: Path
 ) -> None:
     foreign = _foreign_batch(claude)
-    # More failures than the SDK's own retries: batchd's create fails, it must reconcile.
-    claude.faults.overloaded_creates = 7
+    # Creates that fail with a 500 (nothing made; a 429/529 is retried in place instead):
+    # batchd cannot tell, so it must reconcile before creating again.
+    claude.faults.server_error_creates = 2
     src = write_jsonl(tmp_path / "a.jsonl", [_line(i) for i in range(N)])
     proc = batchd.submit(src)
     assert proc.returncode == 0, proc.stderr
-    assert claude.faults.overloaded_creates == 0
+    assert claude.faults.server_error_creates == 0
     _assert_all_mine_succeeded(batchd)
     own = _own_batches(claude, foreign)
     assert len(own) == 1  # the foreign one was read, ruled out, and batchd created its own
@@ -126,7 +127,7 @@ def _run_id_once_waiting(batchd: Batchd, claude: AnthropicBatchEmulator) -> str:
     """The run id, once its chunk's create failed and it waits in `creating`."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if (batchd.home / "state.db").exists() and claude.faults.overloaded_creates == 0:
+        if (batchd.home / "state.db").exists() and claude.faults.server_error_creates == 0:
             store = SqliteStore(batchd.home / "state.db")
             try:
                 runs = store.list_runs()
@@ -144,7 +145,7 @@ def test_cancel_while_a_candidate_is_unproven_leaves_it_alone(
 ) -> None:
     claude.set_step_mode(manual=True)  # the foreign batch stays in progress: unprovable
     foreign = _foreign_batch(claude)
-    claude.faults.overloaded_creates = 1
+    claude.faults.server_error_creates = 1
     src = write_jsonl(tmp_path / "c.jsonl", [_line(i) for i in range(N)])
     submit = batchd.popen("submit", str(src), "--output", str(batchd.out))
     run_id = _run_id_once_waiting(batchd, claude)
@@ -168,10 +169,13 @@ def test_waiting_for_proof_is_bounded_by_the_deadline(
 ) -> None:
     claude.set_step_mode(manual=True)
     foreign = _foreign_batch(claude)
-    claude.faults.overloaded_creates = 1
+    claude.faults.server_error_creates = 1
     src = write_jsonl(tmp_path / "d.jsonl", [_line(i) for i in range(N)])
-    # vendor_window_h 0: trust the vendor to finish before a short deadline (see test_planner)
-    proc = batchd.submit(src, "--deadline", "3s", BATCHD_PLANNER_VENDOR_WINDOW_H="0")
+    # turnaround_s 0: trust the vendor to finish before a short deadline; fallback none: no
+    # deadline guard sending the lines synchronously instead
+    proc = batchd.submit(
+        src, "--deadline", "3s", BATCHD_PLANNER_TURNAROUND_S="0", BATCHD_FALLBACK="none"
+    )
     assert proc.returncode == 3, proc.stderr
     rows = batchd.results()
     assert {r["status"] for r in rows} == {"expired"} and len(rows) == N
