@@ -145,9 +145,9 @@ def submit(
     )
     deadline_at = run_deadline(deadline, within, time.time())
     preflight.check_input(file)  # before anything exists on disk
+    preflight.check_start(settings, settings.output)
     svc = open_services(settings)
     try:
-        preflight.check_start(svc, settings.output)
         run, resumed = start_run(
             svc,
             file,

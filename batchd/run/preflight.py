@@ -16,13 +16,15 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+from batchd.config.settings import Settings
 from batchd.errors import BatchdError
 from batchd.run.services import Services
 from batchd.state.base import CHUNK_PENDING, Chunk, Run
 from batchd.storage.private import DIR_MODE, dir_mode_for, make_dirs, parse_mode
-from batchd.storage.s3 import is_s3, join
+from batchd.storage.s3 import S3, is_s3, join, s3_for
 
 PROBE_PREFIX = ".batchd-probe-"
 
@@ -50,7 +52,7 @@ def check_input(source: str) -> None:
 
 
 def check_writable(
-    svc: Services, location: str, what: str, fix: str, dir_mode: int | None = None
+    s3: Callable[[], S3], location: str, what: str, fix: str, dir_mode: int | None = None
 ) -> None:
     """Write a probe file (or object) under `location` and delete it again; a local
     directory it creates gets `dir_mode` (default: private, 0700)."""
@@ -58,8 +60,8 @@ def check_writable(
     if is_s3(location):
         uri = join(location, probe)
         try:
-            svc.s3.put_bytes(uri, b"")
-            svc.s3.delete(uri)
+            s3().put_bytes(uri, b"")
+            s3().delete(uri)
         except BatchdError as exc:
             raise BatchdError(f"Cannot write {what} {location}: {exc.message}", fix) from exc
         return
@@ -81,28 +83,28 @@ def check_writable(
         raise BatchdError(f"Cannot write {what} {location}: {reason}.", fix) from exc
 
 
-def workdir_root(svc: Services) -> str:
-    return svc.settings.workdir or str(svc.home / "work")
+def check_start(settings: Settings, output: str) -> None:
+    """Before a run is created (and before the home is opened, so a refused output leaves
+    nothing behind): everything the run will write to takes a probe file."""
 
+    def s3() -> S3:
+        return s3_for(settings.s3)
 
-def check_start(svc: Services, output: str) -> None:
-    """Before a run is created: everything it will write to takes a probe file."""
     check_writable(
-        svc,
+        s3,
         output,
         "the output",
         "Give --output (or BATCHD_OUTPUT) a writable directory or s3:// prefix.",
-        dir_mode_for(parse_mode(svc.settings.results_file_mode)),
+        dir_mode_for(parse_mode(settings.results_file_mode)),
     )
     check_writable(
-        svc,
-        workdir_root(svc),
+        s3,
+        settings.workdir or str(settings.home_path / "work"),
         "the workdir",
         "Set BATCHD_WORKDIR (or BATCHD_HOME) to a writable directory or s3:// prefix.",
     )
-    check_writable(
-        svc, str(svc.home / "tmp"), "BATCHD_HOME", "Set BATCHD_HOME to a writable directory."
-    )
+    home_fix = "Set BATCHD_HOME to a writable directory."
+    check_writable(s3, str(settings.home_path / "tmp"), "BATCHD_HOME", home_fix)
 
 
 def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> bool:
@@ -123,7 +125,7 @@ def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> bool:
             )
         backend.check_ready()
     check_writable(
-        svc,
+        lambda: svc.s3,
         run.output,
         "the output",
         f"Resubmit with --output pointing somewhere writable, or `batchd cancel {run.run_id}`; "

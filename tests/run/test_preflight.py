@@ -107,7 +107,7 @@ def test_output_that_is_a_file_is_refused_before_the_run_starts(
         assert_one_red_line(got.stderr, "output", str(taken), "--output")
     assert taken.read_text() == "not a directory"
     assert_nothing_bought(emulator, claude)
-    assert "run-" not in batchd.run("status").stdout  # no run was created
+    assert not batchd.home.exists()  # refused before the home was opened: nothing on disk
 
 
 @pytest.mark.skipif(not namespaces_work(), reason="needs unshare -rm (user + mount namespaces)")
