@@ -79,8 +79,9 @@ def test_cancel_ends_a_run_stuck_in_ingesting_without_reading_it_again(
     assert (done.state, done.outcome) == ("done", "canceled")
     assert "before its input was read" in done.error
     assert emulator.batches() == [] and not batchd.out.exists()
+    # `status` could show the run: exit 0 however it ended (issue 17); the outcome is in the text
     status = batchd.run("status", run.run_id)
-    assert status.returncode == 4 and "no results" in status.stdout
+    assert status.returncode == 0 and "no results" in status.stdout and "canceled" in status.stdout
 
 
 def test_cancel_ends_a_dispatching_run_whose_backend_cannot_be_reached(
@@ -130,7 +131,7 @@ def test_finalize_that_cannot_write_is_retried_then_ends_with_the_reason(
     run = _only_run(batchd)
     assert (run.state, run.outcome) == ("done", "failed")
     status = batchd.run("status", run.run_id)
-    assert status.returncode == 1 and "finalize gave up" in status.stdout
+    assert status.returncode == 0 and "finalize gave up" in status.stdout
     # The answers were paid for once: a new run elsewhere gets them from the cache.
     elsewhere = tmp_path / "elsewhere"
     again = batchd.run("submit", str(src), "--output", str(elsewhere))
