@@ -5,7 +5,8 @@ ai.google.dev/gemini-api/docs/batch-mode):
 - create: POST `models/{model}:batchGenerateContent` with `{"batch": {"displayName",
   "inputConfig": {"requests": {"requests": [{"request", "metadata"}]}} | {"fileName"}}}`;
   inline requests while the whole request stays under 20 MB, else a JSONL file of
-  `{"key", "request"}` lines uploaded through the Files API (resumable upload, 2 GB a file);
+  `{"key", "request"}` lines (batchd's chunk lines, `custom_id` renamed `key`), uploaded
+  through the Files API (resumable upload, 2 GB a file)
   (paths under the SDK's API version: v1 by default in google-genai 3.x);
 - get / list / cancel: `batches/{id}`, `batches?pageSize&pageToken` (`operations`),
   `batches/{id}:cancel`; the job is in `metadata`: `state` (BATCH_STATE_PENDING, _RUNNING,
@@ -24,7 +25,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -115,7 +116,8 @@ class GeminiBatchBackend:
         return json.loads(response.body) if response.body else {}
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
-        return _enc.encode({"key": vendor_id, "request": to_gemini_request(request)})
+        """batchd's chunk line: `custom_id` (as every chunk file) and the Gemini request."""
+        return _enc.encode({"custom_id": vendor_id, "request": to_gemini_request(request)})
 
     async def create(self, chunk: Chunk, data_path: str) -> VendorRef:
         async with _translated("create"):
@@ -128,11 +130,7 @@ class GeminiBatchBackend:
         if inline is not None:
             batch["inputConfig"] = {"requests": {"requests": inline}}
         else:
-            uploaded = await self.client.files.upload(
-                file=data_path,
-                config={"mime_type": "application/jsonl", "display_name": display_name(chunk)},
-            )
-            file_name = uploaded.name
+            file_name = await self._upload(chunk, data_path)
             batch["inputConfig"] = {"fileName": file_name}
         job = await self._call(
             "post", f"{_model_path(chunk.model)}:batchGenerateContent", {"batch": batch}
@@ -144,10 +142,21 @@ class GeminiBatchBackend:
         limit = self._settings.inline_max_bytes
         if os.path.getsize(data_path) > limit:
             return None
-        with open(data_path, "rb") as f:
-            lines = [_dec.decode(line) for line in f if line.strip()]
-        inline = [{"request": x["request"], "metadata": {"key": x["key"]}} for x in lines]
+        inline = [{"request": r, "metadata": {"key": k}} for k, r in _chunk_requests(data_path)]
         return inline if len(_enc.encode(inline)) <= limit else None
+
+    async def _upload(self, chunk: Chunk, data_path: str) -> str:
+        """The chunk as Gemini's JSONL input file (`{"key", "request"}` lines), uploaded."""
+        with tempfile.TemporaryDirectory(prefix="batchd-gemini-") as tmp:
+            path = os.path.join(tmp, f"{chunk.chunk_id}.jsonl")
+            with open(path, "wb") as out:
+                for key, request in _chunk_requests(data_path):
+                    out.write(_enc.encode({"key": key, "request": request}) + b"\n")
+            uploaded = await self.client.files.upload(
+                file=path,
+                config={"mime_type": "application/jsonl", "display_name": display_name(chunk)},
+            )
+        return str(uploaded.name)
 
     async def find_existing(self, chunk: Chunk, known_batch_ids: set[str]) -> VendorRef | None:
         """The batch whose display_name carries this chunk's id (newest first)."""
@@ -219,6 +228,14 @@ class GeminiBatchBackend:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+def _chunk_requests(data_path: str) -> Iterator[tuple[str, Any]]:
+    with open(data_path, "rb") as f:
+        for line in f:
+            if line.strip():
+                item = _dec.decode(line)
+                yield item["custom_id"], item["request"]
 
 
 def _model_path(model: str) -> str:
