@@ -52,7 +52,10 @@ def to_gemini_request(request: Request) -> dict[str, Any]:
         config["maxOutputTokens"] = max_tokens
     stop = body.get("stop")
     if stop is not None:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else stop
+        stop = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stop, list) or not all(isinstance(x, str) for x in stop):
+            raise UnsupportedRequest(f"stop must be a string or a list of strings, got {stop!r}")
+        config["stopSequences"] = stop
     if "response_format" in body:
         config.update(_response_format(body["response_format"]))
     if "tools" in body:
@@ -64,6 +67,9 @@ def to_gemini_request(request: Request) -> dict[str, Any]:
         if name in _HANDLED:
             continue
         if name in _CONFIG:
+            # A mistyped value would fail the whole inline batch at create: refuse it here.
+            if type(value) not in ((int,) if name == "seed" else (int, float)):
+                raise UnsupportedRequest(f"{name} must be a number for Gemini, got {value!r}")
             config[_CONFIG[name]] = value
         elif name in _NATIVE_CONFIG and request.fmt in ("native", "anthropic"):
             config[_NATIVE_CONFIG[name]] = value
@@ -94,8 +100,13 @@ def _contents(messages: list[Any]) -> tuple[list[Any], list[Any]]:
             contents.append({"role": "user", "parts": _parts(m["content"])})
         elif role == "assistant":
             parts = _parts(m["content"]) if m.get("content") else []
-            for call in m.get("tool_calls") or []:
-                fn = call.get("function") or {}
+            calls = m.get("tool_calls") or []
+            if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+                raise UnsupportedRequest("tool_calls must be a list of objects for Gemini")
+            for call in calls:
+                fn = call.get("function")
+                if not isinstance(fn, dict):
+                    raise UnsupportedRequest("tool_calls[].function must be an object")
                 tool_names[str(call.get("id"))] = str(fn.get("name"))
                 parts.append({"functionCall": {"name": fn.get("name"), "args": _args(fn)}})
             contents.append({"role": "model", "parts": parts})
@@ -135,7 +146,10 @@ def _args(fn: dict[str, Any]) -> Any:
 
 
 def _tool_response(content: Any) -> dict[str, Any]:
-    text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
+    if isinstance(content, str):
+        text = content
+    else:
+        text = "".join(p["text"] for p in _parts(content) if "text" in p)
     try:
         value = _dec.decode(text)
     except msgspec.DecodeError:

@@ -186,8 +186,9 @@ def test_mixed_openai_claude_gemini_in_one_run(
 def test_alias_with_a_gemini_target(
     batchd: Batchd, gemini: GeminiBatchEmulator, tmp_path: Path
 ) -> None:
+    # gemini-2.5-flash-lite is the cheaper target: the planner picks it for these lines.
     (tmp_path / "batchd.toml").write_text(
-        '[models.cheap]\ntargets = ["gemini:gemini-2.5-flash-lite"]\n'
+        '[models.cheap]\ntargets = ["openai:gpt-5.4-nano", "gemini:gemini-2.5-flash-lite"]\n'
     )
     src = write_jsonl(tmp_path / "a.jsonl", [chat("a", "via alias", model="cheap")])
     proc = batchd.submit(src)
