@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -211,3 +212,17 @@ def test_missing_key_is_named(batchd: Batchd, tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "GEMINI_API_KEY" in proc.stderr
+
+
+def test_alias_targets_checked_against_the_price_book(batchd: Batchd, tmp_path: Path) -> None:
+    (tmp_path / "batchd.toml").write_text(
+        '[models.wrong]\ntargets = ["gemini:gpt-5.4-nano", "openai:gpt-5.4-mini"]\n'
+    )
+    src = write_jsonl(tmp_path / "a.jsonl", [{"model": "wrong", "prompt": "x"}])
+    proc = batchd.run("plan", str(src), "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["stats"]["invalid_by_type"] == {"bad_alias": 1}
+    (tmp_path / "batchd.toml").write_text('[models.typo]\ntargets = ["gemeni:gemini-2.5-pro"]\n')
+    bad = batchd.run("plan", str(src))
+    assert bad.returncode != 0 and "gemini:<model>" in bad.stderr
