@@ -109,7 +109,7 @@ def test_expired_batch_and_429s(
 ) -> None:
     gemini.faults.expire_batches = 1
     gemini.faults.rate_limit_creates = 1
-    gemini.faults.rate_limit_gets = 2
+    gemini.faults.rate_limit_gets = 1
     src = write_jsonl(tmp_path / "g.jsonl", _lines(4))
     proc = batchd.submit(src, BATCHD_MAX_ATTEMPTS="1")  # expired lines are not sent again
     rows = batchd.results()
