@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from tests.emulators.anthropic_batch import AnthropicBatchEmulator
+from tests.emulators.gemini_batch import GeminiBatchEmulator
 from tests.emulators.openai_batch import OpenAIBatchEmulator
-from tests.support.helpers import ANTHROPIC_KEY, API_KEY, Batchd, vllm_settings
+from tests.support.helpers import ANTHROPIC_KEY, API_KEY, GEMINI_KEY, Batchd, vllm_settings
 from tests.support.redis_server import RedisServer
 from tests.support.s3_server import S3Server
 
@@ -28,6 +29,12 @@ def emulator() -> Iterator[OpenAIBatchEmulator]:
 @pytest.fixture
 def claude() -> Iterator[AnthropicBatchEmulator]:
     with AnthropicBatchEmulator(api_key=ANTHROPIC_KEY, seed=11) as emu:
+        yield emu
+
+
+@pytest.fixture
+def gemini() -> Iterator[GeminiBatchEmulator]:
+    with GeminiBatchEmulator(api_key=GEMINI_KEY, seed=13) as emu:
         yield emu
 
 
@@ -56,8 +63,13 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def batchd(tmp_path: Path, emulator: OpenAIBatchEmulator, claude: AnthropicBatchEmulator) -> Batchd:
-    return Batchd(tmp_path, emulator, claude)
+def batchd(
+    tmp_path: Path,
+    emulator: OpenAIBatchEmulator,
+    claude: AnthropicBatchEmulator,
+    gemini: GeminiBatchEmulator,
+) -> Batchd:
+    return Batchd(tmp_path, emulator, claude, gemini)
 
 
 # -- self-hosted vLLM: one tiny model and one warm engine per test session ----------------

@@ -36,6 +36,7 @@ Exit codes:
 Environment:
   OPENAI_API_KEY     OpenAI key (OPENAI_BASE_URL: another endpoint)
   ANTHROPIC_API_KEY  Anthropic key (ANTHROPIC_BASE_URL likewise)
+  GEMINI_API_KEY     Gemini key, or GOOGLE_API_KEY (GOOGLE_GEMINI_BASE_URL)
   BATCHD_HOME        state and cache (default: ./.batchd if it exists,
                      else ~/.local/state/batchd)
   BATCHD_CONFIG      settings file (default ./batchd.toml)

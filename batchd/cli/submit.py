@@ -113,8 +113,9 @@ def submit(
 
     Submitting the same file again while its run is unfinished resumes that run (nothing is
     sent twice); after it finished, a new run answers every line it can from the cache.
-    Needs OPENAI_API_KEY for OpenAI models and ANTHROPIC_API_KEY for Claude models
-    (OPENAI_BASE_URL and ANTHROPIC_BASE_URL select other endpoints). Exit code 0: every
+    Needs OPENAI_API_KEY for OpenAI models, ANTHROPIC_API_KEY for Claude models and
+    GEMINI_API_KEY (or GOOGLE_API_KEY) for Gemini models (OPENAI_BASE_URL,
+    ANTHROPIC_BASE_URL and GOOGLE_GEMINI_BASE_URL select other endpoints). Exit code 0: every
     line succeeded; 3: some did not (see `batchd results RUN`); 4: canceled; 1: error.
     """
     settings = cli_settings(

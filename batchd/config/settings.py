@@ -67,6 +67,21 @@ class AnthropicSettings(_Section):
     prompt_cache: bool = True  # mark shared prefixes with cache_control when it pays
 
 
+class GeminiSettings(_Section):
+    """Gemini Batch API limits (the vendor's own, settable lower) and client behaviour.
+
+    Inline requests: "total request size under 20MB"; input files go through the Files API,
+    "per-file maximum size of 2 GB" (ai.google.dev/gemini-api/docs/batch-mode and
+    /docs/files). Google documents no per-batch request count: 50,000 is batchd's choice.
+    """
+
+    max_lines_per_chunk: int = 50_000
+    max_bytes_per_chunk: int = 2_000_000_000
+    inline_max_bytes: int = 19_000_000  # bigger chunks go as a JSONL file (limit: 20 MB)
+    max_retries: int = 5
+    timeout_s: float = 600.0
+
+
 class VllmSettings(_Section):
     """Self-hosted vLLM: the engine, its GPUs, their price and their off-peak windows."""
 
@@ -125,7 +140,8 @@ class S3Settings(_Section):
 class ModelAlias(_Section):
     """[models.<alias>]: the targets a line naming the alias may run on (DESIGN §4)."""
 
-    targets: list[str]  # "vllm:<name>", "openai:<model>", "anthropic:<model>", "<provider>:<model>"
+    targets: list[str]  # "vllm:<name>", "openai:<model>", "anthropic:<model>", "gemini:<model>",
+    # "<provider>:<model>"
     reference: str = ""  # realtime model priced as the baseline; default: the first vendor target
 
 
@@ -205,6 +221,7 @@ class Settings(_Section):
     config: str = ""
     openai: OpenAISettings = msgspec.field(default_factory=OpenAISettings)
     anthropic: AnthropicSettings = msgspec.field(default_factory=AnthropicSettings)
+    gemini: GeminiSettings = msgspec.field(default_factory=GeminiSettings)
     prices: dict[str, PriceOverride] = msgspec.field(default_factory=dict)
     backends: BackendsSettings = msgspec.field(default_factory=BackendsSettings)
     s3: S3Settings = msgspec.field(default_factory=S3Settings)
@@ -220,6 +237,7 @@ class Settings(_Section):
 _SECTIONS: dict[str, type[_Section]] = {
     "openai": OpenAISettings,
     "anthropic": AnthropicSettings,
+    "gemini": GeminiSettings,
     "vllm": VllmSettings,  # BATCHD_VLLM_<FIELD> sets [backends.vllm]
     "s3": S3Settings,
     "planner": PlannerSettings,
@@ -388,13 +406,19 @@ def _check(s: Settings) -> None:
         )
     if s.fallback not in FALLBACKS:
         problems.append(f"fallback must be one of {', '.join(FALLBACKS)}")
+    if not 0 < s.gemini.max_bytes_per_chunk <= 2_000_000_000:
+        problems.append("gemini.max_bytes_per_chunk must be in 1..2000000000 (the vendor's limit)")
+    if not 0 <= s.gemini.inline_max_bytes <= 20_000_000:
+        problems.append("gemini.inline_max_bytes must be in 0..20000000 (the vendor's limit)")
+    if s.gemini.max_lines_per_chunk < 1:
+        problems.append("gemini.max_lines_per_chunk must be >= 1")
     problems += _alias_problems(s)
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-TARGET_KINDS = ("vllm", "openai", "anthropic")
+TARGET_KINDS = ("vllm", "openai", "anthropic", "gemini")
 
 
 def _alias_problems(s: Settings) -> list[str]:
@@ -408,7 +432,8 @@ def _alias_problems(s: Settings) -> list[str]:
             if not model or kind not in kinds:
                 problems.append(
                     f"models.{alias}: target {t!r} must be vllm:<name>, openai:<model>, "
-                    f"anthropic:<model> or <provider>:<model> with [providers.<provider>]"
+                    f"anthropic:<model>, gemini:<model> or <provider>:<model> with "
+                    "[providers.<provider>]"
                 )
             elif kind == "vllm" and (not s.backends.vllm.enabled or model != s.backends.vllm.name):
                 problems.append(

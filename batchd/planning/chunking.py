@@ -105,7 +105,9 @@ class Chunker:
     def _limits(self, backend: str) -> tuple[int, int]:
         if backend == VLLM:
             return self._settings.backends.vllm.max_requests_per_chunk, VLLM_MAX_BYTES_PER_CHUNK
-        o = self._settings.anthropic if backend == "anthropic" else self._settings.openai
+        o: Any = self._settings.openai
+        if backend in ("anthropic", "gemini"):
+            o = getattr(self._settings, backend)
         return o.max_lines_per_chunk, o.max_bytes_per_chunk
 
     def add(

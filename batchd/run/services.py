@@ -8,6 +8,7 @@ from pathlib import Path
 
 from batchd.backends.anthropic_batch import AnthropicBatchBackend
 from batchd.backends.base import BatchBackend
+from batchd.backends.gemini_batch import GeminiBatchBackend
 from batchd.backends.openai_batch import OpenAIBatchBackend
 from batchd.backends.vllm.backend import GpuQueue, VllmBackend, window_gate
 from batchd.cache.base import Cache
@@ -81,6 +82,7 @@ def open_services(settings: Settings) -> Services:
     backends: dict[str, BatchBackend] = {
         "openai": OpenAIBatchBackend(settings.openai),
         "anthropic": AnthropicBatchBackend(settings.anthropic, prices),
+        "gemini": GeminiBatchBackend(settings.gemini),
     }
     if settings.backends.vllm.enabled:
         backends["vllm"] = _vllm_backend(settings)

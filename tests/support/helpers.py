@@ -13,23 +13,31 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from tests.emulators.anthropic_batch import AnthropicBatchEmulator
+from tests.emulators.gemini_batch import GeminiBatchEmulator
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-SECRET-fedcba9876543210"
+GEMINI_KEY = "AIza-test-SECRET-0a1b2c3d4e5f6789"
 
 
 class Batchd:
     """Runs the real `batchd` CLI in a subprocess against one isolated home and output."""
 
-    def __init__(self, tmp: Path, emu: OpenAIBatchEmulator, claude: AnthropicBatchEmulator) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        emu: OpenAIBatchEmulator,
+        claude: AnthropicBatchEmulator,
+        gemini: GeminiBatchEmulator | None = None,
+    ) -> None:
         self.tmp = tmp
         self.home = tmp / "home"
         self.out = tmp / "out"
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("BATCHD_", "OPENAI_", "ANTHROPIC_"))
+            if not k.startswith(("BATCHD_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_"))
         }
         self.env.update(
             OPENAI_API_KEY=API_KEY,
@@ -40,6 +48,8 @@ class Batchd:
             BATCHD_POLL_INTERVAL_S="0.02",
             HF_HUB_OFFLINE="1",
         )
+        if gemini is not None:
+            self.env.update(GEMINI_API_KEY=GEMINI_KEY, GOOGLE_GEMINI_BASE_URL=gemini.base_url)
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "batchd.cli", *args]
