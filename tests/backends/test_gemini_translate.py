@@ -188,7 +188,6 @@ def test_native_and_anthropic_lines() -> None:
     [
         ({"logprobs": True}, "logprobs"),
         ({"n": 2}, "n"),
-        ({"stream": True}, "stream"),
         ({"user": "u-1"}, "user"),
         ({"top_k": 3}, "top_k"),  # a Claude/Gemini word, not OpenAI's: only in native lines
         ({"response_format": {"type": "json_schema"}}, "response_format"),
