@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ import msgspec
 
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.storage.private import ensure_private
+from batchd.storage.sqlite_db import open_shared
 from batchd.storage.sqlkeys import select_in
 
 _enc = msgspec.msgpack.Encoder()
@@ -20,9 +20,7 @@ _dec = msgspec.msgpack.Decoder(Outcome)
 class SqliteCache:
     def __init__(self, path: Path, ttl_s: float = 0.0) -> None:
         ensure_private(path)  # 0600 whatever the umask; SQLite's -wal/-shm follow it
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_shared(path, "NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS results (key BLOB PRIMARY KEY, stored_at REAL NOT NULL,"
             " outcome BLOB NOT NULL) WITHOUT ROWID"

@@ -7,7 +7,6 @@ always valid here.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from batchd.state.base import (
     Run,
 )
 from batchd.storage.private import ensure_private
+from batchd.storage.sqlite_db import open_shared
 
 _enc = msgspec.json.Encoder()
 _RUN_DEC = msgspec.json.Decoder(Run)
@@ -29,9 +29,7 @@ _CHUNK_DEC = msgspec.json.Decoder(Chunk)
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         ensure_private(path)  # 0600 whatever the umask; SQLite's -wal/-shm follow it
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_shared(path, "FULL")
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS runs (
