@@ -192,24 +192,7 @@ def _settle(
     )
     for r in records:
         if r.error_type is not None:
-            stats.invalid += 1
-            invalid_types[r.error_type] += 1
-            if len(stats.invalid_examples) < INVALID_EXAMPLES:
-                stats.invalid_examples.append(
-                    [r.line_no, r.custom_id, r.error_type, r.error_message]
-                )
-            rows.add(
-                r.line_no,
-                r.custom_id,
-                None,
-                r.tenant,
-                r.tags,
-                r.model,
-                INVALID,
-                CACHE_NONE,
-                r.error_type,
-                r.error_message,
-            )
+            _invalid(rows, stats, invalid_types, r, r.error_type, r.error_message)
             continue
         stats.valid += 1
         dup = next(is_dup)
@@ -240,20 +223,7 @@ def _settle(
             problem = _add_to_chunk(chunker, r)
             if problem is not None:  # the line's own fault: its row says so, the run goes on
                 stats.valid -= 1
-                stats.invalid += 1
-                invalid_types[INTERNAL_ERROR] += 1
-                rows.add(
-                    r.line_no,
-                    r.custom_id,
-                    None,
-                    r.tenant,
-                    r.tags,
-                    r.model,
-                    INVALID,
-                    CACHE_NONE,
-                    INTERNAL_ERROR,
-                    problem,
-                )
+                _invalid(rows, stats, invalid_types, r, INTERNAL_ERROR, problem)
                 continue
             stats.unique += 1
             stats.to_send += 1
@@ -287,3 +257,30 @@ def _add_to_chunk(chunker: Chunker, r: Parsed) -> str | None:
             "BATCHD_DEBUG=1 logs the traceback"
         )
     return None
+
+
+def _invalid(
+    rows: _Rows,
+    stats: IngestStats,
+    invalid_types: Counter[str],
+    r: Parsed,
+    error_type: str,
+    message: str | None,
+) -> None:
+    """Count an invalid line (the first few kept as examples) and give it its row."""
+    stats.invalid += 1
+    invalid_types[error_type] += 1
+    if len(stats.invalid_examples) < INVALID_EXAMPLES:
+        stats.invalid_examples.append([r.line_no, r.custom_id, error_type, message])
+    rows.add(
+        r.line_no,
+        r.custom_id,
+        None,
+        r.tenant,
+        r.tags,
+        r.model,
+        INVALID,
+        CACHE_NONE,
+        error_type,
+        message,
+    )
