@@ -1198,7 +1198,7 @@ def test_price_book_lines_are_dated_and_sourced(book: PriceBook) -> None:
     for p in models:
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.as_of), p
         assert p.source.strip(), p
-        assert p.vendor in {"openai", "anthropic"}, p
+        assert p.vendor in {"openai", "anthropic", "gemini"}, p
         assert p.input_per_mtok > 0 and p.output_per_mtok > 0, p
         assert 0 < p.cached_input_per_mtok <= p.input_per_mtok, p
         assert p.batch_discount == 0.5, p
