@@ -58,11 +58,19 @@ def ensure_private(path: Path, mode: int = FILE_MODE) -> None:
     SQLite gives its -wal and -shm files the database file's mode.
     """
     make_dirs(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
-    try:
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
+    if path.exists():
+        # never open and close an existing database file: closing any descriptor of it
+        # drops every POSIX lock this process holds on it, under SQLite connections that
+        # are still open (a watcher opens a store per run beside its own)
+        os.chmod(path, mode)
+    else:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:  # another process made it just now
+            os.chmod(path, mode)
+        else:
+            os.fchmod(fd, mode)
+            os.close(fd)
     for extra in ("-wal", "-shm", "-journal"):
         side = path.with_name(path.name + extra)
         if side.exists():
