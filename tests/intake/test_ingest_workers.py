@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from batchd.config.settings import load_settings
-from batchd.intake.ingest import ingest
 from batchd.intake.lines import iter_lines
-from batchd.planning.chunking import Chunker
-from batchd.run.services import open_services
+from tests.support.hostile import ingest_rows, open_test_services
 
 
 def _data(n: int) -> bytes:
@@ -63,45 +57,12 @@ def _data(n: int) -> bytes:
 
 
 def _run(tmp: Path, data: bytes, workers: int) -> tuple[Any, list[dict[str, Any]], list[bytes]]:
-    svc = open_services(
-        load_settings(
-            environ={
-                "BATCHD_HOME": str(tmp / f"home{workers}"),
-                "BATCHD_OPENAI_MAX_LINES_PER_CHUNK": "500",
-            }
-        )
-    )
-    files: dict[str, io.BytesIO] = {}
-
-    def open_file(rel: str) -> io.BytesIO:
-        files[rel] = _Keep()
-        return files[rel]
-
-    chunker = Chunker(
-        "r", svc.settings, svc.prices, svc.backends, open_file, run_deadline_at=float("inf")
-    )
-    batches: list[pa.RecordBatch] = []
-    stats = ingest(
-        io.BytesIO(data),
-        router=svc.router,
-        chunker=chunker,
-        cache=svc.cache,
-        default_tenant="t",
-        run_salt="salt",
-        write_rows=batches.append,
-        workers=workers,
-    )
-    chunks = chunker.finish()
-    return (
-        stats,
-        pa.Table.from_batches(batches).to_pylist(),
-        [files[c.path].getvalue() for c in chunks],
-    )
-
-
-class _Keep(io.BytesIO):
-    def close(self) -> None:  # keep the bytes readable after the chunker closes the file
-        pass
+    svc = open_test_services(tmp / f"w{workers}", BATCHD_OPENAI_MAX_LINES_PER_CHUNK="500")
+    try:
+        stats, rows, files = ingest_rows(svc, data, workers=workers)
+    finally:
+        svc.close()
+    return stats, rows, list(files.values())
 
 
 def test_workers_match_inline(tmp_path: Path, monkeypatch: Any) -> None:
