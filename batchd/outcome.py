@@ -26,10 +26,16 @@ class Outcome(msgspec.Struct, gc=False, kw_only=True):
     cache_write_tokens: int = 0
     cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written with the 1-hour TTL
     output_tokens: int = 0
+    reasoning_tokens: int = 0  # the part of output_tokens spent thinking (billed as output)
     cost_usd: float = 0.0
     gpu_seconds: float = 0.0
     submitted_at: float | None = None
     completed_at: float | None = None
     tier: str | None = None  # batch | flex | realtime | gpu: how it was served (None: not)
+    # The common answer shape, the same for every backend (README "Result rows"):
+    embedding: list[float] | None = None  # embeddings endpoint: the vector
+    tool_calls: str | None = None  # JSON text, a list of tool calls in OpenAI's shape
+    schema_valid: bool | None = None  # the answer against the line's JSON schema (None: none)
+    request_id: str | None = None  # the vendor's id for this request, where it gives one
     # Backend verdict on a non-success: may the request be sent again?
     retryable: bool = False

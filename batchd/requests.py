@@ -17,6 +17,14 @@ from typing import Any
 import msgspec
 
 CHAT_URL = "/v1/chat/completions"
+# Endpoints a line may ask for: the native format's "endpoint" -> the OpenAI batch url.
+CHAT, EMBEDDINGS, RESPONSES, COMPLETIONS = "chat", "embeddings", "responses", "completions"
+ENDPOINT_URLS = {
+    CHAT: CHAT_URL,
+    EMBEDDINGS: "/v1/embeddings",
+    RESPONSES: "/v1/responses",
+    COMPLETIONS: "/v1/completions",
+}
 KEY_BYTES = 16
 
 # Keys that never change the answer: left out of the cache key (and, for native
@@ -58,6 +66,7 @@ class Request(msgspec.Struct, gc=False):
     key: bytes
     # Anthropic-format lines: the params exactly as given, sent to Claude unchanged.
     source_params: dict[str, Any] | None = None
+    endpoint: str = CHAT  # chat | embeddings | responses | completions (ENDPOINT_URLS)
 
 
 class Invalid(msgspec.Struct, gc=False):

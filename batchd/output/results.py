@@ -35,12 +35,16 @@ RESULTS_SCHEMA = pa.schema(
         ("output_text", pa.string()),
         ("response_json", pa.string()),
         ("finish_reason", pa.string()),
+        ("tool_calls", pa.string()),  # JSON text in OpenAI's shape; NULL: no tool call
+        ("embedding", pa.list_(pa.float32())),  # NULL: not an embeddings request
+        ("schema_valid", pa.bool_()),  # NULL: the line gave no JSON schema
         ("error_type", pa.string()),
         ("error_message", pa.string()),
         ("input_tokens", pa.int64()),
         ("cached_input_tokens", pa.int64()),
         ("cache_write_tokens", pa.int64()),
         ("output_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),  # the part of output_tokens spent thinking
         ("cost_usd", pa.float64()),
         ("baseline_cost_usd", pa.float64()),
         ("gpu_seconds", pa.float64()),
@@ -223,7 +227,12 @@ class RowAssembler:
         saved = (o.input_tokens, o.output_tokens) if cache != CACHE_NONE else (0, 0)
         if cache != CACHE_NONE:  # nothing billed: the tokens it saved go to costs.parquet
             o = msgspec.structs.replace(
-                o, input_tokens=0, cached_input_tokens=0, cache_write_tokens=0, output_tokens=0
+                o,
+                input_tokens=0,
+                cached_input_tokens=0,
+                cache_write_tokens=0,
+                output_tokens=0,
+                reasoning_tokens=0,
             )
         row.update(
             model_requested=model_requested or None,
@@ -234,12 +243,16 @@ class RowAssembler:
             output_text=o.output_text,
             response_json=o.response_json,
             finish_reason=o.finish_reason,
+            tool_calls=o.tool_calls,
+            embedding=o.embedding,
+            schema_valid=o.schema_valid,
             error_type=o.error_type,
             error_message=o.error_message,
             input_tokens=o.input_tokens,
             cached_input_tokens=o.cached_input_tokens,
             cache_write_tokens=o.cache_write_tokens,
             output_tokens=o.output_tokens,
+            reasoning_tokens=o.reasoning_tokens,
             cost_usd=o.cost_usd,
             gpu_seconds=o.gpu_seconds,
             submitted_at=_ts(o.submitted_at),
