@@ -1,30 +1,44 @@
 """Request: one valid input line, from any of the three formats; the canonical cache key.
 
 Formats (detected per line, DESIGN §3):
-- OpenAI batch:    {"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
+- OpenAI batch:    {"custom_id", "method": "POST", "url": one of ENDPOINT_URLS, "body": {...}}
+- Mistral / Together batch: {"custom_id", "body": {...}} (no method, no url): a chat request
 - Anthropic batch: {"custom_id", "params": {"model", "max_tokens", "messages", "system"?}}
-- native:          {"id"?, "model", "messages" | "prompt", "max_tokens"?, ..., "metadata"?,
-                    "deadline"?, "cache"?}
-Parsing never raises on bad input: it returns an Invalid with a reason.
+- native:          {"id"?, "endpoint"?, "model", "messages" | "prompt" | "input", ...,
+                    "metadata"?, "deadline"?, "cache"?}; "endpoint" is chat (the default:
+                    "prompt" is one user message), embeddings ("input"), completions
+                    ("prompt") or responses ("input", "instructions")
+The bodies of the endpoints besides chat are checked in `core.endpoints`. Parsing never
+raises on bad input: it returns an Invalid with a reason.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from batchd.core import endpoints
+from batchd.core.endpoints import COMPLETIONS, EMBEDDINGS, RESPONSES
+from batchd.core.fields import DEADLINE_MAX_S, MAX_TOKENS_LIMIT, check_token_limit, deadline
+from batchd.core.fields import Bad as _Bad
+from batchd.core.fields import kind as _kind
+from batchd.core.fields import short as _short
+from batchd.core.fields import tenant_tags as _tenant_tags
+
+__all__ = ["COMPLETIONS", "DEADLINE_MAX_S", "EMBEDDINGS", "MAX_TOKENS_LIMIT", "RESPONSES"]
+
 CHAT_URL = "/v1/chat/completions"
 # Endpoints a line may ask for: the native format's "endpoint" -> the OpenAI batch url.
-CHAT, EMBEDDINGS, RESPONSES, COMPLETIONS = "chat", "embeddings", "responses", "completions"
+CHAT = "chat"
 ENDPOINT_URLS = {
     CHAT: CHAT_URL,
     EMBEDDINGS: "/v1/embeddings",
     RESPONSES: "/v1/responses",
     COMPLETIONS: "/v1/completions",
 }
+URL_ENDPOINTS = {url: name for name, url in ENDPOINT_URLS.items()}
 KEY_BYTES = 16
 
 # Keys that never change the answer: left out of the cache key (and, for native
@@ -41,18 +55,16 @@ _NON_OUTPUT_KEYS = frozenset(
     }
 )
 _NATIVE_ENVELOPE = frozenset(
-    {"id", "model", "messages", "prompt", "metadata", "deadline", "cache", "system"}
+    {"id", "model", "messages", "prompt", "metadata", "deadline", "cache", "system", "endpoint"}
 )
+# A native line of another endpoint: its body is the line less these.
+_NATIVE_OTHER_ENVELOPE = frozenset({"id", "metadata", "deadline", "cache", "endpoint"})
 
 _key_encoder = msgspec.json.Encoder(order="sorted")
 
-MAX_TOKENS_LIMIT = 2**31 - 1  # no model writes more; beyond it, counts overflow downstream
-# Deadlines batchd can represent: from the epoch to the end of year 9999 (unix seconds).
-DEADLINE_MAX_S = 253_402_300_799
-
 
 class Request(msgspec.Struct, gc=False):
-    """A valid line. `body` is what a chat-completions vendor call receives."""
+    """A valid line. `body` is what a call to its endpoint (an OpenAI API) receives."""
 
     line_no: int
     custom_id: str
@@ -77,12 +89,6 @@ class Invalid(msgspec.Struct, gc=False):
     tenant: str = ""
     tags: dict[str, str] = {}
     model: str = ""
-
-
-class _Bad(Exception):
-    def __init__(self, error_type: str, message: str) -> None:
-        self.error_type = error_type
-        self.message = message
 
 
 class LineFault(Exception):
@@ -153,15 +159,6 @@ def _check_content(content: Any, message: dict[str, Any], i: int) -> None:
     )
 
 
-def _kind(value: Any) -> str:
-    """A JSON value's kind, for messages (never the value: it may be huge)."""
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
-        type(value), "a list" if type(value) is list else "an object"
-    )
-
-
 def _canonical_body(body: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in body.items() if k not in _NON_OUTPUT_KEYS}
     if "max_completion_tokens" in body and "max_tokens" not in body:
@@ -173,122 +170,60 @@ def _canonical_body(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def request_key(tenant: str, body: dict[str, Any], plain: bool) -> bytes:
-    """BLAKE2b-128 of tenant scope, endpoint kind and the canonical JSON of the chat body.
+def request_key(tenant: str, body: dict[str, Any], plain: bool, endpoint: str = CHAT) -> bytes:
+    """BLAKE2b-128 of tenant scope, endpoint kind and the canonical JSON of the body.
 
-    The body carries the model, the messages (any system prompt as the leading system
-    message, whatever the input format) and every parameter that can change the answer.
+    The body carries the model, the input (chat: the messages, any system prompt as the
+    leading system message, whatever the input format) and every parameter that can change
+    the answer. Chat keys are what they always were, so existing caches keep answering.
     """
-    material = body if plain and not (body.keys() & _NON_OUTPUT_KEYS) else _canonical_body(body)
+    if endpoint != CHAT:
+        material = endpoints.key_body(endpoint, body, _NON_OUTPUT_KEYS)
+    elif plain and not (body.keys() & _NON_OUTPUT_KEYS):
+        material = body
+    else:
+        material = _canonical_body(body)
     return hashlib.blake2b(
-        tenant.encode() + b"\x00chat\x00" + _key_encoder.encode(material), digest_size=KEY_BYTES
+        tenant.encode() + b"\x00" + endpoint.encode() + b"\x00" + _key_encoder.encode(material),
+        digest_size=KEY_BYTES,
     ).digest()
 
 
 def _check_max_tokens(container: dict[str, Any], where: str) -> None:
-    for name in ("max_tokens", "max_completion_tokens"):
-        v = container.get(name)
-        if v is not None and (type(v) is not int or v <= 0):
-            raise _Bad(
-                "bad_max_tokens", f"{where}{name} must be a positive integer, got {_short(v)}"
-            )
-        if v is not None and v > MAX_TOKENS_LIMIT:
-            raise _Bad(
-                "bad_max_tokens",
-                f"{where}{name} {_short(v)} is out of range: at most {MAX_TOKENS_LIMIT:,} "
-                "(models write far fewer tokens; give the most you want back)",
-            )
-    if container.get("max_tokens", 1) is None or container.get("max_completion_tokens", 1) is None:
-        raise _Bad("bad_max_tokens", f"{where}max_tokens must be a positive integer, got None")
+    check_token_limit(container, where, ("max_tokens", "max_completion_tokens"))
 
 
-def _model_of(container: dict[str, Any], where: str) -> str:
+def _model_of(container: dict[str, Any], where: str, mistral: bool = False) -> str:
     model = container.get("model")
     if not isinstance(model, str) or not model:
-        raise _Bad("missing_model", f"no model: {where}'model' must be a non-empty string")
+        hint = (
+            " (Mistral's batch files name the model on the job: batchd needs it on each line)"
+            if mistral and model is None
+            else ""
+        )
+        raise _Bad("missing_model", f"no model: {where}'model' must be a non-empty string{hint}")
     return model
 
 
-def _messages_of(container: dict[str, Any], where: str, allow_prompt: bool) -> list[Any]:
+def _messages_of(
+    container: dict[str, Any], where: str, allow_prompt: bool, mistral: bool = False
+) -> list[Any]:
     messages = container.get("messages")
     if messages is None and allow_prompt and isinstance(container.get("prompt"), str):
         return [{"role": "user", "content": container["prompt"]}]
     if not isinstance(messages, list) or not messages:
         alt = " (or give 'prompt')" if allow_prompt else ""
+        if mistral and "input" in container:
+            alt = (
+                ": a line with a body and no url is a chat request; for embeddings give "
+                '"method": "POST" and "url": "/v1/embeddings"'
+            )
+        elif "input" in container and allow_prompt:
+            alt = ' (or give "endpoint": "embeddings" or "responses" for an input)'
         raise _Bad(
             "missing_messages", f"no messages: {where}'messages' must be a non-empty list{alt}"
         )
     return messages
-
-
-def _tenant_tags(meta: Any, default_tenant: str) -> tuple[str, dict[str, str]]:
-    if meta is None:
-        return default_tenant, {}
-    if not isinstance(meta, dict):
-        raise _Bad("bad_metadata", "'metadata' must be an object")
-    tenant = meta.get("tenant", default_tenant)
-    if not isinstance(tenant, str) or not tenant:
-        raise _Bad("bad_metadata", "'metadata.tenant' must be a non-empty string")
-    raw = meta.get("tags")
-    if raw is None:
-        tags: dict[str, str] = {}
-    elif isinstance(raw, dict):
-        tags = {
-            str(k): v if isinstance(v, str) else msgspec.json.encode(v).decode()
-            for k, v in raw.items()
-        }
-    elif isinstance(raw, list):
-        tags = {str(t): "" for t in raw}
-    else:
-        raise _Bad("bad_metadata", "'metadata.tags' must be an object or a list of strings")
-    return tenant, tags
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """repr of a value for a message, cut to `limit` characters."""
-    if isinstance(value, (dict, list)):
-        return _kind(value)
-    if type(value) is int and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _deadline(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _deadline_in_range(float(value) if abs(value) < 2**63 else -1.0, value)
-    if isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            if dt.tzinfo is None:
-                raise _Bad("bad_deadline", f"deadline {_short(value)} needs a time zone (e.g. 'Z')")
-            try:
-                at = dt.timestamp()
-            except (ValueError, OverflowError):
-                at = -1.0  # before the epoch or past year 9999 in UTC
-            return _deadline_in_range(at, value)
-    raise _Bad("bad_deadline", f"deadline {_short(value)} must be an ISO 8601 time or unix seconds")
-
-
-def _deadline_in_range(at: float, value: Any) -> float:
-    if 0 <= at <= DEADLINE_MAX_S:
-        return at
-    if isinstance(value, (int, float)) and 0 < at / 1000 <= DEADLINE_MAX_S:
-        raise _Bad(
-            "bad_deadline",
-            f"deadline {_short(value)} looks like milliseconds since the epoch: give unix "
-            f"seconds ({int(at // 1000)}) or an ISO 8601 time such as 2026-11-25T06:00Z",
-        )
-    raise _Bad(
-        "bad_deadline",
-        f"deadline {_short(value)} is out of range: give a time between 1970 and 9999, as "
-        "unix seconds or an ISO 8601 time such as 2026-11-25T06:00Z",
-    )
 
 
 def parse_request(obj: Any, line_no: int, default_tenant: str) -> Request | Invalid:
@@ -324,8 +259,9 @@ def _parse(
         tenant, tags = default_tenant, {}
     cache_ok = obj.get("cache", True) is not False
     stage[0] = "deadline"
-    deadline_at = _deadline(obj["deadline"]) if "deadline" in obj else None
+    deadline_at = deadline(obj["deadline"]) if "deadline" in obj else None
     stage[0] = "validate"
+    endpoint = CHAT
     if "params" in obj:
         fmt = "anthropic"
         params = obj["params"]
@@ -342,28 +278,31 @@ def _parse(
             body["messages"] = [{"role": "system", "content": system}, *messages]
     elif "body" in obj or "url" in obj or "method" in obj:
         fmt = "openai"
-        if obj.get("method") != "POST":
-            raise _Bad("bad_method", f'method must be "POST", got {_short(obj.get("method"))}')
-        if obj.get("url") != CHAT_URL:
-            raise _Bad("bad_url", f"url must be {CHAT_URL!r}, got {_short(obj.get('url'))}")
-        raw_body = obj.get("body")
-        if not isinstance(raw_body, dict):
-            raise _Bad("bad_body", "'body' must be an object")
-        body = raw_body
-        model = _model_of(body, "body.")
-        _messages_of(body, "body.", allow_prompt=False)
-        _check_max_tokens(body, "body.")
+        body, endpoint = _openai_body(obj)
+        model = _model_of(body, "body.", mistral="url" not in obj)
+        if endpoint == CHAT:
+            _messages_of(body, "body.", allow_prompt=False, mistral="url" not in obj)
+            _check_max_tokens(body, "body.")
+        else:
+            endpoints.check_body(endpoint, body, "body.")
     else:
         fmt = "native"
+        endpoint = _native_endpoint(obj.get("endpoint", CHAT))
         model = _model_of(obj, "")
-        messages = _messages_of(obj, "", allow_prompt=True)
-        _check_max_tokens(obj, "")
-        body = {k: v for k, v in obj.items() if k not in _NATIVE_ENVELOPE}
-        body["model"] = model
-        system = obj.get("system")
-        body["messages"] = (
-            [{"role": "system", "content": system}, *messages] if system is not None else messages
-        )
+        if endpoint == CHAT:
+            messages = _messages_of(obj, "", allow_prompt=True)
+            _check_max_tokens(obj, "")
+            body = {k: v for k, v in obj.items() if k not in _NATIVE_ENVELOPE}
+            body["model"] = model
+            system = obj.get("system")
+            body["messages"] = (
+                [{"role": "system", "content": system}, *messages]
+                if system is not None
+                else messages
+            )
+        else:
+            body = {k: v for k, v in obj.items() if k not in _NATIVE_OTHER_ENVELOPE}
+            endpoints.check_body(endpoint, body, "")
     if body.get("stream") not in (None, False):
         where = {"anthropic": "params.", "openai": "body."}.get(fmt, "")
         raise _Bad(
@@ -371,9 +310,9 @@ def _parse(
             f"{where}stream is {_short(body['stream'])}: batches never stream (any vendor); "
             "remove it or set it to false",
         )
-    plain = _plain_messages(body["messages"])
+    plain = _plain_messages(body["messages"]) if endpoint == CHAT else False
     stage[0] = "key"
-    key = request_key(tenant, body, plain)
+    key = request_key(tenant, body, plain, endpoint)
     source_params = obj["params"] if fmt == "anthropic" else None
     return Request(
         line_no,
@@ -387,6 +326,37 @@ def _parse(
         body,
         key,
         source_params,
+        endpoint,
+    )
+
+
+def _openai_body(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """An OpenAI batch line's body and endpoint; a Mistral / Together line (a body, no
+    method and no url) is a chat request."""
+    if "method" in obj or "url" in obj:
+        if obj.get("method") != "POST":
+            raise _Bad("bad_method", f'method must be "POST", got {_short(obj.get("method"))}')
+        url = obj.get("url")
+        endpoint = URL_ENDPOINTS.get(url) if type(url) is str else None
+        if endpoint is None:
+            raise _Bad(
+                "bad_url",
+                f"url must be one of {', '.join(ENDPOINT_URLS.values())}, got {_short(url)}",
+            )
+    else:
+        endpoint = CHAT
+    raw_body = obj.get("body")
+    if not isinstance(raw_body, dict):
+        raise _Bad("bad_body", "'body' must be an object")
+    return raw_body, endpoint
+
+
+def _native_endpoint(value: Any) -> str:
+    if value in ENDPOINT_URLS:
+        return str(value)
+    raise _Bad(
+        "bad_endpoint",
+        f"endpoint must be one of {', '.join(ENDPOINT_URLS)} (default chat), got {_short(value)}",
     )
 
 

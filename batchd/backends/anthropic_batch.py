@@ -36,6 +36,7 @@ from batchd.backends.base import (
 from batchd.backends.claude_messages import to_claude_params
 from batchd.backends.prompt_cache import plan_prompt_cache
 from batchd.backends.purchase import create_once
+from batchd.backends.responses_chat import as_chat
 from batchd.config.pricing import PriceBook
 from batchd.config.settings import AnthropicSettings
 from batchd.errors import BatchdError
@@ -93,7 +94,8 @@ class AnthropicBatchBackend:
         return self._client
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
-        params = to_claude_params(request, self._settings.default_max_tokens)
+        chat = as_chat(request, "Claude")  # a Responses request as chat; chat as it is
+        params = to_claude_params(chat, self._settings.default_max_tokens)
         return _enc.encode({"custom_id": vendor_id, "params": params})
 
     def batch_requests(self, chunk: Chunk, data_path: str) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ from batchd.backends.base import (
 )
 from batchd.backends.gemini_translate import to_gemini_request
 from batchd.backends.purchase import create_once
+from batchd.backends.responses_chat import as_chat
 from batchd.config.settings import GeminiSettings
 from batchd.errors import BatchdError
 from batchd.outcome import CANCELED, FAILED, SUCCEEDED, Outcome
@@ -136,7 +137,8 @@ class GeminiBatchBackend:
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
         """batchd's chunk line: `custom_id` (as every chunk file) and the Gemini request."""
-        return _enc.encode({"custom_id": vendor_id, "request": to_gemini_request(request)})
+        chat = as_chat(request, "Gemini")  # a Responses request as chat; chat as it is
+        return _enc.encode({"custom_id": vendor_id, "request": to_gemini_request(chat)})
 
     async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         async with _translated("create"):

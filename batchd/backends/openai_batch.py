@@ -31,11 +31,12 @@ from batchd.backends.base import (
     check_endpoint,
     check_key,
 )
+from batchd.backends.openai_answers import answer_fields
 from batchd.backends.purchase import create_once
 from batchd.config.settings import OpenAISettings
 from batchd.errors import BatchdError
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
-from batchd.requests import CHAT_URL, Request
+from batchd.requests import ENDPOINT_URLS, Request
 from batchd.state.base import Chunk
 
 NAME = "openai"
@@ -49,12 +50,12 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
 
-def _line_prefix(vendor_id: str) -> bytes:
+def _line_prefix(vendor_id: str, endpoint: str) -> bytes:
     return (
         b'{"custom_id":'
         + _enc.encode(vendor_id)
         + b',"method":"POST","url":"'
-        + CHAT_URL.encode()
+        + ENDPOINT_URLS[endpoint].encode()
         + b'","body":'
     )
 
@@ -114,7 +115,7 @@ class OpenAIBatchBackend:
         return self._client
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
-        return _line_prefix(vendor_id) + _enc.encode(request.body) + b"}"
+        return _line_prefix(vendor_id, request.endpoint) + _enc.encode(request.body) + b"}"
 
     async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         async with _translated("create"):
@@ -136,7 +137,7 @@ class OpenAIBatchBackend:
         batch = await create_once(
             lambda: once.batches.create(
                 input_file_id=file.id,
-                endpoint=CHAT_URL,
+                endpoint=ENDPOINT_URLS[chunk.endpoint],  # the url of every line of the chunk
                 completion_window="24h",
                 metadata={"batchd_run": chunk.run_id, "batchd_chunk": chunk.chunk_id},
             ),
@@ -297,6 +298,11 @@ def parse_output_line(raw: bytes, model: str) -> tuple[str, Outcome]:
         )
     status_code = int(response.get("status_code") or 0)
     body = response.get("body") or {}
+    request_id = response.get("request_id")
+    request_id = str(request_id) if request_id else None
+    if status_code == 200 and body.get("object") == "response" and body.get("status") == "failed":
+        status_code = 500  # a Responses answer that failed on the vendor's side
+        body = {**body, "error": body.get("error") or {"message": "the response failed"}}
     if status_code != 200:
         kind, message = _error_fields(body)
         return custom_id, Outcome(
@@ -305,18 +311,12 @@ def parse_output_line(raw: bytes, model: str) -> tuple[str, Outcome]:
             error_message=f"HTTP {status_code}: {message}",
             retryable=status_code in RETRYABLE_STATUS,
             response_json=_enc.encode(body).decode(),
+            request_id=request_id,
         )
-    choice = (body.get("choices") or [{}])[0]
-    message_obj = choice.get("message") or {}
-    usage = body.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
     return custom_id, Outcome(
         status=SUCCEEDED,
         model_used=str(body.get("model") or model),
-        output_text=message_obj.get("content"),
         response_json=_enc.encode(body).decode(),
-        finish_reason=choice.get("finish_reason"),
-        input_tokens=int(usage.get("prompt_tokens") or 0),
-        cached_input_tokens=int(details.get("cached_tokens") or 0),
-        output_tokens=int(usage.get("completion_tokens") or 0),
+        request_id=request_id,
+        **answer_fields(body),
     )

@@ -1,4 +1,5 @@
-"""OpenAI chat completions, one call per line: the deadline guard's flex and realtime tiers.
+"""OpenAI calls, one per line (to the chunk's endpoint): the deadline guard's flex and
+realtime tiers.
 
 `service_tier: "flex"` is billed at the batch price and may answer 429 (no capacity: shed)
 or be slow; the standard tier is billed at the list price. The SDK's own retries are off:
@@ -17,6 +18,7 @@ from batchd.backends.openai_batch import parse_output_line
 from batchd.backends.sync_call import RATE_LIMITED, SERVER, SHED, TIMEOUT, SyncReply, retry_after_s
 from batchd.config.settings import OpenAISettings
 from batchd.errors import BatchdError
+from batchd.requests import CHAT_URL
 
 FLEX = "flex"
 STANDARD = "default"
@@ -49,13 +51,16 @@ class OpenAISync:
             self._client = AsyncOpenAI(api_key=key, max_retries=0)
         return self._client
 
-    async def send(self, body: dict[str, Any], flex: bool, timeout_s: float) -> SyncReply:
+    async def send(
+        self, body: dict[str, Any], flex: bool, timeout_s: float, url: str = CHAT_URL
+    ) -> SyncReply:
+        """One call to `url` (an OpenAI batch url, e.g. /v1/embeddings)."""
         import openai
 
         payload = {**body, "service_tier": FLEX if flex else STANDARD}
         try:
             resp = await self.client.post(
-                "/chat/completions",
+                url.removeprefix("/v1"),
                 cast_to=httpx.Response,
                 body=payload,
                 options={"timeout": timeout_s, "max_retries": 0},

@@ -17,10 +17,11 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import UnsupportedRequest
+from batchd.core.endpoints import count_messages
 from batchd.intake.screen import BOM, huge_int, line_id, lone_surrogate, stray_bom, too_deep
 from batchd.planning.estimates import VLLM
 from batchd.planning.routing import Choice, Route, RouteError, Router
-from batchd.requests import Invalid, LineFault, Request, parse_request, salted_key
+from batchd.requests import CHAT, Invalid, LineFault, Request, parse_request, salted_key
 
 log = logging.getLogger("batchd.intake")
 
@@ -64,6 +65,7 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
     deadline_at: float | None = None
     options: list[bytes] = []  # an alias: one chunk line per target ("" = target can't take it)
     prompt_tokens: int = -1  # counted by the vLLM model's tokenizer, when it has a vLLM target
+    endpoint: str = CHAT  # chat | embeddings | responses | completions: chunks hold one
 
 
 class Block(msgspec.Struct, array_like=True, gc=False):
@@ -253,7 +255,12 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         key = salted_key(key, f"{ctx.run_salt}:{item.line_no}")
     vid = vendor_id(key, item.cache_ok and ctx.use_cache)
     body = item.body
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    max_tokens = (
+        body.get("max_tokens")
+        or body.get("max_completion_tokens")
+        or body.get("max_output_tokens")
+        or 0
+    )
     options: list[bytes] = []
     backend = ""
     try:
@@ -299,6 +306,7 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         item.deadline_at,
         options,
         prompt_tokens,
+        item.endpoint,
     )
 
 
@@ -321,7 +329,9 @@ def _options(vid: str, item: Request, choice: Choice, router: Router, where: _Wh
 
 def _prompt_tokens(item: Request, targets: list[Route], router: Router) -> int:
     if router.vllm_name and any(t.backend == "vllm" for t in targets):
-        return router.tokens.count(item.body["messages"])
+        body = item.body
+        messages = body["messages"] if item.endpoint == CHAT else None
+        return router.tokens.count(messages or count_messages(item.endpoint, body))
     return -1
 
 

@@ -246,6 +246,7 @@ def _add_to_chunk(chunker: Chunker, r: Parsed) -> str | None:
             r.key,
             r.options,
             r.prompt_tokens,
+            r.endpoint,
         )
     except OSError:
         raise

@@ -4,7 +4,9 @@ The glue between ingest and the planner: every unique request is kept in its tar
 (planner.py); a request with one vendor target that finishes in time goes straight into a
 chunk file, the others (aliases, the vLLM model) are spooled to a temporary file and written
 into chunks once `finish` has decided where each runs (assign.py). Requests no target can
-finish before their deadline end as `failed` rows with the reason.
+finish before their deadline end as `failed` rows with the reason. A chunk holds one
+endpoint (chat, embeddings, responses, completions): the OpenAI Batch API takes one url per
+batch file.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from batchd.planning.estimates import (
 from batchd.planning.observations import Observations
 from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.planning.routing import Choice, Route, Router
-from batchd.requests import KEY_BYTES
+from batchd.requests import CHAT, ENDPOINT_URLS, KEY_BYTES
 from batchd.state.base import CHUNK_COLLECTED, Chunk
 from batchd.storage.chunk_outcomes import write_outcomes
 
 VLLM_MAX_BYTES_PER_CHUNK = 1 << 31
 BATCH = "batch"
 PLANNER_BACKEND = "planner"  # the backend of the chunk holding the planner's failed rows
+ENDPOINTS = tuple(ENDPOINT_URLS)  # a spooled request's endpoint is its index here
 
 
 class _Open:
@@ -83,7 +86,7 @@ class Chunker:
         self._deadline = run_deadline_at
         self._prompt_cache = prompt_cache
         self._router = router or Router(prices, backends, settings)
-        self._open: dict[tuple[str, str, str], _Open] = {}
+        self._open: dict[tuple[str, str, str, str], _Open] = {}
         self._seq = 0
         self.chunks: list[Chunk] = []
         self.estimates: dict[tuple[str, str], Estimate] = {}
@@ -99,6 +102,7 @@ class Chunker:
         self._sets: dict[str, tuple[int, TargetSet]] = {}
         self._spool: Any = None  # spooled lines of requests the planner places (real runs)
         self._spooled: array[int] = array("i")  # per spooled request: its target set's number
+        self._endpoints: list[array[int]] = []  # per target set: each request's endpoint
         self._set_list: list[TargetSet] = []
         self._follower_deadlines: list[tuple[str, bytes, float]] = []
 
@@ -120,6 +124,7 @@ class Chunker:
         key: bytes = b"",
         options: list[bytes] | None = None,
         prompt_tokens: int = -1,
+        endpoint: str = CHAT,
     ) -> None:
         """One unique request: `line` for its one backend, or `options`, one per alias target."""
         deadline = self._deadline
@@ -134,12 +139,14 @@ class Chunker:
             ts.deadline_at.append(deadline)
             tier = self._tier(ts.targets[0], deadline)
             if tier is not None:
-                self._write(backend, ts.targets[0][1], line, n, max_tokens, deadline_at, tier)
+                target_model = ts.targets[0][1]
+                self._write(backend, target_model, line, n, max_tokens, deadline_at, tier, endpoint)
             else:  # ends failed at finish
                 ts.failed_keys[len(ts.max_tokens) - 1] = key
             return
         lines = options if options else [line]
         ts.add([len(x) for x in lines], max_tokens, deadline, key, prompt_tokens)
+        self._endpoints[set_no].append(ENDPOINTS.index(endpoint))
         if self._dry_run:  # the planner needs the sizes only
             return
         if self._spool is None:
@@ -194,6 +201,7 @@ class Chunker:
             ts = TargetSet(model, [(r.backend, r.model)], self._router.reference_of(r))
         self._sets[model] = (len(self._set_list), ts)
         self._set_list.append(ts)
+        self._endpoints.append(array("b"))
         return self._sets[model]
 
     def _write(
@@ -205,13 +213,14 @@ class Chunker:
         max_tokens: int,
         deadline_at: float | None,
         tier: str = "batch",
+        endpoint: str = CHAT,
     ) -> None:
         """Append one vendor-format line (newline included) to the open chunk of its model
         and tier (batch, or flex / realtime: sent synchronously by the deadline guard).
 
         `line` is None in a dry run of a placed request: only its size counts.
         """
-        key = (backend, model, tier)
+        key = (backend, model, tier, endpoint)
         cur = self._open.get(key)
         max_lines, max_bytes = self._limits(backend)
         if cur is not None and (
@@ -222,6 +231,7 @@ class Chunker:
         if cur is None:
             cur = self._start(Route(backend, model))
             cur.chunk.tier = tier
+            cur.chunk.endpoint = endpoint
             self._open[key] = cur
         if cur.file is not None and line is not None:
             cur.file.write(line)
@@ -252,7 +262,7 @@ class Chunker:
             self._files.enter_context(f)
         return _Open(chunk, f)
 
-    def _close(self, key: tuple[str, str, str]) -> None:
+    def _close(self, key: tuple[str, str, str, str]) -> None:
         cur = self._open.pop(key)
         if cur.file is not None:
             cur.file.close()
@@ -300,11 +310,13 @@ class Chunker:
             at = sum(lens[:j])
             line = blob[at : at + lens[j]]
             tier = self._tier((backend, model), ts.deadline_at[i]) or BATCH
-            self._write(backend, model, line, len(line), ts.max_tokens[i], ts.deadline_at[i], tier)
+            endpoint = ENDPOINTS[self._endpoints[set_no][i]]
+            d = ts.deadline_at[i]
+            self._write(backend, model, line, len(line), ts.max_tokens[i], d, tier, endpoint)
 
     def _count_placed(self) -> None:
         """Dry run: chunk the placed requests by size alone, so `plan` shows their chunks."""
-        for ts in self._set_list:
+        for set_no, ts in enumerate(self._set_list):
             if ts.direct:
                 continue  # already chunked as they came
             t = len(ts.targets)
@@ -314,7 +326,8 @@ class Chunker:
                     n_bytes = ts.line_bytes[i * t + j]
                     d = ts.deadline_at[i]
                     tier = self._tier((backend, model), d) or BATCH
-                    self._write(backend, model, None, n_bytes, ts.max_tokens[i], d, tier)
+                    endpoint = ENDPOINTS[self._endpoints[set_no][i]]
+                    self._write(backend, model, None, n_bytes, ts.max_tokens[i], d, tier, endpoint)
 
     def _failures(self) -> list[tuple[bytes, Outcome]]:
         out: list[tuple[bytes, Outcome]] = []

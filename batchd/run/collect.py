@@ -217,4 +217,5 @@ def _retry_chunk(parent: Chunk, tier: str) -> Chunk:
         deadline_at=parent.deadline_at,
         prompt_cache=parent.prompt_cache,
         tier=tier,
+        endpoint=parent.endpoint,
     )

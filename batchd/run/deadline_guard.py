@@ -35,6 +35,7 @@ from batchd.backends.sync_call import RATE_LIMITED, SHED, TIMEOUT, SyncReply
 from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import EXPIRED, SUCCEEDED, Outcome
+from batchd.requests import ENDPOINT_URLS
 from batchd.run.services import Services
 from batchd.state.base import (
     CHUNK_COLLECTED,
@@ -223,7 +224,8 @@ class _Sender:
         if self.openai is not None:
             limit = self.svc.settings.openai.flex_timeout_s if tier == FLEX else None
             timeout = min(limit or self.svc.settings.openai.timeout_s, left_s)
-            return await self.openai.send(body, tier == FLEX, timeout)
+            url = ENDPOINT_URLS[self.chunk.endpoint]
+            return await self.openai.send(body, tier == FLEX, timeout, url)
         assert self.claude is not None
         return await self.claude.send(body, min(self.svc.settings.anthropic.timeout_s, left_s))
 

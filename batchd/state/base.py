@@ -84,6 +84,7 @@ class Chunk(msgspec.Struct, kw_only=True):
     # batch: a vendor batch (or the GPU); flex | realtime: sent synchronously by the deadline
     # guard (realtime: flex first where the model has it, then the standard tier).
     tier: str = "batch"
+    endpoint: str = "chat"  # chat | embeddings | responses | completions: one per chunk
     failures: int = 0  # unexpected errors in this chunk's steps so far
     retry_at: float = 0.0  # no step before this time (backoff after a failure)
 

@@ -306,10 +306,20 @@ INVALID_CASES = [
         {
             "custom_id": "a",
             "method": "POST",
+            "url": "/v1/moderations",
+            "body": {"model": MODEL, "input": "x"},
+        },
+        "bad_url",
+    ),
+    (
+        "chat_body_on_embeddings_url",
+        {
+            "custom_id": "a",
+            "method": "POST",
             "url": "/v1/embeddings",
             "body": {"model": MODEL, "messages": [USER]},
         },
-        "bad_url",
+        "bad_body",
     ),
     (
         "wrong_method",

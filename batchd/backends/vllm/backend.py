@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import PollState, SpendGuard, VendorRef
+from batchd.backends.responses_chat import as_chat
 from batchd.backends.vllm.runner import (
     CANCELLED,
     GpuRunner,
@@ -29,7 +30,7 @@ from batchd.backends.vllm.runner import (
 from batchd.backends.vllm.windows import Windows
 from batchd.config.settings import VllmSettings
 from batchd.outcome import Outcome
-from batchd.requests import Request
+from batchd.requests import RESPONSES, Request
 from batchd.state.base import Chunk
 from batchd.storage.blobs import Blobs
 
@@ -106,6 +107,8 @@ class VllmBackend:
         own start-up errors on the chunk."""
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
+        if request.endpoint == RESPONSES:  # Responses as chat (backends.responses_chat)
+            request = as_chat(request, "vLLM")
         return _enc.encode({"custom_id": vendor_id, "body": request.body})
 
     async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
