@@ -16,7 +16,10 @@ order, and cursor pagination of ``GET /v1/batches``.
 Batches advance one step every ``polls_per_step`` retrieves (``GET /v1/batches/{id}``), or only
 when the test calls :meth:`OpenAIBatchEmulator.advance_all` in manual step mode.
 
-Lines sent to ``/v1/chat/completions`` are answered deterministically; markers in the text of
+Lines sent to ``/v1/embeddings``, ``/v1/responses`` and ``/v1/completions`` are answered as
+:mod:`tests.emulators.openai_endpoints` describes (a batch file whose lines mix urls, or
+whose url is not the batch's endpoint, fails validation with ``invalid_url``, as OpenAI's
+does). Lines sent to ``/v1/chat/completions`` are answered deterministically; markers in the text of
 the last user message select the outcome: ``[[error:400]]``, ``[[error:500]]`` and
 ``[[finish:content_filter]]``. Otherwise the reply is ``"echo: " + text``, one token per word,
 truncated to ``max_completion_tokens`` / ``max_tokens`` (``finish_reason`` ``"length"``).
@@ -45,6 +48,12 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from tests.emulators._server import EmulatorServer
+from tests.emulators.openai_endpoints import (
+    COMPLETION_MODELS,
+    EMBEDDING_DIMENSIONS,
+    EXECUTORS,
+    usage_totals,
+)
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -207,6 +216,9 @@ class OpenAIBatchEmulator(EmulatorServer):
         self._url_map = Map(
             [
                 Rule("/v1/chat/completions", methods=["POST"], endpoint="chat_completions"),
+                Rule("/v1/embeddings", methods=["POST"], endpoint="embeddings"),
+                Rule("/v1/responses", methods=["POST"], endpoint="responses"),
+                Rule("/v1/completions", methods=["POST"], endpoint="completions"),
                 Rule("/v1/files", methods=["POST"], endpoint="create_file"),
                 Rule("/v1/files", methods=["GET"], endpoint="list_files"),
                 Rule("/v1/files/<file_id>", methods=["GET"], endpoint="retrieve_file"),
@@ -723,6 +735,18 @@ class OpenAIBatchEmulator(EmulatorServer):
     # ------------------------------------------------------------------ synchronous calls
 
     def _h_chat_completions(self, request: Request) -> Response:
+        return self._sync(request, "/v1/chat/completions")
+
+    def _h_embeddings(self, request: Request) -> Response:
+        return self._sync(request, "/v1/embeddings")
+
+    def _h_responses(self, request: Request) -> Response:
+        return self._sync(request, "/v1/responses")
+
+    def _h_completions(self, request: Request) -> Response:
+        return self._sync(request, "/v1/completions")
+
+    def _sync(self, request: Request, url: str) -> Response:
         body = self._json_body(request)
         tier = body.get("service_tier") or "auto"
         served = "default" if tier == "auto" else tier
@@ -735,7 +759,8 @@ class OpenAIBatchEmulator(EmulatorServer):
                 call["status"] = err.status
                 raise
             sent = {k: v for k, v in body.items() if k != "service_tier"}
-            status, answer = self._execute("/v1/chat/completions", sent)
+            status, answer = self._execute(url, sent)
+            call["url"] = url
             call["status"] = status
         if status != 200:
             return self._json(answer, status)
@@ -905,9 +930,9 @@ class OpenAIBatchEmulator(EmulatorServer):
                 }
                 record["error"] = None
                 if status == 200:
-                    usage = body["usage"]
-                    input_tokens += usage["prompt_tokens"]
-                    output_tokens += usage["completion_tokens"]
+                    used_in, used_out = usage_totals(body["usage"])
+                    input_tokens += used_in
+                    output_tokens += used_out
                     outputs.append(record)
                 else:
                     errors.append(record)
@@ -939,10 +964,18 @@ class OpenAIBatchEmulator(EmulatorServer):
         obj["usage"] = _usage(input_tokens, output_tokens)
 
     def _execute(self, endpoint: str, body: JSONDict) -> tuple[int, JSONDict]:
+        if endpoint in EXECUTORS:
+            return EXECUTORS[endpoint](body, lambda prefix: self._new_id(prefix, 14))
         if endpoint != "/v1/chat/completions":
             return 400, _error_body(
                 f"The emulator does not execute requests for endpoint '{endpoint}'.",
                 "invalid_request_error",
+            )
+        if body.get("model") in EMBEDDING_DIMENSIONS or body.get("model") in COMPLETION_MODELS:
+            return 400, _error_body(
+                f"The model '{body.get('model')}' does not support chat completions.",
+                "invalid_request_error",
+                param="model",
             )
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:

@@ -259,6 +259,29 @@ def test_cache_keeps_only_successes(cache_of: Any) -> None:
     assert got[b"k" * 16].output_text == "hi" and got[b"k" * 16].input_tokens == 3
 
 
+def test_cache_keeps_every_field_of_the_answer_shape(cache_of: Any) -> None:
+    """Embeddings, Responses and completions answers are cached whole, like chat answers."""
+    cache = cache_of()
+    vector = [0.1, -0.25, 1.0 / 3.0] * 512  # 1536 floats, as text-embedding-3-small gives
+    answers = {
+        b"e" * 16: Outcome(
+            status=SUCCEEDED, embedding=vector, input_tokens=4, request_id="req_1", tier="batch"
+        ),
+        b"r" * 16: Outcome(
+            status=SUCCEEDED,
+            output_text="echo: x",
+            finish_reason="stop",
+            output_tokens=9,
+            reasoning_tokens=7,
+            tool_calls='[{"id": "c1"}]',
+            request_id="req_2",
+        ),
+    }
+    assert cache.put_many(answers.items()) == 2
+    got = cache.get_many(list(answers))
+    assert got == answers  # every field back, the vector exactly
+
+
 def test_cache_ttl(cache_of: Any) -> None:
     cache = cache_of(ttl_s=1)
     cache.put_many([(b"t" * 16, Outcome(status=SUCCEEDED, output_text="x"))])
