@@ -352,8 +352,8 @@ def _openai_body(obj: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 def _native_endpoint(value: Any) -> str:
-    if value in ENDPOINT_URLS:
-        return str(value)
+    if type(value) is str and value in ENDPOINT_URLS:
+        return value
     raise _Bad(
         "bad_endpoint",
         f"endpoint must be one of {', '.join(ENDPOINT_URLS)} (default chat), got {_short(value)}",

@@ -21,7 +21,16 @@ from batchd.core.endpoints import count_messages
 from batchd.intake.screen import BOM, huge_int, line_id, lone_surrogate, stray_bom, too_deep
 from batchd.planning.estimates import VLLM
 from batchd.planning.routing import Choice, Route, RouteError, Router
-from batchd.requests import CHAT, Invalid, LineFault, Request, parse_request, salted_key
+from batchd.requests import (
+    CHAT,
+    COMPLETIONS,
+    RESPONSES,
+    Invalid,
+    LineFault,
+    Request,
+    parse_request,
+    salted_key,
+)
 
 log = logging.getLogger("batchd.intake")
 
@@ -254,13 +263,7 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
     if not item.cache_ok:
         key = salted_key(key, f"{ctx.run_salt}:{item.line_no}")
     vid = vendor_id(key, item.cache_ok and ctx.use_cache)
-    body = item.body
-    max_tokens = (
-        body.get("max_tokens")
-        or body.get("max_completion_tokens")
-        or body.get("max_output_tokens")
-        or 0
-    )
+    max_tokens = _max_tokens(item)
     options: list[bytes] = []
     backend = ""
     try:
@@ -308,6 +311,20 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         prompt_tokens,
         item.endpoint,
     )
+
+
+def _max_tokens(item: Request) -> int:
+    """The output cap the line gives (0: none), from the fields its endpoint validated."""
+    body = item.body
+    names = _CAPS.get(item.endpoint, ())
+    return next((v for v in map(body.get, names) if type(v) is int), 0)
+
+
+_CAPS = {
+    CHAT: ("max_tokens", "max_completion_tokens"),
+    COMPLETIONS: ("max_tokens",),
+    RESPONSES: ("max_output_tokens",),
+}
 
 
 def _options(vid: str, item: Request, choice: Choice, router: Router, where: _Where) -> list[bytes]:

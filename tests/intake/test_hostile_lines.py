@@ -16,6 +16,7 @@ from batchd.intake import decode
 from batchd.requests import Request, parse_request
 from tests.support.hostile import (
     CLAUDE_MODEL,
+    ENDPOINT_BODIES,
     OPENAI_MODEL,
     check_one_row_per_line,
     hostile_lines,
@@ -377,3 +378,25 @@ def test_generated_hostile_files_give_one_row_per_line(svc: Any, lines: list[byt
     for chunk in files.values():
         for line in chunk.splitlines():
             json.loads(line)  # every chunk line a vendor receives is JSON
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(lines=st.lists(hostile_lines(endpoints=tuple(ENDPOINT_BODIES)), min_size=1, max_size=12))
+def test_generated_hostile_endpoint_lines_give_one_row_per_line(
+    svc: Any, lines: list[bytes]
+) -> None:
+    """Embeddings, completions and Responses lines (OpenAI url or native endpoint, for OpenAI
+    and Claude models) with one field hostile: one row each, a precise reason, JSON chunks."""
+    data = b"\n".join(lines) + b"\n"
+    stats, rows, files = ingest_rows(svc, data)
+    check_one_row_per_line(stats, rows, data.count(b"\n"))
+    faults = [r for r in rows if r["error_type"] == decode.INTERNAL_ERROR]
+    assert not faults, faults
+    assert sum(c.count(b"\n") for c in files.values()) == stats.to_send
+    for chunk in files.values():
+        urls = {json.loads(x).get("url") for x in chunk.splitlines()}
+        assert len(urls) == 1  # one endpoint per chunk (None: a Claude chunk)

@@ -19,6 +19,8 @@ from batchd.run.services import Services, open_services
 
 OPENAI_MODEL = "gpt-5.4-nano"
 CLAUDE_MODEL = "claude-haiku-4-5"
+EMBEDDING_MODEL = "text-embedding-3-small"
+COMPLETION_MODEL = "gpt-3.5-turbo-instruct"
 ODD_STRINGS = [
     "",
     " ",
@@ -77,8 +79,79 @@ def _messages(text: str = "hi") -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
+# The other endpoints: (body of a valid request, the models a line of it may name; a Claude
+# model exercises the translation or its refusal).
+ENDPOINT_BODIES: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "embeddings": (
+        {"input": "doc", "dimensions": 256, "encoding_format": "base64"},
+        (EMBEDDING_MODEL, CLAUDE_MODEL),
+    ),
+    "completions": ({"prompt": "once upon", "max_tokens": 8}, (COMPLETION_MODEL, CLAUDE_MODEL)),
+    "responses": (
+        {
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "q"}]},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+            ],
+            "instructions": "be brief",
+            "max_output_tokens": 8,
+            "reasoning": {"effort": "low"},
+            "text": {"format": {"type": "json_schema", "name": "n", "schema": {}}},
+            "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            "tool_choice": "auto",
+        },
+        (OPENAI_MODEL, CLAUDE_MODEL),
+    ),
+}
+_ENDPOINT_PATHS = [
+    ("input",),
+    ("input", 0),
+    ("input", 0, "content"),
+    ("input", 0, "content", 0),
+    ("input", 0, "content", 0, "text"),
+    ("input", 0, "role"),
+    ("input", 1),
+    ("input", 1, "name"),
+    ("input", 1, "arguments"),
+    ("input", 2, "output"),
+    ("prompt",),
+    ("prompt", 0),
+    ("dimensions",),
+    ("encoding_format",),
+    ("instructions",),
+    ("max_output_tokens",),
+    ("max_tokens",),
+    ("reasoning",),
+    ("reasoning", "effort"),
+    ("reasoning", "summary"),
+    ("text",),
+    ("text", "format"),
+    ("text", "format", "schema"),
+    ("tools",),
+    ("tools", 0),
+    ("tools", 0, "type"),
+    ("tools", 0, "parameters"),
+    ("tool_choice",),
+    ("previous_response_id",),
+    ("messages",),
+    ("stream",),
+]
+
+
+def endpoint_line(fmt: str, endpoint: str, model: str, n: int) -> dict[str, Any]:
+    """A valid line of another endpoint: OpenAI format (url) or native ("endpoint")."""
+    body = {"model": model, **ENDPOINT_BODIES[endpoint][0]}
+    if fmt == "openai":
+        url = f"/v1/{endpoint}"
+        return {"custom_id": f"r{n}", "method": "POST", "url": url, "body": body}
+    return {"id": f"r{n}", "endpoint": endpoint, **body, "metadata": {"tenant": "t"}}
+
+
 def base_line(fmt: str, model: str, n: int) -> dict[str, Any]:
     """A valid line of one format; `n` keeps ids and prompts apart."""
+    if fmt == "mistral":  # Mistral / Together: custom_id and body, no method, no url
+        return {"custom_id": f"r{n}", "body": {"model": model, "messages": _messages(f"q{n}")}}
     if fmt == "openai":
         return {
             "custom_id": f"r{n}",
@@ -136,7 +209,18 @@ FIELD_PATHS: dict[str, list[tuple[Any, ...]]] = {
         ("params", "tools"),
         ("params", "temperature"),
     ],
+    "mistral": [
+        ("custom_id",),
+        ("body",),
+        ("body", "model"),
+        ("body", "messages"),
+        ("body", "messages", 0, "content"),
+        ("body", "input"),
+        ("url",),
+        ("method",),
+    ],
     "native": [
+        ("endpoint",),
         ("id",),
         ("model",),
         ("messages",),
@@ -179,20 +263,36 @@ def encode(obj: Any) -> bytes:
 
 
 @st.composite
-def hostile_lines(draw: st.DrawFn, models: tuple[str, ...] = (OPENAI_MODEL, CLAUDE_MODEL)) -> bytes:
-    """One line: a valid request of some format with one field hostile, or raw damage."""
-    fmt = draw(st.sampled_from(sorted(FIELD_PATHS)))
+def hostile_lines(
+    draw: st.DrawFn,
+    models: tuple[str, ...] = (OPENAI_MODEL, CLAUDE_MODEL),
+    endpoints: tuple[str, ...] = ("chat", "chat", *ENDPOINT_BODIES),
+) -> bytes:
+    """One line: a valid request of some format with one field hostile, or raw damage.
+
+    `endpoints`: what the OpenAI-format and native lines ask for (chat, or another endpoint).
+    """
+    fmt = draw(
+        st.sampled_from(sorted(FIELD_PATHS) if "chat" in endpoints else ["openai", "native"])
+    )
     n = draw(st.integers(0, 10**6))
-    line = base_line(fmt, draw(st.sampled_from(models)), n)
+    paths = FIELD_PATHS[fmt]
+    endpoint = draw(st.sampled_from(endpoints))
+    if fmt in ("openai", "native") and endpoint != "chat":
+        line = endpoint_line(fmt, endpoint, draw(st.sampled_from(ENDPOINT_BODIES[endpoint][1])), n)
+        inside = ("body",) if fmt == "openai" else ()
+        paths = [p for p in paths if len(p) == 1] + [(*inside, *p) for p in _ENDPOINT_PATHS]
+    else:
+        line = base_line(fmt, draw(st.sampled_from(models)), n)
     kind = draw(st.sampled_from(["field", "field", "field", "deep", "raw", "valid"]))
     if kind == "valid":
         return encode(line)
     if kind == "field":
-        path = draw(st.sampled_from(FIELD_PATHS[fmt]))
+        path = draw(st.sampled_from(paths))
         return encode(put(line, path, draw(json_values)))
     if kind == "deep":
         depth = draw(st.sampled_from([2, 100, 127, 128, 129, 1000, 5000]))
-        path = draw(st.sampled_from(FIELD_PATHS[fmt]))
+        path = draw(st.sampled_from(paths))
         text = encode(put(line, path, "@@"))
         return text.replace(b'"@@"', b"[" * depth + b"]" * depth, 1)
     damage = draw(
