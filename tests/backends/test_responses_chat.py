@@ -120,3 +120,24 @@ def test_response_object_from_the_common_shape() -> None:
     assert r["output"][1]["type"] == "function_call" and r["output"][1]["call_id"] == "c1"
     assert r["usage"]["output_tokens_details"] == {"reasoning_tokens": 4}
     assert r["usage"]["total_tokens"] == 14
+
+
+def test_a_responses_line_for_gemini_becomes_a_generate_content_request() -> None:
+    from batchd.backends.gemini_translate import to_gemini_request
+
+    req = parse_request(
+        {
+            "endpoint": "responses",
+            "model": "gemini-2.5-flash",
+            "input": "hi",
+            "instructions": "s",
+            "max_output_tokens": 30,
+        },
+        1,
+        "t",
+    )
+    assert isinstance(req, Request)
+    got = to_gemini_request(as_chat(req, "Gemini"))
+    assert got["contents"] == [{"role": "user", "parts": [{"text": "hi"}]}]
+    assert got["systemInstruction"] == {"parts": [{"text": "s"}]}
+    assert got["generationConfig"]["maxOutputTokens"] == 30
