@@ -270,7 +270,7 @@ def test_unforeseen_fault_in_a_stage_is_an_internal_error_row(
 
 
 def test_fault_in_validation_names_its_stage(svc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(tenant: str, body: dict[str, Any], plain: bool) -> bytes:
+    def broken(tenant: str, body: dict[str, Any], plain: bool, endpoint: str = "chat") -> bytes:
         raise KeyError("unforeseen")
 
     monkeypatch.setattr("batchd.requests.request_key", broken)

@@ -1209,9 +1209,29 @@ def test_price_book_lines_are_dated_and_sourced(book: PriceBook) -> None:
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.as_of), p
         assert p.source.strip(), p
         assert p.vendor in {"openai", "anthropic", "gemini"}, p
-        assert p.input_per_mtok > 0 and p.output_per_mtok > 0, p
+        embeds = p.model.startswith("text-embedding-")  # input tokens only: no output price
+        assert p.input_per_mtok > 0 and (
+            p.output_per_mtok == 0 if embeds else p.output_per_mtok > 0
+        )
         assert 0 < p.cached_input_per_mtok <= p.input_per_mtok, p
         assert p.batch_discount == 0.5, p
+    listed = {
+        m: (book.require(m).input_per_mtok, book.require(m).output_per_mtok)
+        for m in (
+            "text-embedding-3-small",
+            "text-embedding-3-large",
+            "text-embedding-ada-002",
+            "gpt-3.5-turbo-instruct",
+            "davinci-002",
+        )
+    }
+    assert listed == {
+        "text-embedding-3-small": (0.02, 0.0),
+        "text-embedding-3-large": (0.13, 0.0),
+        "text-embedding-ada-002": (0.10, 0.0),
+        "gpt-3.5-turbo-instruct": (1.50, 2.00),
+        "davinci-002": (2.00, 2.00),
+    }
 
 
 def test_price_lookup_snapshot_suffix(book: PriceBook) -> None:
