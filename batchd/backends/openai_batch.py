@@ -310,13 +310,18 @@ def parse_output_line(raw: bytes, model: str) -> tuple[str, Outcome]:
     message_obj = choice.get("message") or {}
     usage = body.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
+    calls = message_obj.get("tool_calls")
     return custom_id, Outcome(
         status=SUCCEEDED,
         model_used=str(body.get("model") or model),
         output_text=message_obj.get("content"),
+        tool_calls=_enc.encode(calls).decode() if calls else None,
         response_json=_enc.encode(body).decode(),
         finish_reason=choice.get("finish_reason"),
         input_tokens=int(usage.get("prompt_tokens") or 0),
         cached_input_tokens=int(details.get("cached_tokens") or 0),
         output_tokens=int(usage.get("completion_tokens") or 0),
+        reasoning_tokens=int(
+            (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+        ),
     )
