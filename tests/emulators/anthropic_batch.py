@@ -656,6 +656,7 @@ class AnthropicBatchEmulator(EmulatorServer):
         structured = features.structured_answer(params, turn, self._new_id)
         if structured is not None or thinking is not None:
             return self._featured(params, thinking, structured, text or turn)
+        text = text or turn  # a turn of tool results only: the answer echoes them
         full = "echo: " + text
         cut, stop_sequence = len(full), None
         for seq in params.get("stop_sequences") or []:
