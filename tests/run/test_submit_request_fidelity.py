@@ -254,3 +254,37 @@ def test_images_reasoning_and_parameters_claude_lacks(
     for cid in ("seed", "n", "logprobs"):
         r = rows[cid]
         assert r["error_type"] == "unsupported_parameter" and "OpenAI" in r["error_message"], r
+
+
+def test_the_deadline_guards_messages_calls_use_the_same_translation(
+    batchd: Batchd, claude: AnthropicBatchEmulator, tmp_path: Path
+) -> None:
+    """Guard time at once (margin = the whole window): every line goes through the Messages
+    API synchronously, with the params the batch would have had, and the same answer shape."""
+    (tmp_path / "batchd.toml").write_text(PRICE_TOML)
+    lines = [
+        chat("native", "extract", model=NATIVE, response_format=SCHEMA_FORMAT),
+        chat("forced", "extract", model=FORCED, response_format=SCHEMA_FORMAT),
+        chat("bad", "x [[schema:invalid]]", model=NATIVE, response_format=SCHEMA_FORMAT),
+        chat("call", "weather?", model=NATIVE, tools=[WEATHER], tool_choice="required"),
+        chat("think", "ponder", model=NATIVE, reasoning_effort="minimal"),
+    ]
+    proc = batchd.submit(
+        write_jsonl(tmp_path / "in.jsonl", lines),
+        "--within",
+        "60s",
+        "--guard-margin-s",
+        "60",
+        BATCHD_PLANNER_TURNAROUND_S="0",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["custom_id"]: r for r in batchd.results()}
+    assert {r["tier"] for r in rows.values()} == {"realtime"} and not claude.batches()
+    assert rows["native"]["schema_valid"] is True and rows["forced"]["schema_valid"] is True
+    assert rows["bad"]["schema_valid"] is False
+    jsonschema.validate(json.loads(rows["forced"]["output_text"]), PERSON)
+    assert json.loads(rows["call"]["tool_calls"])[0]["function"]["name"] == "weather"
+    assert rows["think"]["reasoning_tokens"] > 0
+    sent = [c["params"] for c in claude.sync_calls if c["status"] == 200]
+    assert any(p.get("output_config") for p in sent)
+    assert any(p.get("thinking") == {"type": "enabled", "budget_tokens": 1024} for p in sent)
