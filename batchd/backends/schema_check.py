@@ -9,9 +9,10 @@ backend. The schema is read from the line in each backend's own shape:
   json_schema, schema}`, or batchd's forced schema tool (`claude_tools.SCHEMA_TOOL`) and its
   `input_schema`;
 - Gemini lines: `request.generationConfig.responseJsonSchema`.
-No schema: `schema_valid` stays None. An answer that is not JSON, or not valid against the
-schema, is False; so is one against a schema the validator cannot use (invalid, unresolvable
-`$ref`s: remote references are never fetched, or nesting too deep to check).
+No schema, or an answer that is only tool calls: `schema_valid` stays None. An answer that
+is not JSON, or not valid against the schema, is False; so is one against a schema the
+validator cannot use (invalid, unresolvable `$ref`s: remote references are never fetched, or
+nesting too deep to check).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def check_outcome(o: Outcome, line: bytes) -> Outcome:
     """Set `o.schema_valid` for a successful outcome whose line gave a schema (in place)."""
     if o.status != SUCCEEDED or not any(m in line for m in _MARKERS):
         return o
+    if o.output_text is None and o.tool_calls:
+        return o  # the model called a tool: no final answer to check yet
     try:
         schema = line_schema(_dec.decode(line))
     except (msgspec.DecodeError, RecursionError):

@@ -242,3 +242,21 @@ def test_hostile_lines_through_submit_each_end_as_one_row_with_a_reason(
     for cid, r in rows.items():
         assert r["status"] in ("failed", "invalid"), (cid, r)
         assert r["error_type"] and r["error_message"], (cid, r)
+
+
+def test_a_tool_call_answer_is_not_checked_against_the_schema() -> None:
+    line = {
+        "custom_id": "a",
+        "body": {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"schema": {"type": "object"}},
+            }
+        },
+    }
+    raw = json.dumps(line).encode()
+    call = Outcome(status=SUCCEEDED, output_text=None, tool_calls='[{"id": "c"}]')
+    assert check_outcome(call, raw).schema_valid is None
+    assert check_outcome(Outcome(status=SUCCEEDED, output_text="{}"), raw).schema_valid is True
+    assert check_outcome(Outcome(status=SUCCEEDED, output_text="[]"), raw).schema_valid is False
+    assert check_outcome(Outcome(status="failed"), raw).schema_valid is None
