@@ -34,6 +34,7 @@ from batchd.backends.base import (
     check_key,
 )
 from batchd.backends.claude_messages import to_claude_params
+from batchd.backends.claude_tools import answer_of
 from batchd.backends.prompt_cache import plan_prompt_cache
 from batchd.backends.purchase import create_once
 from batchd.backends.responses_chat import as_chat
@@ -230,13 +231,18 @@ def parse_result(result: Any, model: str) -> Outcome:
         cache_write = usage.cache_creation_input_tokens or 0
         breakdown = getattr(usage, "cache_creation", None)
         write_1h = (breakdown.ephemeral_1h_input_tokens or 0) if breakdown else 0
-        text = "".join(b.text for b in msg.content if getattr(b, "type", "") == "text")
+        text, tool_calls, forced = answer_of(msg.content)
+        finish = FINISH_REASON.get(msg.stop_reason or "", msg.stop_reason)
+        details = getattr(usage, "output_tokens_details", None)
         return Outcome(
             status=SUCCEEDED,
             model_used=msg.model or model,
             output_text=text,
+            tool_calls=tool_calls,
             response_json=msg.model_dump_json(),
-            finish_reason=FINISH_REASON.get(msg.stop_reason or "", msg.stop_reason),
+            # batchd's forced tool is the answer itself: it ended as a plain answer would
+            finish_reason="stop" if forced and finish == "tool_calls" else finish,
+            reasoning_tokens=(getattr(details, "thinking_tokens", 0) or 0) if details else 0,
             input_tokens=usage.input_tokens + cache_read + cache_write,
             cached_input_tokens=cache_read,
             cache_write_tokens=cache_write,

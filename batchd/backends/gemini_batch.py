@@ -318,12 +318,14 @@ def parse_response(item: dict[str, Any], model: str) -> Outcome:
         )
     reason = str(first.get("finishReason") or "")
     finish: str | None = FINISH_REASON.get(reason, reason.lower() or None)
-    if any("functionCall" in p for p in parts):
+    calls = [p["functionCall"] for p in parts if isinstance(p.get("functionCall"), dict)]
+    if calls:
         finish = "tool_calls"
     return Outcome(
         status=SUCCEEDED,
         model_used=str(response.get("modelVersion") or model),
-        output_text=text,
+        output_text=text or (None if calls else text),
+        tool_calls=_tool_calls(calls) if calls else None,
         response_json=_enc.encode(response).decode(),
         finish_reason=finish,
         input_tokens=int(usage.get("promptTokenCount") or 0),  # includes the cached part
@@ -332,6 +334,23 @@ def parse_response(item: dict[str, Any], model: str) -> Outcome:
         output_tokens=int(usage.get("candidatesTokenCount") or 0)
         + int(usage.get("thoughtsTokenCount") or 0),
     )
+
+
+def _tool_calls(calls: list[dict[str, Any]]) -> str:
+    """Gemini functionCall parts as OpenAI tool_calls JSON text (ids made up where absent)."""
+    return _enc.encode(
+        [
+            {
+                "id": str(c.get("id") or f"call_{i}"),
+                "type": "function",
+                "function": {
+                    "name": str(c.get("name") or ""),
+                    "arguments": _enc.encode(c.get("args") or {}).decode(),
+                },
+            }
+            for i, c in enumerate(calls)
+        ]
+    ).decode()
 
 
 @asynccontextmanager

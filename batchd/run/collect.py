@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 
 from batchd.backends.base import ChunkRejected
+from batchd.backends.schema_check import check_outcome
 from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
@@ -100,7 +101,7 @@ def _settle(
                     child.n_requests += 1
                     child.n_bytes += len(line)
                     continue
-                settled.append((vendor_id, _stamp(svc, chunk, o)))
+                settled.append((vendor_id, check_outcome(_stamp(svc, chunk, o), line)))
             write_outcomes(out, ((key_of(v), o) for v, o in settled))
             svc.cache.put_many((key_of(v), o) for v, o in settled if cacheable(v))
             final += len(settled)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,9 @@ def test_parse_response_usage_and_finish_reasons() -> None:
             "response": {
                 "candidates": [
                     {
-                        "content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]},
+                        "content": {
+                            "parts": [{"functionCall": {"name": "f", "args": {"city": "Rome"}}}]
+                        },
                         "finishReason": "STOP",
                     }
                 ]
@@ -234,7 +237,15 @@ def test_parse_response_usage_and_finish_reasons() -> None:
         },
         MODEL,
     )
-    assert call.finish_reason == "tool_calls"
+    assert call.finish_reason == "tool_calls" and call.output_text is None
+    assert call.tool_calls is not None  # one column, OpenAI's shape, for every backend
+    assert json.loads(call.tool_calls) == [
+        {
+            "id": "call_0",
+            "type": "function",
+            "function": {"name": "f", "arguments": '{"city":"Rome"}'},
+        }
+    ]
     blocked = parse_response({"response": {"promptFeedback": {"blockReason": "SAFETY"}}}, MODEL)
     assert blocked.status == "failed" and blocked.error_type == "content_filter"
 

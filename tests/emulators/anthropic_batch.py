@@ -25,6 +25,8 @@ the outcome: ``[[errored:invalid]]``, ``[[errored:overloaded]]`` and ``[[errored
 Otherwise the reply is ``"echo: " + text``, one token per whitespace-separated word, cut at the
 first ``stop_sequences`` entry it contains and truncated to ``max_tokens`` words. Prompt caching
 (``cache_control`` breakpoints) is emulated, see :meth:`AnthropicBatchEmulator._usage`.
+Tools, structured outputs (``output_config.format``), image blocks and extended thinking
+follow :mod:`tests.emulators.anthropic_features`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from tests.emulators import anthropic_features as features
 from tests.emulators._server import EmulatorServer
 
 __all__ = [
@@ -645,6 +648,15 @@ class AnthropicBatchEmulator(EmulatorServer):
         for marker, (type_, message_text) in ERROR_MARKERS.items():
             if marker in text:
                 return _errored(type_, message_text)
+        problem = features.image_problem(params)
+        if problem is not None:
+            return _errored("invalid_request_error", problem)
+        turn = features.last_turn_text(params)
+        thinking = features.thinking_block(params, turn, self._new_id)
+        structured = features.structured_answer(params, turn, self._new_id)
+        if structured is not None or thinking is not None:
+            return self._featured(params, thinking, structured, text or turn)
+        text = text or turn  # a turn of tool results only: the answer echoes them
         full = "echo: " + text
         cut, stop_sequence = len(full), None
         for seq in params.get("stop_sequences") or []:
@@ -670,6 +682,36 @@ class AnthropicBatchEmulator(EmulatorServer):
                 "stop_reason": stop_reason,
                 "stop_sequence": stop_sequence,
                 "usage": self._usage(params, len(words)),
+            },
+        }
+
+    def _featured(
+        self,
+        params: JSONDict,
+        thinking: JSONDict | None,
+        structured: tuple[list[JSONDict], str] | None,
+        text: str,
+    ) -> JSONDict:
+        """An answer with a thinking block, a tool call or structured JSON. Caller holds the
+        lock."""
+        plain = [{"type": "text", "text": "echo: " + text}]
+        content, stop_reason = structured or (plain, "end_turn")
+        answer_tokens = sum(tokens(json.dumps(b)) for b in content)
+        thinking_tokens = len(thinking["thinking"].split()) if thinking else 0
+        usage = self._usage(params, answer_tokens + thinking_tokens)
+        if thinking is not None:
+            usage["output_tokens_details"] = {"thinking_tokens": thinking_tokens}
+        return {
+            "type": "succeeded",
+            "message": {
+                "id": self._new_id("msg_"),
+                "type": "message",
+                "role": "assistant",
+                "model": params["model"],
+                "content": ([thinking] if thinking else []) + content,
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": usage,
             },
         }
 
@@ -1042,6 +1084,9 @@ def _params_problem(params: JSONDict, where: str) -> str | None:
         not isinstance(stop_sequences, list) or not all(isinstance(s, str) for s in stop_sequences)
     ):
         return f"{where}.stop_sequences: Input should be a list of strings"
+    problem = features.params_problem(params, where)
+    if problem is not None:
+        return problem
     if len(breakpoints) > MAX_CACHE_BREAKPOINTS:
         return (
             f"{where}: A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be "

@@ -23,6 +23,8 @@ does). Lines sent to ``/v1/chat/completions`` are answered deterministically; ma
 the last user message select the outcome: ``[[error:400]]``, ``[[error:500]]`` and
 ``[[finish:content_filter]]``. Otherwise the reply is ``"echo: " + text``, one token per word,
 truncated to ``max_completion_tokens`` / ``max_tokens`` (``finish_reason`` ``"length"``).
+Tools, ``response_format``, ``n`` and ``reasoning_effort`` follow
+:mod:`tests.emulators.openai_features`.
 
 Synchronous ``POST /v1/chat/completions`` answers the same way, with ``service_tier`` as
 OpenAI documents it: ``"flex"`` only on models in :attr:`OpenAIBatchEmulator.flex_models`
@@ -47,6 +49,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from tests.emulators import openai_features as features
 from tests.emulators._server import EmulatorServer
 from tests.emulators.openai_endpoints import (
     COMPLETION_MODELS,
@@ -994,12 +997,20 @@ class OpenAIBatchEmulator(EmulatorServer):
             return 400, _error_body("Invalid request (emulated).", "invalid_request_error")
         if "[[error:500]]" in text:
             return 500, _error_body("Internal server error (emulated).", "server_error")
+        problem = features.body_problem(body)
+        if problem is not None:
+            return 400, _error_body(problem[0], "invalid_request_error", param=problem[1])
         prompt_tokens = sum(
             len(_content_text(m.get("content") if isinstance(m, dict) else None)) // 4 + 4
             for m in messages
         )
+        text = features.last_text(messages, text)
+        reply: JSONDict = {"role": "assistant", "content": None, "refusal": None}
         content: str | None
-        if "[[finish:content_filter]]" in text:
+        featured = features.featured_message(body, text, self._new_id)
+        if featured is not None:
+            reply, finish_reason, completion_tokens = featured
+        elif "[[finish:content_filter]]" in text:
             content, finish_reason, completion_tokens = None, "content_filter", 0
         else:
             words = ("echo: " + text).split()
@@ -1013,6 +1024,11 @@ class OpenAIBatchEmulator(EmulatorServer):
                 words = words[: max(min(limits), 0)]
                 finish_reason = "length"
             content, completion_tokens = " ".join(words), len(words)
+        if featured is None:
+            reply["content"] = content
+        reasoning = features.reasoning_tokens(body)
+        completion_tokens += reasoning
+        n = body.get("n", 1)
         return 200, {
             "id": self._new_id("chatcmpl-", 14),
             "object": "chat.completion",
@@ -1020,18 +1036,19 @@ class OpenAIBatchEmulator(EmulatorServer):
             "model": body["model"],
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "index": index,
+                    "message": copy.deepcopy(reply),
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }
+                for index in range(n)
             ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
+                "completion_tokens": completion_tokens * n,
+                "total_tokens": prompt_tokens + completion_tokens * n,
                 "prompt_tokens_details": {"cached_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": reasoning * n},
             },
         }
 
