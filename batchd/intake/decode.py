@@ -320,8 +320,13 @@ def _options(vid: str, item: Request, choice: Choice, router: Router, where: _Wh
 
 
 def _prompt_tokens(item: Request, targets: list[Route], router: Router) -> int:
-    if router.vllm_name and any(t.backend == "vllm" for t in targets):
-        return router.tokens.count(item.body["messages"])
+    messages = item.body.get("messages")  # embeddings and completions: counted by the engine
+    if (
+        router.vllm_name
+        and isinstance(messages, list)
+        and any(t.backend == "vllm" for t in targets)
+    ):
+        return router.tokens.count(messages)
     return -1
 
 
