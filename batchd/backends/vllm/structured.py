@@ -9,9 +9,9 @@
   model's tool-call parser (`tool_parser` in settings, vLLM's parsers such as `hermes`);
   without a parser the request is refused. `none` -> plain text.
 
-Every JSON constraint is compact (`disable_any_whitespace`): the grammar then allows no
-whitespace between tokens, so a model cannot spend its tokens on blanks (random weights do,
-until max_tokens cuts the JSON short).
+Every JSON constraint is compact (`disable_any_whitespace`, set on the engine by
+`engine.start_engine`): the grammar then allows no whitespace between tokens, so a model
+cannot spend its tokens on blanks (random weights do, until max_tokens cuts the JSON short).
 
 Calls come back in OpenAI's shape: `[{"id", "type": "function", "function": {"name",
 "arguments"}}]` with `finish_reason` `tool_calls`.
@@ -95,8 +95,8 @@ def constraint_of(body: dict[str, Any], tool_parser: str) -> Constraint:
 def _json(value: dict[str, Any] | bool) -> dict[str, Any]:
     """StructuredOutputsParams keywords for a JSON constraint (a schema, or any object)."""
     if value is True:
-        return {"json_object": True, "disable_any_whitespace": True}
-    return {"json": value, "disable_any_whitespace": True}
+        return {"json_object": True}
+    return {"json": value}
 
 
 def _response_format(fmt: Any, c: Constraint) -> None:

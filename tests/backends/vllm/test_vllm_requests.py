@@ -370,3 +370,73 @@ def test_lines_a_model_cannot_serve_are_refused_at_encode(runner: GpuRunner) -> 
     for req, reason in cases:
         with pytest.raises(UnsupportedRequest, match=reason):
             backend.encode_line(req.custom_id, req)
+
+
+def parses_endpoints() -> bool:
+    """Whether `batchd.requests` parses embeddings lines (another change adds it)."""
+    from batchd.requests import parse_request
+
+    parsed = parse_request({"model": "minilm", "endpoint": "embeddings", "input": "x"}, 1, "t")
+    return isinstance(parsed, Request) and parsed.endpoint == EMBEDDINGS
+
+
+def test_a_mixed_file_end_to_end_then_from_the_cache(runner: GpuRunner, tmp_path: Path) -> None:
+    """Chat, structured, tools, completions and embeddings lines in one run through
+    `drive`, both models on one worker; the second run is answered from the cache."""
+    if not parses_endpoints():
+        pytest.skip("batchd.requests does not parse embeddings/completions lines yet")
+    from tests.backends.vllm.test_vllm import run_file, services, write_jsonl
+
+    schema_fmt = {"type": "json_schema", "json_schema": {"name": "v", "schema": VERDICT}}
+    lines = [
+        {"id": "chat", "model": "tiny", "prompt": "hello", "max_tokens": 6},
+        {
+            "id": "json",
+            "model": "tiny",
+            "prompt": "classify",
+            "max_tokens": 80,
+            "response_format": schema_fmt,
+        },
+        {
+            "id": "tool",
+            "model": "tiny",
+            "prompt": "weather",
+            "max_tokens": 80,
+            "tools": [WEATHER],
+            "tool_choice": "required",
+        },
+        {
+            "id": "done",
+            "model": "tiny",
+            "endpoint": "completions",
+            "prompt": "the quick",
+            "max_tokens": 4,
+        },
+        {"id": "emb0", "model": "minilm", "endpoint": "embeddings", "input": PAIRS[0]},
+        {
+            "custom_id": "emb1",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "vllm:minilm", "input": PAIRS[1]},
+        },
+        {"id": "bad", "model": "minilm", "prompt": "chat to an embedding model"},
+    ]
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    _, rows = run_file(services(tmp_path, runner), src, tmp_path / "out")
+    by_id = {r["custom_id"]: r for r in rows}
+    assert [r["custom_id"] for r in rows] == [x.get("id", x.get("custom_id")) for x in lines]
+    for cid in ("chat", "json", "tool", "done", "emb0", "emb1"):
+        assert by_id[cid]["status"] == "succeeded", by_id[cid]
+        assert by_id[cid]["backend"] == "vllm"
+    assert by_id["json"]["schema_valid"] is True
+    assert json.loads(by_id["tool"]["tool_calls"])[0]["function"]["name"] == "get_weather"
+    assert len(by_id["emb0"]["embedding"]) == 384 and by_id["chat"]["embedding"] is None
+    assert cosine(by_id["emb0"]["embedding"], by_id["emb1"]["embedding"]) > 0.5
+    assert (
+        by_id["bad"]["status"] == "invalid" and "embedding model" in by_id["bad"]["error_message"]
+    )
+    admitted = runner.feeder.admitted_total
+    _, again = run_file(services(tmp_path, runner), src, tmp_path / "out2")
+    assert all(r["cache"] == "exact" for r in again if r["custom_id"] != "bad")
+    assert runner.feeder.admitted_total == admitted
+    assert [r["embedding"] for r in again][4] == pytest.approx(by_id["emb0"]["embedding"])
