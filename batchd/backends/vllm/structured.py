@@ -154,6 +154,7 @@ def _calls_schema(tools: list[dict[str, Any]], parallel: bool) -> dict[str, Any]
             "type": "object",
             "properties": {"name": {"type": "string", "enum": [t["name"]]}, "parameters": p},
             "required": ["name", "parameters"],
+            "additionalProperties": False,
         }
         for t in tools
         for p in [_parameters(t)]

@@ -187,7 +187,17 @@ def test_required_and_named_tool_choice_return_valid_calls(
     by_name = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     named = {"type": "function", "function": {"name": "get_time"}}
     reqs = [
-        request(0, chat_body("weather?", tools=tools, tool_choice="required", max_tokens=120)),
+        # one call: random weights never choose to end an open list of calls
+        request(
+            0,
+            chat_body(
+                "weather?",
+                tools=tools,
+                tool_choice="required",
+                parallel_tool_calls=False,
+                max_tokens=120,
+            ),
+        ),
         request(1, chat_body("time?", tools=tools, tool_choice=named, max_tokens=60)),
         request(
             2,
@@ -221,6 +231,24 @@ def test_required_and_named_tool_choice_return_valid_calls(
     assert len(json.loads(out["r2"].tool_calls or "")) == 1
     assert out["r3"].status == "succeeded" and out["r3"].tool_calls is None
     assert out["r3"].finish_reason in ("stop", "length")
+
+
+def test_required_calls_are_a_list_of_any_tool() -> None:
+    from batchd.backends.vllm.structured import constraint_of
+
+    body = {"tools": [WEATHER, TIME], "tool_choice": "required"}
+    schema = constraint_of(body, "").structured
+    assert schema is not None
+    calls = schema["json"]
+    assert calls["minItems"] == 1 and "maxItems" not in calls  # parallel calls allowed
+    call = {"name": "get_time", "parameters": {"zone": "utc"}}
+    jsonschema.validate(
+        [call, {**call, "name": "get_weather", "parameters": {"city": "oslo", "unit": "c"}}], calls
+    )
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([{**call, "parameters": {"city": "oslo"}}], calls)
+    single = constraint_of({**body, "parallel_tool_calls": False}, "").structured
+    assert single is not None and single["json"]["maxItems"] == 1
 
 
 def test_auto_tools_need_a_parser_and_a_template_that_renders_tools(
