@@ -28,7 +28,10 @@ async def capabilities(ctx: dict[str, Any]) -> dict[str, Any]:
     except ImportError:
         has_vllm = False
     cfg = _settings.backends.vllm
-    return {"vllm_installed": has_vllm, "engines": [cfg.name] if cfg.enabled else []}
+    engines = [
+        {"model": e.name, "kind": e.kind, "tool_parser": e.tool_parser} for e in cfg.engines()
+    ]
+    return {"vllm_installed": has_vllm, "engines": engines}
 
 
 async def _startup(ctx: dict[str, Any]) -> None:

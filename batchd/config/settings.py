@@ -14,30 +14,28 @@ from typing import Annotated, Any
 
 import msgspec
 
+from batchd.config.fields import (
+    Attempts,
+    Count,
+    Fraction,
+    Meta,
+    NonNegative,
+    NonNegInt,
+    PositiveS,
+    Retries,
+    Section,
+    TokenCount,
+)
 from batchd.config.suggest import did_you_mean
 from batchd.config.validation import describe, non_finite
+from batchd.config.vllm_settings import VllmSettings, vllm_problems
 from batchd.errors import BatchdError
 
 CONFIG_FILE_NAME = "batchd.toml"
 ENV_LAYER = "the BATCHD_* environment"
 
-# Valid ranges, declared on each field; a value outside its range is refused at load with one
-# line naming the key and the range. Floats must also be finite (no NaN, no infinity).
-Meta = msgspec.Meta
-PositiveS = Annotated[float, Meta(gt=0)]  # a duration in seconds (or hours) above zero
-NonNegative = Annotated[float, Meta(ge=0)]
-Fraction = Annotated[float, Meta(ge=0, le=1)]
-Count = Annotated[int, Meta(ge=1)]
-NonNegInt = Annotated[int, Meta(ge=0)]
-Retries = Annotated[int, Meta(ge=0, le=100)]  # 0 = no retries
-Attempts = Annotated[int, Meta(ge=1, le=100)]
-TokenCount = Annotated[int, Meta(ge=1, le=10_000_000)]
-ByteCount = Annotated[int, Meta(ge=0, le=2**62)]
 FALLBACKS = ("realtime", "flex", "none")
-
-
-class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
+_Section = Section
 
 
 class OpenAISettings(_Section):
@@ -80,43 +78,6 @@ class GeminiSettings(_Section):
     inline_max_bytes: int = 19_000_000  # bigger chunks go as a JSONL file (limit: 20 MB)
     max_retries: int = 5
     timeout_s: float = 600.0
-
-
-class VllmSettings(_Section):
-    """Self-hosted vLLM: the engine, its GPUs, their price and their off-peak windows."""
-
-    model: str = ""  # path to the model (HF layout); empty = no vLLM backend
-    served_model_name: str = ""  # the name lines ask for (also as vllm:<name>); default: dir name
-    reference_model: str = ""  # realtime model priced as the baseline for lines naming this one
-    quantization: str = "none"  # awq, gptq, fp8, compressed-tensors, none, ...
-    dtype: str = "auto"
-    max_num_seqs: Count = 256
-    max_num_batched_tokens: NonNegInt = 0  # 0 = vLLM's default
-    gpu_memory_utilization: Annotated[float, Meta(gt=0, le=1)] = 0.9
-    kv_cache_memory_bytes: ByteCount = 0  # fixed KV cache size; 0 = from gpu_memory_utilization
-    max_model_len: NonNegInt = 0  # 0 = the model's own
-    tensor_parallel_size: Count = 1
-    num_gpus: Count = 1  # GPUs one engine holds; GPU-seconds = wall seconds x num_gpus
-    gpu_hourly_usd: NonNegative = 2.0  # per GPU
-    gpu_type: str = ""  # label for throughput records (e.g. "H100"); "" = detected
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = False
-    seed: int = 0
-    windows: list[str] = msgspec.field(default_factory=list)  # empty = always open
-    timezone: str = "UTC"
-    admit_margin_s: NonNegative = 300.0  # stop admitting this long before a window ends
-    checkpoint_every: Count = 256  # results per checkpoint part
-    checkpoint_interval_s: PositiveS = 30.0  # or this often, whichever comes first
-    max_requests_per_chunk: Count = 4096
-    throughput_tokens_per_s: NonNegative = 0.0  # planner's default before any run is measured
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.model)
-
-    @property
-    def name(self) -> str:
-        return self.served_model_name or Path(self.model.rstrip("/")).name
 
 
 class BackendsSettings(_Section):
@@ -244,6 +205,13 @@ _SECTIONS: dict[str, type[_Section]] = {
 }
 _NESTED = {"vllm": ("backends", "vllm")}
 _TABLES = ("prices", "backends", "models", "providers")  # set in batchd.toml only
+_SECTION_TABLES = {"vllm": ("models",)}  # tables inside a section: batchd.toml only
+
+
+def _env_fields(section: str, struct: type[msgspec.Struct]) -> list[str]:
+    """The fields of a section a BATCHD_<SECTION>_<FIELD> variable may set."""
+    tables = _SECTION_TABLES.get(section, ())
+    return [f for f in struct.__struct_fields__ if f not in tables]
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -260,7 +228,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
             continue
         for section, struct in _SECTIONS.items():
             prefix = section + "_"
-            if key.startswith(prefix) and key[len(prefix) :] in struct.__struct_fields__:
+            if key.startswith(prefix) and key[len(prefix) :] in _env_fields(section, struct):
                 if not value.strip() and not _is_text(struct, key[len(prefix) :]):
                     break
                 target = out
@@ -285,7 +253,7 @@ def known_variables() -> list[str]:
         if f not in _SECTIONS and f not in _TABLES
     ]
     for section, struct in _SECTIONS.items():
-        names += [f"BATCHD_{section.upper()}_{f.upper()}" for f in struct.__struct_fields__]
+        names += [f"BATCHD_{section.upper()}_{f.upper()}" for f in _env_fields(section, struct)]
     return names
 
 
@@ -412,6 +380,7 @@ def _check(s: Settings) -> None:
         problems.append("gemini.inline_max_bytes must be in 0..20000000 (the vendor's limit)")
     if s.gemini.max_lines_per_chunk < 1:
         problems.append("gemini.max_lines_per_chunk must be >= 1")
+    problems += vllm_problems(s.backends.vllm)
     problems += _alias_problems(s)
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")
@@ -435,7 +404,7 @@ def _alias_problems(s: Settings) -> list[str]:
                     f"anthropic:<model>, gemini:<model> or <provider>:<model> with "
                     "[providers.<provider>]"
                 )
-            elif kind == "vllm" and (not s.backends.vllm.enabled or model != s.backends.vllm.name):
+            elif kind == "vllm" and model not in s.backends.vllm.served_names():
                 problems.append(
                     f"models.{alias}: target {t!r} needs [backends.vllm] serving {model!r}"
                 )

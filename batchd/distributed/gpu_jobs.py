@@ -78,7 +78,13 @@ async def gpu_chunk(ctx: dict[str, Any], run_id: str, chunk_id: str) -> str:
         if fence is None:
             return "skipped"  # another gpu worker runs this chunk now
         return await _run_chunk(
-            svc, runner, run_id, chunk_id, chunk.path, lambda: store.lease_held(fence)
+            svc,
+            runner,
+            run_id,
+            chunk_id,
+            chunk.model.removeprefix("vllm:"),
+            chunk.path,
+            lambda: store.lease_held(fence),
         )
 
 
@@ -87,11 +93,13 @@ async def _run_chunk(
     runner: GpuRunner,
     run_id: str,
     chunk_id: str,
+    model: str,
     path: str,
     guard: Callable[[], bool],
 ) -> str:
+    """Run the chunk on the engine of its model (a worker may serve several)."""
     job = await asyncio.to_thread(
-        runner.start_chunk, chunk_id, runner.cfg.name, path, svc.blobs(run_id), guard
+        runner.start_chunk, chunk_id, model, path, svc.blobs(run_id), guard
     )
     started = time.monotonic()
     while not job.finished.is_set():

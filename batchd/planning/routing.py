@@ -45,6 +45,7 @@ class Router:
         self._settings = settings or Settings()
         vllm = self._settings.backends.vllm
         self.vllm_name = vllm.name if vllm.enabled else ""
+        self.vllm_names = frozenset(vllm.served_names())  # every model the GPU worker serves
         self.tokens = TokenCounter(vllm.model if vllm.enabled else "")
         self._memo: dict[str, Route | Choice | RouteError] = {}
 
@@ -66,8 +67,9 @@ class Router:
         alias = self._settings.models.get(model)
         if alias is not None:
             return self._choice(model, alias.targets, alias.reference)
-        if self.vllm_name and model in (self.vllm_name, f"{VLLM}:{self.vllm_name}"):
-            return Route(VLLM, self.vllm_name)
+        served = model.removeprefix(f"{VLLM}:")
+        if served in self.vllm_names:
+            return Route(VLLM, served)
         return self._vendor(model)
 
     def _vendor(self, model: str) -> Route | RouteError:
@@ -118,5 +120,6 @@ class Router:
 
     def reference_of(self, route: Route) -> str:
         if route.backend == VLLM:
-            return self._settings.backends.vllm.reference_model
+            engine = self._settings.backends.vllm.engine(route.model)
+            return engine.reference_model if engine is not None else ""
         return route.model

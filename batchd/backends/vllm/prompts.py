@@ -1,19 +1,27 @@
-"""Chat-completions bodies -> vLLM prompts and sampling parameters, and results -> rows.
+"""Request bodies -> what the engine runs: a prompt, and sampling or pooling parameters.
 
-What a self-hosted model cannot honour is refused per request (a `failed` row that
-names the parameter), never silently dropped: only parameters that change nothing
-about the answer (`user`, `stream: false`, `n: 1`, ...) are ignored.
+Per endpoint: `chat` (messages through the model's chat template, tools rendered by it),
+`completions` (`prompt` as it is, no template), `embeddings` (`input`, on an embed model).
+`responses` lines reach here as chat bodies (translated at the encode boundary, see
+`backend.VllmBackend.encode_line`).
+
+What a self-hosted model cannot honour is refused per request (the line `invalid`, or a
+`failed` row, naming the parameter), never silently dropped: only parameters that change
+nothing about the answer (`user`, `stream: false`, ...) are ignored.
 """
 
 from __future__ import annotations
 
-import time
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
+from batchd.backends.vllm.refusal import Refused
+from batchd.backends.vllm.structured import AUTO, Constraint, constraint_of
+from batchd.config.vllm_settings import EMBED
+from batchd.requests import CHAT, COMPLETIONS, EMBEDDINGS
 
-from batchd.backends.vllm.engine import GenResult
-from batchd.outcome import FAILED, SUCCEEDED, Outcome
+__all__ = ["DEFAULT_MAX_TOKENS", "Plan", "Refused", "plan_of", "prompt_of"]
 
 # body field -> SamplingParams field
 _SAMPLING = {
@@ -30,38 +38,112 @@ _SAMPLING = {
     "repetition_penalty": "repetition_penalty",
 }
 _IGNORED = {"model", "messages", "prompt", "user", "metadata", "store", "stream_options"}
-_HARMLESS_VALUES: dict[str, Any] = {"n": 1, "stream": False, "logprobs": False}
+_CONSTRAINTS = {"response_format", "tools", "tool_choice", "parallel_tool_calls"}
+_HARMLESS_VALUES: dict[str, Any] = {"stream": False, "echo": False, "suffix": None, "best_of": 1}
+_EMBED_KEYS = {"model", "input", "user", "encoding_format", "dimensions"}
+MAX_N = 128
 DEFAULT_MAX_TOKENS = 256
-
-_enc = msgspec.json.Encoder()
-
-
-class Refused(Exception):
-    """The request cannot run on this model; the message says why."""
-
-    def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
+IMAGE_TARGETS = "a model that takes images, e.g. gpt-5.4-mini (OpenAI) or claude-sonnet-4-6"
 
 
-def sampling_of(
-    body: dict[str, Any], default_max_tokens: int = DEFAULT_MAX_TOKENS
-) -> dict[str, Any]:
-    """SamplingParams keywords for a body; Refused names the first parameter we cannot honour."""
-    out: dict[str, Any] = {"max_tokens": default_max_tokens}
+@dataclass
+class Plan:
+    """One request as the engine will run it (before its prompt is rendered)."""
+
+    endpoint: str
+    sampling: dict[str, Any] = field(default_factory=dict)
+    pooling: dict[str, Any] | None = None  # embeddings: PoolingParams keywords
+    constraint: Constraint = field(default_factory=Constraint)
+    top_logprobs: int = -1  # -1: no logprobs asked
+    encoding_format: str = "float"  # embeddings: float | base64 (response_json only)
+
+
+def plan_of(
+    endpoint: str, body: dict[str, Any], kind: str, tool_parser: str, model: str = ""
+) -> Plan:
+    """Check a body against the model's kind; Refused names the first thing it cannot do.
+
+    Needs no tokenizer: run at encode time (the line is then `invalid`, and an alias places it
+    elsewhere) and again on the worker.
+    """
+    name = f"vLLM model {model!r}" if model else "this vLLM model"
+    if endpoint == EMBEDDINGS:
+        if kind != EMBED:
+            raise Refused(
+                "unsupported_parameter",
+                f"{name} generates text and makes no embeddings: send embeddings lines to an "
+                "embedding model ([backends.vllm.models.<name>] kind = embed, or an OpenAI one "
+                "such as text-embedding-3-small)",
+            )
+        return _embed_plan(body)
+    if kind == EMBED:
+        raise Refused(
+            "unsupported_parameter",
+            f"{name} is an embedding model: it answers only embeddings lines "
+            f"(endpoint embeddings), not {endpoint}",
+        )
+    if endpoint not in (CHAT, COMPLETIONS):
+        raise Refused("unsupported_parameter", f"endpoint {endpoint!r} is not supported on vLLM")
+    if endpoint == CHAT:
+        _check_messages(body.get("messages"))
+    plan = Plan(endpoint=endpoint, sampling=_sampling(body, endpoint))
+    plan.top_logprobs = _logprobs(body, endpoint, plan.sampling)
+    if endpoint == CHAT:
+        plan.constraint = constraint_of(body, tool_parser)
+    elif body.keys() & _CONSTRAINTS:
+        extra = sorted(body.keys() & _CONSTRAINTS)[0]
+        raise Refused(
+            "unsupported_parameter", f"{extra} is a chat parameter, not a completions one"
+        )
+    if plan.constraint.structured is not None:
+        plan.sampling["structured_outputs"] = plan.constraint.structured
+    return plan
+
+
+def _sampling(body: dict[str, Any], endpoint: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"max_tokens": DEFAULT_MAX_TOKENS}
     for name, value in body.items():
         if name in _SAMPLING:
             if value is not None:
                 _check_sampling(name, value)
                 out[_SAMPLING[name]] = value
+        elif name == "n":
+            if value is not None:
+                if type(value) is not int or not 1 <= value <= MAX_N:
+                    raise Refused("invalid_request", f"n must be an integer in 1..{MAX_N}")
+                out["n"] = value
         elif name in _HARMLESS_VALUES:
             if value is not None and value != _HARMLESS_VALUES[name]:
                 raise Refused("unsupported_parameter", f"{name}={value!r} is not supported on vLLM")
+        elif name in ("logprobs", "top_logprobs") or name in _CONSTRAINTS:
+            continue
         elif name not in _IGNORED:
             raise Refused("unsupported_parameter", f"parameter {name!r} is not supported on vLLM")
     if isinstance(out.get("stop"), str):
         out["stop"] = [out["stop"]]
     return out
+
+
+def _logprobs(body: dict[str, Any], endpoint: str, sampling: dict[str, Any]) -> int:
+    """Chat: logprobs true + top_logprobs 0..20; completions: logprobs 0..5 (legacy)."""
+    lp, top = body.get("logprobs"), body.get("top_logprobs")
+    if endpoint == COMPLETIONS:
+        if lp is None:
+            return -1
+        if type(lp) is not int or not 0 <= lp <= 5:
+            raise Refused("invalid_request", "completions logprobs must be an integer in 0..5")
+        sampling["logprobs"] = lp
+        return lp
+    if lp not in (None, False, True):
+        raise Refused("invalid_request", "logprobs must be true or false")
+    if top is not None and (type(top) is not int or not 0 <= top <= 20):
+        raise Refused("invalid_request", "top_logprobs must be an integer in 0..20")
+    if top is not None and lp is not True:
+        raise Refused("invalid_request", "top_logprobs needs logprobs: true")
+    if lp is not True:
+        return -1
+    sampling["logprobs"] = top or 0
+    return top or 0
 
 
 _INTS = {"max_tokens", "max_completion_tokens", "top_k", "seed"}
@@ -81,95 +163,150 @@ def _check_sampling(name: str, value: Any) -> None:
         raise Refused("invalid_request", f"{name} has a value vLLM cannot take: give a number")
 
 
-def prompt_of(body: dict[str, Any], tokenizer: Any) -> str:
-    """The text the engine sees: the chat template applied to messages, or a raw prompt."""
-    if "messages" not in body:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise Refused("invalid_request", "a vLLM request needs `messages` or a string `prompt`")
-        return prompt
-    messages = []
-    for i, m in enumerate(body["messages"]):
+def _embed_plan(body: dict[str, Any]) -> Plan:
+    extra = sorted(k for k in body if k not in _EMBED_KEYS)
+    if extra:
+        raise Refused(
+            "unsupported_parameter", f"parameter {extra[0]!r} is not an embeddings parameter"
+        )
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise Refused("invalid_request", "encoding_format must be float or base64")
+    pooling: dict[str, Any] = {"task": "embed"}
+    dims = body.get("dimensions")
+    if dims is not None:
+        if type(dims) is not int or dims < 1:
+            raise Refused("invalid_request", "dimensions must be a positive integer")
+        pooling["dimensions"] = dims
+    _input_of(body)
+    return Plan(endpoint=EMBEDDINGS, pooling=pooling, encoding_format=fmt)
+
+
+def _input_of(body: dict[str, Any]) -> str | dict[str, Any]:
+    """An embeddings `input` (or a completions `prompt`): one text or one list of token ids."""
+    key = "input" if "input" in body else "prompt"
+    value = body.get(key)
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, list)):
+        value = value[0]
+    if isinstance(value, str):
+        if not value:
+            raise Refused("invalid_request", f"{key} is empty")
+        return value
+    if isinstance(value, list) and value and all(type(t) is int and t >= 0 for t in value):
+        return {"prompt_token_ids": value}
+    if isinstance(value, list) and len(value) > 1:
+        raise Refused(
+            "unsupported_parameter",
+            f"{key} holds {len(value)} inputs: a batchd row holds one answer, so give one "
+            "input per line",
+        )
+    raise Refused("invalid_request", f"{key} must be a string or a list of token ids")
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise Refused("invalid_request", "a chat request needs a non-empty `messages` list")
+    for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise Refused("invalid_request", f"messages[{i}] is not an object")
-        extra = sorted(k for k in m if k not in ("role", "content") and m[k] is not None)
-        if extra:  # tool calls, names...: the chat template would drop them unseen
+        content = m.get("content")
+        if isinstance(content, list):
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                if kind in ("image_url", "input_image", "image"):
+                    raise Refused(
+                        "unsupported_parameter",
+                        f"messages[{i}] holds an image, and batchd's vLLM models take text "
+                        f"only: send image lines to {IMAGE_TARGETS}",
+                    )
+                if kind != "text":
+                    raise Refused(
+                        "unsupported_parameter",
+                        f"message part of type {kind!r} is not supported on vLLM",
+                    )
+                if not isinstance(part.get("text", ""), str):
+                    raise Refused(
+                        "invalid_request", f"messages[{i}]: a text part's text is not a string"
+                    )
+        elif content is not None and not isinstance(content, str):
+            raise Refused(
+                "invalid_request", f"messages[{i}].content must be a string or text parts"
+            )
+
+
+_TURN_KEYS = {"tool_calls", "tool_call_id", "name"}
+
+
+def prompt_of(plan: Plan, body: dict[str, Any], tokenizer: Any) -> str | dict[str, Any]:
+    """What the engine sees: the chat template applied to messages (tools included), the
+    completions prompt as it is, or the embeddings input."""
+    if plan.endpoint != CHAT:
+        return _input_of(body)
+    messages = []
+    history_tools = False
+    for i, m in enumerate(body["messages"]):
+        known = ("role", "content", *_TURN_KEYS)
+        extra = sorted(k for k in m if k not in known and m[k] is not None)
+        if extra:
+            raise Refused(
+                "unsupported_parameter", f"messages[{i}].{extra[0]} is not supported on vLLM"
+            )
+        turn: dict[str, Any] = {"role": m.get("role"), "content": _text_of(m.get("content"))}
+        for k in _TURN_KEYS & m.keys():
+            if m[k] is not None:
+                turn[k] = _template_calls(m[k]) if k == "tool_calls" else m[k]
+                history_tools = True
+        messages.append(turn)
+    c = plan.constraint
+    tools = [{"type": "function", "function": t} for t in c.tools] or None
+    text = _render(tokenizer, messages, tools)
+    if history_tools:  # tool turns the template would drop unseen: refuse, do not guess
+        bare = [{"role": t["role"], "content": t["content"]} for t in messages]
+        if _render(tokenizer, bare, tools) == text:
             raise Refused(
                 "unsupported_parameter",
-                f"messages[{i}].{extra[0]} is not supported on vLLM (only role and content)",
+                "the model's chat template does not render tool calls or tool results in "
+                "the history: this model cannot take them",
             )
-        messages.append({"role": m.get("role"), "content": _text_of(m.get("content"), i)})
+    if c.tool_mode == AUTO and tools and _render(tokenizer, messages, None) == text:
+        raise Refused(
+            "unsupported_parameter",
+            "the model's chat template does not render tools, so it cannot choose among them: "
+            'send tool_choice "required" or a named function',
+        )
+    return text
+
+
+def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: Any) -> str:
+    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
+    if tools:
+        kwargs["tools"] = tools
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(tokenizer.apply_chat_template(messages, **kwargs))
     except Exception as exc:
         raise Refused("invalid_request", f"the model's chat template refused: {exc}") from exc
-    return str(text)
 
 
-def _text_of(content: Any, i: int) -> str:
+def _template_calls(calls: Any) -> Any:
+    """Tool calls as chat templates expect them: arguments as objects, not JSON text."""
+    if not isinstance(calls, list):
+        raise Refused("invalid_request", "tool_calls must be a list")
+    out = []
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict):
+            raise Refused("invalid_request", "each tool call needs a function object")
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError as exc:
+                raise Refused("invalid_request", "a tool call's arguments are not JSON") from exc
+        out.append({**call, "function": {**fn, "arguments": args}})
+    return out
+
+
+def _text_of(content: Any) -> str:
     if content is None or isinstance(content, str):
         return content or ""
-    if not isinstance(content, list):
-        raise Refused("invalid_request", f"messages[{i}].content must be a string or text parts")
-    texts = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-        if kind != "text":
-            raise Refused(
-                "unsupported_parameter", f"message part of type {kind!r} is not supported on vLLM"
-            )
-        text = part.get("text", "")
-        if not isinstance(text, str):
-            raise Refused("invalid_request", f"messages[{i}]: a text part's text is not a string")
-        texts.append(text)
-    return "".join(texts)
-
-
-def outcome_of(
-    request_id: str, model: str, is_chat: bool, r: GenResult, gpu_hourly_usd: float
-) -> Outcome:
-    """A row's worth: OpenAI-shaped response_json, usage, GPU-seconds and their cost."""
-    if r.error_type is not None:
-        return Outcome(
-            status=FAILED,
-            model_used=model,
-            error_type=r.error_type,
-            error_message=r.error_message,
-            retryable=r.error_type == "engine_error",
-        )
-    usage = {
-        "prompt_tokens": r.prompt_tokens,
-        "completion_tokens": r.output_tokens,
-        "total_tokens": r.prompt_tokens + r.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
-    }
-    if is_chat:
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": r.text},
-            "finish_reason": r.finish_reason,
-        }
-        kind = "chat.completion"
-    else:
-        choice = {"index": 0, "text": r.text, "finish_reason": r.finish_reason}
-        kind = "text_completion"
-    response = {
-        "id": f"vllm-{request_id}",
-        "object": kind,
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": usage,
-    }
-    return Outcome(
-        status=SUCCEEDED,
-        model_used=model,
-        output_text=r.text,
-        response_json=_enc.encode(response).decode(),
-        finish_reason=r.finish_reason,
-        input_tokens=r.prompt_tokens,
-        cached_input_tokens=r.cached_tokens,
-        output_tokens=r.output_tokens,
-        gpu_seconds=r.gpu_seconds,
-        cost_usd=r.gpu_seconds * gpu_hourly_usd / 3600.0,
-    )
+    return "".join(part.get("text", "") for part in content)

@@ -15,6 +15,10 @@ never records results over those of the worker that took the chunk over.
 
 Requests of a chunk are queued sorted by prompt, so those sharing a prefix reach the
 engine together and its prefix cache serves them.
+
+A worker may serve several models (`VllmSettings.engines()`): each has its own engine and
+feeder, started at its first chunk; a chunk holds one model's lines. The feeders share one
+lock for their engine steps (see `engine`).
 """
 
 from __future__ import annotations
@@ -29,13 +33,34 @@ from typing import Any
 
 import msgspec
 
+from batchd.backends.vllm.answers import failed_outcome, outcome_of
+from batchd.backends.vllm.checkpoints import (
+    DoneMarker,
+    checkpointed,
+    gpu_dir,
+    read_done,
+    request_cancel,
+)
 from batchd.backends.vllm.engine import EngineFeeder, GenRequest, GenResult
-from batchd.backends.vllm.prompts import Refused, outcome_of, prompt_of, sampling_of
+from batchd.backends.vllm.prompts import Plan, Refused, plan_of, prompt_of
+from batchd.backends.vllm.structured import AUTO
 from batchd.config.settings import VllmSettings
 from batchd.outcome import Outcome
+from batchd.requests import CHAT
 from batchd.storage.blobs import Blobs
-from batchd.storage.chunk_outcomes import chunk_lines, read_outcomes, write_outcomes
+from batchd.storage.chunk_outcomes import chunk_lines, write_outcomes
 
+__all__ = [  # the chunk records are read through this module too
+    "CANCELLED",
+    "COMPLETED",
+    "LOST",
+    "ChunkJob",
+    "GpuRunner",
+    "checkpointed",
+    "gpu_dir",
+    "read_done",
+    "request_cancel",
+]
 log = logging.getLogger("batchd.gpu")
 
 COMPLETED = "completed"
@@ -44,47 +69,13 @@ LOST = "lost"  # the job's guard (its lease) said no: another worker has the chu
 CANCEL_CHECK_S = 2.0  # how often a running chunk looks for a cancel marker
 
 
-class DoneMarker(msgspec.Struct, kw_only=True):
-    state: str
-    n_requests: int
-    n_outcomes: int
-    gpu_seconds: float
-    ended_at: float
-
-
 class ChunkLine(msgspec.Struct):
     custom_id: str
     body: dict[str, Any]
+    endpoint: str = CHAT  # chat | completions | embeddings (responses: translated to chat)
 
 
 _line_dec = msgspec.json.Decoder(ChunkLine)
-
-
-def gpu_dir(chunk_id: str) -> str:
-    return f"gpu/{chunk_id}"
-
-
-def read_done(blobs: Blobs, chunk_id: str) -> DoneMarker | None:
-    rel = f"{gpu_dir(chunk_id)}/done.json"
-    if not blobs.exists(rel):
-        return None
-    return msgspec.json.decode(blobs.read_bytes(rel), type=DoneMarker)
-
-
-def checkpointed(blobs: Blobs, chunk_id: str) -> dict[str, Outcome]:
-    """Every outcome the chunk's parts hold, by vendor id."""
-    out: dict[str, Outcome] = {}
-    for rel in blobs.list(gpu_dir(chunk_id)):
-        if rel.rsplit("/", 1)[-1].startswith("part-"):
-            with blobs.open(rel) as f:
-                for key, outcome in read_outcomes(f):
-                    out[key.decode()] = outcome
-    return out
-
-
-def request_cancel(blobs: Blobs, chunk_id: str) -> None:
-    with blobs.writer(f"{gpu_dir(chunk_id)}/cancel") as f:
-        f.write(b"1")
 
 
 class ChunkJob:
@@ -113,6 +104,7 @@ class ChunkJob:
         self.finished = threading.Event()
         self.idle = threading.Event()  # set when nothing of the chunk is queued or running
         self.lock = threading.Lock()
+        self.feeder: EngineFeeder | None = None  # the model's feeder its requests went to
 
 
 class GpuRunner:
@@ -125,14 +117,43 @@ class GpuRunner:
         engine_factory: Callable[[VllmSettings], Any] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.admitting = admitting  # swappable: the feeder asks through this attribute
-        kwargs: dict[str, Any] = {"admitting": lambda: self.admitting()}
-        if engine_factory is not None:
-            kwargs["engine_factory"] = engine_factory
-        self.feeder = EngineFeeder(cfg, **kwargs)
-        self.feeder.tick = self._tick
+        self.admitting = admitting  # swappable: the feeders ask through this attribute
+        self._factory = engine_factory
+        self._feeders: dict[str, EngineFeeder] = {}
+        self._gpu_turn = threading.Lock()  # one engine step at a time on this worker's GPUs
+        self._tick_lock = threading.Lock()
         self._jobs: dict[str, ChunkJob] = {}
         self._lock = threading.Lock()
+
+    @property
+    def feeder(self) -> EngineFeeder:
+        """The feeder of the worker's first model ([backends.vllm] itself)."""
+        return self.feeder_for(self.cfg.name)
+
+    def feeder_for(self, model: str) -> EngineFeeder:
+        """The feeder (and engine, started on first use) of one served model; KeyError: this
+        worker does not serve it."""
+        with self._lock:
+            found = self._feeders.get(model)
+            if found is not None:
+                return found
+            cfg = self.cfg.engine(model)
+            if cfg is None:
+                raise KeyError(model)
+            kwargs: dict[str, Any] = {"admitting": lambda: self.admitting()}
+            if self._factory is not None:
+                kwargs["engine_factory"] = self._factory
+            feeder = EngineFeeder(cfg, gpu_turn=self._gpu_turn, **kwargs)
+            feeder.tick = self._tick
+            self._feeders[model] = feeder
+            return feeder
+
+    def counts(self) -> tuple[int, int]:
+        """(queued, inside the engines) over every model's feeder."""
+        with self._lock:
+            feeders = list(self._feeders.values())
+        per = [f.counts() for f in feeders]
+        return sum(q for q, _ in per), sum(i for _, i in per)
 
     def job(self, chunk_id: str) -> ChunkJob | None:
         with self._lock:
@@ -166,18 +187,31 @@ class GpuRunner:
         if not lines:
             self._finish(job, COMPLETED)
             return job
-        tokenizer = self.feeder.tokenizer()
+        engine = self.cfg.engine(model)
+        if engine is None:
+            gone = GenResult(
+                error_type="model_not_served",
+                error_message=f"this gpu worker does not serve {model!r} "
+                f"(it serves {', '.join(self.cfg.served_names()) or 'nothing'})",
+            )
+            job.remaining = len(lines)
+            for vid, _ in lines:
+                self._record(job, vid, None, gone)
+            return job
+        feeder = self.feeder_for(model)
+        tokenizer = feeder.tokenizer()
+        no_parser = _parser_problem(engine.tool_parser)
         reqs: list[tuple[str, GenRequest]] = []
-        refused: list[tuple[str, GenResult, bool]] = []
+        refused: list[tuple[str, GenResult]] = []
         for vid, raw in lines:
-            parsed = _line_dec.decode(raw)
-            is_chat = "messages" in parsed.body
             try:
-                prompt = prompt_of(parsed.body, tokenizer)
-                sampling = sampling_of(parsed.body)
+                parsed = _line_dec.decode(raw)
+                plan = plan_of(parsed.endpoint, parsed.body, engine.kind, engine.tool_parser, model)
+                prompt = prompt_of(plan, parsed.body, tokenizer)
+                if plan.constraint.tool_mode == AUTO and no_parser:
+                    raise Refused("unsupported_parameter", no_parser)
             except Refused as exc:
-                result = GenResult(error_type=exc.error_type, error_message=str(exc))
-                refused.append((vid, result, is_chat))
+                refused.append((vid, GenResult(error_type=exc.error_type, error_message=str(exc))))
                 continue
             except Exception as exc:  # a line nobody foresaw: its own row, never the chunk's
                 log.debug("vLLM prompt for %s", vid, exc_info=exc)
@@ -185,21 +219,24 @@ class GpuRunner:
                     error_type="internal_error",
                     error_message=f"{type(exc).__name__} building the vLLM prompt: {exc}"[:400],
                 )
-                refused.append((vid, result, is_chat))
+                refused.append((vid, result))
                 continue
+            body = parsed.body if plan.constraint.tool_mode == AUTO else None
             req = GenRequest(
                 request_id=f"{chunk_id}/{vid}",
                 prompt=prompt,
-                sampling=sampling,
-                on_done=self._make_on_done(job, vid, is_chat),
+                sampling=plan.sampling,
+                pooling=plan.pooling,
+                on_done=self._make_on_done(job, vid, plan, body, tokenizer, engine.tool_parser),
                 tag=chunk_id,
             )
-            reqs.append((prompt, req))
+            reqs.append((prompt if isinstance(prompt, str) else str(prompt), req))
         job.remaining = len(lines)
-        for vid, result, is_chat in refused:
-            self._record(job, vid, is_chat, result)
+        job.feeder = feeder
+        for vid, result in refused:
+            self._record(job, vid, None, result)
         reqs.sort(key=lambda pr: pr[0])  # shared prefixes reach the engine together
-        self.feeder.submit(req for _, req in reqs)
+        feeder.submit(req for _, req in reqs)
         return job
 
     def cancel_chunk(self, chunk_id: str) -> None:
@@ -207,8 +244,9 @@ class GpuRunner:
         job = self.job(chunk_id)
         if job is None or job.state != "running":
             return
-        self.feeder.withdraw(chunk_id)
-        self.feeder.abort(chunk_id)
+        if job.feeder is not None:
+            job.feeder.withdraw(chunk_id)
+            job.feeder.abort(chunk_id)
         self._finish(job, CANCELLED)
 
     def lose(self, chunk_id: str) -> None:
@@ -221,8 +259,9 @@ class GpuRunner:
                 return
             job.state = LOST
             job.buffer = []
-        self.feeder.withdraw(chunk_id)
-        self.feeder.abort(chunk_id)
+        if job.feeder is not None:
+            job.feeder.withdraw(chunk_id)
+            job.feeder.abort(chunk_id)
         job.finished.set()
         job.idle.set()
         log.error("chunk %s: lost its lease; this worker writes nothing more for it", chunk_id)
@@ -242,7 +281,7 @@ class GpuRunner:
         job = self.job(chunk_id)
         if job is None or job.state != "running":
             return 0
-        back = self.feeder.withdraw(chunk_id)
+        back = job.feeder.withdraw(chunk_id) if job.feeder is not None else []
         with job.lock:
             job.remaining -= len(back)
             idle = job.remaining <= 0
@@ -258,19 +297,54 @@ class GpuRunner:
         job.idle.set()
 
     def close(self) -> None:
-        self.feeder.close()
+        with self._lock:
+            feeders = list(self._feeders.values())
+        for feeder in feeders:
+            feeder.close()
 
     # -- feeder thread ------------------------------------------------------------------
     def _make_on_done(
-        self, job: ChunkJob, vid: str, is_chat: bool
+        self,
+        job: ChunkJob,
+        vid: str,
+        plan: Plan,
+        body: dict[str, Any] | None,
+        tokenizer: Any,
+        tool_parser: str,
     ) -> Callable[[GenRequest, GenResult], None]:
         def on_done(_req: GenRequest, result: GenResult) -> None:
-            self._record(job, vid, is_chat, result)
+            self._record(job, vid, plan, result, body, tokenizer, tool_parser)
 
         return on_done
 
-    def _record(self, job: ChunkJob, vid: str, is_chat: bool, result: GenResult) -> None:
-        outcome = outcome_of(vid, job.model, is_chat, result, self.cfg.gpu_hourly_usd)
+    def _record(
+        self,
+        job: ChunkJob,
+        vid: str,
+        plan: Plan | None,
+        result: GenResult,
+        body: dict[str, Any] | None = None,
+        tokenizer: Any = None,
+        tool_parser: str = "",
+    ) -> None:
+        try:
+            outcome = outcome_of(
+                vid,
+                job.model,
+                plan,
+                result,
+                self.cfg.gpu_hourly_usd,
+                body=body,
+                tokenizer=tokenizer,
+                tool_parser=tool_parser,
+            )
+        except Exception as exc:  # e.g. a tool parser that raised: this row fails, not the chunk
+            log.debug("vLLM answer for %s", vid, exc_info=exc)
+            failed = GenResult(
+                error_type="internal_error",
+                error_message=f"{type(exc).__name__} reading the vLLM answer: {exc}"[:400],
+            )
+            outcome = failed_outcome(job.model, failed)
         with job.lock:
             if job.state != "running":
                 return
@@ -289,6 +363,14 @@ class GpuRunner:
 
     def _tick(self) -> None:
         """Checkpoint what waits longer than the interval; honour cancel markers."""
+        if not self._tick_lock.acquire(blocking=False):
+            return  # another model's feeder is at it
+        try:
+            self._tick_jobs()
+        finally:
+            self._tick_lock.release()
+
+    def _tick_jobs(self) -> None:
         now = time.monotonic()
         with self._lock:
             jobs = [j for j in self._jobs.values() if j.state == "running"]
@@ -341,3 +423,17 @@ class GpuRunner:
             job.n_requests,
             job.gpu_seconds,
         )
+
+
+def _parser_problem(name: str) -> str:
+    """Why the model's tool-call parser cannot be used ("" when it can, or none is set)."""
+    if not name:
+        return ""
+    from vllm.tool_parsers import ToolParserManager
+
+    try:
+        ToolParserManager.get_tool_parser(name)
+    except KeyError:
+        known = ", ".join(ToolParserManager.list_registered())
+        return f"tool_parser {name!r} is not one of vLLM's tool-call parsers ({known})"
+    return ""

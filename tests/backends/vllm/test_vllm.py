@@ -138,7 +138,7 @@ def test_requests_the_model_cannot_take_fail_with_a_reason(
         chat(0),
         {"id": "long", "model": "tiny", "prompt": "hello " * 400, "max_tokens": 5},
         {**chat(2), "logit_bias": {"1": 2}},
-        {**chat(3), "n": 2},
+        {**chat(3), "best_of": 2},
         {**chat(4), "temperature": -1},
         {
             "id": "image",
@@ -159,7 +159,7 @@ def test_requests_the_model_cannot_take_fail_with_a_reason(
     assert "logit_bias" in by_id["q2"]["error_message"]
     assert (
         by_id["q3"]["error_type"] == "unsupported_parameter"
-        and "n=2" in by_id["q3"]["error_message"]
+        and "best_of=2" in by_id["q3"]["error_message"]
     )
     assert by_id["q4"]["status"] == "failed" and "temperature" in by_id["q4"]["error_message"]
     assert by_id["image"]["error_type"] == "unsupported_parameter"
