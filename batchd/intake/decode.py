@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import UnsupportedRequest
+from batchd.backends.capabilities import needs
 from batchd.intake.screen import BOM, huge_int, line_id, lone_surrogate, stray_bom, too_deep
 from batchd.planning.estimates import VLLM
 from batchd.planning.routing import Choice, Route, RouteError, Router
@@ -256,11 +257,26 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
     options: list[bytes] = []
     backend = ""
+    where.stage = "capabilities"
+    targets = _targets_of(route)
+    asked = needs(item)
+    able = [not ctx.router.lacks(asked, t) for t in targets]
+    if not any(able):
+        alias = route.alias if isinstance(route, Choice) else ""
+        err = ctx.router.refusal(item, targets, alias)
+        return _invalid(
+            item.line_no,
+            item.custom_id,
+            err.error_type,
+            err.message,
+            item.tenant,
+            item.tags,
+            item.model,
+        )
     try:
         if type(route) is Choice:
-            options = _options(vid, item, route, ctx.router, where)
+            options = _options(vid, item, route, ctx.router, where, able)
             line = b""
-            targets = route.targets
         else:
             backend = route.backend  # type: ignore[union-attr]
             where.stage = f"translation for {backend}"
@@ -269,7 +285,6 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
             else:
                 sent = item
             line = ctx.router.backend(backend).encode_line(vid, sent) + b"\n"
-            targets = [route]  # type: ignore[list-item]
     except UnsupportedRequest as exc:
         return _invalid(
             item.line_no,
@@ -302,11 +317,20 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
     )
 
 
-def _options(vid: str, item: Request, choice: Choice, router: Router, where: _Where) -> list[bytes]:
-    """One chunk line per target; b"" where a target cannot express the request."""
+def _targets_of(route: Route | Choice) -> list[Route]:
+    return route.targets if isinstance(route, Choice) else [route]
+
+
+def _options(
+    vid: str, item: Request, choice: Choice, router: Router, where: _Where, able: list[bool]
+) -> list[bytes]:
+    """One chunk line per target; b"" where a target cannot serve or express the request."""
     lines = []
     first_error: UnsupportedRequest | None = None
-    for t in choice.targets:
+    for t, can in zip(choice.targets, able, strict=True):
+        if not can:  # the planner never places the line there
+            lines.append(b"")
+            continue
         where.stage = f"translation for {t.backend}"
         try:
             lines.append(router.backend(t.backend).encode_line(vid, _as_target(item, t.model)))
