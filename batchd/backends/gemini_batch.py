@@ -316,7 +316,8 @@ def parse_response(item: dict[str, Any], model: str) -> Outcome:
         )
     reason = str(first.get("finishReason") or "")
     finish: str | None = FINISH_REASON.get(reason, reason.lower() or None)
-    if any("functionCall" in p for p in parts):
+    calls = tool_calls_of(parts)
+    if calls:
         finish = "tool_calls"
     return Outcome(
         status=SUCCEEDED,
@@ -329,7 +330,28 @@ def parse_response(item: dict[str, Any], model: str) -> Outcome:
         # Thinking tokens are billed at the output price (ai.google.dev/gemini-api/docs/pricing).
         output_tokens=int(usage.get("candidatesTokenCount") or 0)
         + int(usage.get("thoughtsTokenCount") or 0),
+        reasoning_tokens=int(usage.get("thoughtsTokenCount") or 0),
+        tool_calls=_enc.encode(calls).decode() if calls else None,
+        request_id=response.get("responseId"),
     )
+
+
+def tool_calls_of(parts: list[Any]) -> list[dict[str, Any]]:
+    """Gemini's functionCall parts as OpenAI tool calls (arguments as JSON text)."""
+    calls = []
+    for i, part in enumerate(p for p in parts if isinstance(p.get("functionCall"), dict)):
+        call = part["functionCall"]
+        calls.append(
+            {
+                "id": str(call.get("id") or f"call_{i}"),
+                "type": "function",
+                "function": {
+                    "name": str(call.get("name")),
+                    "arguments": _enc.encode(call.get("args") or {}).decode(),
+                },
+            }
+        )
+    return calls
 
 
 @asynccontextmanager

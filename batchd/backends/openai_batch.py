@@ -305,6 +305,7 @@ def parse_output_line(raw: bytes, model: str) -> tuple[str, Outcome]:
             error_message=f"HTTP {status_code}: {message}",
             retryable=status_code in RETRYABLE_STATUS,
             response_json=_enc.encode(body).decode(),
+            request_id=response.get("request_id"),
         )
     choice = (body.get("choices") or [{}])[0]
     message_obj = choice.get("message") or {}
@@ -319,4 +320,5 @@ def parse_output_line(raw: bytes, model: str) -> tuple[str, Outcome]:
         input_tokens=int(usage.get("prompt_tokens") or 0),
         cached_input_tokens=int(details.get("cached_tokens") or 0),
         output_tokens=int(usage.get("completion_tokens") or 0),
+        request_id=response.get("request_id"),
     )

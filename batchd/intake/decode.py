@@ -65,6 +65,8 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
     deadline_at: float | None = None
     options: list[bytes] = []  # an alias: one chunk line per target ("" = target can't take it)
     prompt_tokens: int = -1  # counted by the vLLM model's tokenizer, when it has a vLLM target
+    endpoint: str = ""  # chat | embeddings | responses | completions (set: the line is valid)
+    encoding_format: str | None = None  # an embeddings line's, for the OpenAI-format export
 
 
 class Block(msgspec.Struct, array_like=True, gc=False):
@@ -314,6 +316,8 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         item.deadline_at,
         options,
         prompt_tokens,
+        item.endpoint,
+        fmt if isinstance(fmt := body.get("encoding_format"), str) else None,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,10 +204,12 @@ def test_parse_response_usage_and_finish_reasons() -> None:
                     "thoughtsTokenCount": 5,
                 },
                 "modelVersion": "gemini-2.5-flash-001",
+                "responseId": "resp-123",
             }
         },
         MODEL,
     )
+    assert ok.reasoning_tokens == 5 and ok.request_id == "resp-123" and ok.tool_calls is None
     assert (ok.status, ok.output_text, ok.finish_reason) == ("succeeded", "hi", "length")
     assert (ok.input_tokens, ok.cached_input_tokens, ok.output_tokens) == (100, 60, 12)
     assert ok.model_used == "gemini-2.5-flash-001"
@@ -226,7 +229,13 @@ def test_parse_response_usage_and_finish_reasons() -> None:
             "response": {
                 "candidates": [
                     {
-                        "content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]},
+                        "content": {
+                            "parts": [
+                                {"text": "calling"},
+                                {"functionCall": {"name": "f", "args": {"city": "Oslo"}}},
+                                {"functionCall": {"id": "g1", "name": "g", "args": {}}},
+                            ]
+                        },
                         "finishReason": "STOP",
                     }
                 ]
@@ -234,7 +243,16 @@ def test_parse_response_usage_and_finish_reasons() -> None:
         },
         MODEL,
     )
-    assert call.finish_reason == "tool_calls"
+    assert call.finish_reason == "tool_calls" and call.output_text == "calling"
+    assert call.tool_calls is not None
+    assert json.loads(call.tool_calls) == [  # the common column: OpenAI's shape
+        {
+            "id": "call_0",
+            "type": "function",
+            "function": {"name": "f", "arguments": '{"city":"Oslo"}'},
+        },
+        {"id": "g1", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
     blocked = parse_response({"response": {"promptFeedback": {"blockReason": "SAFETY"}}}, MODEL)
     assert blocked.status == "failed" and blocked.error_type == "content_filter"
 
