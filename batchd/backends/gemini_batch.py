@@ -136,7 +136,8 @@ class GeminiBatchBackend:
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
         """batchd's chunk line: `custom_id` (as every chunk file) and the Gemini request."""
-        return _enc.encode({"custom_id": vendor_id, "request": to_gemini_request(request)})
+        sent = request.body if request.fmt == "gemini" else to_gemini_request(request)  # native
+        return _enc.encode({"custom_id": vendor_id, "request": sent})
 
     async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         async with _translated("create"):

@@ -257,6 +257,10 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
     vid = vendor_id(key, item.cache_ok and ctx.use_cache)
     body = item.body
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    if item.fmt == "gemini":  # a Gemini-native request
+        config = body.get("generationConfig")
+        limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
+        max_tokens = limit if type(limit) is int and limit > 0 else 0
     options: list[bytes] = []
     backend = ""
     where.stage = "capabilities"
@@ -348,7 +352,7 @@ def _options(
 
 
 def _prompt_tokens(item: Request, targets: list[Route], router: Router) -> int:
-    if router.vllm_name and any(t.backend == "vllm" for t in targets):
+    if "messages" in item.body and router.vllm_name and any(t.backend == "vllm" for t in targets):
         return router.tokens.count(item.body["messages"])
     return -1
 
