@@ -4,8 +4,9 @@ One table (README "What each target can serve" is rendered from it, and a test c
 two agree): per backend, model families matched by name (fnmatch, first match wins), each
 with the endpoints it serves and the features it has. vLLM models are described by their
 settings rather than their names: an embedding (pooling) model serves embeddings only; a
-generation model serves chat, completions and Responses, images only when it is multimodal,
-`tool_choice: auto` only with a tool-call parser (`_vllm_family`).
+generation model serves chat, completions and Responses (translated), `tool_choice: auto`
+only with a tool-call parser (`_vllm_family`; images only where a model is marked multimodal,
+which no vLLM setting does yet).
 
 `needs(request)` says what one line asks for; `missing(needs, caps)` what a target lacks of
 it. Intake makes a line whose only target lacks something `invalid` (naming a target that
@@ -141,7 +142,7 @@ FAMILIES: tuple[Family, ...] = (
         "gemini",
         "gemini-*",
         ["*"],
-        [CHAT, STRUCTURED, TOOLS, TOOLS_AUTO, IMAGES, SEED, GEMINI_NATIVE],
+        [CHAT, RESPONSES, STRUCTURED, TOOLS, TOOLS_AUTO, IMAGES, SEED, GEMINI_NATIVE],
         structured_outputs="responseJsonSchema",
         images="data: URLs only",
     ),
@@ -154,7 +155,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 VLLM_GENERATE = (CHAT, COMPLETIONS, RESPONSES, STRUCTURED, TOOLS, N, LOGPROBS, SEED)
-EMBEDDING_KINDS = frozenset({"embed", "embedding", "embeddings", "pooling"})
+EMBEDDING_KINDS = frozenset({"embed", "pooling"})
 
 
 def _vllm_family(embedding: bool, multimodal: bool, tool_parser: str) -> Family:
@@ -177,22 +178,20 @@ def _vllm_family(embedding: bool, multimodal: bool, tool_parser: str) -> Family:
     return _family("vllm", ", ".join(words), (), serves, **how)
 
 
+# The README's vLLM rows: the models settings can describe today (text only: no vLLM setting
+# marks a model multimodal yet, and batchd's vLLM prompts refuse image parts).
 VLLM_ROWS = (
     _vllm_family(False, False, ""),
     _vllm_family(False, False, "hermes"),
-    _vllm_family(False, True, ""),
     _vllm_family(True, False, ""),
 )
 
 
 def _vllm_entry(settings: Settings, name: str) -> Any:
-    """The per-model vLLM settings entry serving `name`, if settings have one."""
-    vllm: Any = settings.backends.vllm
-    for entry in getattr(vllm, "models", None) or ():
-        served = getattr(entry, "served_model_name", "") or getattr(entry, "name", "")
-        if served == name:
-            return entry
-    return None
+    """The vLLM settings of the model served as `name` (`VllmSettings.engine`, where the
+    worker serves several models), or None when settings have no per-model entry."""
+    engine = getattr(settings.backends.vllm, "engine", None)
+    return engine(name) if callable(engine) else None
 
 
 def family_of(backend: str, model: str, settings: Settings) -> Family:
@@ -201,12 +200,9 @@ def family_of(backend: str, model: str, settings: Settings) -> Family:
         entry = _vllm_entry(settings, model)
         if entry is None:  # no per-model settings: a generation model, text only
             return VLLM_ROWS[0]
-        kind = str(
-            getattr(entry, "kind", "") or getattr(entry, "task", "") or getattr(entry, "runner", "")
-        )
         return _vllm_family(
-            kind.lower() in EMBEDDING_KINDS,
-            bool(getattr(entry, "multimodal", False)),
+            str(getattr(entry, "kind", "")).lower() in EMBEDDING_KINDS,  # generate | embed
+            bool(getattr(entry, "multimodal", False)),  # no such setting yet: text only
             str(getattr(entry, "tool_parser", "") or ""),
         )
     rows = [f for f in FAMILIES if f.backend == backend] or [

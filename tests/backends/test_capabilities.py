@@ -105,7 +105,12 @@ def test_needs_of_a_responses_body() -> None:
             {CHAT, STRUCTURED, TOOLS, IMAGES, SEED, GEMINI_NATIVE},
             set(),
         ),
-        ("gemini", "models/gemini-2.5-pro", {IMAGES}, {IMAGE_URLS, N, LOGPROBS, RESPONSES}),
+        (
+            "gemini",
+            "models/gemini-2.5-pro",
+            {IMAGES, RESPONSES},
+            {IMAGE_URLS, N, LOGPROBS, COMPLETIONS},
+        ),
         ("together", "meta-llama/x", {CHAT, LOGPROBS}, {EMBEDDINGS, GEMINI_NATIVE}),
     ],
 )
