@@ -78,12 +78,15 @@ def _family(
 
 _CHAT_ALL = (CHAT, RESPONSES, STRUCTURED, TOOLS, TOOLS_AUTO, N, SEED)
 _REASONING_OPENAI = ("gpt-5*", "o1*", "o3*", "o4*")
+# Claude models with native structured outputs (output_config.format), as Anthropic's
+# structured-outputs docs list them; the others get a forced tool.
 _NATIVE_SCHEMA_CLAUDE = (
-    "claude-sonnet-4-5*",
+    "claude-opus-4-7*",
+    "claude-opus-4-6*",
     "claude-opus-4-5*",
+    "claude-sonnet-4-6*",
+    "claude-sonnet-4-5*",
     "claude-haiku-4-5*",
-    "claude-opus-4-1*",
-    "claude-*-4-6*",
 )
 _CLAUDE = (CHAT, RESPONSES, STRUCTURED, TOOLS, TOOLS_AUTO, IMAGES, IMAGE_URLS)
 _THINKING = "extended thinking (budget from reasoning_effort)"
@@ -117,10 +120,10 @@ FAMILIES: tuple[Family, ...] = (
     _family("openai", "other chat models", ["*"], [*_CHAT_ALL, LOGPROBS]),
     _family(
         "anthropic",
-        "claude-sonnet-4-5, claude-opus-4-5, claude-haiku-4-5, claude-opus-4-1, claude-*-4-6",
+        "claude-opus-4-7 / 4-6 / 4-5, claude-sonnet-4-6 / 4-5, claude-haiku-4-5",
         _NATIVE_SCHEMA_CLAUDE,
         [*_CLAUDE, REASONING],
-        structured_outputs="native (output_format)",
+        structured_outputs="native (output_config.format)",
         reasoning=_THINKING,
     ),
     _family(
