@@ -8,6 +8,9 @@ Formats (detected per line, DESIGN §3):
                     "metadata"?, "deadline"?, "cache"?}; "endpoint" is chat (the default:
                     "prompt" is one user message), embeddings ("input"), completions
                     ("prompt") or responses ("input", "instructions")
+- Gemini-native:   {"id"?, "model", "contents", "systemInstruction"?, "generationConfig"?, ...}
+                   or Gemini's batch-file line {"key", "model"?, "request": {"contents", ...}}:
+                   the GenerateContentRequest is sent to Gemini as given (_gemini_request)
 The bodies of the endpoints besides chat are checked in `core.endpoints`. Parsing never
 raises on bad input: it returns an Invalid with a reason.
 """
@@ -68,7 +71,7 @@ class Request(msgspec.Struct, gc=False):
 
     line_no: int
     custom_id: str
-    fmt: str  # openai | anthropic | native
+    fmt: str  # openai | anthropic | native | gemini (body: the Gemini request as given)
     model: str
     tenant: str
     tags: dict[str, str]
@@ -232,6 +235,8 @@ def parse_request(obj: Any, line_no: int, default_tenant: str) -> Request | Inva
     if not isinstance(obj, dict):
         return Invalid(line_no, fallback_id, "not_an_object", "line is not a JSON object")
     raw_id = obj.get("custom_id", obj.get("id"))
+    if raw_id is None and isinstance(obj.get("request"), dict):
+        raw_id = obj.get("key")  # Gemini's batch-file line
     custom_id = fallback_id if raw_id is None else raw_id
     if not isinstance(custom_id, str) or not custom_id:
         return Invalid(
@@ -285,6 +290,8 @@ def _parse(
             _check_max_tokens(body, "body.")
         else:
             endpoints.check_body(endpoint, body, "body.")
+    elif isinstance(obj.get("request"), dict) or ("contents" in obj and "messages" not in obj):
+        return _gemini_request(obj, line_no, custom_id, tenant, tags, cache_ok, deadline_at)
     else:
         fmt = "native"
         endpoint = _native_endpoint(obj.get("endpoint", CHAT))
@@ -363,3 +370,46 @@ def _native_endpoint(value: Any) -> str:
 def salted_key(key: bytes, salt: str) -> bytes:
     """A key no other line shares: for `"cache": false` lines, sent on their own."""
     return hashlib.blake2b(key + salt.encode(), digest_size=KEY_BYTES).digest()
+
+
+_GEMINI_ENVELOPE = frozenset({"id", "key", "model", "metadata", "deadline", "cache", "request"})
+
+
+def _gemini_request(
+    obj: dict[str, Any],
+    line_no: int,
+    custom_id: str,
+    tenant: str,
+    tags: dict[str, str],
+    cache_ok: bool,
+    deadline_at: float | None,
+) -> Request:
+    """A Gemini-native line: its GenerateContentRequest kept exactly as given (fmt "gemini")."""
+    given = obj.get("request")
+    req = (
+        given
+        if isinstance(given, dict)
+        else {k: v for k, v in obj.items() if k not in _GEMINI_ENVELOPE}
+    )
+    where = "request." if isinstance(given, dict) else ""
+    if "model" not in obj and isinstance(req.get("model"), str):
+        obj = {**obj, "model": req["model"].removeprefix("models/")}
+    if "model" not in obj:
+        raise _Bad(
+            "missing_model", "no model: a Gemini-native line needs 'model' (e.g. gemini-2.5-flash)"
+        )
+    model = _model_of(obj, "")
+    contents = req.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise _Bad("missing_messages", f"no contents: {where}'contents' must be a non-empty list")
+    for i, c in enumerate(contents):
+        if type(c) is not dict or type(c.get("parts")) is not list:
+            raise _Bad("bad_content", f"{where}contents[{i}] must be an object with a 'parts' list")
+    body = {k: v for k, v in req.items() if k != "model"}
+    material = _key_encoder.encode({"model": model, "request": body})
+    key = hashlib.blake2b(
+        tenant.encode() + b"\x00gemini\x00" + material, digest_size=KEY_BYTES
+    ).digest()
+    return Request(
+        line_no, custom_id, "gemini", model, tenant, tags, cache_ok, deadline_at, body, key
+    )

@@ -248,6 +248,7 @@ def parse_result(result: Any, model: str) -> Outcome:
             cache_write_tokens=cache_write,
             cache_write_1h_tokens=write_1h,
             output_tokens=usage.output_tokens,
+            request_id=msg.id,  # the vendor's message id
         )
     if kind == "errored":
         err = result.error.error

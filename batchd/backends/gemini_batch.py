@@ -137,6 +137,8 @@ class GeminiBatchBackend:
 
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
         """batchd's chunk line: `custom_id` (as every chunk file) and the Gemini request."""
+        if request.fmt == "gemini":  # a Gemini-native request: sent as given
+            return _enc.encode({"custom_id": vendor_id, "request": request.body})
         chat = as_chat(request, "Gemini")  # a Responses request as chat; chat as it is
         return _enc.encode({"custom_id": vendor_id, "request": to_gemini_request(chat)})
 
@@ -318,14 +320,13 @@ def parse_response(item: dict[str, Any], model: str) -> Outcome:
         )
     reason = str(first.get("finishReason") or "")
     finish: str | None = FINISH_REASON.get(reason, reason.lower() or None)
-    calls = [p["functionCall"] for p in parts if isinstance(p.get("functionCall"), dict)]
+    calls = tool_calls_of(parts)
     if calls:
         finish = "tool_calls"
     return Outcome(
         status=SUCCEEDED,
         model_used=str(response.get("modelVersion") or model),
         output_text=text or (None if calls else text),
-        tool_calls=_tool_calls(calls) if calls else None,
         response_json=_enc.encode(response).decode(),
         finish_reason=finish,
         input_tokens=int(usage.get("promptTokenCount") or 0),  # includes the cached part
@@ -333,24 +334,28 @@ def parse_response(item: dict[str, Any], model: str) -> Outcome:
         # Thinking tokens are billed at the output price (ai.google.dev/gemini-api/docs/pricing).
         output_tokens=int(usage.get("candidatesTokenCount") or 0)
         + int(usage.get("thoughtsTokenCount") or 0),
+        reasoning_tokens=int(usage.get("thoughtsTokenCount") or 0),
+        tool_calls=_enc.encode(calls).decode() if calls else None,
+        request_id=response.get("responseId"),
     )
 
 
-def _tool_calls(calls: list[dict[str, Any]]) -> str:
-    """Gemini functionCall parts as OpenAI tool_calls JSON text (ids made up where absent)."""
-    return _enc.encode(
-        [
+def tool_calls_of(parts: list[Any]) -> list[dict[str, Any]]:
+    """Gemini's functionCall parts as OpenAI tool calls (arguments as JSON text)."""
+    calls = []
+    for i, part in enumerate(p for p in parts if isinstance(p.get("functionCall"), dict)):
+        call = part["functionCall"]
+        calls.append(
             {
-                "id": str(c.get("id") or f"call_{i}"),
+                "id": str(call.get("id") or f"call_{i}"),
                 "type": "function",
                 "function": {
-                    "name": str(c.get("name") or ""),
-                    "arguments": _enc.encode(c.get("args") or {}).decode(),
+                    "name": str(call.get("name")),
+                    "arguments": _enc.encode(call.get("args") or {}).decode(),
                 },
             }
-            for i, c in enumerate(calls)
-        ]
-    ).decode()
+        )
+    return calls
 
 
 @asynccontextmanager

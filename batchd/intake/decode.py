@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import UnsupportedRequest
+from batchd.backends.capabilities import needs
 from batchd.core.endpoints import count_messages
 from batchd.intake.screen import BOM, huge_int, line_id, lone_surrogate, stray_bom, too_deep
 from batchd.planning.estimates import VLLM
@@ -75,6 +76,7 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
     options: list[bytes] = []  # an alias: one chunk line per target ("" = target can't take it)
     prompt_tokens: int = -1  # counted by the vLLM model's tokenizer, when it has a vLLM target
     endpoint: str = CHAT  # chat | embeddings | responses | completions: chunks hold one
+    encoding_format: str | None = None  # an embeddings line's, for the OpenAI-format export
 
 
 class Block(msgspec.Struct, array_like=True, gc=False):
@@ -266,11 +268,26 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
     max_tokens = _max_tokens(item)
     options: list[bytes] = []
     backend = ""
+    where.stage = "capabilities"
+    targets = _targets_of(route)
+    asked = needs(item)
+    able = [not ctx.router.lacks(asked, t) for t in targets]
+    if not any(able):
+        alias = route.alias if isinstance(route, Choice) else ""
+        err = ctx.router.refusal(item, targets, alias)
+        return _invalid(
+            item.line_no,
+            item.custom_id,
+            err.error_type,
+            err.message,
+            item.tenant,
+            item.tags,
+            item.model,
+        )
     try:
         if type(route) is Choice:
-            options = _options(vid, item, route, ctx.router, where)
+            options = _options(vid, item, route, ctx.router, where, able)
             line = b""
-            targets = route.targets
         else:
             backend = route.backend  # type: ignore[union-attr]
             where.stage = f"translation for {backend}"
@@ -279,7 +296,6 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
             else:
                 sent = item
             line = ctx.router.backend(backend).encode_line(vid, sent) + b"\n"
-            targets = [route]  # type: ignore[list-item]
     except UnsupportedRequest as exc:
         return _invalid(
             item.line_no,
@@ -310,12 +326,17 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         options,
         prompt_tokens,
         item.endpoint,
+        fmt if isinstance(fmt := item.body.get("encoding_format"), str) else None,
     )
 
 
 def _max_tokens(item: Request) -> int:
     """The output cap the line gives (0: none), from the fields its endpoint validated."""
     body = item.body
+    if item.fmt == "gemini":  # a Gemini-native request
+        config = body.get("generationConfig")
+        limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
+        return limit if type(limit) is int and limit > 0 else 0
     names = _CAPS.get(item.endpoint, ())
     return next((v for v in map(body.get, names) if type(v) is int), 0)
 
@@ -327,11 +348,20 @@ _CAPS = {
 }
 
 
-def _options(vid: str, item: Request, choice: Choice, router: Router, where: _Where) -> list[bytes]:
-    """One chunk line per target; b"" where a target cannot express the request."""
+def _targets_of(route: Route | Choice) -> list[Route]:
+    return route.targets if isinstance(route, Choice) else [route]
+
+
+def _options(
+    vid: str, item: Request, choice: Choice, router: Router, where: _Where, able: list[bool]
+) -> list[bytes]:
+    """One chunk line per target; b"" where a target cannot serve or express the request."""
     lines = []
     first_error: UnsupportedRequest | None = None
-    for t in choice.targets:
+    for t, can in zip(choice.targets, able, strict=True):
+        if not can:  # the planner never places the line there
+            lines.append(b"")
+            continue
         where.stage = f"translation for {t.backend}"
         try:
             lines.append(router.backend(t.backend).encode_line(vid, _as_target(item, t.model)))
@@ -347,7 +377,9 @@ def _options(vid: str, item: Request, choice: Choice, router: Router, where: _Wh
 def _prompt_tokens(item: Request, targets: list[Route], router: Router) -> int:
     if router.vllm_name and any(t.backend == "vllm" for t in targets):
         body = item.body
-        messages = body["messages"] if item.endpoint == CHAT else None
+        messages = body.get("messages") if item.endpoint == CHAT else None
+        if item.fmt == "gemini":
+            return -1
         return router.tokens.count(messages or count_messages(item.endpoint, body))
     return -1
 

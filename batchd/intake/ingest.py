@@ -47,6 +47,8 @@ LINES_SCHEMA = pa.schema(
         ("error_type", pa.string()),
         ("error_message", pa.string()),
         ("cached_outcome", pa.binary()),
+        ("endpoint", pa.string()),  # a valid line's endpoint (NULL: invalid)
+        ("encoding_format", pa.string()),  # an embeddings line's, for the OpenAI export
     ]
 )
 
@@ -90,8 +92,12 @@ class _Rows:
         error_type: str | None = None,
         error_message: str | None = None,
         cached_outcome: bytes | None = None,
+        line: Parsed | None = None,
     ) -> None:
+        """`line`: a valid line, whose endpoint the row keeps."""
         c = self.cols
+        c["endpoint"].append(line.endpoint if line is not None else None)
+        c["encoding_format"].append(line.encoding_format if line is not None else None)
         c["line_no"].append(line_no)
         c["custom_id"].append(custom_id)
         c["request_key"].append(key)
@@ -211,13 +217,22 @@ def _settle(
                 CACHED,
                 CACHE_EXACT,
                 cached_outcome=_outcome_enc.encode(hit),
+                line=r,
             )
         elif dup:
             stats.in_run_duplicates += 1
             if r.deadline_at is not None:  # its answer is its leader's: due as early
                 chunker.follower_deadline(r.model, r.key, r.deadline_at)
             rows.add(
-                r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_IN_RUN
+                r.line_no,
+                r.custom_id,
+                r.key,
+                r.tenant,
+                r.tags,
+                r.model,
+                PENDING,
+                CACHE_IN_RUN,
+                line=r,
             )
         else:
             problem = _add_to_chunk(chunker, r)
@@ -227,7 +242,17 @@ def _settle(
                 continue
             stats.unique += 1
             stats.to_send += 1
-            rows.add(r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE)
+            rows.add(
+                r.line_no,
+                r.custom_id,
+                r.key,
+                r.tenant,
+                r.tags,
+                r.model,
+                PENDING,
+                CACHE_NONE,
+                line=r,
+            )
 
 
 def _add_to_chunk(chunker: Chunker, r: Parsed) -> str | None:

@@ -15,6 +15,7 @@ import pyarrow as pa
 from batchd.config.pricing import PriceBook, Usage
 from batchd.intake.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
+from batchd.output.openai_export import export_line
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -40,6 +41,7 @@ RESULTS_SCHEMA = pa.schema(
         ("schema_valid", pa.bool_()),  # NULL: the line gave no JSON schema
         ("error_type", pa.string()),
         ("error_message", pa.string()),
+        ("request_id", pa.string()),  # the vendor's id for this request; NULL: none given
         ("input_tokens", pa.int64()),
         ("cached_input_tokens", pa.int64()),
         ("cache_write_tokens", pa.int64()),
@@ -91,7 +93,6 @@ _SUM_FIELDS = (
 )
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 _json = msgspec.json.Encoder()
-_json_dec = msgspec.json.Decoder()
 
 MISSING_RESULT = Outcome(
     status=FAILED,
@@ -248,6 +249,7 @@ class RowAssembler:
             schema_valid=o.schema_valid,
             error_type=o.error_type,
             error_message=o.error_message,
+            request_id=o.request_id,
             input_tokens=o.input_tokens,
             cached_input_tokens=o.cached_input_tokens,
             cache_write_tokens=o.cache_write_tokens,
@@ -310,27 +312,15 @@ def _ts(epoch_s: float | None) -> int | None:
     return None if epoch_s is None else int(epoch_s * 1_000_000)
 
 
-def write_openai_jsonl(batch: pa.RecordBatch, out: BinaryIO) -> None:
-    """The OpenAI batch output format, one line per input line, for existing consumers."""
-    cols = batch.to_pydict()
-    for i in range(batch.num_rows):
-        status = cols["status"][i]
-        body = cols["response_json"][i]
-        line: dict[str, Any] = {
-            "id": f"batchd-{cols['run_id'][i]}-{cols['line_no'][i]}",
-            "custom_id": cols["custom_id"][i],
-        }
-        if status == SUCCEEDED and body is not None:
-            line["response"] = {
-                "status_code": 200,
-                "request_id": None,
-                "body": _json_dec.decode(body),
-            }
-            line["error"] = None
-        else:
-            line["response"] = None
-            line["error"] = {
-                "code": cols["error_type"][i] or status,
-                "message": cols["error_message"][i] or status,
-            }
-        out.write(_json.encode(line) + b"\n")
+def write_openai_jsonl(
+    batch: pa.RecordBatch, out: BinaryIO, lines: pa.RecordBatch | None = None
+) -> None:
+    """The OpenAI batch output format, one line per row, for existing consumers
+    (output.openai_export). `lines`: the rows' lines part (each line's endpoint)."""
+    rows = batch.to_pylist()
+    endpoints = lines.column("endpoint").to_pylist() if lines is not None else [None] * len(rows)
+    encodings = (
+        lines.column("encoding_format").to_pylist() if lines is not None else [None] * len(rows)
+    )
+    for row, endpoint, encoding in zip(rows, endpoints, encodings, strict=True):
+        out.write(_json.encode(export_line(row, endpoint, encoding)) + b"\n")

@@ -22,7 +22,7 @@ Sums = dict[str, tuple[float, float]]
 VLLM = "vllm"
 NOT_VENDOR = frozenset({VLLM, "planner"})
 # Ended batches whose time says how long the vendor takes (a cancel or rejection does not).
-TIMED_STATUSES = frozenset({"completed", "ended", "expired"})
+TIMED_STATUSES = frozenset({"completed", "ended", "expired", "succeeded"})  # + Gemini
 
 
 def bytes_per_token_key(model: str) -> str:

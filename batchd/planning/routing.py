@@ -1,5 +1,6 @@
 """Model name -> target(s): a concrete vendor model has one route, an alias a choice of
-several (backend, model) targets with a reference model for its baseline price.
+several (backend, model) targets with a reference model for its baseline price; and which
+targets can serve a line (the capability table, `backends.capabilities`).
 """
 
 from __future__ import annotations
@@ -7,10 +8,12 @@ from __future__ import annotations
 import msgspec
 
 from batchd.backends.base import BatchBackend
+from batchd.backends.capabilities import ENDPOINTS, cannot, family_of, missing, needs
 from batchd.config.pricing import PriceBook, unknown_model_message
 from batchd.config.settings import Settings
 from batchd.planning.estimates import VLLM
 from batchd.planning.tokens import TokenCounter
+from batchd.requests import Request
 
 
 class Route(msgspec.Struct, gc=False):
@@ -48,6 +51,8 @@ class Router:
         self.vllm_names = frozenset(vllm.served_names())  # every model the GPU worker serves
         self.tokens = TokenCounter(vllm.model if vllm.enabled else "")
         self._memo: dict[str, Route | Choice | RouteError] = {}
+        self._lacks: dict[tuple[str, str, frozenset[str]], list[str]] = {}
+        self._capable: dict[frozenset[str], str] = {}
 
     def backend(self, name: str) -> BatchBackend:
         """The backend that encodes `name`'s lines (vLLM without its backend: OpenAI format)."""
@@ -123,3 +128,53 @@ class Router:
             engine = self._settings.backends.vllm.engine(route.model)
             return engine.reference_model if engine is not None else ""
         return route.model
+
+    # --- capabilities ---------------------------------------------------------------------
+    def lacks(self, asked: frozenset[str], route: Route) -> list[str]:
+        """What of `asked` (capabilities.needs) this target cannot serve."""
+        key = (route.backend, route.model, asked)
+        hit = self._lacks.get(key)
+        if hit is None:
+            hit = self._lacks[key] = missing(
+                asked, family_of(route.backend, route.model, self._settings)
+            )
+        return hit
+
+    def refusal(self, request: Request, routes: list[Route], alias: str = "") -> RouteError:
+        """The invalid line's reason: what it asked that no target can, and who can."""
+        asked = needs(request)
+        reasons = [cannot(self.target_name(r), self.lacks(asked, r)) for r in routes]
+        lacked = {k for r in routes for k in self.lacks(asked, r)}
+        kind = "unsupported_endpoint" if lacked & set(ENDPOINTS) else "unsupported_parameter"
+        alt = self.capable_model(asked)
+        if alt:
+            hint = f"; {alt} can"
+            if alias:
+                hint += f" (add it to [models.{alias}].targets, or ask for it by name)"
+        else:
+            hint = "; no model batchd knows can: remove what it cannot serve"
+        if alias:
+            return RouteError(
+                kind, f"no target of {alias!r} can serve this line: {'; '.join(reasons)}{hint}"
+            )
+        return RouteError(kind, reasons[0] + hint)
+
+    def target_name(self, route: Route) -> str:
+        return f"{VLLM}:{route.model}" if route.backend == VLLM else route.model
+
+    def capable_model(self, asked: frozenset[str]) -> str:
+        """The cheapest model batchd can reach that serves everything in `asked` ("" none)."""
+        if asked not in self._capable:
+            best: tuple[float, str] | None = None
+            for p in self._prices.models():
+                if p.vendor not in self._backends:
+                    continue
+                if self.lacks(asked, Route(p.vendor, p.model)):
+                    continue
+                rank = (p.input_per_mtok + p.output_per_mtok, p.model)
+                best = rank if best is None or rank < best else best
+            name = best[1] if best else ""
+            if not name and self.vllm_name and not self.lacks(asked, Route(VLLM, self.vllm_name)):
+                name = f"{VLLM}:{self.vllm_name}"
+            self._capable[asked] = name
+        return self._capable[asked]

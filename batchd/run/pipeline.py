@@ -311,7 +311,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
             rows = assembler.assemble(batch)
             writer.write_batch(rows)
             if export_file is not None:
-                write_openai_jsonl(rows, export_file)
+                write_openai_jsonl(rows, export_file, batch)
         writer.close()
         with out.writer("costs.parquet") as costs_file:
             pq.write_table(summary.table(), costs_file)

@@ -204,10 +204,12 @@ def test_parse_response_usage_and_finish_reasons() -> None:
                     "thoughtsTokenCount": 5,
                 },
                 "modelVersion": "gemini-2.5-flash-001",
+                "responseId": "resp-123",
             }
         },
         MODEL,
     )
+    assert ok.reasoning_tokens == 5 and ok.request_id == "resp-123" and ok.tool_calls is None
     assert (ok.status, ok.output_text, ok.finish_reason) == ("succeeded", "hi", "length")
     assert (ok.input_tokens, ok.cached_input_tokens, ok.output_tokens) == (100, 60, 12)
     assert ok.model_used == "gemini-2.5-flash-001"
@@ -228,7 +230,11 @@ def test_parse_response_usage_and_finish_reasons() -> None:
                 "candidates": [
                     {
                         "content": {
-                            "parts": [{"functionCall": {"name": "f", "args": {"city": "Rome"}}}]
+                            "parts": [
+                                {"text": "calling"},
+                                {"functionCall": {"name": "f", "args": {"city": "Oslo"}}},
+                                {"functionCall": {"id": "g1", "name": "g", "args": {}}},
+                            ]
                         },
                         "finishReason": "STOP",
                     }
@@ -237,14 +243,15 @@ def test_parse_response_usage_and_finish_reasons() -> None:
         },
         MODEL,
     )
-    assert call.finish_reason == "tool_calls" and call.output_text is None
-    assert call.tool_calls is not None  # one column, OpenAI's shape, for every backend
-    assert json.loads(call.tool_calls) == [
+    assert call.finish_reason == "tool_calls" and call.output_text == "calling"
+    assert call.tool_calls is not None
+    assert json.loads(call.tool_calls) == [  # the common column: OpenAI's shape
         {
             "id": "call_0",
             "type": "function",
-            "function": {"name": "f", "arguments": '{"city":"Rome"}'},
-        }
+            "function": {"name": "f", "arguments": '{"city":"Oslo"}'},
+        },
+        {"id": "g1", "type": "function", "function": {"name": "g", "arguments": "{}"}},
     ]
     blocked = parse_response({"response": {"promptFeedback": {"blockReason": "SAFETY"}}}, MODEL)
     assert blocked.status == "failed" and blocked.error_type == "content_filter"

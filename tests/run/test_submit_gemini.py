@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from batchd.state.sqlite_store import SqliteStore
 from tests.emulators.anthropic_batch import AnthropicBatchEmulator
 from tests.emulators.gemini_batch import GeminiBatchEmulator
 from tests.emulators.openai_batch import OpenAIBatchEmulator
@@ -227,3 +228,84 @@ def test_alias_targets_checked_against_the_price_book(batchd: Batchd, tmp_path: 
     (tmp_path / "batchd.toml").write_text('[models.typo]\ntargets = ["gemeni:gemini-2.5-pro"]\n')
     bad = batchd.run("plan", str(src))
     assert bad.returncode != 0 and "gemini:<model>" in bad.stderr
+
+
+GEMINI_REQUEST = {
+    "contents": [{"role": "user", "parts": [{"text": "native gemini words"}]}],
+    "systemInstruction": {"parts": [{"text": "Be brief."}]},
+    "generationConfig": {"maxOutputTokens": 30, "temperature": 0.2},
+    "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
+}
+
+
+def test_gemini_native_lines_pass_through_unchanged_in_a_mixed_run(
+    batchd: Batchd,
+    emulator: OpenAIBatchEmulator,
+    claude: AnthropicBatchEmulator,
+    gemini: GeminiBatchEmulator,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "batchd.toml").write_text(
+        '[models.cheap]\ntargets = ["openai:gpt-5.4-nano", "gemini:gemini-2.5-flash-lite"]\n'
+    )
+    batch_file_line = {  # Gemini's own batch-file shape, with the model it needs
+        "key": "file-shape",
+        "model": FLASH,
+        "request": {"contents": [{"parts": [{"text": "from a gemini batch file"}]}]},
+    }
+    src = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            chat("gpt", "openai question"),
+            chat("claude", "claude question", model="claude-sonnet-4-5"),
+            {"id": "native", "model": FLASH, **GEMINI_REQUEST},
+            batch_file_line,
+            {"id": "wrong-target", "model": "gpt-5.4-nano", **GEMINI_REQUEST},
+            {"id": "via-alias", "model": "cheap", "contents": [{"parts": [{"text": "alias"}]}]},
+            {"key": "no-model", "request": {"contents": [{"parts": [{"text": "x"}]}]}},
+        ],
+    )
+    proc = batchd.submit(src)
+    assert proc.returncode == 3, proc.stderr  # two invalid lines
+    rows = {r["custom_id"]: r for r in batchd.results()}
+    assert [r["custom_id"] for r in batchd.results()] == [
+        "gpt",
+        "claude",
+        "native",
+        "file-shape",
+        "wrong-target",
+        "via-alias",
+        "no-model",
+    ]
+    assert {k: r["backend"] for k, r in rows.items() if r["status"] == "succeeded"} == {
+        "gpt": "openai",
+        "claude": "anthropic",
+        "native": "gemini",
+        "file-shape": "gemini",
+        "via-alias": "gemini",
+    }
+    assert rows["native"]["output_text"] == "echo: native gemini words"
+    assert rows["file-shape"]["output_text"] == "echo: from a gemini batch file"
+    wrong = rows["wrong-target"]
+    assert (wrong["status"], wrong["error_type"]) == ("invalid", "unsupported_parameter")
+    assert wrong["error_message"] == (
+        "gpt-5.4-nano cannot take Gemini-native requests (contents); gemini-2.5-flash-lite can"
+    )
+    assert rows["no-model"]["error_type"] == "missing_model"
+    # What Gemini received is the request exactly as the line gave it.
+    sent = [req for _, req in gemini.requests_seen()]
+    assert GEMINI_REQUEST in sent
+    assert batch_file_line["request"] in sent
+    assert len(emulator.batches()) == len(claude.batches()) == 1
+    # The Gemini batches were timed: turnaround observations like every vendor's.
+    store = SqliteStore(batchd.home / "state.db")
+    turn = {k: v for k, v in store.observations().items() if k.startswith("turn|gemini|")}
+    store.close()
+    assert sum(den for _, den in turn.values()) == len(gemini.batches()) == 2
+    # A second run of the same file is answered from the cache, the native lines included.
+    again = batchd.submit(src, "--output", str(tmp_path / "again"), "--within", "48h")
+    assert again.returncode == 3, again.stderr
+    assert len(gemini.batches()) == 2
+    (run_dir,) = (tmp_path / "again").iterdir()
+    cached = {r["custom_id"]: r["cache"] for r in batchd.results(run_dir)}
+    assert cached["native"] == cached["file-shape"] == cached["via-alias"] == "exact"

@@ -103,7 +103,9 @@ def test_mixed_file_one_row_per_line_in_order(
     assert [e["custom_id"] for e in export] == [r["custom_id"] for r in rows]
     assert export[0]["response"]["status_code"] == 200
     assert export[0]["response"]["body"]["choices"][0]["message"]["content"] == "echo: alpha one"
-    assert export[3]["response"] is None and export[3]["error"]["code"] == "invalid_json"
+    # An invalid line as OpenAI writes a refused request: HTTP 400 with body.error.
+    assert export[3]["error"] is None and export[3]["response"]["status_code"] == 400
+    assert export[3]["response"]["body"]["error"]["code"] == "invalid_json"
 
 
 def test_all_lines_succeeded_exits_zero_and_second_run_is_all_cache(
