@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 
 from batchd.config.suggest import did_you_mean
-from batchd.config.validation import describe, non_finite
+from batchd.config.validation import REDIS_SCHEMES, alias_problems, describe, non_finite
 from batchd.errors import BatchdError
 
 CONFIG_FILE_NAME = "batchd.toml"
@@ -33,6 +33,7 @@ Retries = Annotated[int, Meta(ge=0, le=100)]  # 0 = no retries
 Attempts = Annotated[int, Meta(ge=1, le=100)]
 TokenCount = Annotated[int, Meta(ge=1, le=10_000_000)]
 ByteCount = Annotated[int, Meta(ge=0, le=2**62)]
+EnqueuedTokens = Annotated[int, Meta(ge=0, le=10**12)]  # a vendor's enqueued-token cap; 0 = none
 FALLBACKS = ("realtime", "flex", "none")
 
 
@@ -53,6 +54,10 @@ class OpenAISettings(_Section):
     )
     # Models with the flex service tier (fnmatch patterns; OpenAI's flex processing guide).
     flex_models: list[str] = msgspec.field(default_factory=lambda: ["gpt-5*", "o3*", "o4-mini*"])
+    # the vendor's enqueued-token cap per model (batches waiting or running): one number for
+    # every model (0 = none), or per model (fnmatch patterns; wins over the number)
+    enqueued_token_limit: EnqueuedTokens = 0
+    enqueued_token_limits: dict[str, EnqueuedTokens] = msgspec.field(default_factory=dict)
 
 
 class AnthropicSettings(_Section):
@@ -65,6 +70,10 @@ class AnthropicSettings(_Section):
     default_max_tokens: TokenCount = 4096  # Claude needs max_tokens; used when a line has none
     sync_concurrency: Count = 8  # the deadline guard's parallel Messages API calls
     prompt_cache: bool = True  # mark shared prefixes with cache_control when it pays
+    # the vendor's enqueued-token cap per model (batches waiting or running): one number for
+    # every model (0 = none), or per model (fnmatch patterns; wins over the number)
+    enqueued_token_limit: EnqueuedTokens = 0
+    enqueued_token_limits: dict[str, EnqueuedTokens] = msgspec.field(default_factory=dict)
 
 
 class GeminiSettings(_Section):
@@ -80,6 +89,10 @@ class GeminiSettings(_Section):
     inline_max_bytes: int = 19_000_000  # bigger chunks go as a JSONL file (limit: 20 MB)
     max_retries: int = 5
     timeout_s: float = 600.0
+    # the vendor's enqueued-token cap per model (batches waiting or running): one number for
+    # every model (0 = none), or per model (fnmatch patterns; wins over the number)
+    enqueued_token_limit: EnqueuedTokens = 0
+    enqueued_token_limits: dict[str, EnqueuedTokens] = msgspec.field(default_factory=dict)
 
 
 class VllmSettings(_Section):
@@ -150,6 +163,8 @@ class ProviderSettings(_Section):
 
     base_url: str
     api_key_env: str = ""  # environment variable holding its key; default <NAME>_API_KEY
+    enqueued_token_limit: EnqueuedTokens = 0  # as [openai] (Together: per model)
+    enqueued_token_limits: dict[str, EnqueuedTokens] = msgspec.field(default_factory=dict)
 
 
 class PlannerSettings(_Section):
@@ -412,34 +427,6 @@ def _check(s: Settings) -> None:
         problems.append("gemini.inline_max_bytes must be in 0..20000000 (the vendor's limit)")
     if s.gemini.max_lines_per_chunk < 1:
         problems.append("gemini.max_lines_per_chunk must be >= 1")
-    problems += _alias_problems(s)
+    problems += alias_problems(s)
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")
-
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-TARGET_KINDS = ("vllm", "openai", "anthropic", "gemini")
-
-
-def _alias_problems(s: Settings) -> list[str]:
-    problems = []
-    kinds = {*TARGET_KINDS, *s.providers}
-    for alias, a in s.models.items():
-        if not a.targets:
-            problems.append(f"models.{alias}.targets is empty")
-        for t in a.targets:
-            kind, _, model = t.partition(":")
-            if not model or kind not in kinds:
-                problems.append(
-                    f"models.{alias}: target {t!r} must be vllm:<name>, openai:<model>, "
-                    f"anthropic:<model>, gemini:<model> or <provider>:<model> with "
-                    "[providers.<provider>]"
-                )
-            elif kind == "vllm" and (not s.backends.vllm.enabled or model != s.backends.vllm.name):
-                problems.append(
-                    f"models.{alias}: target {t!r} needs [backends.vllm] serving {model!r}"
-                )
-    for name in s.providers:
-        if name in TARGET_KINDS:
-            problems.append(f"providers.{name}: {name!r} is built in; pick another name")
-    return problems

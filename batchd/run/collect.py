@@ -19,11 +19,11 @@ from pathlib import Path
 
 import msgspec
 
-from batchd.backends.base import ChunkRejected
+from batchd.backends.base import ChunkRejected, QuotaExceeded
 from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
-from batchd.run import deadline_guard
+from batchd.run import deadline_guard, quota
 from batchd.run.services import Services
 from batchd.state.base import CHUNK_COLLECTED, CHUNK_ENDED, Chunk, Run
 from batchd.storage.chunk_outcomes import chunk_lines, write_outcomes
@@ -47,6 +47,8 @@ async def handle_ended(svc: Services, run: Run, chunk: Chunk) -> None:
         try:
             rejected = await _index_results(svc, chunk, index)
             _settle(svc, run, chunk, index, rejected)
+        except QuotaExceeded as exc:  # nothing ran: the same lines again, under the cap
+            quota.requeue(svc, run, chunk, exc)
         finally:
             index.close()
 
@@ -61,6 +63,8 @@ async def _index_results(svc: Services, chunk: Chunk, index: sqlite3.Connection)
             if len(pending) >= BATCH_LINES:
                 index.executemany("INSERT OR REPLACE INTO r VALUES (?, ?)", pending)
                 pending = []
+    except QuotaExceeded:
+        raise
     except ChunkRejected as exc:
         return str(exc)
     index.executemany("INSERT OR REPLACE INTO r VALUES (?, ?)", pending)
