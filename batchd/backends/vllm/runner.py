@@ -6,7 +6,10 @@ Per chunk, under `gpu/<chunk_id>/` of the run's blobs:
   a killed worker loses only what was inside the engine.
 - `done.json`: written once every line has an outcome (or the chunk was canceled):
   state, counts and the GPU-seconds the chunk used.
-- `cancel`: asks whichever worker runs the chunk to stop it.
+- `cancel`: asks whichever worker runs the chunk to stop it;
+- `release`: asks it to stop admitting the chunk's requests (the deadline guard sends them
+  to a vendor): those inside the engine finish and are checkpointed, then the chunk ends
+  `cancelled`. A chunk started with either marker present ends at once, running nothing.
 
 A chunk may run under a guard (distributed mode: the gpu worker's lease on the chunk):
 it is asked immediately before every write of a part or the done marker, and once it
@@ -82,9 +85,14 @@ def checkpointed(blobs: Blobs, chunk_id: str) -> dict[str, Outcome]:
     return out
 
 
-def request_cancel(blobs: Blobs, chunk_id: str) -> None:
-    with blobs.writer(f"{gpu_dir(chunk_id)}/cancel") as f:
+def request_cancel(blobs: Blobs, chunk_id: str, marker: str = "cancel") -> None:
+    """Write the chunk's `cancel` (or `release`) marker for whichever worker runs it."""
+    with blobs.writer(f"{gpu_dir(chunk_id)}/{marker}") as f:
         f.write(b"1")
+
+
+def _stopped(blobs: Blobs, chunk_id: str) -> bool:
+    return any(blobs.exists(f"{gpu_dir(chunk_id)}/{m}") for m in ("cancel", "release"))
 
 
 class ChunkJob:
@@ -110,6 +118,7 @@ class ChunkJob:
         self.last_flush = time.monotonic()
         self.last_cancel_check = time.monotonic()
         self.state = "running"
+        self.draining = False  # released: admit nothing more, end once the engine is done
         self.finished = threading.Event()
         self.idle = threading.Event()  # set when nothing of the chunk is queued or running
         self.lock = threading.Lock()
@@ -166,6 +175,9 @@ class GpuRunner:
         if not lines:
             self._finish(job, COMPLETED)
             return job
+        if _stopped(blobs, chunk_id):  # canceled or released before it ever ran here
+            self._finish(job, CANCELLED)
+            return job
         tokenizer = self.feeder.tokenizer()
         reqs: list[tuple[str, GenRequest]] = []
         refused: list[tuple[str, GenResult, bool]] = []
@@ -210,6 +222,20 @@ class GpuRunner:
         self.feeder.withdraw(chunk_id)
         self.feeder.abort(chunk_id)
         self._finish(job, CANCELLED)
+
+    def drain_chunk(self, chunk_id: str) -> None:
+        """Release the chunk: drop its queued requests; those inside the engine finish and
+        are checkpointed, then the chunk ends `cancelled` (its done marker)."""
+        job = self.job(chunk_id)
+        if job is None or job.state != "running":
+            return
+        back = self.feeder.withdraw(chunk_id)
+        with job.lock:
+            job.draining = True
+            job.remaining -= len(back)
+            idle = job.remaining <= 0
+        if idle:
+            self._finish(job, CANCELLED)
 
     def lose(self, chunk_id: str) -> None:
         """The chunk's guard said no: drop its requests and what waits unwritten; end `lost`."""
@@ -284,6 +310,8 @@ class GpuRunner:
         if last:
             if job.n_outcomes >= job.n_requests:
                 self._finish(job, COMPLETED)
+            elif job.draining:
+                self._finish(job, CANCELLED)
             else:
                 self._pause(job)
 
@@ -299,6 +327,8 @@ class GpuRunner:
                 job.last_cancel_check = now
                 if job.blobs.exists(f"{gpu_dir(job.chunk_id)}/cancel"):
                     self.cancel_chunk(job.chunk_id)
+                elif not job.draining and job.blobs.exists(f"{gpu_dir(job.chunk_id)}/release"):
+                    self.drain_chunk(job.chunk_id)
 
     def _flush(self, job: ChunkJob) -> None:
         if job.buffer and not self._may_write(job):
