@@ -282,6 +282,12 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
                 for part in _NESTED.get(section, (section,)):
                     target = target.setdefault(part, {})
                 field = key[len(prefix) :]
+                if field == "enqueued_token_limits":  # a table: per model, in the file only
+                    raise BatchdError(
+                        f"{name} cannot be set from the environment (it is a table).",
+                        f"Set [{section}.enqueued_token_limits] in batchd.toml, or "
+                        f"BATCHD_{section.upper()}_ENQUEUED_TOKEN_LIMIT for every model.",
+                    )
                 target[field] = value.split(",") if field in ("windows", "flex_models") else value
                 break
         else:

@@ -150,6 +150,12 @@ def test_a_bad_cap_is_refused_with_its_range(value: str) -> None:
     assert "openai.enqueued_token_limit" in err.value.message
 
 
+def test_per_model_caps_come_from_the_file_only() -> None:
+    with pytest.raises(BatchdError) as err:
+        load_settings(environ={"BATCHD_OPENAI_ENQUEUED_TOKEN_LIMITS": "5"})
+    assert "[openai.enqueued_token_limits]" in err.value.hint
+
+
 def test_the_stated_cap_is_read_from_the_vendors_words() -> None:
     openai = (
         "Enqueued token limit reached for gpt-4o-mini in organization org-x. "
