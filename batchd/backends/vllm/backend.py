@@ -96,6 +96,8 @@ class VllmBackend:
         self._runner = runner
         self._queue = queue
         self._blobs_of: Callable[[str], Blobs] | None = None
+        # distributed mode: is a gpu worker running this chunk now (holding its lease)?
+        self.busy: Callable[[str], bool] = lambda _chunk_id: False
 
     def bind(self, blobs_of: Callable[[str], Blobs]) -> None:
         self._blobs_of = blobs_of
@@ -142,7 +144,9 @@ class VllmBackend:
             )
         if chunk.cancel_reason is not None:
             job = self._runner.job(chunk.chunk_id) if self._runner is not None else None
-            if job is not None and job.state == "running":  # released: the engine finishes
+            running = job is not None and job.state == "running"
+            if running or (self._queue is not None and self.busy(chunk.chunk_id)):
+                # released: the engine finishes what it holds, then writes the done marker
                 return PollState(status="releasing", terminal=False, total=chunk.n_requests)
             return PollState(status=CANCELLED, terminal=True, total=chunk.n_requests)
         if self._queue is not None:  # a lost job comes back; a live one is not doubled
