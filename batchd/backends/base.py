@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -28,6 +30,34 @@ class VendorLostTrack(Exception):
 
 class ChunkRejected(Exception):
     """The vendor refused this chunk for good (bad file, failed validation): end its lines."""
+
+
+class QuotaExceeded(ChunkRejected):
+    """The vendor failed the batch at validation for its enqueued-token cap
+    (`token_limit_exceeded`): no line ran, nothing was billed; send it again once enough
+    enqueued work has ended. `limit_tokens`: the cap the vendor stated, if it said one."""
+
+    def __init__(self, message: str, limit_tokens: int | None) -> None:
+        super().__init__(message)
+        self.limit_tokens = limit_tokens
+
+
+TOKEN_LIMIT_CODE = "token_limit_exceeded"
+# "... Limit: 2,000,000 enqueued tokens." (OpenAI); "the configured limit of 30K" (Azure)
+_STATED_LIMIT = re.compile(r"\blimit(?:\s+of|:)\s*(\d[\d,]{0,20}(?:\.\d{1,6})?)\s*([kmb])?\b", re.I)
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9}
+
+
+def stated_limit_tokens(message: str) -> int | None:
+    """The enqueued-token cap a vendor's `token_limit_exceeded` message states, if any."""
+    m = _STATED_LIMIT.search(message[:2000])
+    if m is None:
+        return None
+    try:
+        value = float(m.group(1).replace(",", "")) * _SUFFIX.get((m.group(2) or "").lower(), 1)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and 1 <= value <= 1e15 else None
 
 
 class OwnershipUnproven(Exception):

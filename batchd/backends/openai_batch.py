@@ -22,14 +22,17 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import (
+    TOKEN_LIMIT_CODE,
     ChunkRejected,
     PollState,
+    QuotaExceeded,
     SpendGuard,
     TransientBackendError,
     VendorLostTrack,
     VendorRef,
     check_endpoint,
     check_key,
+    stated_limit_tokens,
 )
 from batchd.backends.openai_answers import answer_fields
 from batchd.backends.purchase import create_once
@@ -211,6 +214,9 @@ class OpenAIBatchBackend:
             message = "; ".join(
                 f"{e.message} (line {e.line})" if e.line else str(e.message) for e in errors
             )
+            capped = [str(e.message or "") for e in errors if e.code == TOKEN_LIMIT_CODE]
+            if capped:  # over the enqueued-token cap: nothing ran, resubmitted later
+                raise QuotaExceeded(capped[0], stated_limit_tokens(capped[0]))
             raise ChunkRejected(message or "the vendor rejected the batch file")
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:

@@ -45,7 +45,12 @@ def snapshot(run: Run, chunks: list[Chunk], ingest: IngestStats | None) -> dict[
     sent = done = failed = 0
     cost = 0.0
     for c in chunks:
-        if c.attempt == 1 and c.state in (CHUNK_SUBMITTED, CHUNK_ENDED, CHUNK_COLLECTED):
+        moved = c.counts.get("moved")  # handed to other chunks (split, released, requeued)
+        if (
+            c.attempt == 1
+            and not moved
+            and c.state in (CHUNK_SUBMITTED, CHUNK_ENDED, CHUNK_COLLECTED)
+        ):
             sent += c.n_requests
         if c.state == CHUNK_COLLECTED:
             done += c.counts.get("succeeded", 0)

@@ -27,13 +27,14 @@ from batchd.config.fields import (
     TokenCount,
 )
 from batchd.config.suggest import did_you_mean
-from batchd.config.validation import describe, non_finite
+from batchd.config.validation import REDIS_SCHEMES, alias_problems, describe, non_finite
 from batchd.config.vllm_settings import VllmSettings, vllm_problems
 from batchd.errors import BatchdError
 
 CONFIG_FILE_NAME = "batchd.toml"
 ENV_LAYER = "the BATCHD_* environment"
 
+EnqueuedTokens = Annotated[int, Meta(ge=0, le=10**12)]  # a vendor's enqueued-token cap; 0 = none
 FALLBACKS = ("realtime", "flex", "none")
 _Section = Section
 
@@ -51,6 +52,10 @@ class OpenAISettings(_Section):
     )
     # Models with the flex service tier (fnmatch patterns; OpenAI's flex processing guide).
     flex_models: list[str] = msgspec.field(default_factory=lambda: ["gpt-5*", "o3*", "o4-mini*"])
+    # the vendor's enqueued-token cap per model (batches waiting or running): one number for
+    # every model (0 = none), or per model (fnmatch patterns; wins over the number)
+    enqueued_token_limit: EnqueuedTokens = 0
+    enqueued_token_limits: dict[str, EnqueuedTokens] = msgspec.field(default_factory=dict)
 
 
 class AnthropicSettings(_Section):
@@ -63,6 +68,10 @@ class AnthropicSettings(_Section):
     default_max_tokens: TokenCount = 4096  # Claude needs max_tokens; used when a line has none
     sync_concurrency: Count = 8  # the deadline guard's parallel Messages API calls
     prompt_cache: bool = True  # mark shared prefixes with cache_control when it pays
+    # the vendor's enqueued-token cap per model (batches waiting or running): one number for
+    # every model (0 = none), or per model (fnmatch patterns; wins over the number)
+    enqueued_token_limit: EnqueuedTokens = 0
+    enqueued_token_limits: dict[str, EnqueuedTokens] = msgspec.field(default_factory=dict)
 
 
 class GeminiSettings(_Section):
@@ -78,6 +87,10 @@ class GeminiSettings(_Section):
     inline_max_bytes: int = 19_000_000  # bigger chunks go as a JSONL file (limit: 20 MB)
     max_retries: int = 5
     timeout_s: float = 600.0
+    # the vendor's enqueued-token cap per model (batches waiting or running): one number for
+    # every model (0 = none), or per model (fnmatch patterns; wins over the number)
+    enqueued_token_limit: EnqueuedTokens = 0
+    enqueued_token_limits: dict[str, EnqueuedTokens] = msgspec.field(default_factory=dict)
 
 
 class BackendsSettings(_Section):
@@ -111,6 +124,8 @@ class ProviderSettings(_Section):
 
     base_url: str
     api_key_env: str = ""  # environment variable holding its key; default <NAME>_API_KEY
+    enqueued_token_limit: EnqueuedTokens = 0  # as [openai] (Together: per model)
+    enqueued_token_limits: dict[str, EnqueuedTokens] = msgspec.field(default_factory=dict)
 
 
 class PlannerSettings(_Section):
@@ -235,6 +250,12 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
                 for part in _NESTED.get(section, (section,)):
                     target = target.setdefault(part, {})
                 field = key[len(prefix) :]
+                if field == "enqueued_token_limits":  # a table: per model, in the file only
+                    raise BatchdError(
+                        f"{name} cannot be set from the environment (it is a table).",
+                        f"Set [{section}.enqueued_token_limits] in batchd.toml, or "
+                        f"BATCHD_{section.upper()}_ENQUEUED_TOKEN_LIMIT for every model.",
+                    )
                 target[field] = value.split(",") if field in ("windows", "flex_models") else value
                 break
         else:
@@ -381,34 +402,6 @@ def _check(s: Settings) -> None:
     if s.gemini.max_lines_per_chunk < 1:
         problems.append("gemini.max_lines_per_chunk must be >= 1")
     problems += vllm_problems(s.backends.vllm)
-    problems += _alias_problems(s)
+    problems += alias_problems(s)
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")
-
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-TARGET_KINDS = ("vllm", "openai", "anthropic", "gemini")
-
-
-def _alias_problems(s: Settings) -> list[str]:
-    problems = []
-    kinds = {*TARGET_KINDS, *s.providers}
-    for alias, a in s.models.items():
-        if not a.targets:
-            problems.append(f"models.{alias}.targets is empty")
-        for t in a.targets:
-            kind, _, model = t.partition(":")
-            if not model or kind not in kinds:
-                problems.append(
-                    f"models.{alias}: target {t!r} must be vllm:<name>, openai:<model>, "
-                    f"anthropic:<model>, gemini:<model> or <provider>:<model> with "
-                    "[providers.<provider>]"
-                )
-            elif kind == "vllm" and model not in s.backends.vllm.served_names():
-                problems.append(
-                    f"models.{alias}: target {t!r} needs [backends.vllm] serving {model!r}"
-                )
-    for name in s.providers:
-        if name in TARGET_KINDS:
-            problems.append(f"providers.{name}: {name!r} is built in; pick another name")
-    return problems

@@ -108,3 +108,32 @@ def _env_name(key: str, tables: tuple[str, ...]) -> str:
     if parts[0] in tables:
         return ""
     return "BATCHD_" + "_".join(parts).upper()
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+TARGET_KINDS = ("vllm", "openai", "anthropic", "gemini")
+
+
+def alias_problems(s: Any) -> list[str]:
+    """What is wrong with the [models.<alias>] and [providers.<name>] tables."""
+    problems = []
+    kinds = {*TARGET_KINDS, *s.providers}
+    for alias, a in s.models.items():
+        if not a.targets:
+            problems.append(f"models.{alias}.targets is empty")
+        for t in a.targets:
+            kind, _, model = t.partition(":")
+            if not model or kind not in kinds:
+                problems.append(
+                    f"models.{alias}: target {t!r} must be vllm:<name>, openai:<model>, "
+                    f"anthropic:<model>, gemini:<model> or <provider>:<model> with "
+                    "[providers.<provider>]"
+                )
+            elif kind == "vllm" and model not in s.backends.vllm.served_names():
+                problems.append(
+                    f"models.{alias}: target {t!r} needs [backends.vllm] serving {model!r}"
+                )
+    for name in s.providers:
+        if name in TARGET_KINDS:
+            problems.append(f"providers.{name}: {name!r} is built in; pick another name")
+    return problems

@@ -3,7 +3,8 @@
 windows before a deadline), `assignment` (fill the GPUs with the biggest savings),
 `chunking` (chunk files within each backend's limits), `plan_totals` (what a plan adds up
 to), `observations` (what earlier runs measured), `turnaround` (vendor batch turnaround
-percentiles) and `tokens` (offline token counts).
+percentiles), `release` (where the deadline guard sends an alias's GPU lines) and `tokens`
+(offline token counts).
 
 May import: backends, cache, state, storage, config and the core modules.
 """

@@ -34,7 +34,8 @@ from batchd.planning.estimates import (
     TargetSet,
 )
 from batchd.planning.observations import Observations
-from batchd.planning.plan_totals import Estimate, PlanSummary
+from batchd.planning.plan_totals import Estimate, PlanSummary, add_up
+from batchd.planning.release import release_order, release_target
 from batchd.planning.routing import Choice, Route, Router
 from batchd.requests import CHAT, ENDPOINT_URLS, KEY_BYTES
 from batchd.state.base import CHUNK_COLLECTED, Chunk
@@ -47,11 +48,12 @@ ENDPOINTS = tuple(ENDPOINT_URLS)  # a spooled request's endpoint is its index he
 
 
 class _Open:
-    __slots__ = ("chunk", "file")
+    __slots__ = ("chunk", "file", "release_file")
 
     def __init__(self, chunk: Chunk, file: BinaryIO | None) -> None:
         self.chunk = chunk
         self.file = file
+        self.release_file: BinaryIO | None = None  # the lines for the guard's vendor target
 
 
 class Chunker:
@@ -86,7 +88,7 @@ class Chunker:
         self._deadline = run_deadline_at
         self._prompt_cache = prompt_cache
         self._router = router or Router(prices, backends, settings)
-        self._open: dict[tuple[str, str, str, str], _Open] = {}
+        self._open: dict[tuple[str, ...], _Open] = {}
         self._seq = 0
         self.chunks: list[Chunk] = []
         self.estimates: dict[tuple[str, str], Estimate] = {}
@@ -214,13 +216,17 @@ class Chunker:
         deadline_at: float | None,
         tier: str = "batch",
         endpoint: str = CHAT,
+        release: tuple[str, str, bytes] | None = None,
     ) -> None:
         """Append one vendor-format line (newline included) to the open chunk of its model
         and tier (batch, or flex / realtime: sent synchronously by the deadline guard).
 
-        `line` is None in a dry run of a placed request: only its size counts.
+        `line` is None in a dry run of a placed request: only its size counts. `release`: a
+        vLLM line's (backend, model, line) for the guard's vendor target (planning.release).
         """
-        key = (backend, model, tier, endpoint)
+        key: tuple[str, ...] = (backend, model, tier, endpoint)
+        if release is not None:
+            key = (*key, release[0], release[1])
         cur = self._open.get(key)
         max_lines, max_bytes = self._limits(backend)
         if cur is not None and (
@@ -232,9 +238,13 @@ class Chunker:
             cur = self._start(Route(backend, model))
             cur.chunk.tier = tier
             cur.chunk.endpoint = endpoint
+            if release is not None:
+                self._start_release(cur, release[0], release[1])
             self._open[key] = cur
         if cur.file is not None and line is not None:
             cur.file.write(line)
+        if cur.release_file is not None and release is not None:
+            cur.release_file.write(release[2])
         c = cur.chunk
         c.n_requests += 1
         c.n_bytes += n_bytes
@@ -262,22 +272,31 @@ class Chunker:
             self._files.enter_context(f)
         return _Open(chunk, f)
 
-    def _close(self, key: tuple[str, str, str, str]) -> None:
+    def _start_release(self, cur: _Open, backend: str, model: str) -> None:
+        c = cur.chunk
+        c.release_backend, c.release_model = backend, model
+        c.release_path = c.path.removesuffix(".jsonl") + ".release.jsonl"
+        f = self._open_file(c.release_path)
+        if f is not None:
+            cur.release_file = self._files.enter_context(f)
+
+    def _close(self, key: tuple[str, ...]) -> None:
         cur = self._open.pop(key)
-        if cur.file is not None:
-            cur.file.close()
+        for f in (cur.file, cur.release_file):
+            if f is not None:
+                f.close()
         self.chunks.append(cur.chunk)
 
     # --- finish: decide, write the placed requests, price ------------------------------------
     def finish(self) -> list[Chunk]:
         self._apply_follower_deadlines()
         priced = self.planner.decide(self._set_list)
-        self._write_spooled()
+        self._write_spooled(priced)
         self._write_failures()
         for key in list(self._open):
             self._close(key)
         self._files.close()
-        self._estimate(priced)
+        add_up(self.summary, self.estimates, self.planner, self._set_list, priced)
         for c in self.chunks:
             est = self.estimates.get((c.backend, c.model))
             if est and est.requests and c.backend != PLANNER_BACKEND:
@@ -285,7 +304,7 @@ class Chunker:
                 c.est_gpu_s = est.gpu_seconds * c.n_requests / est.requests
         return self.chunks
 
-    def _write_spooled(self) -> None:
+    def _write_spooled(self, priced: dict[str, Priced]) -> None:
         if self._dry_run:
             self._count_placed()
             return
@@ -294,6 +313,7 @@ class Chunker:
         self._spool.seek(0)
         read = self._spool.read
         cursor = [0] * len(self._set_list)
+        orders = [release_order(ts, priced[ts.name], self.planner) for ts in self._set_list]
         for set_no in self._spooled:
             ts = self._set_list[set_no]
             i = cursor[set_no]
@@ -311,8 +331,15 @@ class Chunker:
             line = blob[at : at + lens[j]]
             tier = self._tier((backend, model), ts.deadline_at[i]) or BATCH
             endpoint = ENDPOINTS[self._endpoints[set_no][i]]
+            release = None
+            r = release_target(orders[set_no], lens) if backend == VLLM else None
+            if r is not None:
+                r_at = sum(lens[:r])
+                release = (*ts.targets[r], blob[r_at : r_at + lens[r]])
             d = ts.deadline_at[i]
-            self._write(backend, model, line, len(line), ts.max_tokens[i], d, tier, endpoint)
+            self._write(
+                backend, model, line, len(line), ts.max_tokens[i], d, tier, endpoint, release
+            )
 
     def _count_placed(self) -> None:
         """Dry run: chunk the placed requests by size alone, so `plan` shows their chunks."""
@@ -402,45 +429,3 @@ class Chunker:
         c.state = CHUNK_COLLECTED
         c.result_path = c.path
         self.chunks.append(c)
-
-    def _estimate(self, priced: dict[str, Priced]) -> None:
-        s = self.summary
-        s.gpu_capacity_s = self.planner.capacity_s
-        s.gpu_committed_s = self.planner.committed_gpu_s
-        s.gpu_used_s = self.planner.gpu_used_s
-        s.tokens_per_gpu_s = self.planner.tokens_per_gpu_s
-        s.gpu_reserved = self._settings.planner.gpu_reserved
-        unmeetable: dict[str, int] = {}
-        for ts in self._set_list:
-            p = priced[ts.name]
-            vendor_cols = [j for j, (b, _) in enumerate(ts.targets) if b != VLLM]
-            if vendor_cols:
-                cheapest = p.cost_usd[:, vendor_cols].min(axis=1)
-                s.all_vendor_usd += float(cheapest[np.isfinite(cheapest)].sum())
-            n_failed = int((ts.choice == UNMEETABLE).sum())
-            if n_failed:
-                unmeetable[ts.name] = n_failed
-            for j, target in enumerate(ts.targets):
-                mine = ts.choice == j
-                if not mine.any():
-                    continue
-                est = self.estimates.get(target)
-                if est is None:
-                    est = self.estimates[target] = Estimate()
-                est.requests += int(mine.sum())
-                est.input_tokens += int(p.input_tokens[mine, j].sum())
-                est.output_tokens += int(p.output_tokens[mine, j].sum())
-                est.output_tokens_max += int(p.output_tokens_max[mine, j].sum())
-                est.cost_usd += float(p.cost_usd[mine, j].sum())
-                est.cost_max_usd += float(p.cost_max_usd[mine, j].sum())
-                est.sync_requests += int(p.sync[mine, j].sum())
-                worst = p.cost_usd if target[0] == VLLM else p.guard_worst_usd
-                est.guard_worst_usd += float(worst[mine, j].sum())
-                est.baseline_usd += float(p.baseline_usd[mine].sum())
-                if target[0] == VLLM:
-                    est.gpu_seconds += float(p.gpu_s[mine].sum())
-        for (backend, _), est in self.estimates.items():
-            est.savings_usd = est.baseline_usd - est.cost_usd
-            if backend != VLLM or not s.gpu_reserved:
-                s.marginal_usd += est.cost_usd
-        s.unmeetable = unmeetable

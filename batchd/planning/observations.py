@@ -7,7 +7,9 @@ At finalize every chunk's outcomes are summed into ratios kept in the store as
 - `cached|<model>`: share of input tokens read from the vendor's prompt cache;
 - `tput|<model>|<gpu_type>`: tokens (input + output) per GPU-second on vLLM;
 - `turn|<vendor>|<model>|<bucket>`, `turnlines|...`, `turntok|...`: each vendor batch's
-  submit -> end seconds as a histogram, with its lines and tokens (`turnaround`).
+  submit -> end seconds as a histogram, with its lines and tokens (`turnaround`);
+- `quota|<vendor>|<model>`: the vendor's enqueued-token cap, learned from batches it failed
+  with `token_limit_exceeded` (the mean of what those failures told; `run.quota`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def throughput_key(model: str, gpu_type: str) -> str:
     return f"tput|{model}|{gpu_type or 'default'}"
 
 
+def quota_key(vendor: str, model: str) -> str:
+    return f"quota|{vendor}|{model}"
+
+
 class Observations:
     """Ratios measured on earlier runs; None where nothing was measured yet."""
 
@@ -62,6 +68,10 @@ class Observations:
 
     def tokens_per_gpu_s(self, model: str, gpu_type: str) -> float | None:
         return self.ratio(throughput_key(model, gpu_type))
+
+    def enqueued_token_limit(self, vendor: str, model: str) -> int | None:
+        learned = self.ratio(quota_key(vendor, model))
+        return max(int(learned), 1) if learned else None
 
     @property
     def sums(self) -> Sums:

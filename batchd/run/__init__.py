@@ -1,7 +1,8 @@
 """A run from submit to its Parquet files: `services` (the per-process context), `identity`
 (run ids, create or resume, the driver lock), `pipeline` (the run state machine: ingest ->
 dispatch -> finalize), `dispatch` and `collect` (the chunk state machine), `deadline_guard`
-(at deadline - margin: cancel batches, send what is left synchronously), `cancel` (asking
+(at deadline - margin: cancel batches, release GPU work of alias lines, send what is left
+synchronously), `quota` (vendors' enqueued-token caps), `cancel` (asking
 for one, and how soon a driver acts on it), and `follow_ups` (what fires once a run is
 finalized).
 

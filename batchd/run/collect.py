@@ -15,16 +15,18 @@ import logging
 import sqlite3
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from batchd.backends.base import ChunkRejected
+from batchd.backends.base import ChunkRejected, QuotaExceeded
 from batchd.backends.schema_check import check_outcome
 from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
-from batchd.run import deadline_guard
+from batchd.run import deadline_guard, quota
 from batchd.run.services import Services
 from batchd.state.base import CHUNK_COLLECTED, CHUNK_ENDED, Chunk, Run
 from batchd.storage.chunk_outcomes import chunk_lines, write_outcomes
@@ -48,6 +50,8 @@ async def handle_ended(svc: Services, run: Run, chunk: Chunk) -> None:
         try:
             rejected = await _index_results(svc, chunk, index)
             _settle(svc, run, chunk, index, rejected)
+        except QuotaExceeded as exc:  # nothing ran: the same lines again, under the cap
+            quota.requeue(svc, run, chunk, exc)
         finally:
             index.close()
 
@@ -62,6 +66,8 @@ async def _index_results(svc: Services, chunk: Chunk, index: sqlite3.Connection)
             if len(pending) >= BATCH_LINES:
                 index.executemany("INSERT OR REPLACE INTO r VALUES (?, ?)", pending)
                 pending = []
+    except QuotaExceeded:
+        raise
     except ChunkRejected as exc:
         return str(exc)
     index.executemany("INSERT OR REPLACE INTO r VALUES (?, ?)", pending)
@@ -75,20 +81,25 @@ def _settle(
     now = deadline_guard.clock()
     in_time = not run.cancel_requested and now < chunk.deadline_at
     can_retry = in_time and chunk.attempt < svc.settings.max_attempts
-    child = _retry_chunk(chunk, deadline_guard.retry_tier(svc, run, chunk, now))
+    released = chunk.cancel_reason == "guard" and deadline_guard.releasable(chunk)
+    if released:  # the GPU did not run them by the guard time: to the alias's vendor
+        child = deadline_guard.release_child(svc, run, chunk, f"chunks/{chunk.chunk_id}r.jsonl")
+    else:
+        child = _retry_chunk(chunk, deadline_guard.retry_tier(svc, run, chunk, now))
     real_failures = 0
     result_path = f"outcomes/{chunk.chunk_id}.msgpack"
     succeeded = final = 0
     cost = 0.0
-    with (
-        blobs.open(chunk.path) as src,
-        blobs.writer(result_path) as out,
-        blobs.writer(child.path) as retry_out,
-    ):
+    with ExitStack() as files:
+        src = files.enter_context(blobs.open(chunk.path))
+        out = files.enter_context(blobs.writer(result_path))
+        retry_out = files.enter_context(blobs.writer(child.path))
+        release_lines, child_release = _release_files(blobs, chunk, child, released, files)
         for lines in _batched(chunk_lines(src)):
             reported = _lookup(index, [v for v, _ in lines]) if rejected is None else {}
             settled: list[tuple[str, Outcome]] = []
             for vendor_id, line in lines:
+                release_line = _next_release_line(release_lines, vendor_id)
                 if rejected is not None:
                     o = Outcome(status=FAILED, error_type="batch_failed", error_message=rejected)
                 else:
@@ -97,9 +108,12 @@ def _settle(
                 o = _by_cancel_reason(o, chunk)
                 if (unrun and in_time) or (o.status != SUCCEEDED and o.retryable and can_retry):
                     real_failures += not unrun
-                    retry_out.write(line)
+                    sent = release_line if released and release_line is not None else line
+                    retry_out.write(sent)
+                    if child_release is not None and release_line is not None:
+                        child_release.write(release_line)
                     child.n_requests += 1
-                    child.n_bytes += len(line)
+                    child.n_bytes += len(sent)
                     continue
                 settled.append((vendor_id, check_outcome(_stamp(svc, chunk, o), line)))
             write_outcomes(out, ((key_of(v), o) for v, o in settled))
@@ -111,6 +125,8 @@ def _settle(
         child.attempt += 1  # only real failures use up attempts
     if child.n_requests == 0:
         blobs.remove(child.path)
+        if child.release_path:
+            blobs.remove(child.release_path)
     svc.store.transition(
         chunk.chunk_id,
         (CHUNK_ENDED,),
@@ -120,6 +136,30 @@ def _settle(
         counts={"succeeded": succeeded, "final": final, "retried": child.n_requests},
         cost_usd=cost,
     )
+
+
+def _release_files(
+    blobs: Any, chunk: Chunk, child: Chunk, released: bool, files: ExitStack
+) -> tuple[Iterator[tuple[str, bytes]] | None, Any]:
+    """The chunk's release lines (read in step with its lines), and where a vLLM retry
+    child keeps its own (None when it has none)."""
+    if not chunk.release_path:
+        return None, None
+    lines = chunk_lines(files.enter_context(blobs.open(chunk.release_path)))
+    if released:
+        return lines, None
+    child.release_backend, child.release_model = chunk.release_backend, chunk.release_model
+    child.release_path = child.path.removesuffix(".jsonl") + ".release.jsonl"
+    return lines, files.enter_context(blobs.writer(child.release_path))
+
+
+def _next_release_line(lines: Iterator[tuple[str, bytes]] | None, vendor_id: str) -> bytes | None:
+    if lines is None:
+        return None
+    got = next(lines, None)
+    if got is None or got[0] != vendor_id:  # written in step with the chunk file
+        raise RuntimeError(f"release lines of the chunk out of step at {vendor_id}")
+    return got[1]
 
 
 def _batched(items: Iterator[tuple[str, bytes]]) -> Iterator[list[tuple[str, bytes]]]:

@@ -14,8 +14,16 @@ not `none`:
   Retry-After honoured, 5xx retried with backoff, all until the chunk's deadline; lines not
   answered by then end `expired`.
 
-Only OpenAI and Anthropic chunks are guarded (other providers' batches and GPU work keep
-their own path). A crash while a chunk is sent synchronously resends that chunk's lines.
+- a vLLM chunk of alias lines (it has a `release_path`: the same lines for the alias's vendor
+  target, `planning.release`) is released: not yet handed to the GPU, its lines go to that
+  vendor target at once; on the GPU, it admits nothing more (what the engine holds finishes
+  and is checkpointed: nothing computed is lost) and collect sends the lines it did not
+  finish there. The vendor chunk is sent synchronously where the guard can (`flex` /
+  `realtime` by the fallback, OpenAI and Anthropic), else as a batch.
+
+Only OpenAI and Anthropic chunks and the alias lines of vLLM chunks are guarded (other
+providers' batches and plain vLLM lines, which no vendor serves, keep their own path). A
+crash while a chunk is sent synchronously resends that chunk's lines.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from batchd.backends.base import TransientBackendError
 from batchd.backends.openai_sync import OpenAISync
 from batchd.backends.schema_check import check_outcome
 from batchd.backends.sync_call import RATE_LIMITED, SHED, TIMEOUT, SyncReply
+from batchd.backends.vllm.backend import VllmBackend
 from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import EXPIRED, SUCCEEDED, Outcome
@@ -55,6 +64,7 @@ FLEX = "flex"
 REALTIME = "realtime"
 NONE = "none"
 GUARDED_BACKENDS = ("openai", "anthropic")
+VLLM = "vllm"
 MIN_MARGIN_S, MAX_MARGIN_S, MARGIN_SHARE = 60.0, 3600.0, 0.10
 LINES_PER_ROUND = 512  # lines read and sent at once (memory stays bounded)
 BACKOFF_BASE_S, BACKOFF_MAX_S = 0.5, 30.0
@@ -75,10 +85,15 @@ def margin_s(svc: Services, run: Run) -> float:
     return min(max(span * MARGIN_SHARE, MIN_MARGIN_S), MAX_MARGIN_S)
 
 
+def releasable(chunk: Chunk) -> bool:
+    """A vLLM chunk of alias lines: a vendor can take what the GPU has not run."""
+    return chunk.backend == VLLM and bool(chunk.release_path and chunk.release_backend)
+
+
 def due(svc: Services, run: Run, chunk: Chunk, now: float) -> bool:
     """Has this chunk's guard time come (and may the guard act on it)?"""
     return (
-        chunk.backend in GUARDED_BACKENDS
+        (chunk.backend in GUARDED_BACKENDS or releasable(chunk))
         and not run.cancel_requested
         and fallback(svc, run) != NONE
         and now >= chunk.deadline_at - margin_s(svc, run)
@@ -102,6 +117,8 @@ async def before_step(svc: Services, run: Run, chunk: Chunk) -> Chunk | None:
         return None
     if not due(svc, run, chunk, now):
         return chunk
+    if chunk.backend == VLLM:
+        return await _release_gpu(svc, run, chunk)
     if chunk.state == CHUNK_PENDING:
         moved = svc.store.transition(chunk.chunk_id, (CHUNK_PENDING,), tier=fallback(svc, run))
         if moved is not None:
@@ -116,6 +133,70 @@ async def before_step(svc: Services, run: Run, chunk: Chunk) -> Chunk | None:
             return chunk
         log.info("chunk %s: guard time, batch cancelled", chunk.chunk_id)
         got = svc.store.transition(chunk.chunk_id, (CHUNK_SUBMITTED,), cancel_reason="guard")
+        return got or chunk
+    return chunk
+
+
+def release_tier(svc: Services, run: Run, backend: str) -> str:
+    """The tier GPU lines released at guard time go to their vendor with."""
+    return fallback(svc, run) if backend in GUARDED_BACKENDS else BATCH
+
+
+def release_child(svc: Services, run: Run, chunk: Chunk, path: str) -> Chunk:
+    """The vendor chunk (empty; filled by the caller) for a vLLM chunk's released lines."""
+    base, _, gen = chunk.chunk_id.partition(".")
+    chunk_id = f"{base}r" + (f".{gen}" if gen else "")
+    return Chunk(
+        chunk_id=chunk_id,
+        run_id=chunk.run_id,
+        backend=chunk.release_backend,
+        model=chunk.release_model,
+        path=path,
+        n_requests=0,
+        n_bytes=0,
+        attempt=chunk.attempt,
+        deadline_at=chunk.deadline_at,
+        prompt_cache=chunk.prompt_cache,
+        tier=release_tier(svc, run, chunk.release_backend),
+    )
+
+
+async def _release_gpu(svc: Services, run: Run, chunk: Chunk) -> Chunk | None:
+    """Guard time of a vLLM chunk of alias lines: what the GPU has not run goes to a vendor."""
+    if chunk.state == CHUNK_PENDING:  # nothing handed to the GPU: every line goes
+        assert chunk.release_path is not None
+        child = release_child(svc, run, chunk, chunk.release_path)
+        with svc.blobs(run.run_id).open(chunk.release_path) as src:
+            for _, line in chunk_lines(src):
+                child.n_requests += 1
+                child.n_bytes += len(line)
+        child.est_max_tokens = chunk.est_max_tokens
+        moved = svc.store.transition(
+            chunk.chunk_id,
+            (CHUNK_PENDING,),
+            new_children=[child],
+            state=CHUNK_COLLECTED,
+            counts={"final": 0, "succeeded": 0, "moved": chunk.n_requests},
+        )
+        if moved is not None:
+            log.info(
+                "chunk %s: guard time and not on the GPU; its %d lines go to %s:%s (%s)",
+                chunk.chunk_id,
+                child.n_requests,
+                child.backend,
+                child.model,
+                child.tier,
+            )
+        return None
+    if chunk.state in (CHUNK_CREATING, CHUNK_SUBMITTED) and chunk.cancel_reason is None:
+        backend = svc.backends[VLLM]
+        if isinstance(backend, VllmBackend):
+            await backend.release(chunk)
+        fields: dict[str, Any] = {"cancel_reason": "guard"}
+        if chunk.state == CHUNK_CREATING:  # handed over, maybe: the poll settles it
+            fields.update(state=CHUNK_SUBMITTED, vendor_batch_id=f"vllm-{chunk.chunk_id}")
+        got = svc.store.transition(chunk.chunk_id, (chunk.state,), **fields)
+        log.info("chunk %s: guard time; the GPU admits none of it from now on", chunk.chunk_id)
         return got or chunk
     return chunk
 

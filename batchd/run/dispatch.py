@@ -32,6 +32,7 @@ from batchd.backends.base import (
 )
 from batchd.intake.decode import key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, Outcome
+from batchd.run import quota
 from batchd.run.collect import handle_ended
 from batchd.run.services import Services
 from batchd.state.base import (
@@ -93,6 +94,8 @@ async def handle_pending(svc: Services, run: Run, chunk: Chunk) -> None:
         await end_unsent(svc, run, chunk, (CHUNK_PENDING,))
         return
     if await end_past_deadline(svc, run, chunk):
+        return
+    if quota.hold(svc, run, chunk):  # the vendor's enqueued-token cap: wait, or split
         return
     claimed = svc.store.transition(
         chunk.chunk_id, (CHUNK_PENDING,), state=CHUNK_CREATING, intent_at=time.time()

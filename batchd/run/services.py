@@ -91,6 +91,13 @@ def open_services(settings: Settings) -> Services:
             settings.openai, name, p.base_url, p.api_key_env
         )
     store, cache = _state(settings)
+    vllm = backends.get("vllm")
+    if isinstance(vllm, VllmBackend) and settings.redis_url:
+        from batchd.state.redis_store import RedisStore
+
+        if isinstance(store, RedisStore):
+            redis_store = store
+            vllm.busy = lambda chunk_id: redis_store.lease_taken(f"gpu:{chunk_id}")
     return Services(settings=settings, store=store, cache=cache, prices=prices, backends=backends)
 
 

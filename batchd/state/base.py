@@ -75,7 +75,7 @@ class Chunk(msgspec.Struct, kw_only=True):
     counts: dict[str, int] = {}
     result_path: str | None = None
     error: str | None = None
-    cancel_reason: str | None = None  # user | deadline, once a cancel was sent to the vendor
+    cancel_reason: str | None = None  # user | deadline | guard, once a cancel was sent
     est_cost_usd: float = 0.0
     est_max_tokens: int = 0  # sum of the lines' max_tokens (defaults filled in), for ratios
     est_gpu_s: float = 0.0  # the planner's GPU-seconds for a vLLM chunk
@@ -87,6 +87,12 @@ class Chunk(msgspec.Struct, kw_only=True):
     endpoint: str = "chat"  # chat | embeddings | responses | completions: one per chunk
     failures: int = 0  # unexpected errors in this chunk's steps so far
     retry_at: float = 0.0  # no step before this time (backoff after a failure)
+    quota_failures: int = 0  # batches of these lines the vendor failed for its token cap
+    # vLLM lines of an alias: where the deadline guard sends them if the GPU has not run them
+    # (release_path: the same lines, in order, encoded for release_backend:release_model)
+    release_backend: str = ""
+    release_model: str = ""
+    release_path: str | None = None
 
 
 class Fence(msgspec.Struct, frozen=True, kw_only=True):

@@ -252,6 +252,10 @@ class RedisStore:
         held = self._r.get(_lease_key(fence.name))
         return held is not None and held.decode() == fence.holder
 
+    def lease_taken(self, name: str) -> bool:
+        """Whether anyone holds the lease `name` now."""
+        return bool(self._r.exists(_lease_key(name)))
+
     def renew_lease(self, fence: Fence, ttl_s: float) -> bool:
         script = (
             "if redis.call('GET', KEYS[1]) == ARGV[1] then "

@@ -31,6 +31,14 @@ OpenAI documents it: ``"flex"`` only on models in :attr:`OpenAIBatchEmulator.fle
 (else 400), and flex calls may be shed with 429 ``resource_unavailable`` (:class:`Faults`
 ``shed_flex``, or every flex call while ``flex_unavailable``); standard calls may be rate
 limited (429 with ``retry-after``) or fail with 500. Every call is kept in :attr:`sync_calls`.
+
+Enqueued-token limits (OpenAI's per-model cap on batch input tokens in progress): a model in
+:attr:`OpenAIBatchEmulator.enqueued_token_limits` admits a batch at validation only while the
+prompt tokens of its ``in_progress`` / ``finalizing`` batches plus the new batch's stay within
+the limit; else the batch ends ``failed`` with ``errors.data[0].code ==
+"token_limit_exceeded"`` and OpenAI's message ("Enqueued token limit reached for <model> in
+organization <org>. Limit: <n> enqueued tokens. ..."). :attr:`peak_enqueued_tokens` keeps the
+most tokens ever enqueued per model.
 """
 
 from __future__ import annotations
@@ -171,6 +179,8 @@ class _BatchState:
     polls: int = 0
     #: Parsed request lines once validation has passed.
     lines: list[JSONDict] | None = None
+    #: Prompt tokens the batch holds against its model's enqueued-token limit.
+    enqueued_tokens: int = 0
     raw_requests: list[JSONDict] = field(default_factory=list)
 
 
@@ -216,6 +226,10 @@ class OpenAIBatchEmulator(EmulatorServer):
         self.flex_models: tuple[str, ...] = ("gpt-5", "o3", "o4-mini")
         #: Every synchronous chat completion call: {"tier", "status", "body"}.
         self.sync_calls: list[JSONDict] = []
+        #: Enqueued-token limit per model (absent: no limit), and the peak enqueued per model.
+        self.enqueued_token_limits: dict[str, int] = {}
+        self.peak_enqueued_tokens: dict[str, int] = {}
+        self.organization = "org-emulator"
         self._url_map = Map(
             [
                 Rule("/v1/chat/completions", methods=["POST"], endpoint="chat_completions"),
@@ -803,7 +817,7 @@ class OpenAIBatchEmulator(EmulatorServer):
         status = obj["status"]
         now = _now()
         if status == "validating":
-            errors = self._validate(state)
+            errors = self._validate(state) or self._enqueue(state)
             if errors:
                 self._fail(state, errors)
                 return
@@ -829,6 +843,32 @@ class OpenAIBatchEmulator(EmulatorServer):
             self._process(state, len(lines) // 2, expire_rest=False)
             obj["status"] = "cancelled"
             obj["cancelled_at"] = now
+
+    def _enqueue(self, state: _BatchState) -> list[JSONDict]:
+        """Hold the batch's tokens against its model's limit, or the documented failure."""
+        model = str(state.obj.get("model") or "")
+        tokens = sum(_prompt_tokens(line["body"].get("messages")) for line in state.lines or [])
+        enqueued = sum(
+            other.enqueued_tokens
+            for other in self._batches.values()
+            if other.obj.get("model") == model
+            and other.obj["status"] in ("in_progress", "finalizing")
+        )
+        limit = self.enqueued_token_limits.get(model)
+        if limit is not None and enqueued + tokens > limit:
+            return [
+                _batch_error(
+                    "token_limit_exceeded",
+                    f"Enqueued token limit reached for {model} in organization "
+                    f"{self.organization}. Limit: {limit:,} enqueued tokens. Please try again "
+                    "once some in_progress batches have been completed.",
+                    None,
+                )
+            ]
+        state.enqueued_tokens = tokens
+        peak = max(self.peak_enqueued_tokens.get(model, 0), enqueued + tokens)
+        self.peak_enqueued_tokens[model] = peak
+        return []
 
     def _fail(self, state: _BatchState, errors: list[JSONDict]) -> None:
         state.obj["status"] = "failed"
@@ -1000,10 +1040,7 @@ class OpenAIBatchEmulator(EmulatorServer):
         problem = features.body_problem(body)
         if problem is not None:
             return 400, _error_body(problem[0], "invalid_request_error", param=problem[1])
-        prompt_tokens = sum(
-            len(_content_text(m.get("content") if isinstance(m, dict) else None)) // 4 + 4
-            for m in messages
-        )
+        prompt_tokens = _prompt_tokens(messages)
         text = features.last_text(messages, text)
         reply: JSONDict = {"role": "assistant", "content": None, "refusal": None}
         content: str | None
@@ -1054,6 +1091,16 @@ class OpenAIBatchEmulator(EmulatorServer):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _prompt_tokens(messages: Any) -> int:
+    """The emulator's token count of a chat: a quarter token per character, 4 per message."""
+    if not isinstance(messages, list):
+        return 0
+    return sum(
+        len(_content_text(m.get("content") if isinstance(m, dict) else None)) // 4 + 4
+        for m in messages
+    )
 
 
 def _usage(input_tokens: int, output_tokens: int) -> JSONDict:

@@ -10,6 +10,11 @@ lines, and no vendor bills it.
 `encode_line` checks each request against the model that serves it (its kind, tools,
 parameters) without a tokenizer, so a line no served model can run is `invalid` with the
 reason at ingest, and an alias places it on another target.
+
+In embedded mode a chunk created outside the windows is
+handed to the engine only once they open (no engine is started for work that waits).
+`release` (the deadline guard) stops admitting a chunk's requests: what the engine holds
+finishes and is checkpointed, the rest goes to a vendor (run.deadline_guard).
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ class VllmBackend:
         self._runner = runner
         self._queue = queue
         self._blobs_of: Callable[[str], Blobs] | None = None
+        # distributed mode: is a gpu worker running this chunk now (holding its lease)?
+        self.busy: Callable[[str], bool] = lambda _chunk_id: False
 
     def bind(self, blobs_of: Callable[[str], Blobs]) -> None:
         self._blobs_of = blobs_of
@@ -137,7 +144,7 @@ class VllmBackend:
     async def _start(self, chunk: Chunk) -> None:
         if self._queue is not None:
             await self._queue.enqueue(chunk)
-        elif self._runner is not None:
+        elif self._runner is not None and self._runner.admitting():  # else: when they open
             await asyncio.to_thread(
                 self._runner.start_chunk,
                 chunk.chunk_id,
@@ -159,6 +166,11 @@ class VllmBackend:
                 status=done.state, terminal=True, done=done.n_outcomes, total=done.n_requests
             )
         if chunk.cancel_reason is not None:
+            job = self._runner.job(chunk.chunk_id) if self._runner is not None else None
+            running = job is not None and job.state == "running"
+            if running or (self._queue is not None and self.busy(chunk.chunk_id)):
+                # released: the engine finishes what it holds, then writes the done marker
+                return PollState(status="releasing", terminal=False, total=chunk.n_requests)
             return PollState(status=CANCELLED, terminal=True, total=chunk.n_requests)
         if self._queue is not None:  # a lost job comes back; a live one is not doubled
             await self._queue.enqueue(chunk)
@@ -167,20 +179,29 @@ class VllmBackend:
             if job is None:  # this process restarted: resume from the checkpoints
                 await self._start(chunk)
                 job = self._runner.job(chunk.chunk_id)
-            if job is not None:
-                queued, _ = self._runner.counts()
-                waiting = queued and not self._runner.admitting()
-                return PollState(
-                    status="waiting_for_window" if waiting else "in_progress",
-                    terminal=False,
-                    done=job.n_outcomes,
-                    total=job.n_requests,
-                )
+            if job is None:  # outside the windows: not handed to the engine yet
+                total = chunk.n_requests
+                return PollState(status="waiting_for_window", terminal=False, total=total)
+            queued, _ = self._runner.counts()
+            waiting = queued and not self._runner.admitting()
+            return PollState(
+                status="waiting_for_window" if waiting else "in_progress",
+                terminal=False,
+                done=job.n_outcomes,
+                total=job.n_requests,
+            )
         return PollState(status="in_progress", terminal=False, total=chunk.n_requests)
 
     async def results(self, chunk: Chunk) -> AsyncIterator[tuple[str, Outcome]]:
         for vid, outcome in checkpointed(self._blobs(chunk), chunk.chunk_id).items():
             yield vid, outcome
+
+    async def release(self, chunk: Chunk) -> None:
+        """Admit none of the chunk's requests from now on (the deadline guard sends them
+        elsewhere); those inside the engine finish and are checkpointed."""
+        request_cancel(self._blobs(chunk), chunk.chunk_id, "release")
+        if self._runner is not None:
+            self._runner.drain_chunk(chunk.chunk_id)
 
     async def cancel(self, chunk: Chunk) -> None:
         if self._runner is not None:

@@ -42,6 +42,12 @@ def checkpointed(blobs: Blobs, chunk_id: str) -> dict[str, Outcome]:
     return out
 
 
-def request_cancel(blobs: Blobs, chunk_id: str) -> None:
-    with blobs.writer(f"{gpu_dir(chunk_id)}/cancel") as f:
+def request_cancel(blobs: Blobs, chunk_id: str, marker: str = "cancel") -> None:
+    """Write the chunk's `cancel` (or `release`) marker for whichever worker runs it."""
+    with blobs.writer(f"{gpu_dir(chunk_id)}/{marker}") as f:
         f.write(b"1")
+
+
+def stopped(blobs: Blobs, chunk_id: str) -> bool:
+    """The chunk was canceled or released (the deadline guard) before it ran here."""
+    return any(blobs.exists(f"{gpu_dir(chunk_id)}/{m}") for m in ("cancel", "release"))

@@ -6,7 +6,10 @@ Per chunk, under `gpu/<chunk_id>/` of the run's blobs:
   a killed worker loses only what was inside the engine.
 - `done.json`: written once every line has an outcome (or the chunk was canceled):
   state, counts and the GPU-seconds the chunk used.
-- `cancel`: asks whichever worker runs the chunk to stop it.
+- `cancel`: asks whichever worker runs the chunk to stop it;
+- `release`: asks it to stop admitting the chunk's requests (the deadline guard sends them
+  to a vendor): those inside the engine finish and are checkpointed, then the chunk ends
+  `cancelled`. A chunk started with either marker present ends at once, running nothing.
 
 A chunk may run under a guard (distributed mode: the gpu worker's lease on the chunk):
 it is asked immediately before every write of a part or the done marker, and once it
@@ -40,13 +43,13 @@ from batchd.backends.vllm.checkpoints import (
     gpu_dir,
     read_done,
     request_cancel,
+    stopped,
 )
 from batchd.backends.vllm.engine import EngineFeeder, GenRequest, GenResult
+from batchd.backends.vllm.jobs import ChunkJob, ChunkLine
 from batchd.backends.vllm.prompts import Plan, Refused, plan_of, prompt_of
 from batchd.backends.vllm.structured import AUTO
 from batchd.config.settings import VllmSettings
-from batchd.outcome import Outcome
-from batchd.requests import CHAT
 from batchd.storage.blobs import Blobs
 from batchd.storage.chunk_outcomes import chunk_lines, write_outcomes
 
@@ -67,44 +70,7 @@ COMPLETED = "completed"
 CANCELLED = "cancelled"
 LOST = "lost"  # the job's guard (its lease) said no: another worker has the chunk now
 CANCEL_CHECK_S = 2.0  # how often a running chunk looks for a cancel marker
-
-
-class ChunkLine(msgspec.Struct):
-    custom_id: str
-    body: dict[str, Any]
-    endpoint: str = CHAT  # chat | completions | embeddings (responses: translated to chat)
-
-
 _line_dec = msgspec.json.Decoder(ChunkLine)
-
-
-class ChunkJob:
-    """One chunk inside this process: what is left, what waits to be checkpointed."""
-
-    def __init__(
-        self,
-        chunk_id: str,
-        model: str,
-        blobs: Blobs,
-        n_requests: int,
-        guard: Callable[[], bool] | None = None,
-    ) -> None:
-        self.chunk_id = chunk_id
-        self.guard = guard  # may this job still write? (None: always)
-        self.model = model
-        self.blobs = blobs
-        self.n_requests = n_requests
-        self.n_outcomes = 0  # checkpointed before this job plus finished in it
-        self.remaining = 0
-        self.gpu_seconds = 0.0
-        self.buffer: list[tuple[bytes, Outcome]] = []
-        self.last_flush = time.monotonic()
-        self.last_cancel_check = time.monotonic()
-        self.state = "running"
-        self.finished = threading.Event()
-        self.idle = threading.Event()  # set when nothing of the chunk is queued or running
-        self.lock = threading.Lock()
-        self.feeder: EngineFeeder | None = None  # the model's feeder its requests went to
 
 
 class GpuRunner:
@@ -198,6 +164,9 @@ class GpuRunner:
             for vid, _ in lines:
                 self._record(job, vid, None, gone)
             return job
+        if stopped(blobs, chunk_id):  # canceled or released before it ever ran here
+            self._finish(job, CANCELLED)
+            return job
         feeder = self.feeder_for(model)
         tokenizer = feeder.tokenizer()
         no_parser = _parser_problem(engine.tool_parser)
@@ -248,6 +217,20 @@ class GpuRunner:
             job.feeder.withdraw(chunk_id)
             job.feeder.abort(chunk_id)
         self._finish(job, CANCELLED)
+
+    def drain_chunk(self, chunk_id: str) -> None:
+        """Release the chunk: drop its queued requests; those inside the engine finish and
+        are checkpointed, then the chunk ends `cancelled` (its done marker)."""
+        job = self.job(chunk_id)
+        if job is None or job.state != "running":
+            return
+        back = job.feeder.withdraw(chunk_id) if job.feeder is not None else []
+        with job.lock:
+            job.draining = True
+            job.remaining -= len(back)
+            idle = job.remaining <= 0
+        if idle:
+            self._finish(job, CANCELLED)
 
     def lose(self, chunk_id: str) -> None:
         """The chunk's guard said no: drop its requests and what waits unwritten; end `lost`."""
@@ -358,6 +341,8 @@ class GpuRunner:
         if last:
             if job.n_outcomes >= job.n_requests:
                 self._finish(job, COMPLETED)
+            elif job.draining:
+                self._finish(job, CANCELLED)
             else:
                 self._pause(job)
 
@@ -381,6 +366,8 @@ class GpuRunner:
                 job.last_cancel_check = now
                 if job.blobs.exists(f"{gpu_dir(job.chunk_id)}/cancel"):
                     self.cancel_chunk(job.chunk_id)
+                elif not job.draining and job.blobs.exists(f"{gpu_dir(job.chunk_id)}/release"):
+                    self.drain_chunk(job.chunk_id)
 
     def _flush(self, job: ChunkJob) -> None:
         if job.buffer and not self._may_write(job):

@@ -28,6 +28,7 @@ from batchd.config.settings import Settings, load_settings
 from batchd.run.identity import run_options, start_run
 from batchd.run.pipeline import drive
 from batchd.run.services import Services, open_services
+from batchd.state.base import Chunk as _Chunk
 from batchd.storage.blobs import LocalBlobs
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.support.helpers import API_KEY, VLLM_TOML, vllm_settings
@@ -310,6 +311,36 @@ def test_windows_gate_admission_and_put_back(tmp_path: Path, runner: GpuRunner) 
     assert again.finished.wait(120)
     assert runner.feeder.admitted_total - admitted_before == n
     assert sorted(checkpointed(blobs, "c1")) == sorted(f"v{i}" for i in range(n))
+
+
+def test_a_released_chunk_keeps_what_the_engine_ran(tmp_path: Path, runner: GpuRunner) -> None:
+    """The deadline guard's release: nothing more is admitted, the requests inside the engine
+    finish and are checkpointed, then the chunk ends `cancelled` with them kept."""
+    blobs = LocalBlobs(tmp_path / "work")
+    n = 40
+    with blobs.writer("chunks/r1.jsonl") as f:
+        for i in range(n):
+            body = {k: v for k, v in chat(i, max_tokens=120).items() if k != "id"}
+            f.write(json.dumps({"custom_id": f"v{i}", "body": body}).encode() + b"\n")
+    admitted_before = runner.feeder.admitted_total
+    job = runner.start_chunk("r1", "tiny", "chunks/r1.jsonl", blobs)
+    deadline = time.monotonic() + 30
+    while runner.feeder.counts()[1] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    backend = VllmBackend(runner.cfg, runner=runner)
+    backend.bind(lambda _run_id: blobs)
+    asyncio.run(backend.release(msgspec.convert(
+        {"chunk_id": "r1", "run_id": "r", "backend": "vllm", "model": "tiny",
+         "path": "chunks/r1.jsonl", "n_requests": n, "n_bytes": 1}, type=_Chunk
+    )))  # fmt: skip
+    assert job.finished.wait(120)
+    admitted = runner.feeder.admitted_total - admitted_before
+    assert 0 < admitted < n  # some ran, the rest were never started
+    done = read_done(blobs, "r1")
+    assert done is not None and done.state == "cancelled" and done.n_outcomes == admitted
+    kept = checkpointed(blobs, "r1")
+    assert len(kept) == admitted and all(o.status == "succeeded" for o in kept.values())
+    assert runner.feeder.counts() == (0, 0)
 
 
 def test_a_worker_past_its_chunk_lease_records_nothing(
