@@ -158,6 +158,7 @@ def release_child(svc: Services, run: Run, chunk: Chunk, path: str) -> Chunk:
         deadline_at=chunk.deadline_at,
         prompt_cache=chunk.prompt_cache,
         tier=release_tier(svc, run, chunk.release_backend),
+        endpoint=chunk.endpoint,
     )
 
 
