@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from batchd.config.quality import QualitySettings, quality_problems
 from batchd.config.suggest import did_you_mean
 from batchd.config.validation import describe, non_finite
 from batchd.errors import BatchdError
@@ -143,6 +144,7 @@ class ModelAlias(_Section):
     targets: list[str]  # "vllm:<name>", "openai:<model>", "anthropic:<model>", "gemini:<model>",
     # "<provider>:<model>"
     reference: str = ""  # realtime model priced as the baseline; default: the first vendor target
+    quality: QualitySettings | None = None  # the quality guard (config/quality.py); None = off
 
 
 class ProviderSettings(_Section):
@@ -439,6 +441,7 @@ def _alias_problems(s: Settings) -> list[str]:
                 problems.append(
                     f"models.{alias}: target {t!r} needs [backends.vllm] serving {model!r}"
                 )
+        problems += quality_problems(alias, a.quality) if a.quality else []
     for name in s.providers:
         if name in TARGET_KINDS:
             problems.append(f"providers.{name}: {name!r} is built in; pick another name")
