@@ -11,6 +11,7 @@ from rich.table import Table
 
 from batchd.cli.common import cli_settings, get_run, out
 from batchd.cli.plan_view import print_planned_vs_actual, print_tiers
+from batchd.cli.quality_view import print_quality
 from batchd.cli.rounding import money
 from batchd.cli.runs import run_output
 from batchd.run.services import open_services
@@ -49,6 +50,7 @@ def report(
             "rows": rows,
             "totals": {k: sum(r[k] for r in rows) for k in (*_MONEY, "requests", "succeeded")},
             "planned": (run.stats or {}).get("plan"),
+            "quality": (run.stats or {}).get("quality", []),  # the quality guard (quality.parquet)
         }
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return
@@ -74,6 +76,7 @@ def report(
         )
     print_planned_vs_actual(out, run.stats or {}, rows)
     print_tiers(out, run.stats or {})
+    print_quality(out, (run.stats or {}).get("quality", []))
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, tuple[list[str], str]]:

@@ -10,13 +10,23 @@ gated target's answer under key + PROBE_TAG). `Pair` records what finalize compa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from batchd.planning.estimates import TargetSet
-from batchd.planning.gate import PROBE_TAG, SHADOW_TAG, Sums, is_gated, measured, pick, scores
+from batchd.planning.gate import (
+    PROBE_TAG,
+    SHADOW_TAG,
+    Sums,
+    is_gated,
+    measured,
+    pick,
+    scores,
+    wilson,
+)
 from batchd.planning.routing import Choice, Router
 from batchd.requests import KEY_BYTES
 
@@ -144,6 +154,45 @@ class Guard:
         for p in self.pairs:
             per = out.setdefault(p.alias, {})
             per[p.target] = per.get(p.target, 0) + 1
+        return out
+
+    def view(self, router: Router, aliases: list[str]) -> list[dict[str, Any]]:
+        """Each guarded alias's targets: measured agreement, gate state, this plan's lines."""
+        counts = self.counts()
+        out = []
+        for alias in aliases:
+            choice = router.route(alias)
+            if not isinstance(choice, Choice) or choice.quality is None:
+                continue
+            q = choice.quality
+            targets = []
+            for j, r in enumerate(choice.targets):
+                name = f"{r.backend}:{r.model}"
+                agreed, n = self.measured(alias, name, q.metric)
+                lo, hi = wilson(agreed, n)
+                is_ref = j == choice.ref_col
+                targets.append(
+                    {
+                        "target": name,
+                        "reference": is_ref,
+                        "samples": n,
+                        "agreed": agreed,
+                        "agreement": agreed / n if n else None,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        "gated": not is_ref and is_gated(agreed, n, q.min_agreement),
+                        "guard_lines": counts.get(alias, {}).get(name, 0),
+                    }
+                )
+            out.append(
+                {
+                    "alias": alias,
+                    "metric": q.metric,
+                    "min_agreement": q.min_agreement,
+                    "shadow_fraction": q.shadow_fraction,
+                    "targets": targets,
+                }
+            )
         return out
 
     def encoded(self) -> bytes:

@@ -71,6 +71,7 @@ class PlanReport(msgspec.Struct, kw_only=True):
     estimates: dict[str, Estimate]
     summary: PlanSummary
     deadline_at: float = 0.0
+    quality: list[dict[str, Any]] = []  # the quality guard: each alias's targets and gates
 
 
 def _estimates_by_model(chunker: Chunker) -> dict[str, Estimate]:
@@ -110,6 +111,7 @@ def plan_file(
         estimates=_estimates_by_model(chunker),
         summary=chunker.summary,
         deadline_at=deadline,
+        quality=chunker.guard.view(svc.router, list(svc.settings.models)),
     )
 
 

@@ -62,14 +62,28 @@ def test_two_vendors_that_agree_keep_the_gate_open(
     assert abs(sum(c["cost_usd"] for c in costs) - sum(r["cost_usd"] for r in rows)) < 1e-12
 
     # A second run of other lines: the running figure adds up in the observations store.
-    src2 = write_jsonl(tmp_path / "b.jsonl", [chat("z", "another", model="cheap")] + _lines(0))
+    first = batchd.only_run_dir()
+    src2 = write_jsonl(tmp_path / "b.jsonl", [chat("z", "another", model="cheap")])
     proc = batchd.submit(src2)
     assert proc.returncode == 0, proc.stderr
-    run2 = next(d for d in batchd.run_dirs() if (d / "quality.parquet").exists() and d != batchd.run_dirs()[0]) if len(batchd.run_dirs()) > 1 else None
-    assert run2 is not None
+    (run2,) = [d for d in batchd.run_dirs() if d != first]
     (q2,) = pq.read_table(run2 / "quality.parquet").to_pylist()
     assert q2["samples"] == 1  # shadow_min tops up to the one line the run has
     assert q2["total_samples"] == q["samples"] + 1 and not q2["gated"]
     report = batchd.run("report", run2.name, "--json")
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["quality"][0]["target"] == "openai:gpt-5.4-nano"
+
+    plan = batchd.run("plan", str(src), "--json", "--no-cache")
+    assert plan.returncode == 0, plan.stderr
+    (alias,) = json.loads(plan.stdout)["quality"]
+    nano, ref = alias["targets"]
+    assert (nano["target"], nano["gated"], nano["samples"]) == (
+        "openai:gpt-5.4-nano",
+        False,
+        q2["total_samples"],
+    )
+    assert ref["reference"] and ref["target"] == "anthropic:claude-haiku-4-5"
+    assert nano["guard_lines"] == len(shadows)  # the same lines as the first run: by key
+    text = batchd.run("report", run2.name)
+    assert "quality guard" in text.stdout and "open" in text.stdout, text.stdout
