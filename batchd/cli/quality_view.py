@@ -100,3 +100,35 @@ def print_guard_plan(out: Console, aliases: list[dict[str, Any]]) -> None:
                     f"{a['min_agreement']:g}): its lines go to the next targets or the "
                     "reference; it gets probe lines only"
                 )
+
+
+def _usd(x: float | None) -> str:
+    """Dollars per 1,000 requests: per-request amounts are fractions of a cent."""
+    return "-" if x is None else f"${x * 1000:,.4f}"
+
+
+def print_resolved(out: Console, rows: list[dict[str, Any]], guard_usd: float) -> None:
+    """Cost per resolved request (succeeded, schema valid, not a refusal), per target and
+    for the run, next to the realtime list price's; the run's with the guard's cost too."""
+    resolved = sum(r.get("resolved", 0) for r in rows)
+    cost = sum(r["cost_usd"] for r in rows)
+    base = sum(r["baseline_cost_usd"] for r in rows)
+    if len(rows) > 1:
+        t = Table("backend / model", "resolved", "$ per 1k resolved", "list $ per 1k")
+        for r in rows:
+            t.add_row(
+                f"{r['backend'] or '-'} / {r['model'] or '-'}",
+                f"{r.get('resolved', 0):,} of {r['requests']:,}",
+                _usd(r.get("cost_per_resolved_usd")),
+                _usd(r.get("baseline_per_resolved_usd")),
+            )
+        out.print(t)
+    if not resolved:
+        out.print("cost per resolved request: - (no request resolved)")
+        return
+    out.print(
+        f"cost per 1,000 resolved requests: {_usd(cost / resolved)} (list price "
+        f"{_usd(base / resolved)}); {resolved:,} of {sum(r['requests'] for r in rows):,} resolved"
+    )
+    if guard_usd:
+        out.print(f"  with the quality guard's cost: {_usd((cost + guard_usd) / resolved)}")
