@@ -3,6 +3,7 @@ against the alias's reference model, the agreement metric, the gate's threshold)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -40,5 +41,10 @@ def quality_problems(alias: str, q: QualitySettings) -> list[str]:
             problems.append(
                 f'{where}: metric = "embedding" needs embedding = "local:<model dir>" '
                 "(a sentence-transformers model on this machine)"
+            )
+        elif not (Path(path) / "config.json").is_file():  # checked before anything is bought
+            problems.append(
+                f"{where}.embedding: {path} holds no model (no config.json); give the "
+                "directory of a sentence-transformers model"
             )
     return problems

@@ -5,6 +5,7 @@ quality.parquet, and added to the running figures in the observations store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,12 +13,14 @@ import pyarrow as pa
 
 from batchd.config.quality import QualitySettings
 from batchd.config.settings import Settings
+from batchd.errors import BatchdError
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.planning.gate import PROBE_TAG, Sums, is_gated, measured, quality_key, wilson
 from batchd.planning.shadows import PAIRS_PATH, Pair, PairsFile, read_pairs
 from batchd.quality.embedder import load_embedder
 from batchd.quality.metrics import Score, score_pairs
 
+log = logging.getLogger("batchd.quality")
 Lookup = Callable[[list[bytes]], dict[bytes, Outcome]]
 
 QUALITY_SCHEMA = pa.schema(
@@ -93,7 +96,7 @@ def measure(
     rows, sums = [], {}
     for (alias, target), g in sorted(groups.items()):
         q = _quality(settings, alias)
-        scores = score_pairs(q, g.texts, _embedder(q, embed, g.texts)) if g.texts else []
+        scores = _scores(q, g.texts, embed)
         scored = [s for s in scores if s.agreed is not None]
         agreed = sum(1 for s in scored if s.agreed)
         n = len(scored)
@@ -146,8 +149,18 @@ def _reference(settings: Settings, alias: str) -> str:
     return a.reference if a is not None else ""
 
 
-def _embedder(q: QualitySettings, embed: Callable[[str], Any], texts: list[Any]) -> Any:
-    return embed(q.embedding) if q.metric == "embedding" and texts else None
+def _scores(
+    q: QualitySettings, texts: list[tuple[str, str]], embed: Callable[[str], Any]
+) -> list[Score]:
+    """The pairs' scores; all unscored (with a warning) when the metric's model cannot load:
+    the run's answers are paid for and its results must still be written."""
+    if not texts:
+        return []
+    try:
+        return score_pairs(q, texts, embed(q.embedding) if q.metric == "embedding" else None)
+    except BatchdError as exc:
+        log.warning("quality guard: %s %s; its pairs count as unscored", exc, exc.hint)
+        return [Score(agreed=None) for _ in texts]
 
 
 def _field_share(scored: list[Score]) -> float | None:
