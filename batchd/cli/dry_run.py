@@ -16,8 +16,8 @@ from batchd.cli.common import (
     out,
     run_deadline,
 )
+from batchd.cli.guard_view import print_guard_plan
 from batchd.cli.plan_view import plan_document, print_plan
-from batchd.cli.quality_view import print_guard_plan
 from batchd.run import preflight
 from batchd.run.identity import parse_deadline
 from batchd.run.pipeline import plan_file

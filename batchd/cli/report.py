@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from batchd.cli.common import cli_settings, get_run, out
+from batchd.cli.guard_view import print_quality, print_resolved
 from batchd.cli.plan_view import print_planned_vs_actual, print_tiers
-from batchd.cli.quality_view import print_quality, print_resolved
 from batchd.cli.rounding import money
 from batchd.cli.runs import run_output
 from batchd.run.services import open_services
