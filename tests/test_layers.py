@@ -24,6 +24,7 @@ LAYERS = [
     "planning",
     "intake",
     "output",
+    "quality",
     "run",
     "triggers",
     "distributed",

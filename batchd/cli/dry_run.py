@@ -16,6 +16,7 @@ from batchd.cli.common import (
     out,
     run_deadline,
 )
+from batchd.cli.guard_view import print_guard_plan
 from batchd.cli.plan_view import plan_document, print_plan
 from batchd.run import preflight
 from batchd.run.identity import parse_deadline
@@ -81,9 +82,11 @@ def plan(
     if as_json:
         doc = plan_document(file, report)
         doc["deadline_source"] = source
+        doc["quality"] = report.quality  # each guarded alias's targets: agreement, gate
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return
     print_plan(out, file, report, elapsed, source, wide)
+    print_guard_plan(out, report.quality)
 
 
 def _deadline_source(deadline: str | None, within: str | None, default_h: float) -> str:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from batchd.cli.common import cli_settings, get_run, out
+from batchd.cli.guard_view import print_quality, print_resolved
 from batchd.cli.plan_view import print_planned_vs_actual, print_tiers
 from batchd.cli.rounding import money
 from batchd.cli.runs import run_output
@@ -47,8 +48,9 @@ def report(
             "run_id": run.run_id,
             "outcome": run.outcome,
             "rows": rows,
-            "totals": {k: sum(r[k] for r in rows) for k in (*_MONEY, "requests", "succeeded")},
+            "totals": _totals(rows),
             "planned": (run.stats or {}).get("plan"),
+            "quality": (run.stats or {}).get("quality", []),  # the quality guard (quality.parquet)
         }
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return
@@ -74,6 +76,19 @@ def report(
         )
     print_planned_vs_actual(out, run.stats or {}, rows)
     print_tiers(out, run.stats or {})
+    quality = (run.stats or {}).get("quality", [])
+    print_resolved(out, rows, sum(q["guard_cost_usd"] for q in quality))
+    print_quality(out, quality)
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    totals: dict[str, Any] = {
+        k: sum(r.get(k, 0) for r in rows) for k in (*_MONEY, "requests", "succeeded", "resolved")
+    }
+    n = totals["resolved"]
+    totals["cost_per_resolved_usd"] = totals["cost_usd"] / n if n else None
+    totals["baseline_per_resolved_usd"] = totals["baseline_cost_usd"] / n if n else None
+    return totals
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, tuple[list[str], str]]:

@@ -26,6 +26,7 @@ from batchd.config.fields import (
     Section,
     TokenCount,
 )
+from batchd.config.quality import QualitySettings, quality_problems
 from batchd.config.suggest import did_you_mean
 from batchd.config.validation import REDIS_SCHEMES, alias_problems, describe, non_finite
 from batchd.config.vllm_settings import VllmSettings, vllm_problems
@@ -117,6 +118,7 @@ class ModelAlias(_Section):
     targets: list[str]  # "vllm:<name>", "openai:<model>", "anthropic:<model>", "gemini:<model>",
     # "<provider>:<model>"
     reference: str = ""  # realtime model priced as the baseline; default: the first vendor target
+    quality: QualitySettings | None = None  # the quality guard (config/quality.py); None = off
 
 
 class ProviderSettings(_Section):
@@ -403,5 +405,8 @@ def _check(s: Settings) -> None:
         problems.append("gemini.max_lines_per_chunk must be >= 1")
     problems += vllm_problems(s.backends.vllm)
     problems += alias_problems(s)
+    problems += [
+        p for n, a in s.models.items() if a.quality for p in quality_problems(n, a.quality)
+    ]
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")

@@ -37,6 +37,7 @@ log = logging.getLogger("batchd.intake")
 
 # Vendor ids of requests whose answers must not enter the cache start with this.
 NO_CACHE_PREFIX = "x"
+GUARD_TAGS = ("s", "p")  # quality guard lines: shadow, probe (planning.gate)
 
 
 def vendor_id(key: bytes, cacheable: bool) -> str:
@@ -45,8 +46,11 @@ def vendor_id(key: bytes, cacheable: bool) -> str:
 
 
 def key_of(vendor_id: str) -> bytes:
-    """The request key behind a vendor custom_id."""
-    return bytes.fromhex(vendor_id.removeprefix(NO_CACHE_PREFIX))
+    """The request key behind a vendor custom_id (a quality guard line's: key + its tag)."""
+    body = vendor_id.removeprefix(NO_CACHE_PREFIX)
+    if body[:1] in GUARD_TAGS:  # never hex: x<tag><hex> (planning.shadows.retag)
+        return bytes.fromhex(body[1:]) + body[:1].encode()
+    return bytes.fromhex(body)
 
 
 def cacheable(vendor_id: str) -> bool:

@@ -16,6 +16,7 @@ from batchd.config.pricing import PriceBook, Usage
 from batchd.intake.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
 from batchd.output.openai_export import export_line
+from batchd.output.resolution import is_resolved, per_resolved
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -72,6 +73,10 @@ COSTS_SCHEMA = pa.schema(
         ("cost_usd", pa.float64()),
         ("baseline_cost_usd", pa.float64()),
         ("savings_usd", pa.float64()),
+        # resolved: succeeded, schema valid, not a refusal (output/resolution.py)
+        ("resolved", pa.int64()),
+        ("cost_per_resolved_usd", pa.float64()),  # NULL: nothing resolved
+        ("baseline_per_resolved_usd", pa.float64()),
         ("prompt_cache_savings_usd", pa.float64()),
         ("cache_saved_input_tokens", pa.int64()),  # not billed: answered from the cache
         ("cache_saved_output_tokens", pa.int64()),
@@ -119,10 +124,12 @@ class CostSummary:
                 "not_succeeded": 0,
                 "cache_hits": 0,
                 "in_run_hits": 0,
+                "resolved": 0,
                 **dict.fromkeys(_SUM_FIELDS, 0),
                 "prompt_cache_savings_usd": 0.0,
             }
         g["requests"] += 1
+        g["resolved"] += is_resolved(row)
         g["succeeded" if row["status"] == SUCCEEDED else "not_succeeded"] += 1
         if row["cache"] == CACHE_EXACT:
             g["cache_hits"] += 1
@@ -147,6 +154,10 @@ class CostSummary:
                     "model": model,
                     **g,
                     "savings_usd": g["baseline_cost_usd"] - g["cost_usd"],
+                    "cost_per_resolved_usd": per_resolved(g["cost_usd"], g["resolved"]),
+                    "baseline_per_resolved_usd": per_resolved(
+                        g["baseline_cost_usd"], g["resolved"]
+                    ),
                     "price_book_version": self._version,
                 }
             )

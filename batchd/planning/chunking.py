@@ -37,6 +37,7 @@ from batchd.planning.observations import Observations
 from batchd.planning.plan_totals import Estimate, PlanSummary, add_up
 from batchd.planning.release import release_order, release_target
 from batchd.planning.routing import Choice, Route, Router
+from batchd.planning.shadows import PAIRS_PATH, Guard, retag
 from batchd.requests import CHAT, ENDPOINT_URLS, KEY_BYTES
 from batchd.state.base import CHUNK_COLLECTED, Chunk
 from batchd.storage.chunk_outcomes import write_outcomes
@@ -107,6 +108,7 @@ class Chunker:
         self._endpoints: list[array[int]] = []  # per target set: each request's endpoint
         self._set_list: list[TargetSet] = []
         self._follower_deadlines: list[tuple[str, bytes, float]] = []
+        self.guard = Guard(observations.sums if observations else {})  # the quality guard
 
     def _limits(self, backend: str) -> tuple[int, int]:
         if backend == VLLM:
@@ -290,8 +292,13 @@ class Chunker:
     # --- finish: decide, write the placed requests, price ------------------------------------
     def finish(self) -> list[Chunk]:
         self._apply_follower_deadlines()
+        self.guard.before(self._set_list, self._router)
         priced = self.planner.decide(self._set_list)
+        self.guard.after(self._set_list)
         self._write_spooled(priced)
+        if self.guard.pairs and (f := None if self._dry_run else self._open_file(PAIRS_PATH)):
+            with f:
+                f.write(self.guard.encoded())
         self._write_failures()
         for key in list(self._open):
             self._close(key)
@@ -327,19 +334,25 @@ class Chunker:
             backend, model = ts.targets[j]
             if backend == VLLM and not self._router.has_backend(VLLM):
                 continue  # ends failed in _write_failures
-            at = sum(lens[:j])
-            line = blob[at : at + lens[j]]
-            tier = self._tier((backend, model), ts.deadline_at[i]) or BATCH
             endpoint = ENDPOINTS[self._endpoints[set_no][i]]
-            release = None
-            r = release_target(orders[set_no], lens) if backend == VLLM else None
-            if r is not None:
-                r_at = sum(lens[:r])
-                release = (*ts.targets[r], blob[r_at : r_at + lens[r]])
-            d = ts.deadline_at[i]
-            self._write(
-                backend, model, line, len(line), ts.max_tokens[i], d, tier, endpoint, release
-            )
+            for col, tag in [(j, b""), *self.guard.extras(ts.name, i)]:
+                backend, model = ts.targets[col]
+                if tag and backend == VLLM and not self._router.has_backend(VLLM):
+                    continue
+                at = sum(lens[:col])
+                line = blob[at : at + lens[col]]
+                if tag:  # a quality guard line (planning.shadows)
+                    line = retag(line, bytes(ts.keys[i * KEY_BYTES : (i + 1) * KEY_BYTES]), tag)
+                d = ts.deadline_at[i]
+                tier = self._tier((backend, model), d) or BATCH
+                release = None
+                r = release_target(orders[set_no], lens) if backend == VLLM and not tag else None
+                if r is not None:
+                    r_at = sum(lens[:r])
+                    release = (*ts.targets[r], blob[r_at : r_at + lens[r]])
+                self._write(
+                    backend, model, line, len(line), ts.max_tokens[i], d, tier, endpoint, release
+                )
 
     def _count_placed(self) -> None:
         """Dry run: chunk the placed requests by size alone, so `plan` shows their chunks."""
@@ -348,9 +361,11 @@ class Chunker:
                 continue  # already chunked as they came
             t = len(ts.targets)
             for i, j in enumerate(ts.choice.tolist()):
-                if j != UNMEETABLE:
-                    backend, model = ts.targets[j]
-                    n_bytes = ts.line_bytes[i * t + j]
+                if j == UNMEETABLE:
+                    continue
+                for col, _ in [(j, b""), *self.guard.extras(ts.name, i)]:
+                    backend, model = ts.targets[col]
+                    n_bytes = ts.line_bytes[i * t + col]
                     d = ts.deadline_at[i]
                     tier = self._tier((backend, model), d) or BATCH
                     endpoint = ENDPOINTS[self._endpoints[set_no][i]]

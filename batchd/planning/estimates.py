@@ -62,6 +62,7 @@ class TargetSet:
     failed_keys: dict[int, bytes] = field(default_factory=dict)
 
     direct: bool = False
+    blocked: npt.NDArray[np.bool_] | None = None  # n x t: the target may not take the request
 
     def __post_init__(self) -> None:
         self.direct = len(self.targets) == 1 and self.targets[0][0] != VLLM
@@ -209,6 +210,13 @@ class Planner:
             worst[:, j] = np.where(ok | sync[:, j], per_req * worst_share, np.inf)
             if not np.isfinite(worst_share):  # no guard: the batch price is the worst case
                 worst[:, j] = cost[:, j]
+        if ts.blocked is not None:  # the quality guard's gate (planning/shadows.py)
+            for a in (cost, cost_max, worst):
+                a[ts.blocked] = np.inf
+            sync[ts.blocked] = False
+            for j, (backend, _) in enumerate(ts.targets):
+                if backend == VLLM:
+                    gpu_s = np.where(ts.blocked[:, j], np.inf, gpu_s)
         baseline = np.zeros(n)
         ref = self.prices.lookup(ts.reference) if ts.reference else None
         if ref is not None:

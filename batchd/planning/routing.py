@@ -10,6 +10,7 @@ import msgspec
 from batchd.backends.base import BatchBackend
 from batchd.backends.capabilities import ENDPOINTS, cannot, family_of, missing, needs
 from batchd.config.pricing import PriceBook, unknown_model_message
+from batchd.config.quality import QualitySettings
 from batchd.config.settings import Settings
 from batchd.planning.estimates import VLLM
 from batchd.planning.tokens import TokenCounter
@@ -27,6 +28,12 @@ class Choice(msgspec.Struct, gc=False):
     alias: str
     targets: list[Route]
     reference: str
+    # The quality guard (config/quality.py): the reference's column in `targets` (-1: none);
+    # `reserve`: that column was added for the guard and takes lines only when gated ones
+    # leave it the lines (planning/shadows.py).
+    quality: QualitySettings | None = None
+    ref_col: int = -1
+    reserve: bool = False
 
 
 class RouteError(msgspec.Struct, gc=False):
@@ -71,7 +78,7 @@ class Router:
     def _route(self, model: str) -> Route | Choice | RouteError:
         alias = self._settings.models.get(model)
         if alias is not None:
-            return self._choice(model, alias.targets, alias.reference)
+            return self._choice(model, alias.targets, alias.reference, alias.quality)
         served = model.removeprefix(f"{VLLM}:")
         if served in self.vllm_names:
             return Route(VLLM, served)
@@ -90,7 +97,11 @@ class Router:
         return Route(price.vendor, model)
 
     def _choice(
-        self, alias: str, targets: list[str], reference: str
+        self,
+        alias: str,
+        targets: list[str],
+        reference: str,
+        quality: QualitySettings | None = None,
     ) -> Route | Choice | RouteError:
         routes = []
         for t in targets:
@@ -108,11 +119,35 @@ class Router:
                     f"{r.backend!r}, not {kind!r}; fix [models.{alias}].targets",
                 )
             routes.append(r)
-        if len(routes) == 1 and routes[0].backend != VLLM:
-            return routes[0]  # nothing to choose: plans and runs exactly like its one target
         if not reference:
             reference = next((r.model for r in routes if r.backend != VLLM), "")
+        if quality is not None and reference:
+            return self._guarded(alias, routes, reference, quality)
+        if len(routes) == 1 and routes[0].backend != VLLM:
+            return routes[0]  # nothing to choose: plans and runs exactly like its one target
         return Choice(alias, routes, reference)
+
+    def _guarded(
+        self, alias: str, routes: list[Route], reference: str, quality: QualitySettings
+    ) -> Route | Choice | RouteError:
+        """An alias with a quality guard: its reference is a column of the choice."""
+        ref_col = next(
+            (j for j, r in enumerate(routes) if r.backend != VLLM and r.model == reference), -1
+        )
+        if ref_col >= 0 and len(routes) == 1:
+            return routes[0]  # its one target is the reference: nothing to guard
+        reserve = ref_col < 0
+        if reserve:
+            ref = self._vendor(reference)
+            if isinstance(ref, RouteError):
+                return RouteError(
+                    ref.error_type,
+                    f"alias {alias!r}, reference {reference!r} (the quality guard sends "
+                    f"samples to it): {ref.message}",
+                )
+            routes = [*routes, ref]
+            ref_col = len(routes) - 1
+        return Choice(alias, routes, reference, quality, ref_col, reserve)
 
     def baseline_model(self, model: str) -> str:
         """The realtime model whose list price is a line's baseline (DESIGN §3)."""

@@ -32,6 +32,7 @@ from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, wri
 from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
 from batchd.planning.plan_totals import Estimate, PlanSummary
+from batchd.quality.measure import run_quality
 from batchd.run import deadline_guard, destination, follow_ups, preflight
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
@@ -70,6 +71,7 @@ class PlanReport(msgspec.Struct, kw_only=True):
     estimates: dict[str, Estimate]
     summary: PlanSummary
     deadline_at: float = 0.0
+    quality: list[dict[str, Any]] = []  # the quality guard: each alias's targets and gates
 
 
 def _estimates_by_model(chunker: Chunker) -> dict[str, Estimate]:
@@ -109,6 +111,7 @@ def plan_file(
         estimates=_estimates_by_model(chunker),
         summary=chunker.summary,
         deadline_at=deadline,
+        quality=chunker.guard.view(svc.router, list(svc.settings.models)),
     )
 
 
@@ -315,8 +318,19 @@ def finalize_run(svc: Services, run: Run) -> Run:
         writer.close()
         with out.writer("costs.parquet") as costs_file:
             pq.write_table(summary.table(), costs_file)
+        guard = run_quality(  # the quality guard's shadow samples and probes (batchd.quality)
+            run.run_id,
+            lambda p: blobs.read_bytes(p) if blobs.exists(p) else None,
+            lambda keys: _lookup(db, keys),
+            svc.settings,
+            svc.store.observations(),
+        )
+        if guard is not None:
+            with out.writer("quality.parquet") as quality_file:
+                pq.write_table(guard[0], quality_file)
         # Leaving the block completes results.openai.jsonl, then results.parquet.
-    svc.store.add_observations(observer.sums())  # what this run measured, for later plans
+    measured = {**observer.sums(), **(guard[1] if guard else {})}
+    svc.store.add_observations(measured)  # what this run measured, for later plans
     counts = assembler.status_counts
     if run.cancel_requested and counts.get(CANCELED):  # else nothing was left to cancel
         outcome = RUN_CANCELED
@@ -330,6 +344,8 @@ def finalize_run(svc: Services, run: Run) -> Run:
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
+    if guard is not None:
+        stats["quality"] = guard[0].drop_columns(["run_id"]).to_pylist()
     write_manifest(
         out,
         finished(
