@@ -22,7 +22,8 @@ from openai.types.responses import Response
 from openai.types.shared import ErrorObject
 
 from batchd.backends.vllm.engine import GenResult
-from batchd.backends.vllm.prompts import outcome_of
+from batchd.backends.vllm.answers import outcome_of
+from batchd.backends.vllm.prompts import plan_of
 from batchd.outcome import CANCELED, EXPIRED, SUCCEEDED, Outcome
 from batchd.output.openai_export import export_line
 from batchd.output.results import RESULTS_SCHEMA, write_openai_jsonl
@@ -116,10 +117,18 @@ def _row(o: Outcome, line_no: int = 1, **extra: Any) -> dict[str, Any]:
 
 def test_vllm_rows() -> None:
     gen = GenResult(text="hello", output_tokens=2, prompt_tokens=5, finish_reason="length")
-    chat_row = _row(outcome_of("vid", "tiny", True, gen, 2.0), backend="vllm")
+    chat = plan_of(
+        "chat",
+        {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
+        "generate",
+        "",
+        "tiny",
+    )
+    chat_row = _row(outcome_of("vid", "tiny", chat, gen, 2.0), backend="vllm")
     body = ChatCompletion.model_validate(export_line(chat_row, "chat", None)["response"]["body"])
     assert body.choices[0].message.content == "hello" and body.choices[0].finish_reason == "length"
-    text_row = _row(outcome_of("vid", "tiny", False, gen, 2.0), backend="vllm")
+    text = plan_of("completions", {"model": "tiny", "prompt": "hi"}, "generate", "", "tiny")
+    text_row = _row(outcome_of("vid", "tiny", text, gen, 2.0), backend="vllm")
     line = export_line(text_row, "completions", None)
     done = Completion.model_validate(line["response"]["body"])
     assert done.choices[0].text == "hello" and done.usage is not None
