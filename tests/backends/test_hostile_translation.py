@@ -19,7 +19,7 @@ from batchd.backends.openai_batch import OpenAIBatchBackend
 from batchd.backends.vllm.prompts import Refused, prompt_of, sampling_of
 from batchd.config.settings import load_settings
 from batchd.intake.screen import huge_int, too_deep
-from batchd.requests import Request, parse_request
+from batchd.requests import ENDPOINT_URLS, Request, parse_request
 from tests.support.hostile import CLAUDE_MODEL, OPENAI_MODEL, hostile_lines
 
 pytestmark = pytest.mark.timeout(300)
@@ -68,12 +68,12 @@ def test_openai_lines_are_json_with_the_vendor_id(
 ) -> None:
     for r in _requests(lines):
         out = json.loads(openai_backend.encode_line("k" * 32, r))
-        assert out["custom_id"] == "k" * 32 and out["url"] == "/v1/chat/completions"
+        assert out["custom_id"] == "k" * 32 and out["url"] == ENDPOINT_URLS[r.endpoint]
         assert out["body"]["model"] == r.model
 
 
 @SETTINGS
-@given(lines=st.lists(hostile_lines((CLAUDE_MODEL,)), min_size=1, max_size=8))
+@given(lines=st.lists(hostile_lines((CLAUDE_MODEL,), ("chat",)), min_size=1, max_size=8))
 def test_claude_params_or_a_named_refusal(lines: list[bytes]) -> None:
     for r in _requests(lines):
         try:
@@ -90,7 +90,7 @@ def test_claude_params_or_a_named_refusal(lines: list[bytes]) -> None:
 
 
 @SETTINGS
-@given(lines=st.lists(hostile_lines(("tiny",)), min_size=1, max_size=8))
+@given(lines=st.lists(hostile_lines(("tiny",), ("chat",)), min_size=1, max_size=8))
 def test_vllm_prompt_and_sampling_or_a_named_refusal(tokenizer: Any, lines: list[bytes]) -> None:
     for r in _requests(lines):
         try:

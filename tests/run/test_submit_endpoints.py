@@ -66,6 +66,8 @@ def _file(path: Path) -> Path:
                     "messages": [{"role": "user", "content": "mistral shape"}],
                 },
             },
+            # chat on the Responses line's model: the same model, another endpoint, own chunk
+            line("m2", "chat/completions", model=MINI, messages=[{"role": "user", "content": "x"}]),
             line("bad1", "embeddings", model=SMALL, input=["one", "two"]),
             line("bad2", "responses", model=MINI, input="x", max_tokens=5),
             line("bad3", "embeddings", model=SMALL, input="x", encoding_format="int8"),
@@ -89,7 +91,7 @@ def test_every_endpoint_runs_priced_and_a_rerun_is_all_cache(
     proc = batchd.submit(src)
     assert proc.returncode == 3, proc.stderr  # finished, with invalid lines
     rows = {r["custom_id"]: r for r in batchd.results()}
-    ok = ("e1", "e2", "e3", "r1", "r2", "c1", "c2", "m1")
+    ok = ("e1", "e2", "e3", "r1", "r2", "c1", "c2", "m1", "m2")
     assert {c: rows[c]["status"] for c in ok} == dict.fromkeys(ok, "succeeded")
 
     # Embeddings: the model's size, or body.dimensions; floats although e2 asked for base64.
@@ -139,6 +141,7 @@ def test_every_endpoint_runs_priced_and_a_rerun_is_all_cache(
     # One endpoint per batch, every line's url the batch's own.
     batches = emulator.batches()
     assert sorted((b["endpoint"], b["model"]) for b in batches) == [
+        ("/v1/chat/completions", "gpt-5.4-mini"),
         ("/v1/chat/completions", "gpt-5.4-nano"),
         ("/v1/completions", "davinci-002"),
         ("/v1/completions", "gpt-3.5-turbo-instruct"),
@@ -148,8 +151,9 @@ def test_every_endpoint_runs_priced_and_a_rerun_is_all_cache(
     ]
     assert {b["status"] for b in batches} == {"completed"}
     sent = emulator.requests_seen()
-    assert len(sent) == 7  # e3 answered in run
-    assert {s["url"] for s in sent if s["body"]["model"] == MINI} == {"/v1/responses"}
+    assert len(sent) == 8  # e3 answered in run
+    urls = {s["custom_id"]: s["url"] for s in sent if s["body"]["model"] == MINI}
+    assert sorted(urls.values()) == ["/v1/chat/completions", "/v1/responses", "/v1/responses"]
 
     # A second run: every answer from the cache, vectors and reasoning tokens kept.
     again = batchd.submit(src)
