@@ -6,13 +6,18 @@ outcomes of the unique requests, by request key, in batches.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
+from functools import reduce
+from operator import attrgetter
 from typing import Any, BinaryIO
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
-from batchd.config.pricing import PriceBook, Usage
+from batchd.config.pricing import PER_MTOK, PriceBook, Usage
 from batchd.intake.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
 
@@ -97,35 +102,46 @@ MISSING_RESULT = Outcome(
 
 
 class CostSummary:
-    """Sums over result rows, grouped by backend and model: costs.parquet equals the row sums."""
+    """Sums over result rows, grouped by backend and model: costs.parquet equals the row sums.
+
+    Float sums are added row by row in input order (functools.reduce), so they are the very
+    numbers a row-at-a-time sum gives."""
 
     def __init__(self, run_id: str, price_book_version: str) -> None:
         self._run_id = run_id
         self._version = price_book_version
         self._groups: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def add(self, row: dict[str, Any]) -> None:
-        model = row["model_used"] or row["model_requested"] or ""
-        g = self._groups.get((row["backend"], model))
-        if g is None:
-            g = self._groups[(row["backend"], model)] = {
-                "requests": 0,
-                "succeeded": 0,
-                "not_succeeded": 0,
-                "cache_hits": 0,
-                "in_run_hits": 0,
-                **dict.fromkeys(_SUM_FIELDS, 0),
-                "prompt_cache_savings_usd": 0.0,
-            }
-        g["requests"] += 1
-        g["succeeded" if row["status"] == SUCCEEDED else "not_succeeded"] += 1
-        if row["cache"] == CACHE_EXACT:
-            g["cache_hits"] += 1
-        elif row["cache"] == CACHE_IN_RUN:
-            g["in_run_hits"] += 1
-        for f in _SUM_FIELDS:
-            g[f] += row[f]
-        g["prompt_cache_savings_usd"] += row["prompt_cache_savings_usd"]
+    def add_rows(self, cols: dict[str, Any]) -> None:
+        """One batch of result columns (numpy arrays or lists; `saved_*`, `prompt_cache_*`
+        included), each row summed into its (backend, model used or requested) group."""
+        backend = cols["backend"]
+        used, requested = cols["model_used"], cols["model_requested"]
+        model = [u or r or "" for u, r in zip(used, requested, strict=True)]
+        for (b, m), rows in _groups(backend, model):
+            g = self._groups.get((b, m))
+            if g is None:
+                g = self._groups[(b, m)] = {
+                    "requests": 0,
+                    "succeeded": 0,
+                    "not_succeeded": 0,
+                    "cache_hits": 0,
+                    "in_run_hits": 0,
+                    **dict.fromkeys(_SUM_FIELDS, 0),
+                    "prompt_cache_savings_usd": 0.0,
+                }
+            succeeded = int((cols["status"][rows] == SUCCEEDED).sum())
+            g["requests"] += len(rows)
+            g["succeeded"] += succeeded
+            g["not_succeeded"] += len(rows) - succeeded
+            g["cache_hits"] += int((cols["cache"][rows] == CACHE_EXACT).sum())
+            g["in_run_hits"] += int((cols["cache"][rows] == CACHE_IN_RUN).sum())
+            for f in (*_SUM_FIELDS, "prompt_cache_savings_usd"):
+                values = cols[f][rows]
+                if values.dtype.kind == "f":
+                    g[f] = reduce(operator.add, values.tolist(), g[f])
+                else:
+                    g[f] += int(values.sum())
 
     def total(self, field: str) -> float:
         return float(sum(g[field] for g in self._groups.values()))
@@ -148,8 +164,25 @@ class CostSummary:
         return pa.Table.from_pylist(rows, schema=COSTS_SCHEMA)
 
 
+def _groups(*keys: list[Any]) -> list[tuple[tuple[Any, ...], npt.NDArray[np.intp]]]:
+    """Row numbers per distinct key tuple, each in input order, groups by first row."""
+    first: dict[tuple[Any, ...], int] = {}
+    rows = zip(*keys, strict=True)
+    ids = np.fromiter((first.setdefault(k, len(first)) for k in rows), np.intp, len(keys[0]))
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(len(first) + 1))
+    return [(k, order[bounds[i] : bounds[i + 1]]) for k, i in first.items()]
+
+
+# Outcome fields copied to result columns of the same name as they are (None: NULL). A new
+# nullable column from the Outcome is one name here and its field in RESULTS_SCHEMA.
+OUTCOME_COLUMNS = ("output_text", "response_json", "finish_reason", "error_type", "error_message")
+_TOKENS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
+
+
 class RowAssembler:
-    """Lines-part batches in, result-row batches out (same order, same count)."""
+    """Lines-part batches in, result-row batches out (same order, same count), a column at a
+    time: one Outcome chosen per row, then every column built from them in bulk."""
 
     def __init__(
         self,
@@ -169,119 +202,132 @@ class RowAssembler:
         self.status_counts: dict[str, int] = {}
         # per tier: lines, cost_usd, and batch_price_usd (the same usage at the batch price)
         self.tiers: dict[str, dict[str, float]] = {}
+        self._rates: dict[str | None, tuple[float, float] | None] = {}  # per requested model
 
     def assemble(self, lines: pa.RecordBatch) -> pa.RecordBatch:
-        cols = lines.to_pydict()
-        keys = [
-            k
-            for k, s in zip(cols["request_key"], cols["state"], strict=True)
-            if k is not None and s != CACHED
-        ]
-        outcomes = self._lookup(keys) if keys else {}
-        out: dict[str, list[Any]] = {name: [] for name in RESULTS_SCHEMA.names}
-        for i in range(lines.num_rows):
-            row = self._row(cols, i, outcomes)
-            self.summary.add(row)
-            self.status_counts[row["status"]] = self.status_counts.get(row["status"], 0) + 1
-            if row["tier"] is not None:
-                self._count_tier(row)
-            for name, values in out.items():
-                values.append(row[name])
-        return pa.RecordBatch.from_pydict(out, schema=RESULTS_SCHEMA)
-
-    def _row(
-        self, cols: dict[str, list[Any]], i: int, outcomes: dict[bytes, Outcome]
-    ) -> dict[str, Any]:
-        key = cols["request_key"][i]
-        state = cols["state"][i]
-        cache = cols["cache"][i]
-        model_requested = cols["model_requested"][i]
-        row: dict[str, Any] = {
-            "run_id": self._run_id,
-            "line_no": cols["line_no"][i],
-            "custom_id": cols["custom_id"][i],
-            "request_key": key.hex() if key else None,
-            "tenant": cols["tenant"][i] or None,
-            "tags": cols["tags"][i],
-            "model_requested": model_requested,
-            "cache": cache,
+        c = lines.to_pydict()
+        n = lines.num_rows
+        keys, state, cache = c["request_key"], c["state"], c["cache"]
+        wanted = [k for k, s in zip(keys, state, strict=True) if k is not None and s != CACHED]
+        found = self._lookup(wanted) if wanted else {}
+        outs = _outcomes(c, found)
+        state_a, cache_a = np.array(state, dtype=object), np.array(cache, dtype=object)
+        billed = cache_a == CACHE_NONE
+        o = {f: list(map(attrgetter(f), outs)) for f in (*_TOKENS, *OUTCOME_COLUMNS)}
+        tok = {f: np.array(o[f], dtype=np.int64) for f in _TOKENS}
+        cost = np.array(list(map(attrgetter("cost_usd"), outs)), dtype=np.float64)
+        gpu = np.array(list(map(attrgetter("gpu_seconds"), outs)), dtype=np.float64)
+        in_run = cache_a == CACHE_IN_RUN
+        cost[in_run], gpu[in_run] = 0.0, 0.0
+        cols: dict[str, Any] = {
+            "run_id": [self._run_id] * n,
+            "line_no": c["line_no"],
+            "custom_id": c["custom_id"],
+            "request_key": [k.hex() if k else None for k in keys],
+            "tenant": [t or None for t in c["tenant"]],
+            "tags": c["tags"],
+            "model_requested": [m or None for m in c["model_requested"]],
+            "model_used": [o.model_used or None for o in outs],
+            "backend": [o.backend or None for o in outs],
+            "status": np.array([o.status for o in outs], dtype=object),
+            "cache": cache_a,
+            **{f: o[f] for f in OUTCOME_COLUMNS},
+            "baseline_cost_usd": self._baselines(c["model_requested"], tok),
+            "cost_usd": cost,
+            "gpu_seconds": gpu,
+            "submitted_at": [_ts(o.submitted_at) for o in outs],
+            "completed_at": [_ts(o.completed_at) for o in outs],
+            "cache_saved_input_tokens": np.where(billed, 0, tok["input_tokens"]),
+            "cache_saved_output_tokens": np.where(billed, 0, tok["output_tokens"]),
         }
+        served = (state_a != INVALID) & (state_a != CACHED)
+        served_l = served.tolist()
+        cols["tier"] = [served_tier(x) if s else None for x, s in zip(outs, served_l, strict=True)]
+        for f in _TOKENS:
+            cols[f] = np.where(billed, tok[f], 0)  # a cache answer billed nothing
+        cols["prompt_cache_savings_usd"] = self._prompt_cache_savings(billed, outs, cols)
+        self.summary.add_rows({**cols, "backend": np.array(cols["backend"], dtype=object)})
+        for status, rows in _groups(cols["status"].tolist()):
+            self.status_counts[status[0]] = self.status_counts.get(status[0], 0) + len(rows)
+        self._count_tiers(cols)
+        return pa.RecordBatch.from_pydict(
+            {name: cols[name] for name in RESULTS_SCHEMA.names}, schema=RESULTS_SCHEMA
+        )
+
+    def _baselines(self, models: list[str | None], tok: dict[str, Any]) -> npt.NDArray[Any]:
+        """Each row's realtime list price of its tokens on its baseline model (0: unpriced)."""
+        out = np.zeros(len(models), dtype=np.float64)
+        for (model,), rows in _groups(models):
+            if model not in self._rates:
+                price = self._prices.lookup(self._baseline_model(model)) if model else None
+                self._rates[model] = (
+                    None if price is None else (price.input_per_mtok, price.output_per_mtok)
+                )
+            rates = self._rates[model]
+            if rates is None:
+                continue
+            i, o = tok["input_tokens"][rows], tok["output_tokens"][rows]
+            value = (i * rates[0] + o * rates[1]) / PER_MTOK
+            out[rows] = np.where((i == 0) & (o == 0), 0.0, value)
+        return out
+
+    def _prompt_cache_savings(
+        self, billed: npt.NDArray[np.bool_], outs: list[Outcome], cols: dict[str, Any]
+    ) -> npt.NDArray[np.float64]:
+        """What the vendor's prompt cache saved on each row (negative: writes never reused)."""
+        saved = np.zeros(len(outs), dtype=np.float64)
+        marked = billed & ((cols["cached_input_tokens"] != 0) | (cols["cache_write_tokens"] != 0))
+        for i in np.flatnonzero(marked).tolist():
+            o = outs[i]
+            price = self._prices.lookup(o.model_used)
+            if price is not None:
+                plain = Usage(o.input_tokens, 0, 0, o.output_tokens)
+                saved[i] = self._prices.cost_usd(price, plain, batch=True) - o.cost_usd
+        return saved
+
+    def _count_tiers(self, cols: dict[str, Any]) -> None:
+        for (tier,), rows in _groups(cols["tier"]):
+            if tier is None:
+                continue
+            t = self.tiers.setdefault(tier, {"lines": 0, "cost_usd": 0.0, "batch_price_usd": 0})
+            costs = cols["cost_usd"][rows].tolist()
+            t["lines"] += len(rows)
+            t["cost_usd"] = reduce(operator.add, costs, t["cost_usd"])
+            at_batch = costs
+            if tier == "realtime":
+                pairs = zip(rows.tolist(), costs, strict=True)
+                at_batch = [self._at_batch(cols, i, x) for i, x in pairs]
+            t["batch_price_usd"] = reduce(operator.add, at_batch, t["batch_price_usd"])
+
+    def _at_batch(self, cols: dict[str, Any], i: int, cost_usd: float) -> float:
+        """A realtime row's usage at the batch price (its cost when unpriced)."""
+        price = self._prices.lookup(cols["model_used"][i] or "")
+        if price is None:
+            return cost_usd
+        usage = Usage(*(int(cols[f][i]) for f in _TOKENS))
+        return self._prices.cost_usd(price, usage, batch=True) if cost_usd else 0.0
+
+
+def _outcomes(c: dict[str, list[Any]], found: dict[bytes, Outcome]) -> list[Outcome]:
+    """Each row's Outcome: its invalid reason, its cache answer, or its request's outcome."""
+    outs = []
+    for key, state, error_type, message, cached in zip(
+        c["request_key"],
+        c["state"],
+        c["error_type"],
+        c["error_message"],
+        c["cached_outcome"],
+        strict=True,
+    ):
         if state == INVALID:
-            o = Outcome(
-                status=INVALID,
-                error_type=cols["error_type"][i],
-                error_message=cols["error_message"][i],
-            )
+            o = Outcome(status=INVALID, error_type=error_type, error_message=message)
         elif state == CACHED:
-            o = _outcome_dec.decode(cols["cached_outcome"][i])
+            o = _outcome_dec.decode(cached)
             o.backend, o.cost_usd, o.gpu_seconds = "cache", 0.0, 0.0
         else:
-            o = outcomes.get(key) or MISSING_RESULT
-            if cache == CACHE_IN_RUN:
-                o = msgspec.structs.replace(o, cost_usd=0.0, gpu_seconds=0.0)
-        baseline = self._baseline(model_requested, o)
-        saved = (o.input_tokens, o.output_tokens) if cache != CACHE_NONE else (0, 0)
-        if cache != CACHE_NONE:  # nothing billed: the tokens it saved go to costs.parquet
-            o = msgspec.structs.replace(
-                o, input_tokens=0, cached_input_tokens=0, cache_write_tokens=0, output_tokens=0
-            )
-        row.update(
-            model_requested=model_requested or None,
-            model_used=o.model_used or None,
-            backend=o.backend or None,
-            tier=None if state in (INVALID, CACHED) else served_tier(o),
-            status=o.status,
-            output_text=o.output_text,
-            response_json=o.response_json,
-            finish_reason=o.finish_reason,
-            error_type=o.error_type,
-            error_message=o.error_message,
-            input_tokens=o.input_tokens,
-            cached_input_tokens=o.cached_input_tokens,
-            cache_write_tokens=o.cache_write_tokens,
-            output_tokens=o.output_tokens,
-            cost_usd=o.cost_usd,
-            gpu_seconds=o.gpu_seconds,
-            submitted_at=_ts(o.submitted_at),
-            completed_at=_ts(o.completed_at),
-            baseline_cost_usd=baseline,
-            prompt_cache_savings_usd=self._prompt_cache_saving(cache, o),
-            cache_saved_input_tokens=saved[0],
-            cache_saved_output_tokens=saved[1],
-        )
-        return row
-
-    def _count_tier(self, row: dict[str, Any]) -> None:
-        t = self.tiers.setdefault(row["tier"], {"lines": 0, "cost_usd": 0.0, "batch_price_usd": 0})
-        t["lines"] += 1
-        t["cost_usd"] += row["cost_usd"]
-        at_batch = row["cost_usd"]
-        price = self._prices.lookup(row["model_used"] or "")
-        if row["tier"] == "realtime" and price is not None:
-            usage = Usage(
-                row["input_tokens"],
-                row["cached_input_tokens"],
-                row["cache_write_tokens"],
-                row["output_tokens"],
-            )
-            at_batch = self._prices.cost_usd(price, usage, batch=True) if row["cost_usd"] else 0.0
-        t["batch_price_usd"] += at_batch
-
-    def _prompt_cache_saving(self, cache: str, o: Outcome) -> float:
-        """What the vendor's prompt cache saved on this row (negative: writes never reused)."""
-        if cache != CACHE_NONE or not (o.cached_input_tokens or o.cache_write_tokens):
-            return 0.0
-        price = self._prices.lookup(o.model_used)
-        if price is None:
-            return 0.0
-        plain = Usage(o.input_tokens, 0, 0, o.output_tokens)
-        return self._prices.cost_usd(price, plain, batch=True) - o.cost_usd
-
-    def _baseline(self, model: str | None, o: Outcome) -> float:
-        price = self._prices.lookup(self._baseline_model(model)) if model else None
-        if price is None or (o.input_tokens == 0 and o.output_tokens == 0):
-            return 0.0
-        return self._prices.baseline_usd(price, Usage(o.input_tokens, 0, 0, o.output_tokens))
+            o = found.get(key) or MISSING_RESULT
+        outs.append(o)
+    return outs
 
 
 def served_tier(o: Outcome) -> str | None:
