@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from batchd.cache.base import Cache
 from batchd.errors import BatchdError
-from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed
+from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed, paused_gc
 from batchd.intake.lines import MAX_LINE_BYTES, iter_lines
 from batchd.intake.parse_pool import parse_blocks
 from batchd.intake.seen import SeenSet
@@ -149,9 +149,10 @@ def ingest(
         stats.blank += block.blank
         stats.bytes_read += block.bytes_read
         rows = _Rows() if write_rows is not None else _NoRows()
-        _settle(block.records, rows, seen_ids, seen_keys, cache, chunker, stats, invalid_types)
-        if write_rows is not None and rows.cols["line_no"]:
-            write_rows(rows.batch())
+        with paused_gc():
+            _settle(block.records, rows, seen_ids, seen_keys, cache, chunker, stats, invalid_types)
+            if write_rows is not None and rows.cols["line_no"]:
+                write_rows(rows.batch())
         if on_progress is not None:
             on_progress(stats)
     stats.invalid_by_type = dict(invalid_types)

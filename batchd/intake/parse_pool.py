@@ -101,7 +101,9 @@ def _collect(
     job, future = item
     if future is not None and not broken:
         try:
-            return _block_dec.decode(future.result()), False
+            data = future.result()
+            with decode.paused_gc():
+                return _block_dec.decode(data), False
         except BrokenProcessPool:
             broken = _died()
         except Exception:

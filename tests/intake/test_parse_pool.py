@@ -107,15 +107,16 @@ def test_record_that_cannot_cross_processes_becomes_its_row(
 ) -> None:
     """A value the hand-over cannot encode (here a max_tokens past 64 bits slipped through)
     faults that line only."""
-    real = decode.parse_line
+    real = decode.parse_block
 
-    def parse_line(raw: bytes | None, line_no: int, ctx: Any) -> Any:
-        record = real(raw, line_no, ctx)
-        if raw and MARK.encode() in raw:
-            record.max_tokens = 2**70
-        return record
+    def parse_block(first: int, lines: list[bytes | None], ctx: Any) -> Any:
+        block = real(first, lines, ctx)
+        for record, raw in zip(block.records, lines, strict=True):
+            if raw and MARK.encode() in raw:
+                record.max_tokens = 2**70
+        return block
 
-    monkeypatch.setattr(decode, "parse_line", parse_line)
+    monkeypatch.setattr(decode, "parse_block", parse_block)
     monkeypatch.setattr(parse_pool.threading, "active_count", lambda: 1)  # forked workers
     _small_blocks(monkeypatch, 32 * 1024)
     data = _input(3000)

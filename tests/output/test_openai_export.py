@@ -21,8 +21,8 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 from openai.types.shared import ErrorObject
 
-from batchd.backends.vllm.engine import GenResult
 from batchd.backends.vllm.answers import outcome_of
+from batchd.backends.vllm.engine import GenResult
 from batchd.backends.vllm.prompts import plan_of
 from batchd.outcome import CANCELED, EXPIRED, SUCCEEDED, Outcome
 from batchd.output.openai_export import export_line

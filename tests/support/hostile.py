@@ -371,3 +371,51 @@ def check_one_row_per_line(stats: IngestStats, rows: list[dict[str, Any]], n_lin
             assert r["error_type"] and r["error_message"], r
         else:
             assert r["error_type"] is None and r["request_key"] is not None, r
+
+
+SAMPLING = ["temperature", "top_p", "top_k", "seed", "n", "stop", "presence_penalty"]
+ODD_KEYS = ["stream", "user", "metadata", "max_completion_tokens", "tools", "endpoint", "name"]
+
+
+@st.composite
+def near_plain_lines(
+    draw: st.DrawFn, models: tuple[str, ...] = (OPENAI_MODEL, CLAUDE_MODEL, "gpt-5-mini")
+) -> bytes:
+    """A plain chat line of some format, or one a single step away from plain: sampling
+    parameters with any value, a system prompt, metadata, a deadline, cache, an extra key
+    the fast path must not take, a message with a third key or non-string content."""
+    fmt = draw(st.sampled_from(sorted(FIELD_PATHS)))
+    line = base_line(fmt, draw(st.sampled_from(models)), draw(st.integers(0, 10**6)))
+    body = {"openai": line.get("body"), "anthropic": line.get("params")}.get(fmt, line)
+    assert isinstance(body, dict)
+    if fmt == "native" and draw(st.booleans()):
+        del line["deadline"]
+    if fmt == "native" and draw(st.booleans()):
+        line["prompt"] = line.pop("messages")[0]["content"]
+    for name in draw(st.lists(st.sampled_from(SAMPLING), max_size=3, unique=True)):
+        body[name] = draw(st.one_of(numbers, st.none(), odd_text, st.lists(odd_text, max_size=2)))
+    if fmt != "openai" and draw(st.booleans()):
+        body["system"] = draw(st.one_of(odd_text, st.none(), json_values))
+    if fmt == "native" and draw(st.booleans()):
+        line["metadata"] = draw(
+            st.one_of(
+                st.none(),
+                st.fixed_dictionaries(
+                    {"tenant": st.one_of(odd_text, st.none())},
+                    optional={"tags": st.one_of(json_values, st.dictionaries(odd_text, odd_text))},
+                ),
+            )
+        )
+    if fmt == "native" and draw(st.booleans()):
+        line["cache"] = draw(st.one_of(st.booleans(), scalars))
+    if fmt == "native" and draw(st.booleans()):
+        line["deadline"] = draw(st.one_of(numbers, odd_text, st.just("2030-01-01T00:00:00Z")))
+    if draw(st.integers(0, 3)) == 0:
+        body[draw(st.sampled_from(ODD_KEYS))] = draw(json_values)
+    if draw(st.integers(0, 4)) == 0 and isinstance(body.get("messages"), list):
+        m = dict(body["messages"][0])
+        m[draw(st.sampled_from(["name", "content", "role"]))] = draw(json_values)
+        body["messages"] = [m, *draw(st.lists(st.just({"role": "user", "content": "b"})))]
+    if draw(st.integers(0, 4)) == 0:
+        body["max_tokens"] = draw(st.one_of(numbers, st.none(), st.booleans()))
+    return encode(line)

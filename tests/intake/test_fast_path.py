@@ -1,0 +1,182 @@
+"""The fast path (intake.plain, decode._parse_clean) changes nothing: on a corpus of every
+line kind, hypothesis-made hostile and near-plain lines included, it gives the Request, key,
+Invalid reason, lines rows and chunk files of the per-line path (`parse_line` through
+`requests.parse_request`), byte for byte."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchd.intake import decode
+from batchd.intake.plain import plain_request
+from batchd.requests import Request, parse_request
+from tests.intake.test_hostile_lines import CASES, OK, TOOL_TRANSCRIPT
+from tests.support.hostile import (
+    CLAUDE_MODEL,
+    OPENAI_MODEL,
+    base_line,
+    check_one_row_per_line,
+    encode,
+    hostile_lines,
+    ingest_rows,
+    near_plain_lines,
+    open_test_services,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    s = open_test_services(tmp_path_factory.mktemp("fast"))
+    yield s
+    s.close()
+
+
+def _plain_corpus() -> list[bytes]:
+    """Plain lines of each format and each model kind, and their near neighbours."""
+    lines = []
+    for n, (fmt, model) in enumerate(
+        (f, m)
+        for f in ("openai", "anthropic", "native")
+        for m in (OPENAI_MODEL, CLAUDE_MODEL, "no-such-model")
+    ):
+        line = base_line(fmt, model, n)
+        lines.append(encode(line))
+        body = {"openai": line.get("body"), "anthropic": line.get("params")}.get(fmt, line)
+        for extra in (
+            {"temperature": 0.2, "top_p": 1, "stop": ["\n"]},
+            {"system": "be brief"},
+            {"system": [{"type": "text", "text": "be brief"}]},
+            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            {"stream": False},
+            {"user": "u1"},
+            {"max_completion_tokens": 5},
+            {"messages": TOOL_TRANSCRIPT},
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+            {"messages": [{"role": "user", "content": "hi", "name": "bob"}]},
+        ):
+            lines.append(encode({**line, **extra} if fmt == "native" else _with(line, fmt, extra)))
+        assert isinstance(body, dict)
+    lines += [
+        encode({"model": OPENAI_MODEL, "prompt": "no id"}),
+        encode({"id": "c", "model": OPENAI_MODEL, "prompt": "x", "cache": False}),
+        encode({"id": "m", "model": OPENAI_MODEL, "prompt": "x", "metadata": None}),
+        encode({"id": "d", "model": OPENAI_MODEL, "prompt": "x", "deadline": 2_000_000_000}),
+        encode({"id": "l", "model": OPENAI_MODEL, "prompt": "x", "metadata": {"tags": ["a"]}}),
+        encode({"custom_id": "n", "model": OPENAI_MODEL, "prompt": "custom_id, native"}),
+        encode({"custom_id": "b", "body": base_line("openai", OPENAI_MODEL, 1)["body"]}),
+        encode({**base_line("openai", OPENAI_MODEL, 2), "url": "/v1/embeddings"}),
+        encode({"id": "e", "model": OPENAI_MODEL, "input": "x", "endpoint": "/v1/embeddings"}),
+        OK,
+        OK,  # a duplicate id
+        b"",
+        b"   ",
+        b"{not json",
+    ]
+    return lines
+
+
+def _with(line: dict[str, Any], fmt: str, extra: dict[str, Any]) -> dict[str, Any]:
+    name = "body" if fmt == "openai" else "params"
+    return {**line, name: {**line[name], **extra}}
+
+
+def _corpus() -> list[bytes]:
+    hostile = [c[0] for c in CASES]
+    return _plain_corpus() + hostile
+
+
+def _same_request(raw: bytes, line_no: int = 7) -> bool:
+    """plain_request gives None or exactly parse_request's Request; True if it took it."""
+    try:
+        obj = msgspec.json.decode(raw)
+    except Exception:
+        return False
+    fast = plain_request(obj, line_no, "t")
+    slow = parse_request(obj, line_no, "t")
+    if fast is None:
+        return False
+    assert type(slow) is Request, (raw, slow)
+    assert fast == slow
+    assert fast.key == slow.key
+    # insertion order too: it is the order of the vendor line's JSON
+    assert msgspec.json.encode(fast.body) == msgspec.json.encode(slow.body)
+    assert msgspec.json.encode(fast.source_params) == msgspec.json.encode(slow.source_params)
+    return True
+
+
+def _both_paths(svc: Any, lines: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    data = b"\n".join(lines) + b"\n"
+    fast = ingest_rows(svc, data)
+    with monkeypatch.context() as m:
+        m.setattr(decode, "plain_request", lambda *a: None)  # every line per line
+        m.setattr(decode, "_parse_clean", decode.parse_line)
+        slow = ingest_rows(svc, data)
+    check_one_row_per_line(fast[0], fast[1], data.count(b"\n"))
+    return fast, slow
+
+
+def test_plain_lines_take_the_fast_path_with_the_same_request() -> None:
+    taken = [_same_request(raw) for raw in _corpus()]
+    # the fast path is really taken for the plain lines (this test cannot pass vacuously)
+    assert sum(taken) >= 12
+
+
+def test_fast_path_gives_the_per_line_rows_and_chunk_files(
+    svc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (fast_stats, fast_rows, fast_files), (slow_stats, slow_rows, slow_files) = _both_paths(
+        svc, _corpus(), monkeypatch
+    )
+    assert fast_rows == slow_rows
+    assert fast_files == slow_files and fast_files
+    assert fast_stats == slow_stats
+    kinds = {r["error_type"] for r in fast_rows}
+    assert {None, "duplicate_custom_id", "unknown_model", "blank_line", "invalid_json"} <= kinds
+
+
+def test_a_block_with_a_long_number_or_a_bom_gives_the_same_rows(
+    svc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks the block screen sends line by line (a BOM, 19 digits) still match."""
+    big = b'{"id": "s", "seed": 12345678901234567890}'
+    lines = [b"\xef\xbb\xbf" + OK, *_plain_corpus()[:6], big]
+    (_, fast_rows, fast_files), (_, slow_rows, slow_files) = _both_paths(svc, lines, monkeypatch)
+    assert fast_rows == slow_rows and fast_files == slow_files
+    assert fast_rows[0]["error_type"] is None  # the file's own BOM is stripped
+
+
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@SETTINGS
+@given(raw=st.one_of(near_plain_lines(), hostile_lines()))
+def test_generated_lines_get_the_same_request(raw: bytes) -> None:
+    _same_request(raw)
+
+
+@SETTINGS
+@given(lines=st.lists(st.one_of(near_plain_lines(), hostile_lines()), min_size=1, max_size=10))
+def test_generated_files_give_the_same_rows(
+    svc: Any, monkeypatch: pytest.MonkeyPatch, lines: list[bytes]
+) -> None:
+    (fast_stats, fast_rows, fast_files), (slow_stats, slow_rows, slow_files) = _both_paths(
+        svc, lines, monkeypatch
+    )
+    assert fast_rows == slow_rows
+    assert fast_files == slow_files
+    assert fast_stats == slow_stats
+    for path, chunk in fast_files.items():
+        for line in chunk.splitlines() if path.endswith(".jsonl") else []:  # .parts: msgpack
+            json.loads(line)
