@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from batchd import requests as core
+from batchd.core.fields import deadline as parse_deadline
 from batchd.requests import _NATIVE_ENVELOPE as ENVELOPE
 from batchd.requests import CHAT_URL, MAX_TOKENS_LIMIT, Request
-from batchd.requests import _deadline as parse_deadline
 
 # Body parameters that parse_request passes through unchecked and that no backend treats
 # as anything but a sampling setting; any other key sends the line to parse_request.
