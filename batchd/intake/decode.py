@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import UnsupportedRequest
+from batchd.cache.semantic.scope import SemanticPlan, scope_and_text
 from batchd.intake.screen import BOM, huge_int, line_id, lone_surrogate, stray_bom, too_deep
 from batchd.planning.estimates import VLLM
 from batchd.planning.routing import Choice, Route, RouteError, Router
@@ -64,6 +65,8 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
     deadline_at: float | None = None
     options: list[bytes] = []  # an alias: one chunk line per target ("" = target can't take it)
     prompt_tokens: int = -1  # counted by the vLLM model's tokenizer, when it has a vLLM target
+    sem_scope: bytes = b""  # semantic cache: the scope it may match in (b"": not matched)
+    sem_text: str = ""  # and the text compared
 
 
 class Block(msgspec.Struct, array_like=True, gc=False):
@@ -79,6 +82,7 @@ class ParseContext:
     run_salt: str
     use_cache: bool
     max_line_bytes: int
+    semantic: SemanticPlan | None = None  # lines matched by meaning (semantic cache)
 
 
 def _digest(text: str) -> bytes:
@@ -282,6 +286,13 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         )
     where.stage = "token count"
     prompt_tokens = _prompt_tokens(item, targets, ctx.router)
+    sem = ctx.semantic
+    where.stage = "semantic scope"
+    scoped = (
+        scope_and_text(item.tenant, item.body, sem.compare)
+        if sem is not None and item.cache_ok and ctx.use_cache and sem.applies(item.model)
+        else None
+    )
     return Parsed(
         item.line_no,
         item.custom_id,
@@ -299,6 +310,7 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         item.deadline_at,
         options,
         prompt_tokens,
+        *(scoped or (b"", "")),
     )
 
 

@@ -36,6 +36,7 @@ from batchd.run import deadline_guard, destination, follow_ups, preflight
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
+from batchd.run.semantic_step import semantic_for_run, verifier_for_run
 from batchd.run.services import Services
 from batchd.state.base import (
     CHUNK_COLLECTED,
@@ -150,6 +151,7 @@ def _ingest_source(
             write_rows=write_rows,
             on_progress=on_progress,
             workers=_workers(svc, source),
+            semantic=semantic_for_run(svc, options, run_salt) if write_rows else None,
         )
 
 
@@ -296,12 +298,14 @@ def finalize_run(svc: Services, run: Run) -> Run:
         db = _outcome_index(svc, run, Path(tmp) / "outcomes.db", observer)
         files.callback(db.close)
         summary = CostSummary(run.run_id, svc.prices.version)
+        verifier = verifier_for_run(svc, run.stats or {})
         assembler = RowAssembler(
             run.run_id,
             svc.prices,
             lambda keys: _lookup(db, keys),
             summary,
             baseline_model=svc.router.baseline_model,
+            semantic_verdicts=verifier.verdicts if verifier else None,
         )
         results_file = files.enter_context(out.writer("results.parquet"))
         writer = files.enter_context(pq.ParquetWriter(results_file, RESULTS_SCHEMA))
@@ -330,6 +334,8 @@ def finalize_run(svc: Services, run: Run) -> Run:
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
+    if verifier is not None:  # semantic cache: verified hits, false ones, labels learned
+        stats["semantic"] = {"verified": verifier.verified, "false_hits": verifier.false_hits}
     write_manifest(
         out,
         finished(
