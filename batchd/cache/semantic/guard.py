@@ -27,6 +27,13 @@ _MONTHS = (
     "saturday sunday today tomorrow yesterday tonight"
 )
 _DATE_WORDS = frozenset(_MONTHS.split())
+_NUMERALS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+    "eighty ninety hundred thousand million billion half double twice first second third "
+    "fourth fifth sixth seventh eighth ninth tenth once"
+)
+_NUMBER_WORDS = frozenset(_NUMERALS.split())
 _NEG_WORDS = (
     "not no never none nothing nobody neither nor without cannot isn't aren't wasn't weren't "
     "don't doesn't didn't won't wouldn't can't couldn't shouldn't hasn't haven't hadn't "
@@ -49,6 +56,8 @@ def _entities(text: str) -> frozenset[str]:
     out = set()
     for m in re.finditer(r"[A-Za-z][\w'’-]*", text):
         word = m.group(0)
+        if len(word) == 1 or word.lower() in _STOP:  # "I", "What", "The" ...
+            continue
         before = text[: m.start()].rstrip()
         sentence_start = not before or before[-1] in ".!?:\n\"'“("
         if (word[0].isupper() and not sentence_start) or (word.isupper() and len(word) > 1):
@@ -67,7 +76,9 @@ class Facts:
 
 def facts(text: str) -> Facts:
     words = [w.lower().replace("’", "'") for w in _WORD.findall(text)]
-    numbers = frozenset(n.replace(",", "") for n in _NUMBER.findall(text))
+    numbers = frozenset(n.replace(",", "") for n in _NUMBER.findall(text)) | {
+        w for w in words if w in _NUMBER_WORDS
+    }
     negs = {w for w in words if w in _NEGATIONS or w.endswith("n't")}
     quoted = frozenset(next(g for g in m.groups() if g) for m in _QUOTED.finditer(text))
     return Facts(
