@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.support.helpers import Batchd, chat, write_jsonl
@@ -46,6 +47,11 @@ def _file(path: Path, texts: list[str], prefix: str) -> Path:
     return write_jsonl(path, [chat(f"{prefix}{i}", t, max_tokens=64) for i, t in enumerate(texts)])
 
 
+def _submit(batchd: Batchd, path: Path, *extra: str) -> Any:
+    """A submit that loads MiniLM in its own process: slower than the helpers' default."""
+    return batchd.run("submit", str(path), "--output", str(batchd.out), *extra, timeout=600, **ENV)
+
+
 def _rows(batchd: Batchd, before: set[Path]) -> tuple[str, list[dict]]:
     (new,) = set(batchd.run_dirs()) - before
     return new.name, batchd.results(new)
@@ -54,12 +60,12 @@ def _rows(batchd: Batchd, before: set[Path]) -> tuple[str, list[dict]]:
 def test_second_run_learns_third_run_answers_a_paraphrase_from_the_cache(
     batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
 ) -> None:
-    first = batchd.submit(_file(tmp_path / "base.jsonl", BASE, "b"), "--semantic-cache", **ENV)
+    first = _submit(batchd, _file(tmp_path / "base.jsonl", BASE, "b"), "--semantic-cache")
     assert first.returncode == 0, first.stderr
     _, base_rows = _rows(batchd, set())
 
     before = set(batchd.run_dirs())
-    second = batchd.submit(_file(tmp_path / "learn.jsonl", LEARN, "l"), "--semantic-cache", **ENV)
+    second = _submit(batchd, _file(tmp_path / "learn.jsonl", LEARN, "l"), "--semantic-cache")
     assert second.returncode == 0, second.stderr
     _, learn_rows = _rows(batchd, before)
     assert {r["cache"] for r in learn_rows} == {"none"}  # no labels yet: all sent
@@ -67,7 +73,7 @@ def test_second_run_learns_third_run_answers_a_paraphrase_from_the_cache(
 
     off_file = _file(tmp_path / "off.jsonl", ["Please list the steps to reset my password."], "o")
     before = set(batchd.run_dirs())
-    off = batchd.submit(off_file, "--no-semantic-cache", **ENV)
+    off = _submit(batchd, off_file, "--no-semantic-cache")
     assert off.returncode == 0, off.stderr
     _, off_rows = _rows(batchd, before)
     assert [r["cache"] for r in off_rows] == ["none"]  # the run said no
@@ -76,7 +82,7 @@ def test_second_run_learns_third_run_answers_a_paraphrase_from_the_cache(
     emulator_batches = len(emulator.batches())
     serve = _file(tmp_path / "serve2.jsonl", [*SERVE, "Where can I find my invoices?"], "t")
     before = set(batchd.run_dirs())
-    third = batchd.submit(serve, "--semantic-cache", **ENV)
+    third = _submit(batchd, serve, "--semantic-cache")
     assert third.returncode == 0, third.stderr
     run_id, rows = _rows(batchd, before)
     hit, near_miss, invoices = rows
