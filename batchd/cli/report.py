@@ -14,6 +14,7 @@ from batchd.cli.guard_view import print_quality, print_resolved
 from batchd.cli.plan_view import print_planned_vs_actual, print_tiers
 from batchd.cli.rounding import money
 from batchd.cli.runs import run_output
+from batchd.output.semantic_summary import COLUMNS, as_dict, describe, semantic_summary
 from batchd.run.services import open_services
 
 _MONEY = ("cost_usd", "baseline_cost_usd", "savings_usd")
@@ -43,6 +44,11 @@ def report(
         svc.close()
     with run_output(run_id, "costs.parquet") as (_, path):
         rows = pq.read_table(path).to_pylist()
+    with run_output(run_id, "results.parquet") as (_, path):
+        have = set(pq.read_schema(path).names)
+        semantic = semantic_summary(
+            pq.read_table(path, columns=COLUMNS if set(COLUMNS) <= have else ["cache"])
+        )
     if as_json:
         doc = {
             "run_id": run.run_id,
@@ -51,6 +57,7 @@ def report(
             "totals": _totals(rows),
             "planned": (run.stats or {}).get("plan"),
             "quality": (run.stats or {}).get("quality", []),  # the quality guard (quality.parquet)
+            "semantic_cache": as_dict(semantic),
         }
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return
@@ -68,6 +75,8 @@ def report(
             f"result cache: {hits:,} rows answered without a request, "
             f"{saved_in:,} input and {saved_out:,} output tokens not billed"
         )
+    if semantic is not None:
+        out.print(describe(semantic))
     prompt = sum(r["prompt_cache_savings_usd"] for r in rows)
     if any(r["cached_input_tokens"] or r["cache_write_tokens"] for r in rows):
         out.print(

@@ -63,6 +63,15 @@ def submit(
             "[default: default]",
         ),
     ] = None,
+    semantic_cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--semantic-cache/--no-semantic-cache",
+            help="Answer near-duplicate lines from the cache ([cache.semantic], under its "
+            "max_error_rate) for every line of this run, or for none. [default: as settings "
+            "say: cache.semantic.enabled, cache.semantic.models, models.<alias>.semantic_cache]",
+        ),
+    ] = None,
     no_prompt_cache: Annotated[
         bool,
         typer.Option(
@@ -141,6 +150,7 @@ def submit(
         deadline=deadline or within,
         export=export.value if export else "",
         no_prompt_cache=no_prompt_cache,
+        semantic_cache=semantic_cache,
         fallback=fallback.value if fallback else None,
         guard_margin_s=guard_margin_s,
     )

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from batchd.config import cache_settings as cs
 from batchd.config.fields import (
     Attempts,
     Count,
@@ -119,6 +120,7 @@ class ModelAlias(_Section):
     # "<provider>:<model>"
     reference: str = ""  # realtime model priced as the baseline; default: the first vendor target
     quality: QualitySettings | None = None  # the quality guard (config/quality.py); None = off
+    semantic_cache: bool | None = None  # opt this alias in (or out) of [cache.semantic]
 
 
 class ProviderSettings(_Section):
@@ -183,8 +185,7 @@ class Settings(_Section):
     step_retry_base_s: PositiveS = 2.0  # backoff after a failed step: base * 2**(failures-1)
     step_retry_max_s: PositiveS = 300.0
     default_tenant: str = "default"
-    cache: bool = True
-    cache_ttl_s: NonNegative = 0.0  # 0 = cached answers never expire
+    cache: cs.CacheSettings = msgspec.field(default_factory=cs.CacheSettings)  # or cache = bool
     estimate_output_tokens: TokenCount = 256
     # processes that parse input lines; 0 = one per core on big files
     ingest_workers: Annotated[int, Meta(ge=0, le=1024)] = 0
@@ -212,15 +213,18 @@ class Settings(_Section):
         return Path(self.home) if self.home else default_home()
 
 
-_SECTIONS: dict[str, type[_Section]] = {
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "openai": OpenAISettings,
     "anthropic": AnthropicSettings,
     "gemini": GeminiSettings,
     "vllm": VllmSettings,  # BATCHD_VLLM_<FIELD> sets [backends.vllm]
     "s3": S3Settings,
     "planner": PlannerSettings,
+    "cache": cs.CacheSettings,  # BATCHD_CACHE_TTL_S; BATCHD_CACHE alone sets cache.enabled
+    "cache_semantic": cs.SemanticSettings,  # BATCHD_CACHE_SEMANTIC_<FIELD> sets [cache.semantic]
 }
-_NESTED = {"vllm": ("backends", "vllm")}
+_NESTED = {"vllm": ("backends", "vllm"), "cache_semantic": ("cache", "semantic")}
+_LISTS = ("windows", "flex_models", "models")  # BATCHD_*: comma-separated
 _TABLES = ("prices", "backends", "models", "providers")  # set in batchd.toml only
 _SECTION_TABLES = {"vllm": ("models",)}  # tables inside a section: batchd.toml only
 
@@ -239,6 +243,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith("BATCHD_"):
             continue
         key = name[len("BATCHD_") :].lower()
+        key = "cache_enabled" if key == "cache" else key  # BATCHD_CACHE, the older form
         if key in top_fields and key not in _SECTIONS and key not in _TABLES:
             if value.strip() or _is_text(Settings, key):
                 out[key] = value  # BATCHD_DEBUG= (empty) means unset, not an error
@@ -258,7 +263,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
                         f"Set [{section}.enqueued_token_limits] in batchd.toml, or "
                         f"BATCHD_{section.upper()}_ENQUEUED_TOKEN_LIMIT for every model.",
                     )
-                target[field] = value.split(",") if field in ("windows", "flex_models") else value
+                target[field] = value.split(",") if field in _LISTS else value
                 break
         else:
             raise BatchdError(
@@ -273,7 +278,7 @@ def known_variables() -> list[str]:
     names = [
         "BATCHD_" + f.upper()
         for f in Settings.__struct_fields__
-        if f not in _SECTIONS and f not in _TABLES
+        if (f not in _SECTIONS or f == "cache") and f not in _TABLES
     ]
     for section, struct in _SECTIONS.items():
         names += [f"BATCHD_{section.upper()}_{f.upper()}" for f in _env_fields(section, struct)]
@@ -376,9 +381,9 @@ def settings_layers(
             "Check the path given by BATCHD_CONFIG.",
         )
     return [
-        (f"{path}", data),
-        (ENV_LAYER, _env_overrides(env)),
-        ("the command line", {k: v for k, v in (cli or {}).items() if v is not None}),
+        (f"{path}", cs.legacy_cache(data)),
+        (ENV_LAYER, cs.legacy_cache(_env_overrides(env))),
+        ("the command line", cs.flags_layer(cli)),
     ]
 
 
@@ -404,7 +409,7 @@ def _check(s: Settings) -> None:
     if s.gemini.max_lines_per_chunk < 1:
         problems.append("gemini.max_lines_per_chunk must be >= 1")
     problems += vllm_problems(s.backends.vllm)
-    problems += alias_problems(s)
+    problems += alias_problems(s) + cs.semantic_problems(s.cache.semantic)
     problems += [
         p for n, a in s.models.items() if a.quality for p in quality_problems(n, a.quality)
     ]

@@ -21,7 +21,8 @@ import msgspec
 
 from batchd.backends.base import UnsupportedRequest
 from batchd.backends.capabilities import needs
-from batchd.core.endpoints import count_messages
+from batchd.cache.semantic.scope import SemanticPlan, scope_and_text
+from batchd.intake.line_sizes import max_tokens_of, prompt_tokens_of
 from batchd.intake.plain import plain_request
 from batchd.intake.screen import (
     BOM,
@@ -33,12 +34,11 @@ from batchd.intake.screen import (
     stray_bom,
     too_deep,
 )
+from batchd.intake.vendor_ids import GUARD_TAGS, NO_CACHE_PREFIX, cacheable, key_of, vendor_id
 from batchd.planning.estimates import VLLM
 from batchd.planning.routing import Choice, Route, RouteError, Router
 from batchd.requests import (
     CHAT,
-    COMPLETIONS,
-    RESPONSES,
     Invalid,
     LineFault,
     Request,
@@ -47,28 +47,7 @@ from batchd.requests import (
 )
 
 log = logging.getLogger("batchd.intake")
-
-# Vendor ids of requests whose answers must not enter the cache start with this.
-NO_CACHE_PREFIX = "x"
-GUARD_TAGS = ("s", "p")  # quality guard lines: shadow, probe (planning.gate)
-
-
-def vendor_id(key: bytes, cacheable: bool) -> str:
-    """The custom_id batchd sends for a request key: safe for every vendor's id rules."""
-    return key.hex() if cacheable else NO_CACHE_PREFIX + key.hex()
-
-
-def key_of(vendor_id: str) -> bytes:
-    """The request key behind a vendor custom_id (a quality guard line's: key + its tag)."""
-    body = vendor_id.removeprefix(NO_CACHE_PREFIX)
-    if body[:1] in GUARD_TAGS:  # never hex: x<tag><hex> (planning.shadows.retag)
-        return bytes.fromhex(body[1:]) + body[:1].encode()
-    return bytes.fromhex(body)
-
-
-def cacheable(vendor_id: str) -> bool:
-    return not vendor_id.startswith(NO_CACHE_PREFIX)
-
+__all__ = ["GUARD_TAGS", "NO_CACHE_PREFIX", "cacheable", "key_of", "vendor_id"]  # re-exported
 
 _decode = msgspec.json.decode
 BLANK_LINE = "blank_line"
@@ -94,6 +73,8 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
     prompt_tokens: int = -1  # counted by the vLLM model's tokenizer, when it has a vLLM target
     endpoint: str = CHAT  # chat | embeddings | responses | completions: chunks hold one
     encoding_format: str | None = None  # an embeddings line's, for the OpenAI-format export
+    sem_scope: bytes = b""  # semantic cache: the scope it may match in (b"": not matched)
+    sem_text: str = ""  # and the text compared
 
 
 class Block(msgspec.Struct, array_like=True, gc=False):
@@ -109,6 +90,7 @@ class ParseContext:
     run_salt: str
     use_cache: bool
     max_line_bytes: int
+    semantic: SemanticPlan | None = None  # lines matched by meaning (semantic cache)
 
 
 def _digest(text: str) -> bytes:
@@ -325,7 +307,7 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
     if not item.cache_ok:
         key = salted_key(key, f"{ctx.run_salt}:{item.line_no}")
     vid = vendor_id(key, item.cache_ok and ctx.use_cache)
-    max_tokens = _max_tokens(item)
+    max_tokens = max_tokens_of(item)
     options: list[bytes] = []
     backend = ""
     where.stage = "capabilities"
@@ -367,7 +349,19 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
             item.model,
         )
     where.stage = "token count"
-    prompt_tokens = _prompt_tokens(item, targets, ctx.router)
+    prompt_tokens = prompt_tokens_of(item, targets, ctx.router)
+    sem = ctx.semantic
+    where.stage = "semantic scope"
+    scoped = (
+        scope_and_text(item.tenant, item.body, sem.compare)
+        if sem is not None
+        and item.cache_ok
+        and ctx.use_cache
+        and item.endpoint == CHAT  # chat lines only (cache.semantic.scope)
+        and item.fmt != "gemini"
+        and sem.applies(item.model)
+        else None
+    )
     return Parsed(
         item.line_no,
         item.custom_id,
@@ -387,25 +381,8 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         prompt_tokens,
         item.endpoint,
         fmt if isinstance(fmt := item.body.get("encoding_format"), str) else None,
+        *(scoped or (b"", "")),
     )
-
-
-def _max_tokens(item: Request) -> int:
-    """The output cap the line gives (0: none), from the fields its endpoint validated."""
-    body = item.body
-    if item.fmt == "gemini":  # a Gemini-native request
-        config = body.get("generationConfig")
-        limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
-        return limit if type(limit) is int and limit > 0 else 0
-    names = _CAPS.get(item.endpoint, ())
-    return next((v for v in map(body.get, names) if type(v) is int), 0)
-
-
-_CAPS = {
-    CHAT: ("max_tokens", "max_completion_tokens"),
-    COMPLETIONS: ("max_tokens",),
-    RESPONSES: ("max_output_tokens",),
-}
 
 
 def _targets_of(route: Route | Choice) -> list[Route]:
@@ -432,16 +409,6 @@ def _options(
     if first_error is not None and not any(lines):
         raise first_error
     return lines
-
-
-def _prompt_tokens(item: Request, targets: list[Route], router: Router) -> int:
-    if router.vllm_name and any(t.backend == "vllm" for t in targets):
-        body = item.body
-        messages = body.get("messages") if item.endpoint == CHAT else None
-        if item.fmt == "gemini":
-            return -1
-        return router.tokens.count(messages or count_messages(item.endpoint, body))
-    return -1
 
 
 def _undecodable(raw: bytes, line_no: int, exc: Exception) -> Parsed:

@@ -16,6 +16,7 @@ import msgspec
 import pyarrow as pa
 
 from batchd.cache.base import Cache
+from batchd.cache.semantic.matcher import HIT, Match, Query, SemanticCache
 from batchd.errors import BatchdError
 from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed, paused_gc
 from batchd.intake.lines import MAX_LINE_BYTES, iter_lines
@@ -33,6 +34,7 @@ EMPTY_HINT = "Give a JSONL file with one request per line."
 PENDING = "pending"
 CACHED = "cached"
 CACHE_NONE, CACHE_EXACT, CACHE_IN_RUN = "none", "exact", "in_run"
+CACHE_SEMANTIC = "semantic"  # answered by a cached request that means the same (cache.semantic)
 
 LINES_SCHEMA = pa.schema(
     [
@@ -49,6 +51,12 @@ LINES_SCHEMA = pa.schema(
         ("cached_outcome", pa.binary()),
         ("endpoint", pa.string()),  # a valid line's endpoint (NULL: invalid)
         ("encoding_format", pa.string()),  # an embeddings line's, for the OpenAI export
+        # semantic cache: the entry matched, how alike, what became of it (semantic.HIT,
+        # VERIFY, CANDIDATE) and the store's scope (for the labels finalize records)
+        ("sem_source_key", pa.binary()),
+        ("similarity", pa.float64()),
+        ("sem_check", pa.string()),
+        ("sem_scope", pa.binary()),
     ]
 )
 
@@ -64,6 +72,8 @@ class IngestStats(msgspec.Struct, kw_only=True):
     unique: int = 0
     in_run_duplicates: int = 0
     cache_hits: int = 0
+    semantic_hits: int = 0  # lines answered by the semantic cache (not in cache_hits)
+    semantic_checks: int = 0  # sent lines whose answer is compared with a cached one
     to_send: int = 0
     bytes_read: int = 0
     # the first few invalid lines: [line_no, custom_id, error_type, error_message]
@@ -93,6 +103,7 @@ class _Rows:
         error_message: str | None = None,
         cached_outcome: bytes | None = None,
         line: Parsed | None = None,
+        sem: Match | None = None,
     ) -> None:
         """`line`: a valid line, whose endpoint the row keeps."""
         c = self.cols
@@ -109,6 +120,10 @@ class _Rows:
         c["error_type"].append(error_type)
         c["error_message"].append(error_message)
         c["cached_outcome"].append(cached_outcome)
+        c["sem_source_key"].append(sem.source_key if sem else None)
+        c["similarity"].append(sem.similarity if sem else None)
+        c["sem_check"].append(sem.kind if sem else None)
+        c["sem_scope"].append(sem.scope if sem else None)
 
     def batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pydict(self.cols, schema=LINES_SCHEMA)
@@ -136,9 +151,16 @@ def ingest(
     on_progress: Callable[[IngestStats], None] | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
     workers: int = 1,
+    semantic: SemanticCache | None = None,
 ) -> IngestStats:
-    """Every line of `stream` through parse (in `workers` processes), dedup and cache lookup."""
-    ctx = ParseContext(router, default_tenant, run_salt, cache is not None, max_line_bytes)
+    """Every line of `stream` through parse (in `workers` processes), dedup and cache lookup.
+
+    With `semantic` (and a cache), leaders with no exact hit are looked up by meaning too.
+    """
+    semantic = semantic if cache is not None else None
+    plan = semantic.plan if semantic is not None else None
+    ctx = ParseContext(router, default_tenant, run_salt, cache is not None, max_line_bytes, plan)
+    sem_hits: dict[bytes, Match] = {}  # request key -> its semantic hit, for its followers
     stats = IngestStats()
     invalid_types: Counter[str] = Counter()
     seen_ids = SeenSet()
@@ -150,7 +172,18 @@ def ingest(
         stats.bytes_read += block.bytes_read
         rows = _Rows() if write_rows is not None else _NoRows()
         with paused_gc():
-            _settle(block.records, rows, seen_ids, seen_keys, cache, chunker, stats, invalid_types)
+            _settle(
+                block.records,
+                rows,
+                seen_ids,
+                seen_keys,
+                cache,
+                chunker,
+                stats,
+                invalid_types,
+                semantic,
+                sem_hits,
+            )
             if write_rows is not None and rows.cols["line_no"]:
                 write_rows(rows.batch())
         if on_progress is not None:
@@ -177,6 +210,8 @@ def _settle(
     chunker: Chunker,
     stats: IngestStats,
     invalid_types: Counter[str],
+    semantic: SemanticCache | None = None,
+    sem_hits: dict[bytes, Match] | None = None,
 ) -> None:
     """What needs the whole file: duplicate ids, in-run dedup, cache lookup, chunking."""
     dup_id = seen_ids.check_add([r.id_digest for r in records])
@@ -191,12 +226,20 @@ def _settle(
                 )
             else:
                 keys.append(r.key)
-    is_dup = iter(seen_keys.check_add(keys))
+    dups = seen_keys.check_add(keys)
+    is_dup = iter(dups)
     hits = (
         cache.get_many(list({r.key for r in records if r.error_type is None and r.cache_ok}))
         if cache is not None
         else {}
     )
+    sem_hits = {} if sem_hits is None else sem_hits
+    queries: list[Query] = []
+    matches: dict[bytes, Match] = {}
+    if semantic is not None:
+        queries = _semantic_queries(records, dups, hits)
+        if queries:
+            matches, vectors = semantic.lookup(queries)
     for r in records:
         if r.error_type is not None:
             _invalid(rows, stats, invalid_types, r, r.error_type, r.error_message)
@@ -204,7 +247,17 @@ def _settle(
         stats.valid += 1
         dup = next(is_dup)
         hit = hits.get(r.key) if r.cache_ok else None
-        if hit is not None:
+        sem = sem_hits.get(r.key) or matches.get(r.key) if semantic is not None else None
+        if hit is None and sem is not None and sem.kind == HIT and sem.outcome is not None:
+            sem_hits[r.key] = sem
+            stats.semantic_hits += 1
+            if not dup:
+                stats.unique += 1
+            rows.add(
+                r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, CACHED,
+                CACHE_SEMANTIC, cached_outcome=_outcome_enc.encode(sem.outcome), sem=sem,
+            )  # fmt: skip
+        elif hit is not None:
             stats.cache_hits += 1
             if not dup:
                 stats.unique += 1
@@ -243,17 +296,27 @@ def _settle(
                 continue
             stats.unique += 1
             stats.to_send += 1
+            stats.semantic_checks += sem is not None
             rows.add(
-                r.line_no,
-                r.custom_id,
-                r.key,
-                r.tenant,
-                r.tags,
-                r.model,
-                PENDING,
-                CACHE_NONE,
+                r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE,
                 line=r,
-            )
+                sem=sem,
+            )  # fmt: skip
+    if semantic is not None and queries:  # the sent ones become entries for later runs
+        sent = [i for i, q in enumerate(queries) if q.key not in sem_hits]
+        semantic.remember([queries[i] for i in sent], vectors[sent])
+
+
+def _semantic_queries(records: list[Parsed], dups: list[bool], hits: dict) -> list[Query]:
+    """Leaders with no exact hit that may be matched by meaning (one query per key)."""
+    out: list[Query] = []
+    dup = iter(dups)
+    for r in records:
+        if r.error_type is not None:
+            continue
+        if not next(dup) and r.sem_scope and r.key not in hits:
+            out.append(Query(r.key, r.sem_scope, r.sem_text))
+    return out
 
 
 def _add_to_chunk(chunker: Chunker, r: Parsed) -> str | None:

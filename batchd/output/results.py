@@ -13,7 +13,7 @@ import msgspec
 import pyarrow as pa
 
 from batchd.config.pricing import PriceBook, Usage
-from batchd.intake.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHED
+from batchd.intake.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHE_SEMANTIC, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
 from batchd.output.openai_export import export_line
 from batchd.output.resolution import is_resolved, per_resolved
@@ -53,6 +53,11 @@ RESULTS_SCHEMA = pa.schema(
         ("gpu_seconds", pa.float64()),
         ("submitted_at", _TS),
         ("completed_at", _TS),
+        # semantic cache: the entry that answered (cache = semantic) or was checked against the
+        # model's answer (a verification sample), how alike (cosine), and that check's verdict
+        ("cache_source_key", pa.string()),
+        ("similarity", pa.float64()),
+        ("semantic_verified", pa.string()),  # agreed | disagreed; NULL: not a sample
     ]
 )
 
@@ -131,7 +136,7 @@ class CostSummary:
         g["requests"] += 1
         g["resolved"] += is_resolved(row)
         g["succeeded" if row["status"] == SUCCEEDED else "not_succeeded"] += 1
-        if row["cache"] == CACHE_EXACT:
+        if row["cache"] in (CACHE_EXACT, CACHE_SEMANTIC):
             g["cache_hits"] += 1
         elif row["cache"] == CACHE_IN_RUN:
             g["in_run_hits"] += 1
@@ -174,9 +179,12 @@ class RowAssembler:
         lookup: Callable[[list[bytes]], dict[bytes, Outcome]],
         summary: CostSummary,
         baseline_model: Callable[[str], str] | None = None,
+        semantic_verdicts: Callable[..., list[str | None]] | None = None,
     ) -> None:
         """`baseline_model(requested)`: the realtime model priced as the line's baseline
-        (an alias's reference model); by default the requested model itself."""
+        (an alias's reference model); by default the requested model itself.
+        `semantic_verdicts`: semantic_verify.Verifier.verdicts (the semantic cache's checks)."""
+        self._verdicts = semantic_verdicts
         self._run_id = run_id
         self._baseline_model = baseline_model or (lambda m: m)
         self._prices = prices
@@ -203,6 +211,15 @@ class RowAssembler:
                 self._count_tier(row)
             for name, values in out.items():
                 values.append(row[name])
+        if self._verdicts is not None and "sem_check" in cols:
+            out["semantic_verified"] = self._verdicts(
+                cols["sem_check"],
+                cols["sem_source_key"],
+                cols["similarity"],
+                cols["sem_scope"],
+                out["status"],
+                out["output_text"],
+            )
         return pa.RecordBatch.from_pydict(out, schema=RESULTS_SCHEMA)
 
     def _row(
@@ -221,6 +238,7 @@ class RowAssembler:
             "tags": cols["tags"][i],
             "model_requested": model_requested,
             "cache": cache,
+            **_semantic_columns(cols, i),
         }
         if state == INVALID:
             o = Outcome(
@@ -308,6 +326,18 @@ class RowAssembler:
         if price is None or (o.input_tokens == 0 and o.output_tokens == 0):
             return 0.0
         return self._prices.baseline_usd(price, Usage(o.input_tokens, 0, 0, o.output_tokens))
+
+
+def _semantic_columns(cols: dict[str, list[Any]], i: int) -> dict[str, Any]:
+    """cache_source_key and similarity of a semantic hit or verification sample, else NULL."""
+    check = cols["sem_check"][i] if "sem_check" in cols else None
+    if check not in ("hit", "verify"):
+        return {"cache_source_key": None, "similarity": None, "semantic_verified": None}
+    return {
+        "cache_source_key": cols["sem_source_key"][i].hex(),
+        "similarity": cols["similarity"][i],
+        "semantic_verified": None,
+    }
 
 
 def served_tier(o: Outcome) -> str | None:

@@ -137,6 +137,7 @@ _OPTION_FLAGS = {
     "deadline": "--deadline",
     "export": "--export",
     "no_prompt_cache": "--no-prompt-cache",
+    "semantic_cache": "--semantic-cache / --no-semantic-cache",
     "chunk_lines": "BATCHD_OPENAI_MAX_LINES_PER_CHUNK",
     "chunk_bytes": "BATCHD_OPENAI_MAX_BYTES_PER_CHUNK",
     "anthropic_chunk_lines": "BATCHD_ANTHROPIC_MAX_LINES_PER_CHUNK",
@@ -220,12 +221,15 @@ def run_options(
     no_prompt_cache: bool = False,
     fallback: str | None = None,
     guard_margin_s: float | None = None,
+    semantic_cache: bool | None = None,
 ) -> dict[str, Any]:
     """The options fixed at submit that change a run's work (and so its id)."""
+    semantic = {} if semantic_cache is None else {"semantic_cache": semantic_cache}
     return {
+        **semantic,
         "fallback": fallback or settings.fallback,
         "guard_margin_s": settings.guard_margin_s if guard_margin_s is None else guard_margin_s,
-        "no_cache": no_cache or not settings.cache,
+        "no_cache": no_cache or not settings.cache.enabled,
         "tenant": tenant or settings.default_tenant,
         "deadline": deadline or "",
         "export": export,

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from batchd.run import deadline_guard, destination, follow_ups, preflight
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
+from batchd.run.outcome_index import lookup_outcomes, outcome_index, scratch_dir
+from batchd.run.semantic_step import semantic_for_run, verifier_for_run
 from batchd.run.services import Services
 from batchd.state.base import (
     CHUNK_COLLECTED,
@@ -48,10 +49,7 @@ from batchd.state.base import (
     Run,
     StaleLease,
 )
-from batchd.storage.chunk_outcomes import read_outcomes
-from batchd.storage.private import make_dirs
 from batchd.storage.s3 import is_s3
-from batchd.storage.sqlkeys import select_in
 
 log = logging.getLogger("batchd.pipeline")
 
@@ -153,6 +151,7 @@ def _ingest_source(
             write_rows=write_rows,
             on_progress=on_progress,
             workers=_workers(svc, source),
+            semantic=semantic_for_run(svc, options, run_salt) if write_rows else None,
         )
 
 
@@ -295,16 +294,18 @@ def finalize_run(svc: Services, run: Run) -> Run:
     run, out, manifest = destination.claim(svc, run)  # never another run's outputs
     export = run.options.get("export") == "openai-jsonl"
     observer = Observer(svc.settings.backends.vllm.gpu_type)
-    with tempfile.TemporaryDirectory(dir=_scratch(svc)) as tmp, ExitStack() as files:
-        db = _outcome_index(svc, run, Path(tmp) / "outcomes.db", observer)
+    with tempfile.TemporaryDirectory(dir=scratch_dir(svc)) as tmp, ExitStack() as files:
+        db = outcome_index(svc, run, Path(tmp) / "outcomes.db", observer)
         files.callback(db.close)
         summary = CostSummary(run.run_id, svc.prices.version)
+        verifier = verifier_for_run(svc, run.stats or {})
         assembler = RowAssembler(
             run.run_id,
             svc.prices,
-            lambda keys: _lookup(db, keys),
+            lambda keys: lookup_outcomes(db, keys),
             summary,
             baseline_model=svc.router.baseline_model,
+            semantic_verdicts=verifier.verdicts if verifier else None,
         )
         results_file = files.enter_context(out.writer("results.parquet"))
         writer = files.enter_context(pq.ParquetWriter(results_file, RESULTS_SCHEMA))
@@ -321,7 +322,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
         guard = run_quality(  # the quality guard's shadow samples and probes (batchd.quality)
             run.run_id,
             lambda p: blobs.read_bytes(p) if blobs.exists(p) else None,
-            lambda keys: _lookup(db, keys),
+            lambda keys: lookup_outcomes(db, keys),
             svc.settings,
             svc.store.observations(),
         )
@@ -346,6 +347,8 @@ def finalize_run(svc: Services, run: Run) -> Run:
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
     if guard is not None:
         stats["quality"] = guard[0].drop_columns(["run_id"]).to_pylist()
+    if verifier is not None:  # semantic cache: verified hits, false ones, labels learned
+        stats["semantic"] = {"verified": verifier.verified, "false_hits": verifier.false_hits}
     write_manifest(
         out,
         finished(
@@ -364,50 +367,6 @@ def finalize_run(svc: Services, run: Run) -> Run:
     done = svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
     follow_ups.fire(svc, done)  # e.g. a dropped file: move it to done/ with its report
     return done
-
-
-def _scratch(svc: Services) -> Path:
-    path = svc.home / "tmp"
-    make_dirs(path)
-    return path
-
-
-def _outcome_index(
-    svc: Services, run: Run, path: Path, observer: Observer | None = None
-) -> sqlite3.Connection:
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
-    db.execute("CREATE TABLE o (key BLOB PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
-    blobs = svc.blobs(run.run_id)
-    for chunk in svc.store.chunks(run.run_id):
-        if chunk.result_path is None:
-            continue
-        with blobs.open(chunk.result_path) as src:
-            db.executemany(
-                "INSERT OR REPLACE INTO o VALUES (?, ?)",
-                (
-                    (k, _outcome_enc.encode(o))
-                    for k, o in _observed(read_outcomes(src), chunk, observer)
-                ),
-            )
-    db.commit()
-    return db
-
-
-def _observed(
-    items: Iterator[tuple[bytes, Outcome]], chunk: Chunk, observer: Observer | None
-) -> Iterator[tuple[bytes, Outcome]]:
-    """Pass outcomes through, letting the observer sum what they measured (tokens, GPU time)."""
-    for k, o in items:
-        if observer is not None:
-            observer.add(chunk, o)
-        yield k, o
-
-
-def _lookup(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
-    sql = "SELECT key, outcome FROM o WHERE key IN ({keys})"
-    return {key: _outcome_dec.decode(blob) for key, blob in select_in(db, sql, list(set(keys)))}
 
 
 async def drive(

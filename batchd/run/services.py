@@ -12,6 +12,7 @@ from batchd.backends.gemini_batch import GeminiBatchBackend
 from batchd.backends.openai_batch import OpenAIBatchBackend
 from batchd.backends.vllm.backend import GpuQueue, VllmBackend, window_gate
 from batchd.cache.base import Cache
+from batchd.cache.semantic.entries import SemanticStore
 from batchd.cache.sqlite_cache import SqliteCache
 from batchd.config.pricing import PriceBook, load_price_book
 from batchd.config.settings import Settings
@@ -32,6 +33,7 @@ class Services:
     prices: PriceBook
     backends: dict[str, BatchBackend]
     router: Router = field(init=False)
+    _semantic: SemanticStore | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.router = Router(self.prices, self.backends, self.settings)
@@ -71,9 +73,25 @@ class Services:
         for backend in self.backends.values():
             await backend.aclose()
 
+    def semantic_store(self) -> SemanticStore:
+        """The semantic cache's entries and labels, beside the result cache (made on use)."""
+        if self._semantic is None:
+            ttl_s = self.settings.cache.ttl_s
+            if self.settings.redis_url:
+                from batchd.cache.semantic.redis_entries import RedisSemanticStore
+
+                self._semantic = RedisSemanticStore(self.settings.redis_url, ttl_s)
+            else:
+                from batchd.cache.semantic.sqlite_entries import SqliteSemanticStore
+
+                self._semantic = SqliteSemanticStore(self.home / "cache.db", ttl_s)
+        return self._semantic
+
     def close(self) -> None:
         self.store.close()
         self.cache.close()
+        if self._semantic is not None:
+            self._semantic.close()
 
 
 def open_services(settings: Settings) -> Services:
@@ -108,13 +126,13 @@ def _state(settings: Settings) -> tuple[Store, Cache]:
 
         redis_store = RedisStore(settings.redis_url)
         redis_store.ping()
-        return redis_store, RedisCache(settings.redis_url, ttl_s=settings.cache_ttl_s)
+        return redis_store, RedisCache(settings.redis_url, ttl_s=settings.cache.ttl_s)
     home = settings.home_path
     try:
         make_dirs(home)  # 0700: state, cache, work files and locks live here
         store = SqliteStore(home / "state.db")
         try:
-            return store, SqliteCache(home / "cache.db", ttl_s=settings.cache_ttl_s)
+            return store, SqliteCache(home / "cache.db", ttl_s=settings.cache.ttl_s)
         except BaseException:
             store.close()
             raise

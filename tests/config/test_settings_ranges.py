@@ -16,7 +16,8 @@ REFUSED = [
     ("BATCHD_MAX_STEP_FAILURES", "-3", "max_step_failures", "in 1..1000"),
     ("BATCHD_LEASE_TTL_S", "0", "lease_ttl_s", ">= 1"),
     ("BATCHD_LEASE_TTL_S", "-5", "lease_ttl_s", ">= 1"),
-    ("BATCHD_CACHE_TTL_S", "-1", "cache_ttl_s", ">= 0"),
+    ("BATCHD_CACHE_TTL_S", "-1", "cache.ttl_s", ">= 0"),
+    ("BATCHD_CACHE_SEMANTIC_MAX_ERROR_RATE", "1.5", "cache.semantic.max_error_rate", "< 1"),
     ("BATCHD_STEP_RETRY_BASE_S", "0", "step_retry_base_s", "> 0"),
     ("BATCHD_STEP_RETRY_BASE_S", "-2", "step_retry_base_s", "> 0"),
     ("BATCHD_OPENAI_MAX_RETRIES", "-1", "openai.max_retries", "in 0..100"),
@@ -64,13 +65,14 @@ def test_ranges_declared_in_the_file_too(tmp_path: Path) -> None:
     ("env", "value", "field"),
     [
         ("BATCHD_OPENAI_MAX_RETRIES", "0", "max_retries"),  # 0 = the SDK does not retry
-        ("BATCHD_CACHE_TTL_S", "0", "cache_ttl_s"),  # 0 = cached answers never expire
+        ("BATCHD_CACHE_TTL_S", "0", "ttl_s"),  # 0 = cached answers never expire
         ("BATCHD_INGEST_WORKERS", "0", "ingest_workers"),  # 0 = one per core on big files
     ],
 )
 def test_zero_where_zero_means_something(env: str, value: str, field: str, tmp_path: Path) -> None:
     s = load_settings(environ={env: value})
     section = s.openai if env.startswith("BATCHD_OPENAI") else s
+    section = s.cache if env.startswith("BATCHD_CACHE") else section
     assert getattr(section, field) == 0
 
 

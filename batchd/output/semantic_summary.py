@@ -1,0 +1,66 @@
+"""What the semantic cache did in a run, from its results.parquet: hits, the verified
+false-hit rate with its Wilson interval, and the list price those hits saved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchd.cache.semantic.answer_check import AGREED, DISAGREED
+from batchd.cache.semantic.guard import wilson
+from batchd.intake.ingest import CACHE_SEMANTIC
+
+COLUMNS = ["cache", "semantic_verified", "baseline_cost_usd"]
+
+
+class SemanticSummary(msgspec.Struct):
+    hits: int
+    saved_usd: float  # realtime list price of the lines answered by semantic hits
+    verified: int  # verification samples: hits also sent to the model and compared
+    false_hits: int
+    false_hit_rate: float | None
+    interval_95: tuple[float, float] | None  # Wilson
+
+
+def semantic_summary(table: pa.Table) -> SemanticSummary | None:
+    """None when the table has no semantic columns or nothing semantic happened."""
+    if not set(COLUMNS) <= set(table.column_names):
+        return None
+    hits_mask = pc.equal(table["cache"], CACHE_SEMANTIC)
+    hits = int(pc.sum(hits_mask).as_py() or 0)
+    saved = pc.sum(pc.filter(table["baseline_cost_usd"], hits_mask)).as_py() or 0.0
+    verdicts = table["semantic_verified"]
+    agreed = int(pc.sum(pc.equal(verdicts, AGREED)).as_py() or 0)
+    wrong = int(pc.sum(pc.equal(verdicts, DISAGREED)).as_py() or 0)
+    n = agreed + wrong
+    if hits == 0 and n == 0:
+        return None
+    return SemanticSummary(
+        hits,
+        float(saved),
+        n,
+        wrong,
+        wrong / n if n else None,
+        wilson(wrong, n) if n else None,
+    )
+
+
+def describe(s: SemanticSummary) -> str:
+    text = f"semantic cache: {s.hits:,} rows answered by a similar request (${s.saved_usd:,.4f}"
+    text += " at list price, not billed)"
+    if s.verified and s.interval_95 is not None and s.false_hit_rate is not None:
+        lo, hi = s.interval_95
+        text += (
+            f"; {s.verified:,} verified by the model, {s.false_hits:,} false: "
+            f"{100 * s.false_hit_rate:.1f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f}%)"
+        )
+    else:
+        text += "; none verified in this run"
+    return text
+
+
+def as_dict(s: SemanticSummary | None) -> dict[str, Any] | None:
+    return None if s is None else msgspec.to_builtins(s)

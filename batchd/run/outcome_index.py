@@ -1,0 +1,65 @@
+"""Every chunk's outcomes of a run, indexed by request key in a scratch SQLite file: what
+finalize joins the lines with."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from batchd.outcome import Outcome
+from batchd.planning.observations import Observer
+from batchd.run.services import Services
+from batchd.state.base import Chunk, Run
+from batchd.storage.chunk_outcomes import read_outcomes
+from batchd.storage.private import make_dirs
+from batchd.storage.sqlkeys import select_in
+
+_outcome_enc = msgspec.msgpack.Encoder()
+_outcome_dec = msgspec.msgpack.Decoder(Outcome)
+
+
+def scratch_dir(svc: Services) -> Path:
+    path = svc.home / "tmp"
+    make_dirs(path)
+    return path
+
+
+def outcome_index(
+    svc: Services, run: Run, path: Path, observer: Observer | None = None
+) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("CREATE TABLE o (key BLOB PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
+    blobs = svc.blobs(run.run_id)
+    for chunk in svc.store.chunks(run.run_id):
+        if chunk.result_path is None:
+            continue
+        with blobs.open(chunk.result_path) as src:
+            db.executemany(
+                "INSERT OR REPLACE INTO o VALUES (?, ?)",
+                (
+                    (k, _outcome_enc.encode(o))
+                    for k, o in _observed(read_outcomes(src), chunk, observer)
+                ),
+            )
+    db.commit()
+    return db
+
+
+def _observed(
+    items: Iterator[tuple[bytes, Outcome]], chunk: Chunk, observer: Observer | None
+) -> Iterator[tuple[bytes, Outcome]]:
+    """Pass outcomes through, letting the observer sum what they measured (tokens, GPU time)."""
+    for k, o in items:
+        if observer is not None:
+            observer.add(chunk, o)
+        yield k, o
+
+
+def lookup_outcomes(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
+    sql = "SELECT key, outcome FROM o WHERE key IN ({keys})"
+    return {key: _outcome_dec.decode(blob) for key, blob in select_in(db, sql, list(set(keys)))}
