@@ -9,6 +9,7 @@ from typing import Annotated
 import msgspec
 import typer
 
+from batchd.cli.agreement_view import print_guard_plan
 from batchd.cli.common import (
     Fallback,
     JsonFlag,
@@ -16,7 +17,6 @@ from batchd.cli.common import (
     out,
     run_deadline,
 )
-from batchd.cli.guard_view import print_guard_plan
 from batchd.cli.plan_view import plan_document, print_plan
 from batchd.run import preflight
 from batchd.run.identity import parse_deadline

@@ -9,8 +9,8 @@ import msgspec
 import typer
 from rich.table import Table
 
+from batchd.cli.agreement_view import print_quality, print_resolved
 from batchd.cli.common import cli_settings, get_run, out
-from batchd.cli.guard_view import print_quality, print_resolved
 from batchd.cli.plan_view import print_planned_vs_actual, print_tiers
 from batchd.cli.rounding import money
 from batchd.cli.runs import run_output

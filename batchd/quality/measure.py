@@ -11,16 +11,24 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchd.cache.embedders import open_embedder
 from batchd.config.quality import QualitySettings
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.planning.gate import PROBE_TAG, Sums, is_gated, measured, quality_key, wilson
 from batchd.planning.shadows import PAIRS_PATH, Pair, PairsFile, read_pairs
-from batchd.quality.embedder import load_embedder
 from batchd.quality.metrics import Score, score_pairs
 
 log = logging.getLogger("batchd.quality")
+
+
+def load_embedder(target: str) -> Callable[[list[str]], Any]:
+    """The embedding metric's embed(texts) -> float32 (n, d) L2-normalized, for an
+    `embedding` setting ("local:<dir>"; the same embedders as the semantic cache)."""
+    return open_embedder(target).embed
+
+
 Lookup = Callable[[list[bytes]], dict[bytes, Outcome]]
 
 QUALITY_SCHEMA = pa.schema(

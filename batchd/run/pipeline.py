@@ -33,10 +33,10 @@ from batchd.planning.observations import Observations, Observer
 from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.quality.measure import run_quality
 from batchd.run import deadline_guard, destination, follow_ups, preflight
+from batchd.run.answer_index import lookup_outcomes, outcome_index, scratch_dir
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
-from batchd.run.outcome_index import lookup_outcomes, outcome_index, scratch_dir
 from batchd.run.semantic_step import semantic_for_run, verifier_for_run
 from batchd.run.services import Services
 from batchd.state.base import (

@@ -17,7 +17,7 @@ from batchd.intake.decode import key_of, vendor_id
 from batchd.planning.gate import PROBE_TAG, SHADOW_TAG, is_gated, pick, scores, wilson
 from batchd.planning.shadows import retag
 from batchd.quality import metrics
-from batchd.quality.embedder import load_embedder
+from batchd.quality.measure import load_embedder
 
 
 @pytest.mark.parametrize(
