@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from batchd.backends.claude_features import STRUCTURED_OUTPUT_MODELS
 from batchd.config.settings import Settings
 from batchd.requests import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, Request
 
@@ -78,16 +79,9 @@ def _family(
 
 _CHAT_ALL = (CHAT, RESPONSES, STRUCTURED, TOOLS, TOOLS_AUTO, N, SEED)
 _REASONING_OPENAI = ("gpt-5*", "o1*", "o3*", "o4*")
-# Claude models with native structured outputs (output_config.format), as Anthropic's
-# structured-outputs docs list them; the others get a forced tool.
-_NATIVE_SCHEMA_CLAUDE = (
-    "claude-opus-4-7*",
-    "claude-opus-4-6*",
-    "claude-opus-4-5*",
-    "claude-sonnet-4-6*",
-    "claude-sonnet-4-5*",
-    "claude-haiku-4-5*",
-)
+# Claude models with native structured outputs (output_config.format); the others get a
+# forced tool (backends.claude_features, which translates them).
+_NATIVE_SCHEMA_CLAUDE = STRUCTURED_OUTPUT_MODELS
 _CLAUDE = (CHAT, RESPONSES, STRUCTURED, TOOLS, TOOLS_AUTO, IMAGES, IMAGE_URLS)
 _THINKING = "extended thinking (budget from reasoning_effort)"
 
