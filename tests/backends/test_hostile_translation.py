@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from batchd.backends.anthropic_batch import to_claude_params
 from batchd.backends.base import UnsupportedRequest
 from batchd.backends.openai_batch import OpenAIBatchBackend
-from batchd.backends.vllm.prompts import Refused, prompt_of, sampling_of
+from batchd.backends.vllm.prompts import Plan, Refused, plan_of, prompt_of
 from batchd.config.settings import load_settings
 from batchd.intake.screen import huge_int, too_deep
 from batchd.requests import ENDPOINT_URLS, Request, parse_request
@@ -94,12 +94,22 @@ def test_claude_params_or_a_named_refusal(lines: list[bytes]) -> None:
 def test_vllm_prompt_and_sampling_or_a_named_refusal(tokenizer: Any, lines: list[bytes]) -> None:
     for r in _requests(lines):
         try:
-            prompt = prompt_of(r.body, tokenizer)
-            sampling = sampling_of(r.body)
+            plan = _plan(r.body)
+            prompt = prompt_of(plan, r.body, tokenizer)
+            sampling = plan.sampling
         except Refused as exc:
             assert exc.error_type and str(exc)
             continue
         assert isinstance(prompt, str) and isinstance(sampling["max_tokens"], int)
+
+
+def _plan(body: dict[str, Any]) -> Plan:
+    """The vLLM backend's plan for a chat body on a generate model (no tool parser)."""
+    return plan_of("chat", body, "generate", "", "tiny")
+
+
+def _prompt(body: dict[str, Any], tokenizer: Any) -> Any:
+    return prompt_of(_plan(body), body, tokenizer)
 
 
 def test_vllm_refuses_tool_calls_it_would_drop(tokenizer: Any) -> None:
@@ -109,12 +119,12 @@ def test_vllm_refuses_tool_calls_it_would_drop(tokenizer: Any) -> None:
             {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]},
         ]
     }
-    with pytest.raises(Refused, match="tool_calls"):
-        prompt_of(body, tokenizer)
+    with pytest.raises(Refused, match="tool call needs a function"):
+        _prompt(body, tokenizer)
     with pytest.raises(Refused, match="text"):
-        prompt_of(
+        _prompt(
             {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, tokenizer
         )
     with pytest.raises(Refused, match="temperature"):
-        sampling_of({"temperature": "hot"})
-    assert prompt_of({"messages": [{"role": "user", "content": "hi"}]}, tokenizer)
+        _plan({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"})
+    assert _prompt({"messages": [{"role": "user", "content": "hi"}]}, tokenizer)
