@@ -392,12 +392,15 @@ def test_lines_a_model_cannot_serve_are_refused_at_encode(runner: GpuRunner) -> 
         (request(3, {"input": ["a", "b"]}, EMBEDDINGS, "minilm"), "one input per line"),
         (request(4, chat_body("hi", n=2, best_of=3)), "best_of"),
         (request(5, chat_body("hi", response_format={"type": "xml"})), "response_format"),
-        (request(6, {"input": "hi"}, RESPONSES), "Responses"),
+        (request(6, {"input": "hi", "previous_response_id": "r1"}, RESPONSES), "previous_resp"),
         (request(7, chat_body("hi"), model="other"), "does not serve"),
     ]
     for req, reason in cases:
         with pytest.raises(UnsupportedRequest, match=reason):
             backend.encode_line(req.custom_id, req)
+    # a Responses line the chat translation can express reaches the engine as chat
+    sent = json.loads(backend.encode_line("r", request(8, {"input": "hi"}, RESPONSES)))
+    assert sent["endpoint"] == "chat" and sent["body"]["messages"][-1]["content"] == "hi"
 
 
 def parses_endpoints() -> bool:
@@ -461,7 +464,8 @@ def test_a_mixed_file_end_to_end_then_from_the_cache(runner: GpuRunner, tmp_path
     assert len(by_id["emb0"]["embedding"]) == 384 and by_id["chat"]["embedding"] is None
     assert cosine(by_id["emb0"]["embedding"], by_id["emb1"]["embedding"]) > 0.5
     assert (
-        by_id["bad"]["status"] == "invalid" and "embedding model" in by_id["bad"]["error_message"]
+        by_id["bad"]["status"] == "invalid"
+        and "minilm cannot serve chat" in by_id["bad"]["error_message"]  # the capability table
     )
     admitted = runner.feeder.admitted_total
     _, again = run_file(services(tmp_path, runner), src, tmp_path / "out2")
