@@ -198,11 +198,12 @@ def test_responses_lines_run_on_claude_translated_or_refused_by_name(
     params = next(p for p in sent if p.get("system") == "be kind")
     assert params["messages"] == [{"role": "user", "content": "hello claude"}]
     assert params["max_tokens"] == 40
-    for cid, words in (
-        ("web", ("web_search", "Claude", "OpenAI")),
-        ("prev", ("previous_response_id", "Claude")),
-        ("emb", ("embeddings", "Claude")),
+    for cid, kind, words in (
+        ("web", "unsupported_parameter", ("web_search", "Claude", "OpenAI")),
+        ("prev", "unsupported_parameter", ("previous_response_id", "Claude")),
+        # the capability table: the target, what it cannot serve, and a model that can
+        ("emb", "unsupported_endpoint", ("embeddings", "claude", " can")),
     ):
         assert rows[cid]["status"] == "invalid", rows[cid]
-        assert rows[cid]["error_type"] == "unsupported_parameter"
+        assert rows[cid]["error_type"] == kind, rows[cid]
         assert all(w in rows[cid]["error_message"] for w in words), rows[cid]["error_message"]

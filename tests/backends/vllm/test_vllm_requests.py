@@ -144,8 +144,12 @@ def test_json_schema_and_json_object_on_random_weights(runner: GpuRunner, tmp_pa
         assert resp["object"] == "chat.completion"
         assert resp["choices"][0]["message"]["content"] == o.output_text
     obj = out["r9"]
-    assert obj.status == "succeeded" and obj.finish_reason == "stop", obj.output_text
-    assert isinstance(json.loads(obj.output_text or ""), dict)
+    assert obj.status == "succeeded", obj
+    # json_object bounds nothing: random weights may fill a string until max_tokens, so only
+    # a finished answer must parse; either way it is an object as far as it goes
+    assert (obj.output_text or "").startswith("{"), obj.output_text
+    if obj.finish_reason == "stop":
+        assert isinstance(json.loads(obj.output_text or ""), dict)
     assert obj.schema_valid is None  # json_object gives no schema to check against
     assert out["r10"].status == "succeeded" and out["r10"].schema_valid is None
 
@@ -284,6 +288,11 @@ def test_hermes_parser_reads_calls_from_text(runner: GpuRunner) -> None:
     assert parsed_calls("hermes", tok, body, "no call here") == (None, "no call here")
 
 
+def _whole(text: str | None) -> str:
+    """The text without U+FFFD: where a detokenizer cut a character, it shows one or not."""
+    return (text or "").replace("\ufffd", "")
+
+
 def test_n_logprobs_and_seed(runner: GpuRunner, tmp_path: Path) -> None:
     sampled = {"temperature": 1.0, "max_tokens": 12}
     reqs = [
@@ -303,12 +312,13 @@ def test_n_logprobs_and_seed(runner: GpuRunner, tmp_path: Path) -> None:
     assert 12 < out["r0"].output_tokens <= 36
     probs = json.loads(out["r1"].response_json or "")["choices"][0]["logprobs"]["content"]
     assert len(probs) == out["r1"].output_tokens
-    assert "".join(p["token"] for p in probs) == out["r1"].output_text
+    # a token that ends inside a UTF-8 character shows as U+FFFD, in one text or the other
+    assert _whole("".join(p["token"] for p in probs)) == _whole(out["r1"].output_text)
     for p in probs:
         assert p["logprob"] <= 0 and len(p["top_logprobs"]) == 2
         tops = [t["logprob"] for t in p["top_logprobs"]]
         assert tops == sorted(tops, reverse=True) and p["logprob"] <= tops[0] + 1e-6
-    assert out["r2"].output_text == out["r3"].output_text  # same seed: same sample
+    assert _whole(out["r2"].output_text) == _whole(out["r3"].output_text)  # same seed
     assert out["r2"].output_text != out["r4"].output_text
 
 
