@@ -24,7 +24,13 @@ import msgspec
 
 from batchd.core import endpoints
 from batchd.core.endpoints import COMPLETIONS, EMBEDDINGS, RESPONSES
-from batchd.core.fields import DEADLINE_MAX_S, MAX_TOKENS_LIMIT, check_token_limit, deadline
+from batchd.core.fields import (
+    DEADLINE_MAX_S,
+    MAX_TOKENS_LIMIT,
+    check_parts,
+    check_token_limit,
+    deadline,
+)
 from batchd.core.fields import Bad as _Bad
 from batchd.core.fields import kind as _kind
 from batchd.core.fields import short as _short
@@ -147,13 +153,7 @@ def _check_content(content: Any, message: dict[str, Any], i: int) -> None:
     if content is None and message["role"] == "assistant" and calls:
         return
     if type(content) is list:
-        for j, part in enumerate(content):
-            if type(part) is not dict or type(part.get("type")) is not str:
-                raise _Bad(
-                    "bad_content",
-                    f"messages[{i}].content[{j}] must be an object with a string 'type' "
-                    f'(e.g. {{"type": "text", "text": "..."}}), got {_kind(part)}',
-                )
+        check_parts(content, f"messages[{i}].content", "text")
         return
     raise _Bad(
         "bad_content",

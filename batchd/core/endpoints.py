@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchd.core.fields import Bad, check_token_limit, kind, short
+from batchd.core.fields import Bad, check_parts, check_token_limit, kind, short
 
 EMBEDDINGS, RESPONSES, COMPLETIONS = "embeddings", "responses", "completions"
 MAX_INPUT_ITEMS = 2048  # OpenAI: any array in an embeddings input holds at most 2048
@@ -167,13 +167,7 @@ def _input_item(item: Any, where: str) -> None:
         if type(content) is str:
             return
         if type(content) is list:
-            for j, part in enumerate(content):
-                if type(part) is not dict or type(part.get("type")) is not str:
-                    raise Bad(
-                        "bad_content",
-                        f"{where}.content[{j}] must be an object with a string 'type' "
-                        f'(e.g. {{"type": "input_text", "text": "..."}}), got {kind(part)}',
-                    )
+            check_parts(content, f"{where}.content", "input_text")
             return
         raise Bad(
             "bad_content",

@@ -114,3 +114,14 @@ def _deadline_in_range(at: float, value: Any) -> float:
         f"deadline {short(value)} is out of range: give a time between 1970 and 9999, as "
         "unix seconds or an ISO 8601 time such as 2026-11-25T06:00Z",
     )
+
+
+def check_parts(parts: list[Any], where: str, example_type: str) -> None:
+    """Every content part is an object with a string 'type' (`where` names the list)."""
+    for j, part in enumerate(parts):
+        if type(part) is not dict or type(part.get("type")) is not str:
+            raise Bad(
+                "bad_content",
+                f"{where}[{j}] must be an object with a string 'type' "
+                f'(e.g. {{"type": "{example_type}", "text": "..."}}), got {kind(part)}',
+            )
