@@ -52,6 +52,14 @@ log = logging.getLogger("batchd.coordinator")
 
 QUEUE = "batchd:coordinator"
 HEALTH_KEY = "batchd:coordinator:health-check"
+#: A queued step older than this is an orphan: a coordinator killed while running it left it
+#: in the queue, marked in progress (arq keeps that mark for job_timeout, 24 h). arq reads
+#: only the oldest `queue_read_limit` (100) entries, so enough orphans would hide every new
+#: job and stall the cluster. The tick re-derives every needed step from the store each
+#: second under new ids, so an old entry is never the only copy of work to do. The sweep
+#: runs beside the queue (a task of each coordinator), since a stalled queue runs no cron job.
+ORPHAN_AFTER_S = 60.0
+SWEEP_EVERY_S = 10.0
 DISPATCH_STATES = (CHUNK_PENDING, CHUNK_CREATING)
 POLL_STATES = (CHUNK_SUBMITTED, CHUNK_ENDED)
 
@@ -65,9 +73,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         )
     ctx["svc"] = open_services(settings)
     ctx["owner"] = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    ctx["sweeper"] = asyncio.create_task(_sweep_forever(ctx["redis"]))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    ctx["sweeper"].cancel()
     svc: Services = ctx["svc"]
     await svc.aclose()
     svc.close()
@@ -184,6 +194,24 @@ async def kick(redis_url: str, svc: Services, run_id: str) -> None:
         await enqueue_next(pool, svc, run_id)
     finally:
         await pool.aclose()
+
+
+async def sweep_orphans(redis: Any, now_s: float) -> int:
+    """Drop queue entries older than ORPHAN_AFTER_S (see there); how many were dropped."""
+    cutoff_ms = (now_s - ORPHAN_AFTER_S) * 1000
+    dropped = int(await redis.zremrangebyscore(QUEUE, "-inf", cutoff_ms))
+    if dropped:
+        log.warning("dropped %d orphaned step(s) left queued by a killed coordinator", dropped)
+    return dropped
+
+
+async def _sweep_forever(redis: Any) -> None:
+    while True:
+        try:
+            await sweep_orphans(redis, time.time())
+        except Exception as exc:  # Redis restarting: try again at the next round
+            log.warning("orphan sweep: %s", exc)
+        await asyncio.sleep(SWEEP_EVERY_S)
 
 
 async def tick(ctx: dict[str, Any]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from batchd.distributed.coordinator import QUEUE
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.support.helpers import chat, write_jsonl
 from tests.support.stack import Stack
@@ -88,6 +91,39 @@ def test_submit_waits_no_wait_and_other_machines(
         text=True,
     )
     assert gpu.returncode == 1  # no GPU worker running: the check says so
+
+
+def _leave_orphans(redis_url: str, n: int, age_s: float) -> None:
+    """What a SIGKILLed coordinator leaves per step it was running: the job, its queue
+    entry and arq's in-progress mark (kept for job_timeout + 10 s, about 24 h)."""
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    async def leave() -> None:
+        pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE)
+        try:
+            for i in range(n):
+                job_id = f"poll_job:run-of-a-dead-coordinator:{i}"
+                await pool.enqueue_job("poll_job", "run-gone", _job_id=job_id, _queue_name=QUEUE)
+                await pool.zadd(QUEUE, {job_id: (time.time() - age_s) * 1000 + i})
+                await pool.psetex(f"arq:in-progress:{job_id}", 24 * 3600 * 1000, b"1")
+        finally:
+            await pool.aclose()
+
+    asyncio.run(leave())
+
+
+def test_steps_orphaned_by_killed_coordinators_never_stall_new_runs(
+    stack: Stack, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    # arq reads only the oldest 100 queue entries: 150 orphans would hide every new step.
+    _leave_orphans(stack.redis.url, 150, age_s=3600)
+    stack.start_coordinator()
+    run_id = stack.submit_no_wait(write_jsonl(tmp_path / "o.jsonl", _lines(5)))
+    stack.wait_done(run_id)
+    _assert_exactly_once(stack, emulator, run_id, 5)
+    queued = redis.Redis.from_url(stack.redis.url).zrange(QUEUE, 0, -1)
+    assert not [j for j in queued if b"dead-coordinator" in j]
 
 
 def test_twenty_kills_of_the_coordinator_lose_and_repay_nothing(

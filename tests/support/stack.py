@@ -35,6 +35,7 @@ class Stack:
             BATCHD_POLL_INTERVAL_S="0.05",
             BATCHD_LEASE_TTL_S="2",
             HF_HUB_OFFLINE="1",
+            PYTHONUNBUFFERED="1",  # a killed coordinator's log keeps what it printed
         )
         self.coordinators: list[subprocess.Popen[bytes]] = []
 
@@ -92,7 +93,26 @@ class Stack:
             if run is not None and run.state == "done":
                 return run
             time.sleep(0.2)
-        raise AssertionError(f"run {run_id} not done in {timeout_s}s")
+        raise AssertionError(f"run {run_id} not done in {timeout_s}s\n{self.describe(run_id)}")
+
+    def describe(self, run_id: str) -> str:
+        """The run's and its chunks' states, and the last coordinator's log tail (for failures)."""
+        try:
+            store = self.store()
+            run = store.get_run(run_id)
+            lines = [f"run: {run}"]
+            lines += [
+                f"chunk {c.chunk_id}: {c.state} failures={c.failures} "
+                f"retry_at={c.retry_at} error={c.error!r}"
+                for c in store.chunks(run_id)
+            ]
+        except Exception as exc:  # Redis gone: say so, keep the log tail
+            lines = [f"store unreadable: {exc!r}"]
+        logs = sorted(self.tmp.glob("coordinator-*.log"), key=lambda p: p.stat().st_mtime)
+        for log in logs[-2:]:
+            lines.append(f"--- {log.name} (last 40 lines)")
+            lines += log.read_text(errors="replace").splitlines()[-40:]
+        return "\n".join(lines)
 
     def rows(self, run_id: str) -> list[dict[str, Any]]:
         return pq.read_table(self.out / run_id / "results.parquet").to_pylist()  # type: ignore[no-any-return]
