@@ -58,8 +58,8 @@ HEALTH_KEY = "batchd:coordinator:health-check"
 #: job and stall the cluster. The tick re-derives every needed step from the store each
 #: second under new ids, so an old entry is never the only copy of work to do. The sweep
 #: runs beside the queue (a task of each coordinator), since a stalled queue runs no cron job.
-ORPHAN_AFTER_S = 60.0
-SWEEP_EVERY_S = 10.0
+ORPHAN_AFTER_S = 15.0
+SWEEP_EVERY_S = 5.0
 DISPATCH_STATES = (CHUNK_PENDING, CHUNK_CREATING)
 POLL_STATES = (CHUNK_SUBMITTED, CHUNK_ENDED)
 

@@ -83,9 +83,13 @@ class Stack:
             return None
         return int(value.decode().rsplit("#", 1)[0].split(":")[-2])
 
-    def wait_done(self, run_id: str, timeout_s: float = 90) -> Any:
+    def wait_done(self, run_id: str, timeout_s: float = 90, supervise: bool = False) -> Any:
+        """Wait for the run to be done; `supervise`: restart a coordinator whenever none is
+        alive, as a process supervisor (honcho, systemd) would."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if supervise and all(p.poll() is not None for p in self.coordinators):
+                self.start_coordinator()
             try:
                 run = self.store().get_run(run_id)
             except Exception:  # Redis restarting
