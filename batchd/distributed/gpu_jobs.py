@@ -72,6 +72,11 @@ async def gpu_chunk(ctx: dict[str, Any], run_id: str, chunk_id: str) -> str:
     if wait_s > 0:
         log.info("chunk %s waits %.0f s for the next GPU window", chunk_id, wait_s)
         raise Retry(defer=min(wait_s, MAX_DEFER_S))
+    model = chunk.model.removeprefix("vllm:")
+    if runner.cfg.engine(model) is not None:
+        # Start the model's engine before taking the chunk's lease: a start takes minutes
+        # and imports vLLM holding the GIL, so a short lease could lapse unrenewed meanwhile.
+        await asyncio.to_thread(runner.feeder_for(model).tokenizer)
     store = svc.store
     assert isinstance(store, RedisStore)
     async with lease(store, f"gpu:{chunk_id}", ctx["owner"], svc.settings.lease_ttl_s) as fence:
@@ -82,7 +87,7 @@ async def gpu_chunk(ctx: dict[str, Any], run_id: str, chunk_id: str) -> str:
             runner,
             run_id,
             chunk_id,
-            chunk.model.removeprefix("vllm:"),
+            model,
             chunk.path,
             lambda: store.lease_held(fence),
         )

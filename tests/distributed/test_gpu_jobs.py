@@ -101,3 +101,55 @@ def test_gpu_job_lease_skip_and_takeover(
     done = read_done(blobs, "g1")
     assert done is not None and done.n_outcomes == n
     svc.close()
+
+
+def test_a_gpu_job_starts_its_engine_before_it_takes_the_chunk_lease(
+    tmp_path: Path, tiny_model: Path, redis_url: str
+) -> None:
+    """An engine start takes minutes and imports vLLM holding the GIL; under the chunk's
+    (short) lease the renewer could miss the TTL meanwhile, so the job starts the engine
+    first. Here the start fails: no lease was held while it ran, and none is left."""
+    r = redis.Redis.from_url(redis_url)
+    lease_key = "batchd:lease:gpu:g2"
+    held_during_start: list[bool] = []
+
+    def failing_start(_cfg: object) -> object:
+        held_during_start.append(bool(r.exists(lease_key)))
+        raise RuntimeError("the engine did not start")
+
+    cfg = vllm_settings(tiny_model)
+    runner = GpuRunner(cfg, engine_factory=failing_start)
+    settings = load_settings(
+        environ={
+            "BATCHD_HOME": str(tmp_path / "home"),
+            "BATCHD_REDIS_URL": redis_url,
+            "BATCHD_WORKDIR": str(tmp_path / "work"),
+            "BATCHD_LEASE_TTL_S": "2",
+        },
+        cli={"backends": {"vllm": msgspec.to_builtins(cfg)}},
+    )
+    svc = open_services(settings)
+    with svc.blobs("r2").writer("chunks/g2.jsonl") as f:
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        f.write(json.dumps({"custom_id": "v0", "body": body}).encode() + b"\n")
+    svc.store.create_run(Run(run_id="r2", base_id="b", source="/x", output="/o", options={}))
+    svc.store.add_chunks(
+        [
+            Chunk(
+                chunk_id="g2",
+                run_id="r2",
+                backend="vllm",
+                model="tiny",
+                path="chunks/g2.jsonl",
+                n_requests=1,
+                n_bytes=1,
+                state=CHUNK_SUBMITTED,
+            )
+        ]
+    )
+    ctx = {"svc": svc, "runner": runner, "owner": "worker-a"}
+    with pytest.raises(RuntimeError, match="did not start"):
+        asyncio.run(gpu_chunk(ctx, "r2", "g2"))
+    assert held_during_start == [False]
+    assert not r.exists(lease_key)
+    svc.close()

@@ -154,20 +154,26 @@ def test_429_and_529_are_retried(
     assert claude.faults.overloaded_creates == 0 and claude.faults.overloaded_retrieves == 0
 
 
+def _wait_for(cond: Any, what: str, timeout_s: float = 60) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def test_cancel_claude_batch(
     batchd: Batchd, claude: AnthropicBatchEmulator, tmp_path: Path
 ) -> None:
     claude.set_step_mode(manual=True)
     src = write_jsonl(tmp_path / "c.jsonl", [cline(f"c{i}", f"q {i}") for i in range(4)])
     submit = batchd.popen("submit", str(src), "--output", str(batchd.out))
-    deadline = time.monotonic() + 30
-    while not claude.batches() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # each wait has its own bound and fails loudly: a shared, silent one let a slow `cancel`
+    # start (under load) fall through to advance_all, so the batch ended before the cancel
+    _wait_for(lambda: bool(claude.batches()), "the submit's batch")
     time.sleep(0.3)  # let the submit record the batch
     run_id = next(d.name for d in (batchd.home / "locks").iterdir()).removesuffix(".lock")
     cancel = batchd.popen("cancel", run_id)
-    while time.monotonic() < deadline and claude.batches()[0]["processing_status"] != "canceling":
-        time.sleep(0.05)
+    _wait_for(lambda: claude.batches()[0]["processing_status"] == "canceling", "the cancel")
     claude.advance_all()
     _, cancel_err = cancel.communicate(timeout=60)
     _, submit_err = submit.communicate(timeout=60)
