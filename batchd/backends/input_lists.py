@@ -15,6 +15,8 @@ settled (`run.collect`, `run.deadline_guard`), with the chunk line as sent, besi
 
 from __future__ import annotations
 
+import binascii
+import contextlib
 from typing import Any
 
 import msgspec
@@ -41,11 +43,17 @@ def spread_answers(o: Outcome, line: bytes) -> Outcome:
     body = obj.get("body") if isinstance(obj, dict) else None
     if not isinstance(body, dict) or not isinstance(answer, dict):
         return o
+    with contextlib.suppress(TypeError, ValueError, binascii.Error):  # not OpenAI's shape
+        _spread(o, body, answer)  # assigns only once every value is read: all or nothing
+    return o
+
+
+def _spread(o: Outcome, body: dict[str, Any], answer: dict[str, Any]) -> None:
     if answer.get("object") == "list":
         several = inputs_of(EMBEDDINGS, body)
         if several is not None:
             data = [d for d in answer.get("data") or [] if isinstance(d, dict)]
-            data.sort(key=lambda d: int(d.get("index") or 0))
+            data.sort(key=_index)
             o.embeddings = [decode_embedding(d.get("embedding")) or [] for d in data]
             o.embedding = None
     elif answer.get("object") == "text_completion":
@@ -53,12 +61,16 @@ def spread_answers(o: Outcome, line: bytes) -> Outcome:
         if several is not None:
             n = body.get("n") if type(body.get("n")) is int and body["n"] > 0 else 1
             choices = [c for c in answer.get("choices") or [] if isinstance(c, dict)]
-            choices.sort(key=lambda c: int(c.get("index") or 0))
+            choices.sort(key=_index)
             firsts = choices[::n]
             o.output_texts = [str(c.get("text") or "") for c in firsts]
             o.output_text = None
             o.finish_reason = _finish(choices)
-    return o
+
+
+def _index(item: dict[str, Any]) -> int:
+    index = item.get("index")
+    return index if type(index) is int else 0
 
 
 def _finish(choices: list[dict[str, Any]]) -> str:
