@@ -19,9 +19,10 @@ from batchd.backends.vllm.prompts import Refused, plan_of, prompts_of
 from batchd.config.vllm_settings import EMBED, GENERATE
 from batchd.core.endpoints import MAX_INPUT_ITEMS, check_body, inputs_of
 from batchd.core.fields import Bad
+from batchd.intake.line_sizes import max_tokens_of
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.output.openai_export import answer_body
-from batchd.requests import COMPLETIONS, EMBEDDINGS
+from batchd.requests import COMPLETIONS, EMBEDDINGS, Request, parse_request
 from tests.support.hostile import check_one_row_per_line, ingest_rows, open_test_services
 
 
@@ -51,6 +52,9 @@ def test_limits_of_several_inputs() -> None:
     assert inputs_of(EMBEDDINGS, {"input": ["a"]}) is None
     assert inputs_of(EMBEDDINGS, {"input": [1, 2]}) is None  # one token array
     assert inputs_of(COMPLETIONS, {"prompt": ["a", "b"]}) == ["a", "b"]
+    line = {"model": "davinci-002", "endpoint": "completions", "prompt": ["a", "b", "c"]}
+    parsed = parse_request({**line, "max_tokens": 7}, 1, "t")
+    assert isinstance(parsed, Request) and max_tokens_of(parsed) == 21  # the cap per prompt
 
 
 def test_answers_spread_in_input_order() -> None:

@@ -33,7 +33,8 @@ from tests.emulators.gemini_batch import GeminiBatchEmulator
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.support.helpers import Batchd, write_jsonl
 
-pytestmark = pytest.mark.timeout(600)
+# the engines start inside this test when it runs alone (minutes on a loaded CPU)
+pytestmark = pytest.mark.timeout(1500)
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT}}
