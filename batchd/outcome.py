@@ -33,7 +33,11 @@ class Outcome(msgspec.Struct, gc=False, kw_only=True):
     completed_at: float | None = None
     tier: str | None = None  # batch | flex | realtime | gpu: how it was served (None: not)
     # The common answer shape, the same for every backend (README "Result rows"):
-    embedding: list[float] | None = None  # embeddings endpoint: the vector
+    embedding: list[float] | None = None  # embeddings endpoint: the vector (one input)
+    # A line of several inputs (or prompts): every vector / every prompt's text, in order
+    # (`embedding` and `output_text` are then None; backends/input_lists.py).
+    embeddings: list[list[float]] | None = None
+    output_texts: list[str] | None = None
     tool_calls: str | None = None  # JSON text, a list of tool calls in OpenAI's shape
     schema_valid: bool | None = None  # the answer against the line's JSON schema (None: none)
     request_id: str | None = None  # the vendor's id for this request, where it gives one

@@ -8,6 +8,10 @@ generation model serves chat, completions and Responses (translated), `tool_choi
 only with a tool-call parser (`_vllm_family`; images only where a model is marked multimodal,
 which no vLLM setting does yet).
 
+A list of several embeddings inputs or completions prompts needs no feature of its own: every
+target that serves the endpoint takes it (OpenAI as it is, vLLM input by input), within the
+limits `core.endpoints` checks for every line (2,048 inputs, token arrays 300,000 tokens).
+
 `needs(request)` says what one line asks for; `missing(needs, caps)` what a target lacks of
 it. Intake makes a line whose only target lacks something `invalid` (naming a target that
 can), and gives an alias line no chunk line for its incapable targets, so the planner never

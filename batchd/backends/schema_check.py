@@ -23,11 +23,18 @@ from typing import Any
 import msgspec
 
 from batchd.backends.claude_tools import SCHEMA_TOOL
+from batchd.backends.input_lists import spread_answers
 from batchd.outcome import SUCCEEDED, Outcome
 
 # Bytes that appear in a line that carries a schema (a cheap look before decoding it).
 _MARKERS = (b"json_schema", b"responseJsonSchema", SCHEMA_TOOL.encode())
 _dec = msgspec.json.Decoder()
+
+
+def settle(o: Outcome, line: bytes) -> Outcome:
+    """An outcome as its row holds it: several inputs' answers spread
+    (`input_lists.spread_answers`), then `schema_valid` checked."""
+    return check_outcome(spread_answers(o, line), line)
 
 
 def check_outcome(o: Outcome, line: bytes) -> Outcome:

@@ -1,16 +1,18 @@
 """The bodies of the endpoints besides chat: embeddings, completions and Responses.
 
 What each endpoint takes follows OpenAI's API reference:
-- embeddings: `input` a non-empty string, a token array (a list of integers), or a list
-  holding one of them (a list holds at most 2048 items); `dimensions` a positive integer
-  (text-embedding-3 and later); `encoding_format` "float" or "base64".
-- completions: `prompt` a string or a token array (or a list holding one); the usual
-  sampling parameters; `max_tokens` (OpenAI's default is 16).
+- embeddings: `input` a non-empty string, a token array (a list of integers), or a list of
+  several strings or of several token arrays (at most 2048 inputs, each token array at most
+  2048 tokens, the token arrays at most 300,000 tokens together); `dimensions` a positive
+  integer (text-embedding-3 and later); `encoding_format` "float" or "base64".
+- completions: `prompt` a string, a token array, or a list of several of either (batchd
+  holds it to the same 2048 inputs); the usual sampling parameters; `max_tokens` (OpenAI's
+  default is 16).
 - responses: `input` a string or a list of input items (messages with a role, or items with
   a type such as function_call / function_call_output); `instructions` a string;
   `max_output_tokens`; `reasoning` {effort, summary}; `text` {format, verbosity}.
-batchd gives every line one row, so a line asks for one embedding or one completion: a
-list of several inputs (or prompts) is refused with how to split it. Unknown parameters pass
+A line with several inputs (or prompts) is still one row: its answers stay together, in input
+order (`inputs_of` gives them; README "Several inputs on one line"). Unknown parameters pass
 through to the vendor unchanged. Every check raises `fields.Bad` with what to fix.
 """
 
@@ -22,6 +24,7 @@ from batchd.core.fields import Bad, check_parts, check_token_limit, kind, short
 
 EMBEDDINGS, RESPONSES, COMPLETIONS = "embeddings", "responses", "completions"
 MAX_INPUT_ITEMS = 2048  # OpenAI: any array in an embeddings input holds at most 2048
+MAX_INPUT_TOKENS = 300_000  # OpenAI: tokens summed over the inputs of one embeddings request
 TOKEN_ID_LIMIT = 2**31 - 1
 DIMENSIONS_LIMIT = 65_536  # far above any model's size (text-embedding-3-large: 3072)
 ENCODING_FORMATS = ("float", "base64")
@@ -77,7 +80,7 @@ def _embeddings(body: dict[str, Any], where: str) -> None:
 
 
 def _one_input(value: Any, where: str, name: str, *, allow_empty: bool) -> None:
-    """A string, a token array, or a list holding exactly one of them."""
+    """A string, a token array, or a list of several strings or several token arrays."""
     if type(value) is str:
         if not value and not allow_empty:
             raise Bad("bad_input", f"{where} is an empty string: give the text to embed")
@@ -91,22 +94,45 @@ def _one_input(value: Any, where: str, name: str, *, allow_empty: bool) -> None:
     if all(type(t) is int for t in value):
         _token_array(value, where)
         return
-    if len(value) > 1:
+    if len(value) > MAX_INPUT_ITEMS:
         raise Bad(
-            f"multiple_{name}s" if name == "prompt" else "multiple_inputs",
-            f"{where} holds {len(value):,} {name}s: batchd gives each line one row, so put "
-            f"each {name} on its own line (the cache then answers each one on its own)",
+            "too_many_inputs",
+            f"{where} holds {len(value):,} {name}s: one request takes at most "
+            f"{MAX_INPUT_ITEMS:,}; split them over several lines",
         )
-    item = value[0]
-    if type(item) is str:
-        _one_input(item, f"{where}[0]", name, allow_empty=allow_empty)
-    elif type(item) is list and item and all(type(t) is int for t in item):
-        _token_array(item, f"{where}[0]")
-    else:
+    first = type(value[0])
+    total_tokens = 0
+    for i, item in enumerate(value):
+        at = f"{where}[{i}]"
+        if type(item) is str and first is str:
+            if not item and not allow_empty:
+                raise Bad("bad_input", f"{at} is an empty string: give the text to embed")
+        elif type(item) is list and first is list and item and all(type(t) is int for t in item):
+            _token_array(item, at)
+            total_tokens += len(item)
+        else:
+            raise Bad(
+                "bad_input",
+                f"{at} must be {'a string' if first is str else 'a token array'} like "
+                f"{where}[0] (a list holds strings or token arrays, not both), got {kind(item)}",
+            )
+    if name == "input" and total_tokens > MAX_INPUT_TOKENS:
         raise Bad(
-            "bad_input",
-            f"{where}[0] must be a string or a token array (a list of integers), got {kind(item)}",
+            "too_many_tokens",
+            f"{where} holds {total_tokens:,} tokens over its inputs: one embeddings request "
+            f"takes at most {MAX_INPUT_TOKENS:,}; split them over several lines",
         )
+
+
+def inputs_of(endpoint: str, body: dict[str, Any]) -> list[Any] | None:
+    """The inputs (embeddings) or prompts (completions) of a line that holds several, in
+    order; None for a line of one (a string, a token array, or a list holding one)."""
+    if endpoint not in (EMBEDDINGS, COMPLETIONS):
+        return None
+    value = body.get(INPUT_FIELD[endpoint])
+    if type(value) is not list or len(value) < 2 or type(value[0]) not in (str, list):
+        return None
+    return value
 
 
 def _token_array(tokens: list[int], where: str) -> None:
@@ -232,8 +258,11 @@ def count_messages(endpoint: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     value = body.get(INPUT_FIELD[endpoint])
     if type(value) is list and len(value) == 1 and type(value[0]) is str:
         value = value[0]
+    several = inputs_of(endpoint, body)
     if type(value) is str:
         messages = [{"role": "user", "content": value}]
+    elif several is not None:  # several prompts: each one's tokens count
+        messages = [{"role": "user", "content": v} for v in several if type(v) is str]
     elif endpoint == RESPONSES and type(value) is list:
         messages = [m for m in value if type(m) is dict and "content" in m]
     else:

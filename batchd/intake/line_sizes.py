@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchd.core.endpoints import count_messages
+from batchd.core.endpoints import count_messages, inputs_of
 from batchd.planning.routing import Route, Router
 from batchd.requests import CHAT, COMPLETIONS, RESPONSES, Request
 
@@ -15,7 +15,9 @@ def max_tokens_of(item: Request) -> int:
         limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
         return limit if type(limit) is int and limit > 0 else 0
     names = _CAPS.get(item.endpoint, ())
-    return next((v for v in map(body.get, names) if type(v) is int), 0)
+    cap = next((v for v in map(body.get, names) if type(v) is int), 0)
+    several = inputs_of(item.endpoint, body)  # several prompts: the cap holds for each
+    return cap * len(several) if several else cap
 
 
 _CAPS = {

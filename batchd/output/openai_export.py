@@ -7,7 +7,8 @@ A consumer of OpenAI batch output reads any batchd run, whatever answered each l
   (`output_text`, `finish_reason`, `tool_calls`, `embedding`, token columns) as the object
   OpenAI returns for the line's endpoint: `chat.completion`, `response`, `text_completion`,
   or an embedding `list` (float vectors, or base64 little-endian float32 when the line asked
-  for `encoding_format: "base64"`);
+  for `encoding_format: "base64"`); a line of several inputs or prompts gets one `data` item
+  per input (with its `index`) or one choice per prompt, in order;
 - a failure as OpenAI writes one: `response` with the HTTP `status_code`, the vendor's
   `request_id` and `body.error` ({message, type, param, code}); a line that expired or was
   cancelled before it ran as OpenAI's `error` ({code: batch_expired | batch_cancelled}).
@@ -191,6 +192,7 @@ def _chat(row: dict[str, Any]) -> dict[str, Any]:
 def _completion(row: dict[str, Any]) -> dict[str, Any]:
     finish = row.get("finish_reason")
     inp, _, out, _ = _tokens(row)
+    texts = row.get("output_texts") or [row.get("output_text") or ""]
     return {
         "id": _id("cmpl-", row),
         "object": "text_completion",
@@ -198,11 +200,12 @@ def _completion(row: dict[str, Any]) -> dict[str, Any]:
         "model": row.get("model_used") or row.get("model_requested") or "",
         "choices": [
             {
-                "index": 0,
-                "text": row.get("output_text") or "",
+                "index": i,
+                "text": text or "",
                 "finish_reason": finish if finish in COMPLETION_FINISH else "stop",
                 "logprobs": None,
             }
+            for i, text in enumerate(texts)
         ],
         "usage": {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out},
     }
@@ -267,15 +270,18 @@ def _response(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _embeddings(row: dict[str, Any], encoding: str | None) -> dict[str, Any]:
-    vector = row.get("embedding") or []
-    floats = [float(x) for x in vector]
-    value: Any = floats
-    if encoding == "base64":  # OpenAI's base64: the float32 vector's little-endian bytes
-        value = base64.b64encode(np.asarray(floats, dtype="<f4").tobytes()).decode()
+    vectors = row.get("embeddings") or [row.get("embedding") or []]
+    data = []
+    for i, vector in enumerate(vectors):
+        floats = [float(x) for x in vector or []]
+        value: Any = floats
+        if encoding == "base64":  # OpenAI's base64: the float32 vector's little-endian bytes
+            value = base64.b64encode(np.asarray(floats, dtype="<f4").tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
     inp = int(row.get("input_tokens") or 0)
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": 0, "embedding": value}],
+        "data": data,
         "model": row.get("model_used") or row.get("model_requested") or "",
         "usage": {"prompt_tokens": inp, "total_tokens": inp},
     }

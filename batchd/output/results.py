@@ -38,7 +38,10 @@ RESULTS_SCHEMA = pa.schema(
         ("response_json", pa.string()),
         ("finish_reason", pa.string()),
         ("tool_calls", pa.string()),  # JSON text in OpenAI's shape; NULL: no tool call
-        ("embedding", pa.list_(pa.float32())),  # NULL: not an embeddings request
+        ("embedding", pa.list_(pa.float32())),  # NULL: not an embeddings request of one input
+        # a line of several inputs / prompts: all vectors / each prompt's text, in input order
+        ("embeddings", pa.list_(pa.list_(pa.float32()))),  # NULL: not several inputs
+        ("output_texts", pa.list_(pa.string())),  # NULL: not several prompts
         ("schema_valid", pa.bool_()),  # NULL: the line gave no JSON schema
         ("error_type", pa.string()),
         ("error_message", pa.string()),
@@ -275,6 +278,8 @@ class RowAssembler:
             finish_reason=o.finish_reason,
             tool_calls=o.tool_calls,
             embedding=o.embedding,
+            embeddings=o.embeddings,
+            output_texts=o.output_texts,
             schema_valid=o.schema_valid,
             error_type=o.error_type,
             error_message=o.error_message,

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from batchd.backends.base import ChunkRejected, QuotaExceeded
-from batchd.backends.schema_check import check_outcome
+from batchd.backends.schema_check import settle
 from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
@@ -115,7 +115,7 @@ def _settle(
                     child.n_requests += 1
                     child.n_bytes += len(sent)
                     continue
-                settled.append((vendor_id, check_outcome(_stamp(svc, chunk, o), line)))
+                settled.append((vendor_id, settle(_stamp(svc, chunk, o), line)))
             write_outcomes(out, ((key_of(v), o) for v, o in settled))
             svc.cache.put_many((key_of(v), o) for v, o in settled if cacheable(v))
             final += len(settled)

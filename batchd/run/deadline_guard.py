@@ -39,7 +39,7 @@ import msgspec
 from batchd.backends.anthropic_sync import AnthropicSync
 from batchd.backends.base import TransientBackendError
 from batchd.backends.openai_sync import OpenAISync
-from batchd.backends.schema_check import check_outcome
+from batchd.backends.schema_check import settle
 from batchd.backends.sync_call import RATE_LIMITED, SHED, TIMEOUT, SyncReply
 from batchd.backends.vllm.backend import VllmBackend
 from batchd.config.pricing import Usage
@@ -274,7 +274,7 @@ class _Sender:
 
     async def send_all(self, lines: list[tuple[str, bytes]]) -> list[tuple[str, Outcome]]:
         outcomes = await asyncio.gather(*(self._one(line) for _, line in lines))
-        return [(v, check_outcome(o, line)) for (v, line), o in zip(lines, outcomes, strict=True)]
+        return [(v, settle(o, line)) for (v, line), o in zip(lines, outcomes, strict=True)]
 
     async def _one(self, line: bytes) -> Outcome:
         obj = msgspec.json.decode(line)

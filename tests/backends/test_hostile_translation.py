@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from batchd.backends.anthropic_batch import to_claude_params
 from batchd.backends.base import UnsupportedRequest
 from batchd.backends.openai_batch import OpenAIBatchBackend
-from batchd.backends.vllm.prompts import Plan, Refused, plan_of, prompt_of
+from batchd.backends.vllm.prompts import Plan, Refused, plan_of, prompts_of
 from batchd.config.settings import load_settings
 from batchd.intake.screen import huge_int, too_deep
 from batchd.requests import ENDPOINT_URLS, Request, parse_request
@@ -95,7 +95,7 @@ def test_vllm_prompt_and_sampling_or_a_named_refusal(tokenizer: Any, lines: list
     for r in _requests(lines):
         try:
             plan = _plan(r.body)
-            prompt = prompt_of(plan, r.body, tokenizer)
+            prompt = prompts_of(plan, r.body, tokenizer)[0]
             sampling = plan.sampling
         except Refused as exc:
             assert exc.error_type and str(exc)
@@ -109,7 +109,7 @@ def _plan(body: dict[str, Any]) -> Plan:
 
 
 def _prompt(body: dict[str, Any], tokenizer: Any) -> Any:
-    return prompt_of(_plan(body), body, tokenizer)
+    return prompts_of(_plan(body), body, tokenizer)[0]
 
 
 def test_vllm_refuses_tool_calls_it_would_drop(tokenizer: Any) -> None:

@@ -27,6 +27,13 @@ deterministically: markers in the last user text select per-line errors,
 or ``[[safety]]`` (finishReason SAFETY) and ``[[blocked]]`` (prompt blocked, no candidates).
 Otherwise the answer is ``"echo: " + text``, one token per word, cut at the first
 ``stopSequences`` entry and truncated to ``maxOutputTokens`` words (finishReason MAX_TOKENS).
+As ai.google.dev/gemini-api/docs/structured-output and /function-calling describe:
+``generationConfig.responseJsonSchema`` (with ``responseMimeType: application/json``) makes
+the text JSON valid for the schema; ``tools[].functionDeclarations`` with
+``toolConfig.functionCallingConfig.mode`` ``ANY`` make the model call the first allowed
+function (``allowedFunctionNames``, else the first declared), ``AUTO`` (the default) one
+whose name is in the last user text, ``NONE`` never: a ``functionCall`` part ``{name, args}``
+(args valid for ``parametersJsonSchema``), finishReason STOP.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from tests.emulators._server import EmulatorServer
+from tests.emulators.schema_values import example
 
 JSONDict = dict[str, Any]
 
@@ -451,6 +459,15 @@ class GeminiBatchEmulator(EmulatorServer):
             words, reason = words[:limit], "MAX_TOKENS"
         if "[[safety]]" in text:
             reason = "SAFETY"
+        parts: list[JSONDict] = [{"text": output}]
+        call = _function_call(req, text)
+        schema = config.get("responseJsonSchema")
+        if call is not None:
+            parts = [{"functionCall": call}]
+            words = list(re.finditer(r"\S+", json.dumps(call)))
+        elif isinstance(schema, dict) and reason == "STOP":
+            output = json.dumps(example(schema))
+            parts, words = [{"text": output}], list(re.finditer(r"\S+", output))
         usage.update(candidatesTokenCount=len(words), totalTokenCount=prompt + len(words))
         if self.thoughts_tokens:
             usage["thoughtsTokenCount"] = self.thoughts_tokens
@@ -459,7 +476,7 @@ class GeminiBatchEmulator(EmulatorServer):
             "response": {
                 "candidates": [
                     {
-                        "content": {"parts": [{"text": output}], "role": "model"},
+                        "content": {"parts": parts, "role": "model"},
                         "finishReason": reason,
                         "index": 0,
                     }
@@ -469,6 +486,28 @@ class GeminiBatchEmulator(EmulatorServer):
                 "responseId": self._new_id(),
             }
         }
+
+
+def _function_call(req: Any, text: str) -> JSONDict | None:
+    """The functionCall the request's tools and toolConfig make the model answer, or None."""
+    declared = [
+        d
+        for tool in req.get("tools") or []
+        for d in (tool.get("functionDeclarations") or [] if isinstance(tool, dict) else [])
+        if isinstance(d, dict) and isinstance(d.get("name"), str)
+    ]
+    config = (req.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    mode = config.get("mode", "AUTO")
+    allowed = config.get("allowedFunctionNames")
+    if allowed:
+        declared = [d for d in declared if d["name"] in allowed]
+    if mode == "AUTO":
+        declared = [d for d in declared if d["name"] in text]
+    if not declared or mode == "NONE":
+        return None
+    chosen = declared[0]
+    args = example(chosen.get("parametersJsonSchema") or {"type": "object"})
+    return {"name": chosen["name"], "args": args if isinstance(args, dict) else {}}
 
 
 def _stats(n: int) -> JSONDict:

@@ -15,7 +15,11 @@ Shapes follow OpenAI's API reference:
   default; none for ``"none"``). ``max_output_tokens`` caps both: over it the response is
   ``status: "incomplete"`` with ``incomplete_details.reason: "max_output_tokens"``.
 - ``/v1/completions``: a ``text_completion`` object with ``choices[0].text``; ``max_tokens``
-  defaults to 16, as OpenAI documents.
+  defaults to 16, as OpenAI documents. ``prompt`` may be a list of several prompts (strings or
+  token arrays): ``choices`` then run prompt by prompt, ``n`` per prompt, ``index`` counting
+  through them all; usage sums every prompt.
+- Embeddings ``input`` may be a list of several strings or token arrays (at most 2048):
+  one ``data`` item per input, ``index`` its place.
 The reply text is ``"echo: " + the last user text``, one token per word, as for chat; the
 ``[[error:400]]`` / ``[[error:500]]`` markers work on every endpoint. A model used on an
 endpoint it does not serve answers 400 as OpenAI does.
@@ -43,6 +47,7 @@ COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
 REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
 REASONING_TOKENS = {"none": 0, "minimal": 2, "low": 4, "medium": 8, "high": 16, "xhigh": 32}
 DEFAULT_COMPLETION_MAX_TOKENS = 16
+MAX_INPUTS = 2048  # OpenAI: inputs of one embeddings request (and batchd's cap on prompts)
 
 
 def _error(message: str, param: str | None = None, code: str | None = None) -> JSONDict:
@@ -106,6 +111,8 @@ def embeddings(body: JSONDict, new_id: Callable[[str], str]) -> tuple[int, JSOND
     inputs = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
     if not raw or any(not x for x in inputs):
         return 400, _error("'input' is required and cannot be empty.", "input")
+    if len(inputs) > MAX_INPUTS:
+        return 400, _error(f"'input' holds more than {MAX_INPUTS} items.", "input")
     size = EMBEDDING_DIMENSIONS[model]
     dims = body.get("dimensions")
     if dims is not None:
@@ -212,29 +219,45 @@ def completions(body: JSONDict, new_id: Callable[[str], str]) -> tuple[int, JSON
         )
     if "prompt" not in body:
         return 400, _error("Missing required parameter: 'prompt'.", "prompt")
-    text = _text_of(body["prompt"])
-    hit = _marker(text)
+    raw = body["prompt"]
+    several = isinstance(raw, list) and raw and not isinstance(raw[0], int)
+    prompts = raw if several else [raw]
+    if len(prompts) > MAX_INPUTS:
+        return 400, _error(f"'prompt' holds more than {MAX_INPUTS} items.", "prompt")
+    texts = [_text_of(p) for p in prompts]
+    hit = _marker(" ".join(texts))
     if hit is not None:
         return hit
-    words = ("echo: " + text).split()
     limit = body.get("max_tokens")
     limit = limit if isinstance(limit, int) else DEFAULT_COMPLETION_MAX_TOKENS
-    finish = "stop"
-    if len(words) > limit:
-        words, finish = words[:limit], "length"
-    prompt = _tokens(text)
+    n = body.get("n") if isinstance(body.get("n"), int) else 1
+    choices, out_tokens = [], 0
+    for text in texts:  # OpenAI: prompt i's n choices at indices i*n .. i*n+n-1
+        words = ("echo: " + text).split()
+        finish = "stop"
+        if len(words) > limit:
+            words, finish = words[:limit], "length"
+        for _ in range(n):
+            choices.append(
+                {
+                    "text": " ".join(words),
+                    "index": len(choices),
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            )
+            out_tokens += len(words)
+    prompt = sum(_tokens(t) for t in texts)
     return 200, {
         "id": new_id("cmpl-"),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"text": " ".join(words), "index": 0, "logprobs": None, "finish_reason": finish}
-        ],
+        "choices": choices,
         "usage": {
             "prompt_tokens": prompt,
-            "completion_tokens": len(words),
-            "total_tokens": prompt + len(words),
+            "completion_tokens": out_tokens,
+            "total_tokens": prompt + out_tokens,
         },
     }
 

@@ -4,6 +4,7 @@ against the Anthropic emulator (real SDKs, embedded mode)."""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from pathlib import Path
@@ -68,7 +69,20 @@ def _file(path: Path) -> Path:
             },
             # chat on the Responses line's model: the same model, another endpoint, own chunk
             line("m2", "chat/completions", model=MINI, messages=[{"role": "user", "content": "x"}]),
-            line("bad1", "embeddings", model=SMALL, input=["one", "two"]),
+            # several inputs / prompts on one line: one row each, answers in order
+            line("e4", "embeddings", model=SMALL, input=["one", "two", "alpha doc"]),
+            line(
+                "e5", "embeddings", model=SMALL, input=[[1, 2, 3], [4, 5]], encoding_format="base64"
+            ),
+            line(
+                "c3",
+                "completions",
+                model="gpt-3.5-turbo-instruct",
+                prompt=["first prompt", "second one here now", "third"],
+                max_tokens=3,
+                n=2,
+            ),
+            line("bad1", "embeddings", model=SMALL, input=["x"] * 2049),
             line("bad2", "responses", model=MINI, input="x", max_tokens=5),
             line("bad3", "embeddings", model=SMALL, input="x", encoding_format="int8"),
             {"id": "bad4", "endpoint": "embeddings", "model": SMALL, "prompt": "x"},
@@ -88,10 +102,11 @@ def test_every_endpoint_runs_priced_and_a_rerun_is_all_cache(
     batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
 ) -> None:
     src = _file(tmp_path / "endpoints.jsonl")
-    proc = batchd.submit(src)
+    proc = batchd.submit(src, "--export", "openai-jsonl")
     assert proc.returncode == 3, proc.stderr  # finished, with invalid lines
     rows = {r["custom_id"]: r for r in batchd.results()}
-    ok = ("e1", "e2", "e3", "r1", "r2", "c1", "c2", "m1", "m2")
+    assert len(batchd.results()) == 16  # one row per line, several inputs or not
+    ok = ("e1", "e2", "e3", "e4", "e5", "r1", "r2", "c1", "c2", "c3", "m1", "m2")
     assert {c: rows[c]["status"] for c in ok} == dict.fromkeys(ok, "succeeded")
 
     # Embeddings: the model's size, or body.dimensions; floats although e2 asked for base64.
@@ -131,9 +146,49 @@ def test_every_endpoint_runs_priced_and_a_rerun_is_all_cache(
     assert rows["m1"]["output_text"] == "echo: mistral shape"
     assert rows["m1"]["reasoning_tokens"] == 0
 
+    # Several inputs: every vector in input order in `embeddings`, `embedding` NULL; one
+    # request to OpenAI, its usage summed over the inputs.
+    e4, e5, c3 = rows["e4"], rows["e5"], rows["c3"]
+    assert e4["embedding"] is None and e4["output_text"] is None
+    assert e4["embeddings"] == [_f32(vector(SMALL, t, 1536)) for t in ("one", "two", "alpha doc")]
+    assert e4["embeddings"][2] == e1["embedding"]
+    assert e4["input_tokens"] == 1 + 1 + 3  # the emulator: len // 4 + 1 per input
+    assert e4["cost_usd"] == pytest.approx(_cost(5, 0, 0.02, 0) / 2)
+    assert e5["embeddings"] == [_f32(vector(SMALL, t, 1536)) for t in ("t1 t2 t3", "t4 t5")]
+    assert e1["embeddings"] is None and c1["output_texts"] is None
+    # Several prompts: each prompt's first choice in `output_texts`, `output_text` NULL;
+    # finish_reason the first that is not stop (prompt 2 was cut at max_tokens).
+    assert c3["output_text"] is None
+    assert c3["output_texts"] == ["echo: first prompt", "echo: second one", "echo: third"]
+    assert c3["finish_reason"] == "length"
+    assert c3["output_tokens"] == 2 * (3 + 3 + 2)  # n=2 choices per prompt
+    assert c3["cost_usd"] == pytest.approx(
+        _cost(c3["input_tokens"], c3["output_tokens"], 1.50, 2.00) / 2
+    )
+    c3_body = next(
+        s["body"] for s in emulator.requests_seen() if s["custom_id"] and s["body"].get("n") == 2
+    )
+    assert c3_body["prompt"] == ["first prompt", "second one here now", "third"]
+    # The OpenAI export: OpenAI's exact shape, data items and choices with their index.
+    (export,) = batchd.run_dirs()
+    exported = {
+        x["custom_id"]: x
+        for x in map(json.loads, (export / "results.openai.jsonl").read_text().splitlines())
+    }
+    body4 = exported["e4"]["response"]["body"]
+    assert [d["index"] for d in body4["data"]] == [0, 1, 2]
+    assert [d["embedding"] for d in body4["data"]] == [
+        vector(SMALL, t, 1536) for t in ("one", "two", "alpha doc")
+    ]
+    assert all(isinstance(d["embedding"], str) for d in exported["e5"]["response"]["body"]["data"])
+    choices = exported["c3"]["response"]["body"]["choices"]
+    assert [c["index"] for c in choices] == list(range(6))
+    assert [c["text"] for c in choices[::2]] == c3["output_texts"]
+    assert exported["bad1"]["response"]["status_code"] == 400
+
     # Invalid bodies say what to fix.
     reasons = {c: (rows[c]["error_type"], rows[c]["error_message"]) for c in rows if "bad" in c}
-    assert reasons["bad1"][0] == "multiple_inputs" and "own line" in reasons["bad1"][1]
+    assert reasons["bad1"][0] == "too_many_inputs" and "2,048" in reasons["bad1"][1]
     assert reasons["bad2"][0] == "bad_body" and "max_output_tokens" in reasons["bad2"][1]
     assert reasons["bad3"][0] == "bad_encoding_format" and '"base64"' in reasons["bad3"][1]
     assert reasons["bad4"][0] == "bad_body" and "'input'" in reasons["bad4"][1]
@@ -151,7 +206,7 @@ def test_every_endpoint_runs_priced_and_a_rerun_is_all_cache(
     ]
     assert {b["status"] for b in batches} == {"completed"}
     sent = emulator.requests_seen()
-    assert len(sent) == 8  # e3 answered in run
+    assert len(sent) == 11  # e3 answered in run
     urls = {s["custom_id"]: s["url"] for s in sent if s["body"]["model"] == MINI}
     assert sorted(urls.values()) == ["/v1/chat/completions", "/v1/responses", "/v1/responses"]
 
@@ -163,6 +218,8 @@ def test_every_endpoint_runs_priced_and_a_rerun_is_all_cache(
     rows2 = {r["custom_id"]: r for r in batchd.results(second)}
     assert {rows2[c]["cache"] for c in ok} == {"exact"}
     assert rows2["e2"]["embedding"] == e2["embedding"]
+    assert rows2["e4"]["embeddings"] == e4["embeddings"] and rows2["e4"]["embedding"] is None
+    assert rows2["c3"]["output_texts"] == c3["output_texts"]
     assert rows2["r1"]["output_text"] == "echo: gamma"
     assert all(rows2[c]["cost_usd"] == 0 and rows2[c]["baseline_cost_usd"] > 0 for c in ok)
 

@@ -1,7 +1,8 @@
 """An engine result -> a row's Outcome, with `response_json` in OpenAI's shapes.
 
 Chat: a `chat.completion` (every choice of `n`, tool calls and logprobs in OpenAI's form);
-completions: a `text_completion`; embeddings: an embedding `list`. `output_text`,
+completions: a `text_completion` (a line of several prompts: every prompt's choices, in
+order); embeddings: an embedding `list` (one item per input). `output_text`,
 `finish_reason` and `tool_calls` are choice 0's; token counts cover every choice; GPU-seconds
 and their cost are the request's share of the engine's steps.
 """
@@ -64,12 +65,15 @@ def outcome_of(
     }
     if plan.endpoint == EMBEDDINGS:
         vector = r.embedding or []
-        item: Any = vector
-        if plan.encoding_format == "base64":
-            item = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data = []
+        for i, v in enumerate(r.vectors or [vector]):
+            item: Any = v
+            if plan.encoding_format == "base64":
+                item = base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": item})
         response = {
             "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": item}],
+            "data": data,
             "model": model,
             "usage": {"prompt_tokens": r.prompt_tokens, "total_tokens": r.prompt_tokens},
         }
@@ -77,7 +81,8 @@ def outcome_of(
             status=SUCCEEDED,
             model_used=model,
             response_json=_enc.encode(response).decode(),
-            embedding=vector,
+            embedding=None if r.vectors else vector,
+            embeddings=r.vectors,
             **tokens,
             **cost,
         )

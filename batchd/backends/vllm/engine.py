@@ -64,6 +64,7 @@ class GenResult:
     error_message: str | None = None
     choices: list[Choice] = field(default_factory=list)
     embedding: list[float] | None = None
+    vectors: list[list[float]] | None = None  # a line of several inputs: each one's (gather)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from batchd.backends.vllm.structured import AUTO, Constraint, constraint_of
 from batchd.config.vllm_settings import EMBED
 from batchd.requests import CHAT, COMPLETIONS, EMBEDDINGS
 
-__all__ = ["DEFAULT_MAX_TOKENS", "Plan", "Refused", "plan_of", "prompt_of"]
+__all__ = ["DEFAULT_MAX_TOKENS", "Plan", "Refused", "plan_of", "prompts_of"]
 
 # body field -> SamplingParams field
 _SAMPLING = {
@@ -42,6 +42,7 @@ _CONSTRAINTS = {"response_format", "tools", "tool_choice", "parallel_tool_calls"
 _HARMLESS_VALUES: dict[str, Any] = {"stream": False, "echo": False, "suffix": None, "best_of": 1}
 _EMBED_KEYS = {"model", "input", "user", "encoding_format", "dimensions"}
 MAX_N = 128
+MAX_INPUTS = 2048  # inputs (or prompts) one line may hold, as OpenAI takes them
 DEFAULT_MAX_TOKENS = 256
 IMAGE_TARGETS = "a model that takes images, e.g. gpt-5.4-mini (OpenAI) or claude-sonnet-4-6"
 
@@ -178,29 +179,33 @@ def _embed_plan(body: dict[str, Any]) -> Plan:
         if type(dims) is not int or dims < 1:
             raise Refused("invalid_request", "dimensions must be a positive integer")
         pooling["dimensions"] = dims
-    _input_of(body)
+    _inputs_of(body)
     return Plan(endpoint=EMBEDDINGS, pooling=pooling, encoding_format=fmt)
 
 
-def _input_of(body: dict[str, Any]) -> str | dict[str, Any]:
-    """An embeddings `input` (or a completions `prompt`): one text or one list of token ids."""
+def _inputs_of(body: dict[str, Any]) -> list[str | dict[str, Any]]:
+    """An embeddings `input` (or a completions `prompt`): one text or list of token ids, or
+    several of them (each run on its own, the answers joined back in order: `vllm.gather`)."""
     key = "input" if "input" in body else "prompt"
     value = body.get(key)
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], (str, list)):
-        value = value[0]
-    if isinstance(value, str):
-        if not value:
-            raise Refused("invalid_request", f"{key} is empty")
-        return value
-    if isinstance(value, list) and value and all(type(t) is int and t >= 0 for t in value):
-        return {"prompt_token_ids": value}
-    if isinstance(value, list) and len(value) > 1:
-        raise Refused(
-            "unsupported_parameter",
-            f"{key} holds {len(value)} inputs: a batchd row holds one answer, so give one "
-            "input per line",
-        )
-    raise Refused("invalid_request", f"{key} must be a string or a list of token ids")
+    several = value if isinstance(value, list) and value and not _token_ids(value) else [value]
+    if len(several) > MAX_INPUTS:
+        raise Refused("invalid_request", f"{key} holds more than {MAX_INPUTS} inputs")
+    out: list[str | dict[str, Any]] = []
+    for item in several:
+        if isinstance(item, str):
+            if not item and key == "input":
+                raise Refused("invalid_request", f"{key} holds an empty string")
+            out.append(item)
+        elif isinstance(item, list) and item and _token_ids(item):
+            out.append({"prompt_token_ids": item})
+        else:
+            raise Refused("invalid_request", f"{key} must be strings or lists of token ids")
+    return out
+
+
+def _token_ids(value: list[Any]) -> bool:
+    return all(type(t) is int and t >= 0 for t in value)
 
 
 def _check_messages(messages: Any) -> None:
@@ -237,11 +242,15 @@ def _check_messages(messages: Any) -> None:
 _TURN_KEYS = {"tool_calls", "tool_call_id", "name"}
 
 
-def prompt_of(plan: Plan, body: dict[str, Any], tokenizer: Any) -> str | dict[str, Any]:
-    """What the engine sees: the chat template applied to messages (tools included), the
-    completions prompt as it is, or the embeddings input."""
+def prompts_of(plan: Plan, body: dict[str, Any], tokenizer: Any) -> list[str | dict[str, Any]]:
+    """What the engine sees, one item per request it runs: the chat template applied to
+    messages (tools included), each completions prompt as it is, or each embeddings input."""
     if plan.endpoint != CHAT:
-        return _input_of(body)
+        return _inputs_of(body)
+    return [_chat_prompt(plan, body, tokenizer)]
+
+
+def _chat_prompt(plan: Plan, body: dict[str, Any], tokenizer: Any) -> str:
     messages = []
     history_tools = False
     for i, m in enumerate(body["messages"]):

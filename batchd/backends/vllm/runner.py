@@ -46,8 +46,9 @@ from batchd.backends.vllm.checkpoints import (
     stopped,
 )
 from batchd.backends.vllm.engine import EngineFeeder, GenRequest, GenResult
+from batchd.backends.vllm.gather import Gather, lines_in, part_id
 from batchd.backends.vllm.jobs import ChunkJob, ChunkLine
-from batchd.backends.vllm.prompts import Plan, Refused, plan_of, prompt_of
+from batchd.backends.vllm.prompts import Plan, Refused, plan_of, prompts_of
 from batchd.backends.vllm.structured import AUTO
 from batchd.config.settings import VllmSettings
 from batchd.storage.blobs import Blobs
@@ -176,7 +177,7 @@ class GpuRunner:
             try:
                 parsed = _line_dec.decode(raw)
                 plan = plan_of(parsed.endpoint, parsed.body, engine.kind, engine.tool_parser, model)
-                prompt = prompt_of(plan, parsed.body, tokenizer)
+                prompts = prompts_of(plan, parsed.body, tokenizer)
                 if plan.constraint.tool_mode == AUTO and no_parser:
                     raise Refused("unsupported_parameter", no_parser)
             except Refused as exc:
@@ -191,15 +192,20 @@ class GpuRunner:
                 refused.append((vid, result))
                 continue
             body = parsed.body if plan.constraint.tool_mode == AUTO else None
-            req = GenRequest(
-                request_id=f"{chunk_id}/{vid}",
-                prompt=prompt,
-                sampling=plan.sampling,
-                pooling=plan.pooling,
-                on_done=self._make_on_done(job, vid, plan, body, tokenizer, engine.tool_parser),
-                tag=chunk_id,
-            )
-            reqs.append((prompt if isinstance(prompt, str) else str(prompt), req))
+            on_done = self._make_on_done(job, vid, plan, body, tokenizer, engine.tool_parser)
+            rid = f"{chunk_id}/{vid}"
+            if len(prompts) > 1:  # several inputs: one engine request each, joined back
+                on_done = Gather(len(prompts), on_done).on_part
+            for i, prompt in enumerate(prompts):
+                req = GenRequest(
+                    request_id=rid if len(prompts) == 1 else part_id(rid, i),
+                    prompt=prompt,
+                    sampling=plan.sampling,
+                    pooling=plan.pooling,
+                    on_done=on_done,
+                    tag=chunk_id,
+                )
+                reqs.append((prompt if isinstance(prompt, str) else str(prompt), req))
         job.remaining = len(lines)
         job.feeder = feeder
         for vid, result in refused:
@@ -227,7 +233,7 @@ class GpuRunner:
         back = job.feeder.withdraw(chunk_id) if job.feeder is not None else []
         with job.lock:
             job.draining = True
-            job.remaining -= len(back)
+            job.remaining -= lines_in(back)
             idle = job.remaining <= 0
         if idle:
             self._finish(job, CANCELLED)
@@ -265,13 +271,14 @@ class GpuRunner:
         if job is None or job.state != "running":
             return 0
         back = job.feeder.withdraw(chunk_id) if job.feeder is not None else []
+        n_back = lines_in(back)
         with job.lock:
-            job.remaining -= len(back)
+            job.remaining -= n_back
             idle = job.remaining <= 0
         if idle:
             self._flush(job)
             self._pause(job)
-        return len(back)
+        return n_back
 
     def _pause(self, job: ChunkJob) -> None:
         with job.lock:

@@ -22,6 +22,7 @@ import msgspec
 import pytest
 
 from batchd.backends.base import UnsupportedRequest
+from batchd.backends.input_lists import spread_answers
 from batchd.backends.vllm.backend import VllmBackend
 from batchd.backends.vllm.runner import GpuRunner, checkpointed
 from batchd.config.settings import VllmSettings
@@ -332,6 +333,7 @@ def test_completions_take_the_prompt_without_a_template(runner: GpuRunner, tmp_p
     reqs = [
         request(0, {"prompt": prompt, "max_tokens": 5, "temperature": 0}, COMPLETIONS),
         request(1, {"prompt": [prompt], "max_tokens": 4, "logprobs": 1}, COMPLETIONS),
+        request(2, {"prompt": [prompt, "hello"], "max_tokens": 3, "n": 2}, COMPLETIONS),
     ]
     out = run_chunk(runner, tmp_path, reqs)
     o = out["r0"]
@@ -342,6 +344,17 @@ def test_completions_take_the_prompt_without_a_template(runner: GpuRunner, tmp_p
     legacy = json.loads(out["r1"].response_json or "")["choices"][0]["logprobs"]
     assert len(legacy["tokens"]) == len(legacy["token_logprobs"]) == out["r1"].output_tokens
     assert all(len(t) == 1 for t in legacy["top_logprobs"])
+    # several prompts: each run on its own, choices prompt by prompt (n each), tokens summed
+    several = out["r2"]
+    both = len(tok(prompt)["input_ids"]) + len(tok("hello")["input_ids"])
+    assert several.status == "succeeded" and several.input_tokens == both
+    choices = json.loads(several.response_json or "")["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]
+    assert several.output_tokens <= 4 * 3
+    line = VllmBackend(runner.cfg).encode_line("r2", reqs[2])
+    spread = spread_answers(several, line)  # as collect settles it
+    assert spread.output_texts == [choices[0]["text"], choices[2]["text"]]
+    assert spread.output_text is None
     with pytest.raises(UnsupportedRequest, match="chat parameter"):
         VllmBackend(runner.cfg).encode_line(
             "x", request(2, {"prompt": "p", "tools": [WEATHER]}, COMPLETIONS)
@@ -365,6 +378,7 @@ def test_embeddings_from_minilm_on_the_same_worker(runner: GpuRunner, tmp_path: 
     reqs.append(
         request(3, {"input": [PAIRS[0]], "encoding_format": "base64"}, EMBEDDINGS, "minilm")
     )
+    reqs.append(request(4, {"input": PAIRS}, EMBEDDINGS, "minilm"))  # several inputs, one row
     out = run_chunk(runner, tmp_path, reqs, model="minilm")
     vecs = [out[f"r{i}"].embedding or [] for i in range(3)]
     assert all(len(v) == 384 for v in vecs)
@@ -384,6 +398,15 @@ def test_embeddings_from_minilm_on_the_same_worker(runner: GpuRunner, tmp_path: 
     floats = struct.unpack(f"<{384}f", base64.b64decode(packed))
     assert list(floats) == pytest.approx(vecs[0], abs=1e-6)
     assert out["r3"].embedding == pytest.approx(vecs[0], abs=1e-6)
+    # several inputs: each run on its own and joined back in order, tokens summed
+    several = out["r4"]
+    assert several.status == "succeeded" and several.embedding is None
+    assert [cosine(v, w) for v, w in zip(several.embeddings or [], vecs, strict=True)] == (
+        pytest.approx([1.0] * 3, abs=1e-5)
+    )
+    assert several.input_tokens == sum(out[f"r{i}"].input_tokens for i in range(3))
+    data = json.loads(several.response_json or "")["data"]
+    assert [d["index"] for d in data] == [0, 1, 2] and several.gpu_seconds > 0
 
 
 def test_lines_a_model_cannot_serve_are_refused_at_encode(runner: GpuRunner) -> None:
@@ -403,7 +426,7 @@ def test_lines_a_model_cannot_serve_are_refused_at_encode(runner: GpuRunner) -> 
         (request(0, image), "gpt-5.4-mini"),  # names a target that takes images
         (request(1, {"input": "x"}, EMBEDDINGS), "embedding model"),
         (request(2, chat_body("hi"), model="minilm"), "embedding model"),
-        (request(3, {"input": ["a", "b"]}, EMBEDDINGS, "minilm"), "one input per line"),
+        (request(3, {"input": ["a"] * 2049}, EMBEDDINGS, "minilm"), "more than 2048"),
         (request(4, chat_body("hi", n=2, best_of=3)), "best_of"),
         (request(5, chat_body("hi", response_format={"type": "xml"})), "response_format"),
         (request(6, {"input": "hi", "previous_response_id": "r1"}, RESPONSES), "previous_resp"),
