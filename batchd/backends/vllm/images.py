@@ -13,6 +13,10 @@ such a line `invalid` naming a target that fetches URLs, and an alias places it 
 
 Every bad image (not a data URL, bad base64, not an image, too large, too many pixels) is a
 `Refused` with the reason: one `invalid` line or one failed row, never a failed chunk.
+
+A chunk's prompts are built before its lines run, so each image is decoded once to check it
+and then held compressed (a lazily opened PIL image over its bytes; only non-RGB images are
+held converted), not as pixels, until the engine takes it.
 """
 
 from __future__ import annotations
@@ -97,6 +101,8 @@ def decode_image(url: str, where: str) -> Any:
         ) from exc
     if min(rgb.size) < MIN_IMAGE_SIDE:
         raise Refused(INVALID_IMAGE, f"{where}: the image is {width}x{height} pixels, too small")
+    if img.mode == "RGB":  # checked: hand over a lazy copy, held compressed until it runs
+        return Image.open(io.BytesIO(data))
     return rgb
 
 
