@@ -5,8 +5,9 @@ two agree): per backend, model families matched by name (fnmatch, first match wi
 with the endpoints it serves and the features it has. vLLM models are described by their
 settings rather than their names: an embedding (pooling) model serves embeddings only; a
 generation model serves chat, completions and Responses (translated), `tool_choice: auto`
-only with a tool-call parser (`_vllm_family`; images only where a model is marked multimodal,
-which no vLLM setting does yet).
+only with a tool-call parser, images only where its settings say `images = true` (a
+multimodal model; data: URLs only: the GPU worker fetches nothing from the web), see
+`_vllm_family` and `backends.vllm.images`.
 
 A list of several embeddings inputs or completions prompts needs no feature of its own: every
 target that serves the endpoint takes it (OpenAI as it is, vLLM input by input), within the
@@ -173,17 +174,17 @@ def _vllm_family(embedding: bool, multimodal: bool, tool_parser: str) -> Family:
         serves.append(TOOLS_AUTO)
         words.append("with a tool_parser")
         how["tools"] = "yes (auto: the tool_parser)"
-    if multimodal:
-        serves += [IMAGES, IMAGE_URLS]
-        words.append("multimodal")
+    if multimodal:  # data: URLs only: the worker fetches nothing (backends.vllm.images)
+        serves.append(IMAGES)
+        words.append("multimodal (images = true)")
     return _family("vllm", ", ".join(words), (), serves, **how)
 
 
-# The README's vLLM rows: the models settings can describe today (text only: no vLLM setting
-# marks a model multimodal yet, and batchd's vLLM prompts refuse image parts).
+# The README's vLLM rows: the kinds of model settings can describe.
 VLLM_ROWS = (
     _vllm_family(False, False, ""),
     _vllm_family(False, False, "hermes"),
+    _vllm_family(False, True, ""),
     _vllm_family(True, False, ""),
 )
 
@@ -203,7 +204,7 @@ def family_of(backend: str, model: str, settings: Settings) -> Family:
             return VLLM_ROWS[0]
         return _vllm_family(
             str(getattr(entry, "kind", "")).lower() in EMBEDDING_KINDS,  # generate | embed
-            bool(getattr(entry, "multimodal", False)),  # no such setting yet: text only
+            bool(getattr(entry, "images", False)),  # a multimodal model
             str(getattr(entry, "tool_parser", "") or ""),
         )
     rows = [f for f in FAMILIES if f.backend == backend] or [

@@ -40,6 +40,7 @@ class VllmModelSettings(Section):
     model: str  # path to the model (HF layout)
     kind: str = GENERATE  # generate (chat, completions) | embed (embeddings: a pooling model)
     tool_parser: str = ""  # vLLM tool-call parser (e.g. hermes) for tool_choice auto
+    images: bool = False  # a multimodal model: chat lines may hold images (data: URLs)
     reference_model: str = ""  # realtime model priced as the baseline for its lines
     quantization: str = "none"
     dtype: str = "auto"
@@ -64,6 +65,7 @@ class VllmSettings(Section):
     served_model_name: str = ""  # the name lines ask for (also as vllm:<name>); default: dir name
     kind: str = GENERATE  # generate (chat, completions) | embed (embeddings: a pooling model)
     tool_parser: str = ""  # vLLM tool-call parser (e.g. hermes) for tool_choice auto; "" = none
+    images: bool = False  # a multimodal model (vision): chat lines may hold images (data: URLs)
     reference_model: str = ""  # realtime model priced as the baseline for lines naming this one
     quantization: str = "none"  # awq, gptq, fp8, compressed-tensors, none, ...
     dtype: str = "auto"
@@ -135,6 +137,10 @@ def vllm_problems(v: VllmSettings) -> list[str]:
         if e.kind == EMBED and e.tool_parser:
             problems.append(
                 f"backends.vllm model {e.name!r}: an embed model calls no tools (tool_parser)"
+            )
+        if e.kind == EMBED and e.images:
+            problems.append(
+                f"backends.vllm model {e.name!r}: an embed model takes no images (images = true)"
             )
     shared = [e for e in engines if not e.kv_cache_memory_bytes]
     if len(engines) > 1 and sum(e.gpu_memory_utilization for e in shared) > 1.0 + 1e-9:

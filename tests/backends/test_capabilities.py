@@ -131,7 +131,8 @@ def test_vllm_rows_follow_the_models_settings() -> None:
         REASONING,
     }
     assert not missing(frozenset({TOOLS_AUTO}), _vllm_family(False, False, "hermes"))
-    assert not missing(frozenset({IMAGES, IMAGE_URLS}), _vllm_family(False, True, ""))
+    # a multimodal model takes images as data: URLs only (the worker fetches nothing)
+    assert missing(frozenset({IMAGES, IMAGE_URLS}), _vllm_family(False, True, "")) == [IMAGE_URLS]
     embed = _vllm_family(True, True, "hermes")
     assert missing(frozenset({CHAT, EMBEDDINGS}), embed) == [CHAT]
 

@@ -131,7 +131,7 @@ class VllmBackend:
             request = as_chat(request, "vLLM")
         endpoint, body = request.endpoint, request.body
         try:
-            plan_of(endpoint, body, engine.kind, engine.tool_parser, engine.name)
+            plan_of(endpoint, body, engine.kind, engine.tool_parser, engine.name, engine.images)
         except Refused as exc:
             raise UnsupportedRequest(str(exc)) from exc
         return _enc.encode({"custom_id": vendor_id, "endpoint": endpoint, "body": body})

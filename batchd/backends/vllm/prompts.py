@@ -16,6 +16,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchd.backends.vllm.images import (
+    IMAGE_KINDS,
+    check_image_parts,
+    multimodal_prompt,
+    template_parts,
+)
 from batchd.backends.vllm.refusal import Refused
 from batchd.backends.vllm.structured import AUTO, Constraint, constraint_of
 from batchd.config.vllm_settings import EMBED
@@ -60,9 +66,16 @@ class Plan:
 
 
 def plan_of(
-    endpoint: str, body: dict[str, Any], kind: str, tool_parser: str, model: str = ""
+    endpoint: str,
+    body: dict[str, Any],
+    kind: str,
+    tool_parser: str,
+    model: str = "",
+    images: bool = False,
 ) -> Plan:
     """Check a body against the model's kind; Refused names the first thing it cannot do.
+
+    `images`: the model takes images (its settings say `images = true`).
 
     Needs no tokenizer: run at encode time (the line is then `invalid`, and an alias places it
     elsewhere) and again on the worker.
@@ -86,7 +99,7 @@ def plan_of(
     if endpoint not in (CHAT, COMPLETIONS):
         raise Refused("unsupported_parameter", f"endpoint {endpoint!r} is not supported on vLLM")
     if endpoint == CHAT:
-        _check_messages(body.get("messages"))
+        _check_messages(body.get("messages"), images)
     plan = Plan(endpoint=endpoint, sampling=_sampling(body, endpoint))
     plan.top_logprobs = _logprobs(body, endpoint, plan.sampling)
     if endpoint == CHAT:
@@ -208,7 +221,7 @@ def _token_ids(value: list[Any]) -> bool:
     return all(type(t) is int and t >= 0 for t in value)
 
 
-def _check_messages(messages: Any) -> None:
+def _check_messages(messages: Any, images: bool) -> None:
     if not isinstance(messages, list) or not messages:
         raise Refused("invalid_request", "a chat request needs a non-empty `messages` list")
     for i, m in enumerate(messages):
@@ -218,11 +231,14 @@ def _check_messages(messages: Any) -> None:
         if isinstance(content, list):
             for part in content:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                if kind in ("image_url", "input_image", "image"):
+                if kind in IMAGE_KINDS and images:
+                    continue
+                if kind in IMAGE_KINDS:
                     raise Refused(
                         "unsupported_parameter",
-                        f"messages[{i}] holds an image, and batchd's vLLM models take text "
-                        f"only: send image lines to {IMAGE_TARGETS}",
+                        f"messages[{i}] holds an image, and this vLLM model takes text only "
+                        "(a model that takes images says images = true in its settings): "
+                        f"send image lines to {IMAGE_TARGETS}",
                     )
                 if kind != "text":
                     raise Refused(
@@ -237,6 +253,8 @@ def _check_messages(messages: Any) -> None:
             raise Refused(
                 "invalid_request", f"messages[{i}].content must be a string or text parts"
             )
+    if images:
+        check_image_parts(messages)
 
 
 _TURN_KEYS = {"tool_calls", "tool_call_id", "name"}
@@ -250,9 +268,10 @@ def prompts_of(plan: Plan, body: dict[str, Any], tokenizer: Any) -> list[str | d
     return [_chat_prompt(plan, body, tokenizer)]
 
 
-def _chat_prompt(plan: Plan, body: dict[str, Any], tokenizer: Any) -> str:
+def _chat_prompt(plan: Plan, body: dict[str, Any], tokenizer: Any) -> str | dict[str, Any]:
     messages = []
     history_tools = False
+    images: list[Any] = []  # decoded, in the order the template places them
     for i, m in enumerate(body["messages"]):
         known = ("role", "content", *_TURN_KEYS)
         extra = sorted(k for k in m if k not in known and m[k] is not None)
@@ -260,7 +279,14 @@ def _chat_prompt(plan: Plan, body: dict[str, Any], tokenizer: Any) -> str:
             raise Refused(
                 "unsupported_parameter", f"messages[{i}].{extra[0]} is not supported on vLLM"
             )
-        turn: dict[str, Any] = {"role": m.get("role"), "content": _text_of(m.get("content"))}
+        content = m.get("content")
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in IMAGE_KINDS for p in content
+        ):
+            turn: dict[str, Any] = {"role": m.get("role"), "content": []}
+            turn["content"] = template_parts(content, i, images)
+        else:
+            turn = {"role": m.get("role"), "content": _text_of(content)}
         for k in _TURN_KEYS & m.keys():
             if m[k] is not None:
                 turn[k] = _template_calls(m[k]) if k == "tool_calls" else m[k]
@@ -283,6 +309,15 @@ def _chat_prompt(plan: Plan, body: dict[str, Any], tokenizer: Any) -> str:
             "the model's chat template does not render tools, so it cannot choose among them: "
             'send tool_choice "required" or a named function',
         )
+    if images:
+        bare = [{**t, "content": _text_of(t["content"])} for t in messages]
+        if _render(tokenizer, bare, tools) == text:
+            raise Refused(
+                "unsupported_parameter",
+                "the model's chat template does not render image parts: this model cannot "
+                "take images (set images = false, or give it a template that places them)",
+            )
+        return multimodal_prompt(text, images)
     return text
 
 

@@ -176,7 +176,14 @@ class GpuRunner:
         for vid, raw in lines:
             try:
                 parsed = _line_dec.decode(raw)
-                plan = plan_of(parsed.endpoint, parsed.body, engine.kind, engine.tool_parser, model)
+                plan = plan_of(
+                    parsed.endpoint,
+                    parsed.body,
+                    engine.kind,
+                    engine.tool_parser,
+                    model,
+                    engine.images,
+                )
                 prompts = prompts_of(plan, parsed.body, tokenizer)
                 if plan.constraint.tool_mode == AUTO and no_parser:
                     raise Refused("unsupported_parameter", no_parser)
