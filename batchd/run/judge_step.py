@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 
+from batchd.errors import BatchdError
 from batchd.intake.decode import key_of
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.planning.gate import PROBE_TAG
-from batchd.planning.routing import Route
+from batchd.planning.routing import Route, RouteError
 from batchd.planning.shadows import PAIRS_PATH, Pair, read_pairs
 from batchd.quality.judging import judge_request, request_text
 from batchd.run.services import Services
@@ -84,6 +85,26 @@ def add_judge_work(svc: Services, run: Run, chunks: list[Chunk]) -> bool:
     svc.store.add_chunks(new)
     log.info("run %s: %d judge requests added", run.run_id, sum(c.n_requests for c in new))
     return True
+
+
+def judge_backends(svc: Services, run: Run) -> set[str]:
+    """The backends this run's judge requests will need (checked before anything is sent)."""
+    if not svc.blobs(run.run_id).exists(PAIRS_PATH):
+        return set()
+    needed = set()
+    for name, alias in svc.settings.models.items():
+        q = alias.quality
+        if q is None or q.metric != "judge":
+            continue
+        route = svc.router.route(q.judge)
+        if not isinstance(route, Route):
+            why = route.message if isinstance(route, RouteError) else "it is an alias"
+            raise BatchdError(
+                f"models.{name}.quality.judge = {q.judge!r} cannot be sent to: {why}.",
+                "Name one model batchd can send to as the judge, then resume; nothing was sent.",
+            )
+        needed.add(route.backend)
+    return needed
 
 
 def _judge_of(svc: Services, p: Pair) -> bool:

@@ -48,11 +48,12 @@ def test_verdicts_are_parsed_strictly(text: str | None, verdict: bool | None) ->
 @given(st.text())
 def test_arbitrary_text_never_raises_and_only_exact_verdicts_count(text: str) -> None:
     got = parse_verdict(text)
-    exact = {"yes": True, "no": False}.get(text.strip().lower()) if text.isascii() else None
+    stripped = text.strip()
+    exact = {"yes": True, "no": False}.get(stripped.lower()) if stripped.isascii() else None
     if exact is not None:
         assert got is exact
     elif got is not None:  # only the JSON form is left
-        value = json.loads(text)
+        value = json.loads(stripped)
         assert list(value) == ["verdict"] and value["verdict"].lower() == ("yes" if got else "no")
 
 
@@ -122,3 +123,14 @@ def test_a_run_judged_by_a_model_on_the_emulator(
     report = batchd.run("report", rows[0]["run_id"])
     assert report.returncode == 0, report.stderr
     assert "unparsable" in report.stdout
+
+
+def test_a_judge_batchd_cannot_send_to_stops_the_run_before_anything_is_bought(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, claude: AnthropicBatchEmulator, tmp_path: Path
+) -> None:
+    (tmp_path / "batchd.toml").write_text(GUARDED.format(judge="no-such-judge-model", extra=""))
+    src = write_jsonl(tmp_path / "a.jsonl", [chat("q0", "question", model="cheap")])
+    proc = batchd.submit(src)
+    assert proc.returncode != 0
+    assert "models.cheap.quality.judge = 'no-such-judge-model'" in proc.stderr
+    assert emulator.requests_seen() == [] and claude.requests_seen() == []
