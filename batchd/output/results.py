@@ -291,7 +291,8 @@ class RowAssembler:
             error_type=o.error_type,
             error_message=o.error_message,
             request_id=o.request_id,
-            escalations=o.escalations if state not in (INVALID, CACHED) else None,
+            # a cascade's attempts are the leader's: a follower or cache hit paid none
+            escalations=o.escalations if cache == CACHE_NONE and state != INVALID else None,
             input_tokens=o.input_tokens,
             cached_input_tokens=o.cached_input_tokens,
             cache_write_tokens=o.cache_write_tokens,

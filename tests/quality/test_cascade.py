@@ -50,12 +50,17 @@ def test_schema_invalid_answers_go_on_to_the_next_target(
         chat(f"p{i}", f"p{i} person" + (" [[schema:invalid@gpt-5.4-nano]]" if i < 2 else ""))
         for i in range(4)
     ]
+    lines.append(chat("p0dup", lines[0]["body"]["messages"][0]["content"]))  # in-run duplicate
     for line in lines:
         line["body"].update(model="cheap", response_format=SCHEMA)
     proc = batchd.submit(write_jsonl(tmp_path / "a.jsonl", lines))
     assert proc.returncode == 0, proc.stderr
     rows = {r["custom_id"]: r for r in batchd.results()}
-    assert len(rows) == 4
+    assert len(rows) == 5
+    # The duplicate shares p0's final answer and paid nothing: no attempts of its own.
+    dup = rows.pop("p0dup")
+    assert (dup["model_used"], dup["cache"], dup["cost_usd"]) == ("gpt-5.4-mini", "in_run", 0)
+    assert dup["escalations"] is None
     sent = _sent_by_model(emulator)
     assert sent == Counter(
         {(f"p{i}", "gpt-5.4-nano"): 1 for i in range(4)}
@@ -78,9 +83,12 @@ def test_schema_invalid_answers_go_on_to_the_next_target(
     nano, mini = costs[("openai", "gpt-5.4-nano")], costs[("openai", "gpt-5.4-mini")]
     # The nano escalated two lines onward: they are not resolved there, and cost it.
     assert (nano["requests"], nano["resolved"], nano["escalated"]) == (2, 2, 2)
-    assert (mini["requests"], mini["resolved"], mini["escalated"]) == (2, 2, 0)
+    assert (mini["requests"], mini["resolved"], mini["escalated"]) == (3, 3, 0)
     assert sum(c["cost_usd"] for c in costs.values()) == pytest.approx(
         sum(r["cost_usd"] for r in rows.values())
+    )
+    assert mini["cost_usd"] == pytest.approx(
+        sum(json.loads(rows[c]["escalations"])[1]["cost_usd"] for c in ("p0", "p1"))
     )
     nano_attempts = sum(json.loads(rows[c]["escalations"])[0]["cost_usd"] for c in ("p0", "p1"))
     assert nano["cost_usd"] == pytest.approx(
