@@ -17,6 +17,8 @@ import pytest
 
 from batchd.config.settings import load_settings
 from batchd.errors import BatchdError
+from batchd.outcome import Outcome
+from batchd.planning.escalation import met_reason
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.support.helpers import Batchd, chat, write_jsonl
 
@@ -178,3 +180,18 @@ def test_escalate_on_values_are_checked(tmp_path: Path) -> None:
     (tmp_path / "batchd.toml").write_text(CASCADE.format(on='["length", "slow"]'))
     with pytest.raises(BatchdError, match=r"models\.cheap\.escalate_on: 'slow'"):
         load_settings(environ={}, config_path=tmp_path / "batchd.toml")
+
+
+def test_what_each_escalate_on_reason_meets() -> None:
+    every = ["length", "refusal", "schema_invalid", "failed"]
+    ok = Outcome(status="succeeded", finish_reason="stop", schema_valid=True)
+    assert met_reason(ok, every) is None
+    assert met_reason(Outcome(status="succeeded", finish_reason="length"), every) == "length"
+    assert met_reason(Outcome(status="succeeded", finish_reason="content_filter"), every) == (
+        "refusal"
+    )
+    bad = Outcome(status="succeeded", finish_reason="stop", schema_valid=False)
+    assert met_reason(bad, every) == "schema_invalid"
+    assert met_reason(bad, ["length"]) is None  # only the alias's own reasons
+    assert met_reason(Outcome(status="failed", error_type="server_error"), every) == "failed"
+    assert met_reason(Outcome(status="expired"), every) is None  # never ran: not a bad answer
