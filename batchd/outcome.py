@@ -41,5 +41,7 @@ class Outcome(msgspec.Struct, gc=False, kw_only=True):
     tool_calls: str | None = None  # JSON text, a list of tool calls in OpenAI's shape
     schema_valid: bool | None = None  # the answer against the line's JSON schema (None: none)
     request_id: str | None = None  # the vendor's id for this request, where it gives one
+    # cascades: JSON text, the attempts of this line (planning/escalation.py Entry); None: one
+    escalations: str | None = None
     # Backend verdict on a non-success: may the request be sent again?
     retryable: bool = False

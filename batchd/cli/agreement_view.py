@@ -63,6 +63,11 @@ def print_quality(out: Console, rows: list[dict[str, Any]]) -> None:
                 f"{r['alias']} / {r['target']}: {r['unscored']} pair(s) unscored "
                 "(a side failed, or its answer could not be judged by the metric)"
             )
+        if r.get("unparsable_verdicts"):  # runs before the judge metric have no such column
+            out.print(
+                f"{r['alias']} / {r['target']}: {r['unparsable_verdicts']} judge verdict(s) "
+                'unparsable (not exactly YES / NO or {"verdict": "yes" | "no"}), counted apart'
+            )
 
 
 def print_guard_plan(out: Console, aliases: list[dict[str, Any]]) -> None:

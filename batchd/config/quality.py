@@ -9,8 +9,21 @@ from typing import Annotated
 import msgspec
 
 Meta = msgspec.Meta
-METRICS = ("exact", "normalized", "json", "choice", "embedding")
+METRICS = ("exact", "normalized", "json", "choice", "embedding", "judge")
+# metric = "judge": the question put to the judge model; the judge must answer YES or NO
+# (quality/verdicts.py says exactly what is accepted)
+DEFAULT_JUDGE_PROMPT = (
+    "You compare two answers to the same request.\n\n"
+    "Request:\n{request}\n\n"
+    "Reference answer:\n{reference}\n\n"
+    "Answer to judge:\n{answer}\n\n"
+    "Is the answer to judge as good as the reference answer (as correct, as complete, as "
+    "useful for the request)? Reply with exactly one word: YES or NO."
+)
+JUDGE_FIELDS = ("request", "reference", "answer")
 EMBEDDING_SCHEMES = ("local",)
+# [models.<alias>].escalate_on: what sends a line's answer on to the alias's next target
+ESCALATE_ON = ("length", "refusal", "schema_invalid", "failed")
 
 
 class QualitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -25,6 +38,8 @@ class QualitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     choices: list[str] = msgspec.field(default_factory=list)  # labels of metric = "choice"
     threshold: Annotated[float, Meta(ge=-1, le=1)] = 0.85  # cosine of metric = "embedding"
     embedding: str = ""  # embedding target of metric = "embedding": "local:<model dir>"
+    judge: str = ""  # metric = "judge": the model asked (any model batchd can send to)
+    judge_prompt: str = DEFAULT_JUDGE_PROMPT  # with {request}, {reference} and {answer}
 
 
 def quality_problems(alias: str, q: QualitySettings) -> list[str]:
@@ -35,6 +50,8 @@ def quality_problems(alias: str, q: QualitySettings) -> list[str]:
         problems.append(f"{where}.metric must be one of {', '.join(METRICS)} (got {q.metric!r})")
     if q.metric == "choice" and not q.choices:
         problems.append(f'{where}: metric = "choice" needs choices = ["label", ...]')
+    if q.metric == "judge":
+        problems += _judge_problems(where, q)
     if q.metric == "embedding":
         scheme, _, path = q.embedding.partition(":")
         if scheme not in EMBEDDING_SCHEMES or not path:
@@ -48,3 +65,30 @@ def quality_problems(alias: str, q: QualitySettings) -> list[str]:
                 "directory of a sentence-transformers model"
             )
     return problems
+
+
+def escalate_problems(alias: str, escalate_on: list[str]) -> list[str]:
+    """What is wrong with one alias's escalate_on list."""
+    bad = [v for v in escalate_on if v not in ESCALATE_ON]
+    if not bad:
+        return []
+    return [
+        f"models.{alias}.escalate_on: {', '.join(map(repr, bad))} is not one of "
+        f"{', '.join(ESCALATE_ON)}"
+    ]
+
+
+def _judge_problems(where: str, q: QualitySettings) -> list[str]:
+    if not q.judge:
+        return [f'{where}: metric = "judge" needs judge = "<model>" (the model asked)']
+    try:
+        q.judge_prompt.format(**dict.fromkeys(JUDGE_FIELDS, ""))
+    except (KeyError, IndexError, ValueError) as exc:
+        return [
+            f"{where}.judge_prompt: only {{request}}, {{reference}} and {{answer}} may appear "
+            f"in braces (double other braces: {{{{ }}}}); got {exc!r}"
+        ]
+    missing = [f for f in JUDGE_FIELDS if "{" + f + "}" not in q.judge_prompt]
+    if missing:
+        return [f"{where}.judge_prompt must name {', '.join('{' + f + '}' for f in missing)}"]
+    return []

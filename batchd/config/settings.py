@@ -27,7 +27,7 @@ from batchd.config.fields import (
     Section,
     TokenCount,
 )
-from batchd.config.quality import QualitySettings, quality_problems
+from batchd.config.quality import QualitySettings, escalate_problems, quality_problems
 from batchd.config.suggest import did_you_mean
 from batchd.config.validation import REDIS_SCHEMES, alias_problems, describe, non_finite
 from batchd.config.vllm_settings import VllmSettings, vllm_problems
@@ -120,6 +120,8 @@ class ModelAlias(_Section):
     # "<provider>:<model>"
     reference: str = ""  # realtime model priced as the baseline; default: the first vendor target
     quality: QualitySettings | None = None  # the quality guard (config/quality.py); None = off
+    # a line whose answer meets one of these goes on to the next target (config/quality.py)
+    escalate_on: list[str] = msgspec.field(default_factory=list)
     semantic_cache: bool | None = None  # opt this alias in (or out) of [cache.semantic]
 
 
@@ -412,6 +414,6 @@ def _check(s: Settings) -> None:
     problems += alias_problems(s) + cs.semantic_problems(s.cache.semantic)
     problems += [
         p for n, a in s.models.items() if a.quality for p in quality_problems(n, a.quality)
-    ]
+    ] + [p for n, a in s.models.items() for p in escalate_problems(n, a.escalate_on)]
     if problems:
         raise BatchdError("Invalid settings: " + "; ".join(problems) + ".", "Fix the values.")

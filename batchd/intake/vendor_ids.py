@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Vendor ids of requests whose answers must not enter the cache start with this.
 NO_CACHE_PREFIX = "x"
-GUARD_TAGS = ("s", "p")  # quality guard lines: shadow, probe (planning.gate)
+GUARD_TAGS = ("s", "p", "j")  # quality guard lines: shadow, probe, judge (batchd.quality)
 
 
 def vendor_id(key: bytes, cacheable: bool) -> str:

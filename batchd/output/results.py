@@ -16,7 +16,7 @@ from batchd.config.pricing import PriceBook, Usage
 from batchd.intake.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHE_SEMANTIC, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
 from batchd.output.openai_export import export_line
-from batchd.output.resolution import is_resolved, per_resolved
+from batchd.output.resolution import escalated_attempts, is_resolved, per_resolved
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -46,6 +46,8 @@ RESULTS_SCHEMA = pa.schema(
         ("error_type", pa.string()),
         ("error_message", pa.string()),
         ("request_id", pa.string()),  # the vendor's id for this request; NULL: none given
+        # cascades: JSON text, every target tried in order (planning/escalation.py); NULL: one
+        ("escalations", pa.string()),
         ("input_tokens", pa.int64()),
         ("cached_input_tokens", pa.int64()),
         ("cache_write_tokens", pa.int64()),
@@ -83,6 +85,7 @@ COSTS_SCHEMA = pa.schema(
         ("savings_usd", pa.float64()),
         # resolved: succeeded, schema valid, not a refusal (output/resolution.py)
         ("resolved", pa.int64()),
+        ("escalated", pa.int64()),  # answers this target sent on to the next (never resolved)
         ("cost_per_resolved_usd", pa.float64()),  # NULL: nothing resolved
         ("baseline_per_resolved_usd", pa.float64()),
         ("prompt_cache_savings_usd", pa.float64()),
@@ -122,20 +125,29 @@ class CostSummary:
         self._version = price_book_version
         self._groups: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def add(self, row: dict[str, Any]) -> None:
-        model = row["model_used"] or row["model_requested"] or ""
-        g = self._groups.get((row["backend"], model))
+    def _group(self, backend: str | None, model: str) -> dict[str, Any]:
+        g = self._groups.get((backend, model))  # type: ignore[arg-type]
         if g is None:
-            g = self._groups[(row["backend"], model)] = {
+            g = self._groups[(backend, model)] = {  # type: ignore[index]
                 "requests": 0,
                 "succeeded": 0,
                 "not_succeeded": 0,
                 "cache_hits": 0,
                 "in_run_hits": 0,
                 "resolved": 0,
+                "escalated": 0,
                 **dict.fromkeys(_SUM_FIELDS, 0),
                 "prompt_cache_savings_usd": 0.0,
             }
+        return g
+
+    def add(self, row: dict[str, Any]) -> None:
+        g = self._group(row["backend"], row["model_used"] or row["model_requested"] or "")
+        for backend, model, cost_usd in escalated_attempts(row):  # their cost is that target's
+            e = self._group(backend, model)
+            e["escalated"] += 1
+            e["cost_usd"] += cost_usd
+            g["cost_usd"] -= cost_usd
         g["requests"] += 1
         g["resolved"] += is_resolved(row)
         g["succeeded" if row["status"] == SUCCEEDED else "not_succeeded"] += 1
@@ -284,6 +296,8 @@ class RowAssembler:
             error_type=o.error_type,
             error_message=o.error_message,
             request_id=o.request_id,
+            # a cascade's attempts are the leader's: a follower or cache hit paid none
+            escalations=o.escalations if cache == CACHE_NONE and state != INVALID else None,
             input_tokens=o.input_tokens,
             cached_input_tokens=o.cached_input_tokens,
             cache_write_tokens=o.cache_write_tokens,

@@ -16,7 +16,6 @@ import time
 from array import array
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -24,7 +23,8 @@ import numpy as np
 from batchd.backends.base import BatchBackend
 from batchd.config.pricing import PriceBook
 from batchd.config.settings import Settings
-from batchd.outcome import FAILED, Outcome
+from batchd.outcome import Outcome
+from batchd.planning.escalation import Record, frame, later_steps
 from batchd.planning.estimates import (
     MIN_SYNC_S,
     UNMEETABLE,
@@ -38,6 +38,7 @@ from batchd.planning.plan_totals import Estimate, PlanSummary, add_up
 from batchd.planning.release import release_order, release_target
 from batchd.planning.routing import Choice, Route, Router
 from batchd.planning.shadows import PAIRS_PATH, Guard, retag
+from batchd.planning.unplaced import no_vllm_outcome, unmeetable
 from batchd.requests import CHAT, ENDPOINT_URLS, KEY_BYTES
 from batchd.state.base import CHUNK_COLLECTED, Chunk
 from batchd.storage.chunk_outcomes import write_outcomes
@@ -49,12 +50,13 @@ ENDPOINTS = tuple(ENDPOINT_URLS)  # a spooled request's endpoint is its index he
 
 
 class _Open:
-    __slots__ = ("chunk", "file", "release_file")
+    __slots__ = ("chunk", "escalate_file", "file", "release_file")
 
     def __init__(self, chunk: Chunk, file: BinaryIO | None) -> None:
         self.chunk = chunk
         self.file = file
         self.release_file: BinaryIO | None = None  # the lines for the guard's vendor target
+        self.escalate_file: BinaryIO | None = None  # cascade records (planning/escalation.py)
 
 
 class Chunker:
@@ -219,14 +221,16 @@ class Chunker:
         tier: str = "batch",
         endpoint: str = CHAT,
         release: tuple[str, str, bytes] | None = None,
+        escalate: bytes | None = None,
     ) -> None:
         """Append one vendor-format line (newline included) to the open chunk of its model
         and tier (batch, or flex / realtime: sent synchronously by the deadline guard).
 
         `line` is None in a dry run of a placed request: only its size counts. `release`: a
-        vLLM line's (backend, model, line) for the guard's vendor target (planning.release).
+        vLLM line's (backend, model, line) for the guard's vendor target (planning.release);
+        `escalate`: the line's framed cascade record (planning.escalation).
         """
-        key: tuple[str, ...] = (backend, model, tier, endpoint)
+        key: tuple[str, ...] = (backend, model, tier, endpoint, "e" if escalate else "")
         if release is not None:
             key = (*key, release[0], release[1])
         cur = self._open.get(key)
@@ -242,11 +246,16 @@ class Chunker:
             cur.chunk.endpoint = endpoint
             if release is not None:
                 self._start_release(cur, release[0], release[1])
+            if escalate is not None:
+                cur.chunk.escalate_path = cur.chunk.path.removesuffix(".jsonl") + ".escalate"
+                cur.escalate_file = self._side_file(cur.chunk.escalate_path)
             self._open[key] = cur
         if cur.file is not None and line is not None:
             cur.file.write(line)
         if cur.release_file is not None and release is not None:
             cur.release_file.write(release[2])
+        if cur.escalate_file is not None and escalate is not None:
+            cur.escalate_file.write(escalate)
         c = cur.chunk
         c.n_requests += 1
         c.n_bytes += n_bytes
@@ -278,13 +287,15 @@ class Chunker:
         c = cur.chunk
         c.release_backend, c.release_model = backend, model
         c.release_path = c.path.removesuffix(".jsonl") + ".release.jsonl"
-        f = self._open_file(c.release_path)
-        if f is not None:
-            cur.release_file = self._files.enter_context(f)
+        cur.release_file = self._side_file(c.release_path)
+
+    def _side_file(self, path: str) -> BinaryIO | None:
+        f = self._open_file(path)
+        return self._files.enter_context(f) if f is not None else None
 
     def _close(self, key: tuple[str, ...]) -> None:
         cur = self._open.pop(key)
-        for f in (cur.file, cur.release_file):
+        for f in (cur.file, cur.release_file, cur.escalate_file):
             if f is not None:
                 f.close()
         self.chunks.append(cur.chunk)
@@ -321,6 +332,7 @@ class Chunker:
         read = self._spool.read
         cursor = [0] * len(self._set_list)
         orders = [release_order(ts, priced[ts.name], self.planner) for ts in self._set_list]
+        cascades = [self._cascade(ts) for ts in self._set_list]
         for set_no in self._spooled:
             ts = self._set_list[set_no]
             i = cursor[set_no]
@@ -350,9 +362,24 @@ class Chunker:
                 if r is not None:
                     r_at = sum(lens[:r])
                     release = (*ts.targets[r], blob[r_at : r_at + lens[r]])
+                on, skip = cascades[set_no]
+                steps = later_steps(ts.targets, col, lens, blob, skip) if on and not tag else []
                 self._write(
-                    backend, model, line, len(line), ts.max_tokens[i], d, tier, endpoint, release
+                    *(backend, model, line, len(line), ts.max_tokens[i], d, tier, endpoint),
+                    release,
+                    frame(Record(on, steps)) if steps else None,
                 )
+
+    def _cascade(self, ts: TargetSet) -> tuple[list[str], set[int]]:
+        """An alias's escalate_on, and the columns a cascade never goes to (the guard's
+        reserve reference, vLLM without its backend)."""
+        route = self._router.route(ts.name)
+        if not isinstance(route, Choice) or not route.escalate_on:
+            return [], set()
+        skip = {route.ref_col} if route.reserve else set()
+        if not self._router.has_backend(VLLM):
+            skip |= {j for j, (b, _) in enumerate(ts.targets) if b == VLLM}
+        return list(route.escalate_on), skip
 
     def _count_placed(self) -> None:
         """Dry run: chunk the placed requests by size alone, so `plan` shows their chunks."""
@@ -386,46 +413,11 @@ class Chunker:
                     else bytes(ts.keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
                 )
                 if ts.choice[i] == UNMEETABLE:
-                    when = datetime.fromtimestamp(ts.deadline_at[i], tz=UTC).isoformat()
-                    o = Outcome(
-                        status=FAILED,
-                        backend="none",
-                        error_type="deadline_unmeetable",
-                        error_message=(
-                            f"no target of {ts.name!r} can finish this request before its "
-                            f"deadline {when}: {self._turnaround_words(ts)}, the GPU windows "
-                            "before it are full or too short, and no synchronous tier can "
-                            f"(fallback {self._settings.fallback!r}; a call needs "
-                            f"{MIN_SYNC_S:g} s); give a later deadline (--within, --deadline or "
-                            "the line's deadline), or --fallback realtime"
-                        ),
-                    )
+                    o = unmeetable(ts, ts.deadline_at[i], self._settings, self.planner)
                 else:
-                    o = Outcome(
-                        status=FAILED,
-                        backend="none",
-                        error_type="no_backend",
-                        error_message=(
-                            "the planner placed this request on vLLM, and this batchd has no "
-                            "vLLM worker backend; drop the vllm target from the alias or run "
-                            "a batchd with the GPU worker"
-                        ),
-                    )
+                    o = no_vllm_outcome()
                 out.append((key, o))
         return out
-
-    def _turnaround_words(self, ts: TargetSet) -> str:
-        pct = self._settings.planner.turnaround_percentile
-        parts = []
-        for backend, model in ts.targets:
-            if backend == VLLM:
-                continue
-            took_s = self.planner.ready_at(backend, model) - self.planner.now
-            source = self.planner.turnaround[f"{backend}:{model}"][1]
-            parts.append(
-                f"{backend}:{model} batches take {took_s / 60:.1f} min (p{pct:g}, {source})"
-            )
-        return "; ".join(parts) or "no vendor target"
 
     def _write_failures(self) -> None:
         if self._dry_run:

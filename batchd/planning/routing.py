@@ -34,6 +34,7 @@ class Choice(msgspec.Struct, gc=False):
     quality: QualitySettings | None = None
     ref_col: int = -1
     reserve: bool = False
+    escalate_on: tuple[str, ...] = ()  # [models.<alias>].escalate_on (planning/escalation.py)
 
 
 class RouteError(msgspec.Struct, gc=False):
@@ -78,7 +79,10 @@ class Router:
     def _route(self, model: str) -> Route | Choice | RouteError:
         alias = self._settings.models.get(model)
         if alias is not None:
-            return self._choice(model, alias.targets, alias.reference, alias.quality)
+            got = self._choice(model, alias.targets, alias.reference, alias.quality)
+            if isinstance(got, Choice):
+                got.escalate_on = tuple(alias.escalate_on)
+            return got
         served = model.removeprefix(f"{VLLM}:")
         if served in self.vllm_names:
             return Route(VLLM, served)

@@ -18,7 +18,9 @@ from batchd.errors import BatchdError
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.planning.gate import PROBE_TAG, Sums, is_gated, measured, quality_key, wilson
 from batchd.planning.shadows import PAIRS_PATH, Pair, PairsFile, read_pairs
+from batchd.quality.judging import JUDGE_TAG
 from batchd.quality.metrics import Score, score_pairs
+from batchd.quality.verdicts import parse_verdict
 
 log = logging.getLogger("batchd.quality")
 
@@ -44,6 +46,7 @@ QUALITY_SCHEMA = pa.schema(
         ("ci_low", pa.float64()),  # Wilson 95% interval of this run's agreement
         ("ci_high", pa.float64()),
         ("unscored", pa.int64()),  # a side failed or could not be judged (no label, ...)
+        ("unparsable_verdicts", pa.int64()),  # judge: answers that were not a strict verdict
         ("probes", pa.int64()),  # of the pairs, lines of a gated target served by the reference
         ("field_agreement", pa.float64()),  # json: share of top-level fields that agree
         ("min_agreement", pa.float64()),
@@ -62,6 +65,8 @@ class _Group:
     def __init__(self, pair: Pair) -> None:
         self.reference = pair.reference
         self.texts: list[tuple[str, str]] = []
+        self.verdicts: list[bool] = []  # judge: the parsed verdicts
+        self.unparsable = 0
         self.unscored = 0
         self.probes = 0
         self.guard_cost_usd = 0.0
@@ -82,7 +87,7 @@ def measure(
     embed: Callable[[str], Any] = load_embedder,
 ) -> tuple[pa.Table, Sums]:
     """The run's quality table and the (agreed, samples) sums it adds to the store."""
-    keys = [k for p in pairs.pairs for k in (p.key, p.key + p.tag)]
+    keys = [k for p in pairs.pairs for k in (p.key, p.key + p.tag, p.key + JUDGE_TAG)]
     outcomes = lookup(keys) if keys else {}
     groups: dict[tuple[str, str], _Group] = {}
     for p in pairs.pairs:
@@ -94,17 +99,20 @@ def measure(
         g.probes += p.tag == PROBE_TAG
         routed, ref = (outcomes.get(k) for k in _sides(p))
         a, b = _text(routed), _text(ref)
-        if a is not None and b is not None:
-            g.texts.append((a, b))
-        else:
+        if a is None or b is None:
             g.unscored += 1
+        elif _quality(settings, p.alias).metric == "judge":
+            _judged(g, outcomes.get(p.key + JUDGE_TAG))
+        else:
+            g.texts.append((a, b))
     for alias, targets in pairs.gated.items():
         for t in targets:
             groups.setdefault((alias, t), _Group(Pair(b"", b"", alias, t, "")))
     rows, sums = [], {}
     for (alias, target), g in sorted(groups.items()):
         q = _quality(settings, alias)
-        scores = _scores(q, g.texts, embed)
+        scores = [Score(agreed=v) for v in g.verdicts] if q.metric == "judge" else []
+        scores = scores or _scores(q, g.texts, embed)
         scored = [s for s in scores if s.agreed is not None]
         agreed = sum(1 for s in scored if s.agreed)
         n = len(scored)
@@ -127,6 +135,7 @@ def measure(
                 "ci_low": lo if n else None,
                 "ci_high": hi if n else None,
                 "unscored": g.unscored + len(scores) - n,
+                "unparsable_verdicts": g.unparsable,
                 "probes": g.probes,
                 "field_agreement": _field_share(scored),
                 "min_agreement": q.min_agreement,
@@ -140,6 +149,21 @@ def measure(
             }
         )
     return pa.Table.from_pylist(rows, schema=QUALITY_SCHEMA), sums
+
+
+def _judged(g: _Group, judge: Outcome | None) -> None:
+    """A judge's answer for a pair: a verdict, unparsable, or unscored (no answer)."""
+    if judge is not None:
+        g.guard_cost_usd += judge.cost_usd
+    text = _text(judge)
+    if text is None:
+        g.unscored += 1
+        return
+    verdict = parse_verdict(text)
+    if verdict is None:
+        g.unparsable += 1
+    else:
+        g.verdicts.append(verdict)
 
 
 def _text(o: Outcome | None) -> str | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from batchd.outcome import Outcome
+from batchd.planning.escalation import encode_entries, entries_of
 from batchd.planning.observations import Observer
 from batchd.run.services import Services
 from batchd.state.base import Chunk, Run
@@ -34,8 +35,16 @@ def outcome_index(
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     db.execute("CREATE TABLE o (key BLOB PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
+    db.execute("CREATE TABLE e (key BLOB, outcome BLOB)")  # answers that went on (cascades)
+    db.execute("CREATE INDEX e_key ON e (key)")
     blobs = svc.blobs(run.run_id)
     for chunk in svc.store.chunks(run.run_id):
+        if chunk.escalated_path is not None:
+            with blobs.open(chunk.escalated_path) as src:
+                db.executemany(
+                    "INSERT INTO e VALUES (?, ?)",
+                    ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)),
+                )
         if chunk.result_path is None:
             continue
         with blobs.open(chunk.result_path) as src:
@@ -61,5 +70,25 @@ def _observed(
 
 
 def lookup_outcomes(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
+    """The final outcome per key; a cascaded line's joined with the answers that went on."""
+    unique = list(set(keys))
     sql = "SELECT key, outcome FROM o WHERE key IN ({keys})"
-    return {key: _outcome_dec.decode(blob) for key, blob in select_in(db, sql, list(set(keys)))}
+    found = {key: _outcome_dec.decode(blob) for key, blob in select_in(db, sql, unique)}
+    earlier: dict[bytes, list[Outcome]] = {}
+    for key, blob in select_in(db, "SELECT key, outcome FROM e WHERE key IN ({keys})", unique):
+        earlier.setdefault(key, []).append(_outcome_dec.decode(blob))
+    for key, priors in earlier.items():
+        if key in found:
+            found[key] = joined(priors, found[key])
+    return found
+
+
+def joined(priors: list[Outcome], final: Outcome) -> Outcome:
+    """A cascaded line's final outcome: every attempt in `escalations`, `cost_usd` the total."""
+    priors.sort(key=lambda o: o.completed_at or 0.0)
+    entries = [e for o in priors for e in entries_of(o)] + entries_of(final)
+    return msgspec.structs.replace(
+        final,
+        escalations=encode_entries(entries),
+        cost_usd=final.cost_usd + sum(o.cost_usd for o in priors),
+    )

@@ -27,6 +27,7 @@ from batchd.config.pricing import Usage
 from batchd.intake.decode import cacheable, key_of
 from batchd.outcome import CANCELED, EXPIRED, FAILED, SUCCEEDED, Outcome
 from batchd.run import deadline_guard, quota
+from batchd.run.cascade import Cascade, drop_empty
 from batchd.run.services import Services
 from batchd.state.base import CHUNK_COLLECTED, CHUNK_ENDED, Chunk, Run
 from batchd.storage.chunk_outcomes import chunk_lines, write_outcomes
@@ -95,11 +96,13 @@ def _settle(
         out = files.enter_context(blobs.writer(result_path))
         retry_out = files.enter_context(blobs.writer(child.path))
         release_lines, child_release = _release_files(blobs, chunk, child, released, files)
+        cascade = Cascade(svc, run, chunk, child, files, released=released, now=now)
         for lines in _batched(chunk_lines(src)):
             reported = _lookup(index, [v for v, _ in lines]) if rejected is None else {}
             settled: list[tuple[str, Outcome]] = []
             for vendor_id, line in lines:
                 release_line = _next_release_line(release_lines, vendor_id)
+                record = cascade.record()
                 if rejected is not None:
                     o = Outcome(status=FAILED, error_type="batch_failed", error_message=rejected)
                 else:
@@ -112,29 +115,35 @@ def _settle(
                     retry_out.write(sent)
                     if child_release is not None and release_line is not None:
                         child_release.write(release_line)
+                    cascade.retried(record)
                     child.n_requests += 1
                     child.n_bytes += len(sent)
                     continue
-                settled.append((vendor_id, settle(_stamp(svc, chunk, o), line)))
+                o = settle(_stamp(svc, chunk, o), line)
+                if not cascade.settle(vendor_id, o, record):
+                    settled.append((vendor_id, o))
             write_outcomes(out, ((key_of(v), o) for v, o in settled))
             svc.cache.put_many((key_of(v), o) for v, o in settled if cacheable(v))
             final += len(settled)
             succeeded += sum(o.status == SUCCEEDED for _, o in settled)
             cost += sum(o.cost_usd for _, o in settled)
+    escalations, escalated_path = cascade.finish()
     if real_failures:
         child.attempt += 1  # only real failures use up attempts
     if child.n_requests == 0:
         blobs.remove(child.path)
         if child.release_path:
             blobs.remove(child.release_path)
+        drop_empty(svc, run, child)
     svc.store.transition(
         chunk.chunk_id,
         (CHUNK_ENDED,),
-        new_children=[child] if child.n_requests else [],
+        new_children=([child] if child.n_requests else []) + escalations,
+        escalated_path=escalated_path,
         state=CHUNK_COLLECTED,
         result_path=result_path,
         counts={"succeeded": succeeded, "final": final, "retried": child.n_requests},
-        cost_usd=cost,
+        cost_usd=cost + cascade.cost_usd,
     )
 
 

@@ -32,7 +32,7 @@ from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
 from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.quality.measure import run_quality
-from batchd.run import deadline_guard, destination, follow_ups, preflight
+from batchd.run import deadline_guard, destination, follow_ups, judge_step, preflight
 from batchd.run.answer_index import lookup_outcomes, outcome_index, scratch_dir
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
@@ -275,7 +275,9 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
                 raise  # the user must act (e.g. a refused API key): stop, the run resumes later
             else:
                 await step_failed(svc, run, chunk, exc)
-    return all(c.state == CHUNK_COLLECTED for c in svc.store.chunks(run.run_id))
+    chunks = svc.store.chunks(run.run_id)
+    done = all(c.state == CHUNK_COLLECTED for c in chunks)
+    return done and not judge_step.add_judge_work(svc, run, chunks)  # judge: more batch work
 
 
 def finalize_step(svc: Services, run: Run) -> Run:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
+from batchd.run import judge_step
 from batchd.run.services import Services
 from batchd.state.base import CHUNK_PENDING, Chunk, Run
 from batchd.storage.private import DIR_MODE, dir_mode_for, make_dirs, parse_mode
@@ -115,7 +116,7 @@ def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> bool:
     backends = sorted({c.backend for c in chunks if c.state == CHUNK_PENDING and c.retry_at <= now})
     if not backends:
         return False
-    for name in backends:
+    for name in sorted(set(backends) | judge_step.judge_backends(svc, run)):
         backend = svc.backends.get(name)
         if backend is None:
             raise BatchdError(

@@ -33,6 +33,7 @@ import msgspec
 
 from batchd.backends.base import QuotaExceeded
 from batchd.config.settings import Settings
+from batchd.planning.escalation import frame, read_records
 from batchd.planning.observations import NOT_VENDOR, Observations, quota_key
 from batchd.run.services import Services
 from batchd.state.base import (
@@ -165,8 +166,13 @@ def split(svc: Services, run: Run, chunk: Chunk, limit: int, bytes_per_token: fl
     base, _, gen = chunk.chunk_id.partition(".")
     pieces: list[Chunk] = []
     tokens = 0
-    with blobs.open(chunk.path) as src, ExitStack() as piece_file:
+    with blobs.open(chunk.path) as src, ExitStack() as piece_file, ExitStack() as side:
         out: Any = None
+        records = (  # cascade records (planning.escalation), split in step with the lines
+            read_records(side.enter_context(blobs.open(chunk.escalate_path)))
+            if chunk.escalate_path
+            else None
+        )
         for _, line in chunk_lines(src):
             need = tokens_of(len(line), bytes_per_token)
             if out is None or tokens + need > limit:
@@ -174,7 +180,12 @@ def split(svc: Services, run: Run, chunk: Chunk, limit: int, bytes_per_token: fl
                 piece_id = f"{base}s{len(pieces) + 1}" + (f".{gen}" if gen else "")
                 pieces.append(_child(chunk, piece_id, f"chunks/{piece_id}.jsonl", 0, 0))
                 out = piece_file.enter_context(blobs.writer(pieces[-1].path))
+                if records is not None:
+                    pieces[-1].escalate_path = f"chunks/{piece_id}.escalate"
+                    esc = piece_file.enter_context(blobs.writer(pieces[-1].escalate_path))
                 tokens = 0
+            if records is not None:
+                esc.write(frame(next(records)))
             out.write(line)
             tokens += need
             pieces[-1].n_requests += 1

@@ -93,6 +93,10 @@ class Chunk(msgspec.Struct, kw_only=True):
     release_backend: str = ""
     release_model: str = ""
     release_path: str | None = None
+    # cascades (planning/escalation.py): a record per line, in order (None: no cascade), and
+    # the outcomes of this chunk's lines that went on to another target
+    escalate_path: str | None = None
+    escalated_path: str | None = None
 
 
 class Fence(msgspec.Struct, frozen=True, kw_only=True):

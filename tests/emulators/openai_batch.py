@@ -21,8 +21,10 @@ Lines sent to ``/v1/embeddings``, ``/v1/responses`` and ``/v1/completions`` are 
 whose url is not the batch's endpoint, fails validation with ``invalid_url``, as OpenAI's
 does). Lines sent to ``/v1/chat/completions`` are answered deterministically; markers in the text of
 the last user message select the outcome: ``[[error:400]]``, ``[[error:500]]`` and
-``[[finish:content_filter]]``. Otherwise the reply is ``"echo: " + text``, one token per word,
-truncated to ``max_completion_tokens`` / ``max_tokens`` (``finish_reason`` ``"length"``).
+``[[finish:content_filter]]``; ``[[finish:length@<model>]]`` cuts that model's answer to
+one token with ``finish_reason: "length"`` (its output reached the cap first). Otherwise
+the reply is ``"echo: " + text``, one token per word, truncated to
+``max_completion_tokens`` / ``max_tokens`` (``finish_reason`` ``"length"``).
 Tools, ``response_format``, ``n`` and ``reasoning_effort`` follow
 :mod:`tests.emulators.openai_features`.
 
@@ -1057,6 +1059,8 @@ class OpenAIBatchEmulator(EmulatorServer):
                 if isinstance(body.get(key), int)
             ]
             finish_reason = "stop"
+            if f"[[finish:length@{body['model']}]]" in text:  # this model's answer runs long
+                limits = [min([*limits, 1])]
             if limits and min(limits) < len(words):
                 words = words[: max(min(limits), 0)]
                 finish_reason = "length"

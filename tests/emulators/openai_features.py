@@ -13,7 +13,8 @@ As OpenAI documents them:
 - ``n``: that many choices; ``reasoning_effort`` (not ``none``): 16 reasoning tokens, billed
   in ``completion_tokens`` and reported in ``completion_tokens_details.reasoning_tokens``.
 The marker ``[[schema:invalid]]`` in the last user text makes the JSON (or the arguments)
-violate the schema: a model that did not follow it.
+violate the schema: a model that did not follow it; ``[[schema:invalid@<model>]]`` does so
+only when the request names that model (a weaker model of a cascade).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def featured_message(
 ) -> tuple[JSONDict, str, int] | None:
     """(message, finish_reason, completion tokens) for a tool call or a JSON answer; None:
     a plain answer."""
-    invalid = INVALID_MARKER in text
+    invalid = INVALID_MARKER in text or f"[[schema:invalid@{body.get('model')}]]" in text
     tool = _called(body, text)
     if tool is not None:
         schema = tool.get("parameters") or {"type": "object", "properties": {}}
