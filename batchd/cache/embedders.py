@@ -30,7 +30,7 @@ class Embedder(Protocol):
 class LocalEmbedder:
     """A sentence-transformers model directory, run in this process (CPU or GPU)."""
 
-    BATCH = 64
+    BATCH = 256  # texts per forward pass; encode() sorts them by length (little padding)
 
     def __init__(self, path: Path) -> None:
         try:

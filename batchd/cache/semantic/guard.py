@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -74,6 +75,7 @@ class Facts:
     quoted: frozenset[str]
 
 
+@functools.lru_cache(maxsize=65_536)  # cached entries' texts are checked again and again
 def facts(text: str) -> Facts:
     words = [w.lower().replace("’", "'") for w in _WORD.findall(text)]
     numbers = frozenset(n.replace(",", "") for n in _NUMBER.findall(text)) | {

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
 import redis
 
 from batchd.cache.redis_cache import DEFAULT_TTL_S
-from batchd.cache.semantic.entries import Entry, Label
+from batchd.cache.semantic.entries import Entry, Label, ScopeRows, scope_rows
 
 ENTRIES, LABELS = b"batchd:se:", b"batchd:sl:"
+SCAN_COUNT = 10_000  # entries per HSCAN round trip
 _enc = msgspec.msgpack.Encoder()
 _entry = msgspec.msgpack.Decoder(tuple[float, str, bytes])
 _label = msgspec.msgpack.Decoder(Label)
@@ -38,15 +40,28 @@ class RedisSemanticStore:
         pipe.expire(ENTRIES + scope, self._ttl_s)
         pipe.execute()
 
-    def entries(self, scope: bytes, limit: int) -> list[Entry]:
+    def load(self, scope: bytes, limit: int, dim: int) -> ScopeRows:
         oldest = time.time() - self._ttl_s
         found = []
-        for key, blob in self._r.hscan_iter(ENTRIES + scope, count=1000):
+        for key, blob in self._r.hscan_iter(ENTRIES + scope, count=SCAN_COUNT):
             at, text, vector = _entry.decode(blob)
             if at >= oldest:
-                found.append((at, Entry(key, text, vector)))
-        found.sort(key=lambda ae: ae[0])
-        return [e for _, e in found[-limit:]]
+                found.append((at, key, text, vector))
+        found.sort(key=lambda row: row[0])
+        found = found[-limit:] if limit < len(found) else found
+        return scope_rows([r[1] for r in found], [r[2] for r in found], [r[3] for r in found], dim)
+
+    def set_vectors(self, scope: bytes, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        if not keys:
+            return
+        blobs = self._r.hmget(ENTRIES + scope, list(keys))
+        mapping = {}
+        for key, blob, v in zip(keys, blobs, vectors, strict=True):
+            if blob is not None:  # expired meanwhile: nothing to complete
+                at, text, _ = _entry.decode(blob)
+                mapping[key] = _enc.encode((at, text, v.tobytes()))
+        if mapping:
+            self._r.hset(ENTRIES + scope, mapping=mapping)
 
     def add_labels(self, scope: bytes, labels: Sequence[Label], keep: int) -> None:
         if not labels:

@@ -6,7 +6,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from batchd.cache.semantic.entries import Entry, Label
+import numpy as np
+
+from batchd.cache.semantic.entries import Entry, Label, ScopeRows, scope_rows
 from batchd.storage.private import ensure_private
 from batchd.storage.sqlite_db import open_shared
 
@@ -38,14 +40,26 @@ class SqliteSemanticStore:
         )
         self._db.execute("COMMIT")
 
-    def entries(self, scope: bytes, limit: int) -> list[Entry]:
+    def load(self, scope: bytes, limit: int, dim: int) -> ScopeRows:
         oldest = time.time() - self._ttl_s if self._ttl_s > 0 else 0.0
         rows = self._db.execute(
             "SELECT key, text, vector FROM sem_entries WHERE scope = ? AND stored_at >= ?"
             " ORDER BY stored_at DESC LIMIT ?",
             (scope, oldest, limit),
         ).fetchall()
-        return [Entry(k, t, v) for k, t, v in reversed(rows)]
+        rows.reverse()
+        keys, texts, blobs = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
+        return scope_rows(keys, texts, blobs, dim)
+
+    def set_vectors(self, scope: bytes, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        if not keys:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "UPDATE sem_entries SET vector = ? WHERE scope = ? AND key = ?",
+            [(v.tobytes(), scope, k) for k, v in zip(keys, vectors, strict=True)],
+        )
+        self._db.execute("COMMIT")
 
     def add_labels(self, scope: bytes, labels: Sequence[Label], keep: int) -> None:
         if not labels:
