@@ -144,7 +144,10 @@ def make_run(home: Path, lines: int, unique: int, cached: int, invalid: int) -> 
                     "error_type": "bad_max_tokens" if bad else None,
                     "error_message": "max_tokens must be a positive integer" if bad else None,
                     "cached_outcome": enc.encode(outcome(u)) if kind == "cached" else None,
+                    "endpoint": None if bad else "chat",
                 }
+                for name in LINES_SCHEMA.names:  # the semantic cache's columns: none here
+                    row.setdefault(name, None)
                 for name, value in row.items():
                     cols[name].append(value)
                 if len(cols["line_no"]) == BATCH_ROWS:

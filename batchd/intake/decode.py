@@ -8,22 +8,28 @@ process (ingest.py), which receives records in input order.
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from batchd.backends.base import UnsupportedRequest
 from batchd.backends.capabilities import needs
-from batchd.cache.semantic.scope import SemanticPlan, scope_and_text
+from batchd.cache.semantic.scope import scope_and_text
+from batchd.intake.express import Express
 from batchd.intake.line_sizes import max_tokens_of, prompt_tokens_of
 from batchd.intake.plain import plain_request
+from batchd.intake.records import (
+    BLANK_LINE,
+    INTERNAL_ERROR,
+    Block,
+    ParseContext,
+    Parsed,
+    digest,
+    invalid,
+    paused_gc,
+)
 from batchd.intake.screen import (
     BOM,
     MAX_DEPTH,
@@ -47,108 +53,59 @@ from batchd.requests import (
 )
 
 log = logging.getLogger("batchd.intake")
-__all__ = ["GUARD_TAGS", "NO_CACHE_PREFIX", "cacheable", "key_of", "vendor_id"]  # re-exported
+__all__ = [  # re-exported
+    "BLANK_LINE",
+    "GUARD_TAGS",
+    "INTERNAL_ERROR",
+    "NO_CACHE_PREFIX",
+    "Block",
+    "ParseContext",
+    "Parsed",
+    "cacheable",
+    "key_of",
+    "paused_gc",
+    "vendor_id",
+]
 
 _decode = msgspec.json.decode
-BLANK_LINE = "blank_line"
-INTERNAL_ERROR = "internal_error"
-
-
-class Parsed(msgspec.Struct, array_like=True, gc=False):
-    line_no: int
-    custom_id: str
-    id_digest: bytes
-    tenant: str
-    tags: dict[str, str]
-    model: str
-    error_type: str | None = None  # set: the line is invalid
-    error_message: str | None = None
-    key: bytes = b""
-    cache_ok: bool = True
-    backend: str = ""
-    vendor_line: bytes = b""  # its line of a chunk file, newline included
-    max_tokens: int = 0
-    deadline_at: float | None = None
-    options: list[bytes] = []  # an alias: one chunk line per target ("" = target can't take it)
-    prompt_tokens: int = -1  # counted by the vLLM model's tokenizer, when it has a vLLM target
-    endpoint: str = CHAT  # chat | embeddings | responses | completions: chunks hold one
-    encoding_format: str | None = None  # an embeddings line's, for the OpenAI-format export
-    sem_scope: bytes = b""  # semantic cache: the scope it may match in (b"": not matched)
-    sem_text: str = ""  # and the text compared
-
-
-class Block(msgspec.Struct, array_like=True, gc=False):
-    records: list[Parsed]
-    blank: int  # of the records, how many are blank lines
-    bytes_read: int
-
-
-@dataclass(frozen=True)
-class ParseContext:
-    router: Router
-    default_tenant: str
-    run_salt: str
-    use_cache: bool
-    max_line_bytes: int
-    semantic: SemanticPlan | None = None  # lines matched by meaning (semantic cache)
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
-
-
-def _invalid(
-    line_no: int,
-    custom_id: str,
-    error_type: str,
-    message: str,
-    tenant: str = "",
-    tags: dict[str, str] | None = None,
-    model: str = "",
-) -> Parsed:
-    return Parsed(
-        line_no, custom_id, _digest(custom_id), tenant, tags or {}, model, error_type, message
-    )
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """No cyclic collection while a block's records are built: they hold no cycles, and a
-    collection every few hundred allocations would walk every object alive, again and again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+_digest = digest
+_invalid = invalid
 
 
 def parse_block(first_line_no: int, raw_lines: list[bytes | None], ctx: ParseContext) -> Block:
     """Every line of a block as one record, in order: no line's fault escapes it.
 
     In a block with no byte-order mark and no 19-digit run anywhere (screened once, on the
-    whole block), a line takes the fast path (`_parse_clean`); any other line, and every line
-    of any other block, `parse_line`.
+    whole block), a line takes the fast path (`_parse_clean`, with one `Express` lane for the
+    block); any other line, and every line of any other block, `parse_line`.
     """
     joined = b"\n".join(raw for raw in raw_lines if raw is not None)
     clean = BOM not in joined and no_long_digits(joined)
-    parse = _parse_clean if clean else parse_line
     with paused_gc():
-        records = [parse(raw, first_line_no + i, ctx) for i, raw in enumerate(raw_lines)]
+        if clean:
+            lane = Express(ctx)
+            records = [
+                _parse_clean(raw, first_line_no + i, ctx, lane) for i, raw in enumerate(raw_lines)
+            ]
+        else:
+            records = [parse_line(raw, first_line_no + i, ctx) for i, raw in enumerate(raw_lines)]
     blank = sum(1 for r in records if r.error_type == BLANK_LINE)
     n_bytes = sum(len(raw) + 1 for raw in raw_lines if raw is not None)
     return Block(records, blank, n_bytes)
 
 
-def _parse_clean(raw: bytes | None, line_no: int, ctx: ParseContext) -> Parsed:
+def _parse_clean(raw: bytes | None, line_no: int, ctx: ParseContext, lane: Express) -> Parsed:
     """A line of a clean block: a plain chat line on a known model straight to its record
-    (the screens parse_line makes cannot fire on it); any other line, or any surprise, to
-    parse_line, which gives exactly the record it always gave."""
+    (the screens parse_line makes cannot fire on it), by the lane when its model's route is
+    the common one; any other line, or any surprise, to parse_line, which gives exactly the
+    record it always gave."""
     if raw and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         try:
             item = plain_request(_decode(raw), line_no, ctx.default_tenant)
             if item is not None:
+                record = lane.record(item)
+                if record is not None:
+                    return record
                 route = ctx.router.route(item.model)
                 if type(route) is not RouteError:
                     return _valid(item, route, ctx, _Where())  # type: ignore[arg-type]

@@ -240,68 +240,62 @@ def _settle(
         queries = _semantic_queries(records, dups, hits)
         if queries:
             matches, vectors = semantic.lookup(queries)
+    keep = type(rows) is not _NoRows  # a dry run keeps no rows: no call per line to make
+    valid = unique = cache_hits = semantic_hits = in_run = to_send = checks = 0
     for r in records:
         if r.error_type is not None:
             _invalid(rows, stats, invalid_types, r, r.error_type, r.error_message)
             continue
-        stats.valid += 1
+        valid += 1
         dup = next(is_dup)
-        hit = hits.get(r.key) if r.cache_ok else None
-        sem = sem_hits.get(r.key) or matches.get(r.key) if semantic is not None else None
+        key = r.key
+        hit = hits.get(key) if hits and r.cache_ok else None
+        sem = sem_hits.get(key) or matches.get(key) if semantic is not None else None
         if hit is None and sem is not None and sem.kind == HIT and sem.outcome is not None:
-            sem_hits[r.key] = sem
-            stats.semantic_hits += 1
-            if not dup:
-                stats.unique += 1
+            sem_hits[key] = sem
+            semantic_hits += 1
+            unique += not dup
             rows.add(
-                r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, CACHED,
+                r.line_no, r.custom_id, key, r.tenant, r.tags, r.model, CACHED,
                 CACHE_SEMANTIC, cached_outcome=_outcome_enc.encode(sem.outcome), sem=sem,
             )  # fmt: skip
         elif hit is not None:
-            stats.cache_hits += 1
-            if not dup:
-                stats.unique += 1
+            cache_hits += 1
+            unique += not dup
             rows.add(
-                r.line_no,
-                r.custom_id,
-                r.key,
-                r.tenant,
-                r.tags,
-                r.model,
-                CACHED,
-                CACHE_EXACT,
-                cached_outcome=_outcome_enc.encode(hit),
-                line=r,
-            )
+                r.line_no, r.custom_id, key, r.tenant, r.tags, r.model, CACHED, CACHE_EXACT,
+                cached_outcome=_outcome_enc.encode(hit), line=r,
+            )  # fmt: skip
         elif dup:
-            stats.in_run_duplicates += 1
+            in_run += 1
             if r.deadline_at is not None:  # its answer is its leader's: due as early
-                chunker.follower_deadline(r.model, r.key, r.deadline_at)
-            rows.add(
-                r.line_no,
-                r.custom_id,
-                r.key,
-                r.tenant,
-                r.tags,
-                r.model,
-                PENDING,
-                CACHE_IN_RUN,
-                line=r,
-            )
+                chunker.follower_deadline(r.model, key, r.deadline_at)
+            if keep:
+                rows.add(
+                    r.line_no, r.custom_id, key, r.tenant, r.tags, r.model, PENDING,
+                    CACHE_IN_RUN, line=r,
+                )  # fmt: skip
         else:
             problem = _add_to_chunk(chunker, r)
             if problem is not None:  # the line's own fault: its row says so, the run goes on
-                stats.valid -= 1
+                valid -= 1
                 _invalid(rows, stats, invalid_types, r, INTERNAL_ERROR, problem)
                 continue
-            stats.unique += 1
-            stats.to_send += 1
-            stats.semantic_checks += sem is not None
-            rows.add(
-                r.line_no, r.custom_id, r.key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE,
-                line=r,
-                sem=sem,
-            )  # fmt: skip
+            unique += 1
+            to_send += 1
+            checks += sem is not None
+            if keep:
+                rows.add(
+                    r.line_no, r.custom_id, key, r.tenant, r.tags, r.model, PENDING, CACHE_NONE,
+                    line=r, sem=sem,
+                )  # fmt: skip
+    stats.valid += valid
+    stats.unique += unique
+    stats.cache_hits += cache_hits
+    stats.semantic_hits += semantic_hits
+    stats.in_run_duplicates += in_run
+    stats.to_send += to_send
+    stats.semantic_checks += checks
     if semantic is not None and queries:  # the sent ones become entries for later runs
         sent = [i for i, q in enumerate(queries) if q.key not in sem_hits]
         semantic.remember([queries[i] for i in sent], vectors[sent])

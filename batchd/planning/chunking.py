@@ -97,12 +97,9 @@ class Chunker:
         self.estimates: dict[tuple[str, str], Estimate] = {}
         self.summary = PlanSummary()
         self._files = ExitStack()
+        now = time.time() if now is None else now
         self.planner = Planner(
-            settings,
-            prices,
-            observations or Observations(),
-            time.time() if now is None else now,
-            committed_gpu_s,
+            settings, prices, observations or Observations(), now, committed_gpu_s
         )
         self._sets: dict[str, tuple[int, TargetSet]] = {}
         self._spool: Any = None  # spooled lines of requests the planner places (real runs)
@@ -110,15 +107,19 @@ class Chunker:
         self._endpoints: list[array[int]] = []  # per target set: each request's endpoint
         self._set_list: list[TargetSet] = []
         self._follower_deadlines: list[tuple[str, bytes, float]] = []
+        self._ready: dict[str, float] = {}  # a direct model's: when its batch counts as done
+        self._limit_of: dict[str, tuple[int, int]] = {}  # per backend: lines, bytes a chunk
         self.guard = Guard(observations.sums if observations else {})  # the quality guard
 
     def _limits(self, backend: str) -> tuple[int, int]:
         if backend == VLLM:
-            return self._settings.backends.vllm.max_requests_per_chunk, VLLM_MAX_BYTES_PER_CHUNK
-        o: Any = self._settings.openai
-        if backend in ("anthropic", "gemini"):
-            o = getattr(self._settings, backend)
-        return o.max_lines_per_chunk, o.max_bytes_per_chunk
+            limits = self._settings.backends.vllm.max_requests_per_chunk, VLLM_MAX_BYTES_PER_CHUNK
+        else:
+            o: Any = self._settings.openai
+            if backend in ("anthropic", "gemini"):
+                o = getattr(self._settings, backend)
+            limits = o.max_lines_per_chunk, o.max_bytes_per_chunk
+        return self._limit_of.setdefault(backend, limits)
 
     def add(
         self,
@@ -143,7 +144,10 @@ class Chunker:
             ts.line_bytes.append(n)
             ts.max_tokens.append(max_tokens)
             ts.deadline_at.append(deadline)
-            tier = self._tier(ts.targets[0], deadline)
+            ready = self._ready.get(model)
+            if ready is None:
+                ready = self._ready[model] = self.planner.ready_at(*ts.targets[0])
+            tier = BATCH if deadline >= ready else self._tier(ts.targets[0], deadline)
             if tier is not None:
                 target_model = ts.targets[0][1]
                 self._write(backend, target_model, line, n, max_tokens, deadline_at, tier, endpoint)
@@ -234,7 +238,7 @@ class Chunker:
         if release is not None:
             key = (*key, release[0], release[1])
         cur = self._open.get(key)
-        max_lines, max_bytes = self._limits(backend)
+        max_lines, max_bytes = self._limit_of.get(backend) or self._limits(backend)
         if cur is not None and (
             cur.chunk.n_requests >= max_lines or cur.chunk.n_bytes + n_bytes > max_bytes
         ):
