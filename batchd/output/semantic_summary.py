@@ -1,5 +1,7 @@
 """What the semantic cache did in a run, from its results.parquet: hits, the verified
-false-hit rate with its Wilson interval, and the list price those hits saved."""
+false-hit rate with its Wilson interval, and the list price those hits saved; and, from the
+run's stats, what its embedder bought (an endpoint embedding target: texts, tokens, dollars).
+"""
 
 from __future__ import annotations
 
@@ -64,3 +66,24 @@ def describe(s: SemanticSummary) -> str:
 
 def as_dict(s: SemanticSummary | None) -> dict[str, Any] | None:
     return None if s is None else msgspec.to_builtins(s)
+
+
+SPEND_FIELDS = ("embedded_texts", "embedding_calls", "embedding_tokens", "embedding_cost_usd")
+
+
+def embedding_spend(stats: dict[str, Any]) -> dict[str, float] | None:
+    """What the semantic cache's embedder bought in a run (ingest lookups and finalize's
+    answer comparisons together); None when it bought nothing."""
+    parts = [(stats.get("ingest") or {}).get("semantic_embedding") or {}]
+    parts.append(stats.get("semantic") or {})
+    total = {f: sum(p.get(f, 0) for p in parts) for f in SPEND_FIELDS}
+    return total if total["embedded_texts"] or total["embedding_calls"] else None
+
+
+def describe_spend(spend: dict[str, float]) -> str:
+    return (
+        f"semantic cache embeddings: {int(spend['embedded_texts']):,} texts in "
+        f"{int(spend['embedding_calls']):,} requests, {int(spend['embedding_tokens']):,} tokens, "
+        f"${spend['embedding_cost_usd']:,.6f} (synchronous calls at list price; billed "
+        "beside the cost table, not in it)"
+    )

@@ -350,7 +350,11 @@ def finalize_run(svc: Services, run: Run) -> Run:
     if guard is not None:
         stats["quality"] = guard[0].drop_columns(["run_id"]).to_pylist()
     if verifier is not None:  # semantic cache: verified hits, false ones, labels learned
-        stats["semantic"] = {"verified": verifier.verified, "false_hits": verifier.false_hits}
+        stats["semantic"] = {
+            "verified": verifier.verified,
+            "false_hits": verifier.false_hits,
+            **verifier.embedder.spend.as_dict(),  # answers embedded to compare them
+        }
     write_manifest(
         out,
         finished(

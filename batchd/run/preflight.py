@@ -6,7 +6,10 @@
   and deleted);
 - `before_dispatch` (before the first vendor object of a chunk is created, in embedded and
   distributed mode alike): every backend the pending chunks use has its key and a
-  well-formed endpoint, and the output is still writable.
+  well-formed endpoint, and the output is still writable;
+- `check_embedding` (before a run is created, and again before the semantic cache embeds
+  anything at ingest): a run that may use the semantic cache with an
+  `openai:<model>` embedding target has its key and a well-formed OPENAI_BASE_URL.
 
 Redis answering (distributed mode) is checked where the store is opened (`run.services`).
 """
@@ -18,7 +21,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from batchd.backends.base import check_endpoint, check_key
+from batchd.cache.semantic.scope import semantic_plan
+from batchd.config.cache_settings import OPENAI_PREFIX
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
 from batchd.run import judge_step
@@ -28,6 +35,7 @@ from batchd.storage.private import DIR_MODE, dir_mode_for, make_dirs, parse_mode
 from batchd.storage.s3 import S3, is_s3, join, s3_for
 
 PROBE_PREFIX = ".batchd-probe-"
+SEMANTIC_OPTION = "semantic_cache"  # run option: True (--semantic-cache), False, None
 
 
 def check_input(source: str) -> None:
@@ -106,6 +114,20 @@ def check_start(settings: Settings, output: str) -> None:
     )
     home_fix = "Set BATCHD_HOME to a writable directory."
     check_writable(s3, str(settings.home_path / "tmp"), "BATCHD_HOME", home_fix)
+
+
+def check_embedding(settings: Settings, options: dict[str, Any] | None = None) -> None:
+    """An endpoint embedding target (cache.semantic.embedding = openai:<model>) can be called;
+    with a run's `options`, only when that run may use the semantic cache."""
+    spec = settings.cache.semantic.embedding
+    if not spec.startswith(OPENAI_PREFIX):
+        return
+    if options is not None and (
+        options.get("no_cache") or semantic_plan(settings, options.get(SEMANTIC_OPTION)) is None
+    ):
+        return
+    check_key("OPENAI_API_KEY", f"embeddings API for cache.semantic.embedding = {spec!r}")
+    check_endpoint(os.environ.get("OPENAI_BASE_URL"), "OPENAI_BASE_URL")
 
 
 def before_dispatch(svc: Services, run: Run, chunks: list[Chunk]) -> bool:

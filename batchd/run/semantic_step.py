@@ -1,16 +1,36 @@
-"""The semantic cache in a run: its lookups at ingest, its verifications at finalize."""
+"""The semantic cache in a run: its lookups at ingest, its verifications at finalize.
+
+The embedder is chosen here: a local model (cache.embedders), or an `openai:<model>`
+endpoint (backends.openai_embedder), whose key is checked before anything is embedded.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from batchd.cache.embedders import open_embedder
+from batchd.backends.openai_embedder import OpenAIEmbedder
+from batchd.cache.embedders import Embedder, open_embedder
 from batchd.cache.semantic.answer_check import Verifier
 from batchd.cache.semantic.matcher import SemanticCache
 from batchd.cache.semantic.scope import semantic_plan
+from batchd.config.cache_settings import OPENAI_EMBEDDING_DIMS, OPENAI_PREFIX
+from batchd.run.preflight import SEMANTIC_OPTION, check_embedding
 from batchd.run.services import Services
 
-SEMANTIC_OPTION = "semantic_cache"  # run option: True (--semantic-cache), False, None
+__all__ = ["SEMANTIC_OPTION", "embedder_for", "semantic_for_run", "verifier_for_run"]
+
+
+def embedder_for(svc: Services) -> Embedder:
+    """The configured embedding target; an endpoint's vectors are kept in the result cache."""
+    spec = svc.settings.cache.semantic.embedding
+    if not spec.startswith(OPENAI_PREFIX):
+        return open_embedder(spec)
+    check_embedding(svc.settings)  # nothing is sent without its key
+    model = spec[len(OPENAI_PREFIX) :]
+    o = svc.settings.openai
+    return OpenAIEmbedder(
+        model, OPENAI_EMBEDDING_DIMS[model], svc.cache, svc.prices, o.max_retries, o.timeout_s
+    )
 
 
 def semantic_for_run(svc: Services, options: dict[str, Any], salt: str) -> SemanticCache | None:
@@ -21,7 +41,7 @@ def semantic_for_run(svc: Services, options: dict[str, Any], salt: str) -> Seman
     if plan is None:
         return None
     s = svc.settings.cache.semantic
-    return SemanticCache(s, svc.semantic_store(), svc.cache, plan, salt=salt)
+    return SemanticCache(s, svc.semantic_store(), svc.cache, plan, embedder_for(svc), salt=salt)
 
 
 def verifier_for_run(svc: Services, run_stats: dict[str, Any]) -> Verifier | None:
@@ -29,4 +49,4 @@ def verifier_for_run(svc: Services, run_stats: dict[str, Any]) -> Verifier | Non
     if not (run_stats.get("ingest") or {}).get("semantic_checks"):
         return None
     s = svc.settings.cache.semantic
-    return Verifier(s, svc.semantic_store(), svc.cache, open_embedder(s.embedding))
+    return Verifier(s, svc.semantic_store(), svc.cache, embedder_for(svc))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from batchd.cache.embedders import Spend
 from batchd.cache.semantic import vector_index
 from batchd.cache.semantic.matcher import HIT, store_scope
 from batchd.cache.semantic.vector_index import ScopeIndex
@@ -30,6 +31,7 @@ class Counting:
     def __init__(self) -> None:
         self.model = minilm()
         self.name, self.dim = self.model.name, self.model.dim
+        self.spend = Spend()
         self.texts: list[str] = []
 
     def embed(self, texts: list[str]) -> np.ndarray:

@@ -45,7 +45,8 @@ compare = "all"
     ("env", "says"),
     [
         ({"BATCHD_CACHE_SEMANTIC_COMPARE": "first"}, "compare must be one of last_user, all"),
-        ({"BATCHD_CACHE_SEMANTIC_EMBEDDING": "openai:x"}, "must be local:<path"),
+        ({"BATCHD_CACHE_SEMANTIC_EMBEDDING": "openai:x"}, "'x' is not an OpenAI embedding"),
+        ({"BATCHD_CACHE_SEMANTIC_EMBEDDING": "hf:x"}, "use local:<path"),
         ({"BATCHD_CACHE_SEMANTIC_MAX_ERROR_RATE": "0"}, "cache.semantic.max_error_rate"),
         ({"BATCHD_CACHE_SEMANTIC_NOPE": "1"}, "BATCHD_CACHE_SEMANTIC_NOPE"),
     ],
