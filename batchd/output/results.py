@@ -12,7 +12,7 @@ from typing import Any, BinaryIO
 import msgspec
 import pyarrow as pa
 
-from batchd.config.pricing import Price, PriceBook, Usage
+from batchd.config.pricing import PriceBook, Usage
 from batchd.intake.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHE_SEMANTIC, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
 from batchd.output.openai_export import export_line
@@ -208,15 +208,6 @@ class RowAssembler:
         self.status_counts: dict[str, int] = {}
         # per tier: lines, cost_usd, and batch_price_usd (the same usage at the batch price)
         self.tiers: dict[str, dict[str, float]] = {}
-        self._price_memo: dict[str, Price | None] = {}  # model -> price (lookups per model)
-        self._baseline_memo: dict[str, Price | None] = {}  # requested -> its baseline's price
-
-    def _price(self, model: str) -> Price | None:
-        try:
-            return self._price_memo[model]
-        except KeyError:
-            price = self._price_memo[model] = self._prices.lookup(model)
-            return price
 
     def assemble(self, lines: pa.RecordBatch) -> pa.RecordBatch:
         cols = lines.to_pydict()
@@ -226,18 +217,15 @@ class RowAssembler:
             if k is not None and s != CACHED
         ]
         outcomes = self._lookup(keys) if keys else {}
-        rows = []
-        add, counts = self.summary.add, self.status_counts
+        out: dict[str, list[Any]] = {name: [] for name in RESULTS_SCHEMA.names}
         for i in range(lines.num_rows):
             row = self._row(cols, i, outcomes)
-            add(row)
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            self.summary.add(row)
+            self.status_counts[row["status"]] = self.status_counts.get(row["status"], 0) + 1
             if row["tier"] is not None:
                 self._count_tier(row)
-            rows.append(row)
-        out: dict[str, list[Any]] = {
-            name: [row[name] for row in rows] for name in RESULTS_SCHEMA.names
-        }
+            for name, values in out.items():
+                values.append(row[name])
         if self._verdicts is not None and "sem_check" in cols:
             out["semantic_verified"] = self._verdicts(
                 cols["sem_check"],
@@ -256,6 +244,17 @@ class RowAssembler:
         state = cols["state"][i]
         cache = cols["cache"][i]
         model_requested = cols["model_requested"][i]
+        row: dict[str, Any] = {
+            "run_id": self._run_id,
+            "line_no": cols["line_no"][i],
+            "custom_id": cols["custom_id"][i],
+            "request_key": key.hex() if key else None,
+            "tenant": cols["tenant"][i] or None,
+            "tags": cols["tags"][i],
+            "model_requested": model_requested,
+            "cache": cache,
+            **_semantic_columns(cols, i),
+        }
         if state == INVALID:
             o = Outcome(
                 status=INVALID,
@@ -267,50 +266,52 @@ class RowAssembler:
             o.backend, o.cost_usd, o.gpu_seconds = "cache", 0.0, 0.0
         else:
             o = outcomes.get(key) or MISSING_RESULT
-        # an in-run follower paid nothing: its leader's row carries the cost
-        followed = state not in (INVALID, CACHED) and cache == CACHE_IN_RUN
-        billed = cache == CACHE_NONE  # else nothing billed: the tokens saved go to costs.parquet
-        row = {
-            "run_id": self._run_id,
-            "line_no": cols["line_no"][i],
-            "custom_id": cols["custom_id"][i],
-            "request_key": key.hex() if key else None,
-            "tenant": cols["tenant"][i] or None,
-            "tags": cols["tags"][i],
-            "model_requested": model_requested or None,
-            "cache": cache,
-            **_semantic_columns(cols, i),
-            "model_used": o.model_used or None,
-            "backend": o.backend or None,
-            "tier": None if state in (INVALID, CACHED) else served_tier(o),
-            "status": o.status,
-            "output_text": o.output_text,
-            "response_json": o.response_json,
-            "finish_reason": o.finish_reason,
-            "tool_calls": o.tool_calls,
-            "embedding": o.embedding,
-            "embeddings": o.embeddings,
-            "output_texts": o.output_texts,
-            "schema_valid": o.schema_valid,
-            "error_type": o.error_type,
-            "error_message": o.error_message,
-            "request_id": o.request_id,
+            if cache == CACHE_IN_RUN:
+                o = msgspec.structs.replace(o, cost_usd=0.0, gpu_seconds=0.0)
+        baseline = self._baseline(model_requested, o)
+        saved = (o.input_tokens, o.output_tokens) if cache != CACHE_NONE else (0, 0)
+        if cache != CACHE_NONE:  # nothing billed: the tokens it saved go to costs.parquet
+            o = msgspec.structs.replace(
+                o,
+                input_tokens=0,
+                cached_input_tokens=0,
+                cache_write_tokens=0,
+                output_tokens=0,
+                reasoning_tokens=0,
+            )
+        row.update(
+            model_requested=model_requested or None,
+            model_used=o.model_used or None,
+            backend=o.backend or None,
+            tier=None if state in (INVALID, CACHED) else served_tier(o),
+            status=o.status,
+            output_text=o.output_text,
+            response_json=o.response_json,
+            finish_reason=o.finish_reason,
+            tool_calls=o.tool_calls,
+            embedding=o.embedding,
+            embeddings=o.embeddings,
+            output_texts=o.output_texts,
+            schema_valid=o.schema_valid,
+            error_type=o.error_type,
+            error_message=o.error_message,
+            request_id=o.request_id,
             # a cascade's attempts are the leader's: a follower or cache hit paid none
-            "escalations": o.escalations if billed and state != INVALID else None,
-            "input_tokens": o.input_tokens if billed else 0,
-            "cached_input_tokens": o.cached_input_tokens if billed else 0,
-            "cache_write_tokens": o.cache_write_tokens if billed else 0,
-            "output_tokens": o.output_tokens if billed else 0,
-            "reasoning_tokens": o.reasoning_tokens if billed else 0,
-            "cost_usd": 0.0 if followed else o.cost_usd,
-            "gpu_seconds": 0.0 if followed else o.gpu_seconds,
-            "submitted_at": _ts(o.submitted_at),
-            "completed_at": _ts(o.completed_at),
-            "baseline_cost_usd": self._baseline(model_requested, o),
-            "prompt_cache_savings_usd": self._prompt_cache_saving(cache, o) if billed else 0.0,
-            "cache_saved_input_tokens": 0 if billed else o.input_tokens,
-            "cache_saved_output_tokens": 0 if billed else o.output_tokens,
-        }
+            escalations=o.escalations if cache == CACHE_NONE and state != INVALID else None,
+            input_tokens=o.input_tokens,
+            cached_input_tokens=o.cached_input_tokens,
+            cache_write_tokens=o.cache_write_tokens,
+            output_tokens=o.output_tokens,
+            reasoning_tokens=o.reasoning_tokens,
+            cost_usd=o.cost_usd,
+            gpu_seconds=o.gpu_seconds,
+            submitted_at=_ts(o.submitted_at),
+            completed_at=_ts(o.completed_at),
+            baseline_cost_usd=baseline,
+            prompt_cache_savings_usd=self._prompt_cache_saving(cache, o),
+            cache_saved_input_tokens=saved[0],
+            cache_saved_output_tokens=saved[1],
+        )
         return row
 
     def _count_tier(self, row: dict[str, Any]) -> None:
@@ -318,7 +319,7 @@ class RowAssembler:
         t["lines"] += 1
         t["cost_usd"] += row["cost_usd"]
         at_batch = row["cost_usd"]
-        price = self._price(row["model_used"] or "")
+        price = self._prices.lookup(row["model_used"] or "")
         if row["tier"] == "realtime" and price is not None:
             usage = Usage(
                 row["input_tokens"],
@@ -333,19 +334,14 @@ class RowAssembler:
         """What the vendor's prompt cache saved on this row (negative: writes never reused)."""
         if cache != CACHE_NONE or not (o.cached_input_tokens or o.cache_write_tokens):
             return 0.0
-        price = self._price(o.model_used)
+        price = self._prices.lookup(o.model_used)
         if price is None:
             return 0.0
         plain = Usage(o.input_tokens, 0, 0, o.output_tokens)
         return self._prices.cost_usd(price, plain, batch=True) - o.cost_usd
 
     def _baseline(self, model: str | None, o: Outcome) -> float:
-        if not model:
-            price = None
-        elif model in self._baseline_memo:
-            price = self._baseline_memo[model]
-        else:
-            price = self._baseline_memo[model] = self._price(self._baseline_model(model))
+        price = self._prices.lookup(self._baseline_model(model)) if model else None
         if price is None or (o.input_tokens == 0 and o.output_tokens == 0):
             return 0.0
         return self._prices.baseline_usd(price, Usage(o.input_tokens, 0, 0, o.output_tokens))

@@ -1,11 +1,11 @@
-"""RowAssembler's rows against the row-by-row reference they replaced (issue 20, finalize).
+"""RowAssembler's rows against a row-by-row reference (issue 20, finalize).
 
-The reference below is the assembly as it was before finalize was sped up (one Outcome copy
-per row, a row dict per line). The corpus holds every kind of line: invalid, exact and
-semantic cache hits, in-run followers, unique requests that succeeded (with and without the
-vendor's prompt cache, realtime / batch / gpu tiers, a cascade), failed, and ones with no
-outcome at all. Every column of every row, the cost summary, status counts and tiers must
-be equal.
+The reference below is the per-row assembly as it stood when issue 20's finalize work began
+(one Outcome copy per row, a row dict per line): any faster assembly must equal it. The
+corpus holds every kind of line: invalid, exact and semantic cache hits, in-run followers,
+unique requests that succeeded (with and without the vendor's prompt cache, realtime /
+batch / flex / gpu tiers, a cascade), failed, and ones with no outcome at all. Every column
+of every row, the cost summary, status counts and tiers must be equal.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ MODELS = ("gpt-5.4-nano", "gpt-5.4-mini", "gpt-5-mini", "no-such-model")
 
 
 def _reference_rows(asm: RowAssembler, lines: pa.RecordBatch, outcomes: dict[bytes, Outcome]):
-    """The per-row assembly as it was (results.py before issue 20's finalize work)."""
+    """The per-row assembly (results.py as it stood when issue 20's finalize work began)."""
     cols = lines.to_pydict()
     rows = []
     for i in range(lines.num_rows):
