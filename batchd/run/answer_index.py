@@ -18,6 +18,7 @@ from batchd.storage.chunk_outcomes import read_outcomes
 from batchd.storage.private import make_dirs
 from batchd.storage.sqlkeys import select_in
 
+CACHE_KIB = 64 * 1024
 _outcome_enc = msgspec.msgpack.Encoder()
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 
@@ -34,6 +35,7 @@ def outcome_index(
     db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
+    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # the default 2 MB thrashes on random keys
     db.execute("CREATE TABLE o (key BLOB PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
     db.execute("CREATE TABLE e (key BLOB, outcome BLOB)")  # answers that went on (cascades)
     db.execute("CREATE INDEX e_key ON e (key)")
@@ -71,9 +73,12 @@ def _observed(
 
 def lookup_outcomes(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
     """The final outcome per key; a cascaded line's joined with the answers that went on."""
-    unique = list(set(keys))
+    unique = sorted(set(keys))  # in key order: neighbouring pages of the index
     sql = "SELECT key, outcome FROM o WHERE key IN ({keys})"
-    found = {key: _outcome_dec.decode(blob) for key, blob in select_in(db, sql, unique)}
+    decode = _outcome_dec.decode
+    found = {key: decode(blob) for key, blob in select_in(db, sql, unique)}
+    if db.execute("SELECT 1 FROM e LIMIT 1").fetchone() is None:
+        return found  # no cascade in this run: no answers went on
     earlier: dict[bytes, list[Outcome]] = {}
     for key, blob in select_in(db, "SELECT key, outcome FROM e WHERE key IN ({keys})", unique):
         earlier.setdefault(key, []).append(_outcome_dec.decode(blob))
