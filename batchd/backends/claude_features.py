@@ -121,7 +121,7 @@ def reasoning(params: dict[str, Any], effort: Any) -> None:
     """Extended thinking for `reasoning_effort` (in place); checks thinking's constraints."""
     if effort is None or effort == "none":
         return
-    if effort not in THINKING_BUDGET:
+    if not isinstance(effort, str) or effort not in THINKING_BUDGET:
         raise UnsupportedRequest(
             f"reasoning_effort {effort!r}: Claude takes none, {', '.join(THINKING_BUDGET)}"
         )

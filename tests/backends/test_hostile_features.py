@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchd.backends.anthropic_batch import to_claude_params
@@ -117,6 +117,11 @@ def _body() -> Any:
 
 @SETTINGS
 @given(body=_body(), parts=st.lists(_part, min_size=1, max_size=3), model=st.sampled_from(MODELS))
+@example(  # found by hypothesis in CI: an unhashable effort raised TypeError
+    body={"messages": [{"role": "user", "content": "q"}], "reasoning_effort": []},
+    parts=[{"type": "text", "text": "0"}],
+    model="claude-sonnet-4-5",
+)
 def test_claude_translation_is_vendor_shaped_or_refused(
     body: dict[str, Any], parts: list[Any], model: str
 ) -> None:
