@@ -3,10 +3,14 @@
 `embed(texts)` looks each text up in the result cache first, by the request key of the
 embeddings request that would produce it (`{"model", "input": text}` in the SEMANTIC_SCOPE
 tenant scope, /v1/embeddings), and sends only the texts not found, `BATCH_INPUTS` per
-request, to the embeddings API at OPENAI_BASE_URL (or OpenAI's own). These are synchronous
-calls at the list price, not a Batch API job: the lookup needs its vectors before the run's
-lines can be planned. Each new vector is stored in the result cache under its key, so a
-second run embeds nothing it embedded before; what was bought is counted in `spend`.
+request, to the embeddings API at OPENAI_BASE_URL (or OpenAI's own): synchronous calls at the
+list price (the answer comparisons at finalize use these). Each new vector is stored in the
+result cache under its key, so a second run embeds nothing it embedded before; what was
+bought is counted in `spend`.
+
+With `buy=False` (a run's ingest lookups: run.embed_step buys their vectors through a Batch
+API job first) nothing is sent: a text not in the cache gets a NaN row (the semantic cache
+then does not match it) and is recorded in `missing`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class OpenAIEmbedder:
         prices: PriceBook,
         max_retries: int = 5,
         timeout_s: float = 600.0,
+        buy: bool = True,
     ) -> None:
         self.model = model
         self.name = f"openai:{model}"
@@ -49,10 +54,17 @@ class OpenAIEmbedder:
         self._retries = max_retries
         self._timeout_s = timeout_s
         self._client: Any = None
+        self.buy = buy
+        self.missing: dict[str, None] = {}  # buy=False: the texts the cache lacked, in order
+
+    def request_body(self, text: str) -> dict[str, Any]:
+        """The embeddings request of one text (its cache key is `key(text)`)."""
+        return {"model": self.model, "input": text}
 
     def key(self, text: str) -> bytes:
-        body = {"model": self.model, "input": text}
-        return request_key(SEMANTIC_SCOPE, body, plain=False, endpoint=EMBEDDINGS)
+        return request_key(
+            SEMANTIC_SCOPE, self.request_body(text), plain=False, endpoint=EMBEDDINGS
+        )
 
     def embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -66,6 +78,11 @@ class OpenAIEmbedder:
             else:
                 todo.setdefault(text, []).append(i)
         pending = list(todo)
+        if not self.buy:
+            for text in pending:
+                out[todo[text]] = np.nan
+                self.missing[text] = None
+            pending = []
         for start in range(0, len(pending), BATCH_INPUTS):
             part = pending[start : start + BATCH_INPUTS]
             vectors = self._request(part)

@@ -120,6 +120,12 @@ def print_plan(
             f"  [yellow]{n:,} {model} requests cannot finish before their deadline[/] "
             "(submitted anyway they end failed: deadline_unmeetable)"
         )
+    embed = int(st.semantic_embedding.get("texts_to_embed", 0))
+    if embed:
+        out.print(
+            f"  semantic cache: {embed:,} texts to embed first as a batch "
+            "(cache.semantic.embedding), not in the estimate above"
+        )
 
 
 def _narrow_plan(out: Console, doc: dict[str, Any], title: str) -> None:

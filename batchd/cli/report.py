@@ -17,7 +17,9 @@ from batchd.cli.runs import run_output
 from batchd.output.semantic_summary import (
     COLUMNS,
     as_dict,
+    batch_embedding,
     describe,
+    describe_batch,
     describe_spend,
     embedding_spend,
     semantic_summary,
@@ -57,6 +59,7 @@ def report(
             pq.read_table(path, columns=COLUMNS if set(COLUMNS) <= have else ["cache"])
         )
     spend = embedding_spend(run.stats or {})
+    batched = batch_embedding(run.stats or {})
     if as_json:
         doc = {
             "run_id": run.run_id,
@@ -66,7 +69,8 @@ def report(
             "planned": (run.stats or {}).get("plan"),
             "quality": (run.stats or {}).get("quality", []),  # the quality guard (quality.parquet)
             "semantic_cache": as_dict(semantic),
-            "semantic_cache_embedding": spend,  # what its embedding endpoint cost
+            "semantic_cache_embedding": spend,  # what its embedding endpoint cost (sync)
+            "semantic_cache_embedding_batch": batched,  # its embedding step (a costs row)
         }
         sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
         return
@@ -86,6 +90,8 @@ def report(
         )
     if semantic is not None:
         out.print(describe(semantic))
+    if batched is not None:
+        out.print(describe_batch(batched))
     if spend is not None:
         out.print(describe_spend(spend))
     prompt = sum(r["prompt_cache_savings_usd"] for r in rows)

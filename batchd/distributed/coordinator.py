@@ -30,6 +30,7 @@ from batchd.config.settings import load_settings
 from batchd.distributed.leases import lease
 from batchd.errors import BatchdError
 from batchd.run.cancel import CANCEL_POLL_S
+from batchd.run.embed_step import after_dispatch
 from batchd.run.pipeline import dispatch_round, finalize_step, ingest_run
 from batchd.run.services import Services, open_services
 from batchd.state.base import (
@@ -136,8 +137,8 @@ async def _chunk_job(ctx: dict[str, Any], run_id: str, states: tuple[str, ...]) 
         if svc is None or run is None or run.state != RUN_DISPATCHING:
             return "skipped"
         try:
-            if await dispatch_round(svc, run, states):
-                svc.store.update_run(run_id, state=RUN_FINALIZING)
+            if await dispatch_round(svc, run, states):  # or back to ingest (run.embed_step)
+                svc.store.update_run(run_id, state=after_dispatch(run))
                 await enqueue_next(ctx["redis"], svc, run_id)
         except StaleLease as exc:
             return _lost(run_id, exc)

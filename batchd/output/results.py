@@ -118,7 +118,9 @@ MISSING_RESULT = Outcome(
 
 
 class CostSummary:
-    """Sums over result rows, grouped by backend and model: costs.parquet equals the row sums."""
+    """Sums over result rows, grouped by backend and model: costs.parquet equals the row sums,
+    plus what the run bought that is no row (`add_purchase`: the semantic cache's batched
+    embeddings, run.embed_step)."""
 
     def __init__(self, run_id: str, price_book_version: str) -> None:
         self._run_id = run_id
@@ -158,6 +160,26 @@ class CostSummary:
         for f in _SUM_FIELDS:
             g[f] += row[f]
         g["prompt_cache_savings_usd"] += row["prompt_cache_savings_usd"]
+
+    def add_purchase(
+        self,
+        backend: str,
+        model: str,
+        *,
+        requests: int,
+        succeeded: int,
+        input_tokens: int,
+        cost_usd: float,
+        baseline_cost_usd: float,
+    ) -> None:
+        """Requests the run bought for itself, not for a result row (none is resolved)."""
+        g = self._group(backend, model)
+        g["requests"] += requests
+        g["succeeded"] += succeeded
+        g["not_succeeded"] += requests - succeeded
+        g["input_tokens"] += input_tokens
+        g["cost_usd"] += cost_usd
+        g["baseline_cost_usd"] += baseline_cost_usd
 
     def total(self, field: str) -> float:
         return float(sum(g[field] for g in self._groups.values()))

@@ -72,12 +72,19 @@ SPEND_FIELDS = ("embedded_texts", "embedding_calls", "embedding_tokens", "embedd
 
 
 def embedding_spend(stats: dict[str, Any]) -> dict[str, float] | None:
-    """What the semantic cache's embedder bought in a run (ingest lookups and finalize's
-    answer comparisons together); None when it bought nothing."""
+    """What the semantic cache's embedder bought synchronously in a run (finalize's answer
+    comparisons; before the embedding step, ingest lookups too); None when it bought nothing."""
     parts = [(stats.get("ingest") or {}).get("semantic_embedding") or {}]
     parts.append(stats.get("semantic") or {})
     total = {f: sum(p.get(f, 0) for p in parts) for f in SPEND_FIELDS}
     return total if total["embedded_texts"] or total["embedding_calls"] else None
+
+
+def batch_embedding(stats: dict[str, Any]) -> dict[str, float] | None:
+    """The run's embedding step (run.embed_step): texts embedded as a Batch API job, their
+    tokens and cost (a row of costs.parquet); None when it had none."""
+    got = stats.get("embedding") or {}
+    return got if "embedding_cost_usd" in got else None
 
 
 def describe_spend(spend: dict[str, float]) -> str:
@@ -86,4 +93,14 @@ def describe_spend(spend: dict[str, float]) -> str:
         f"{int(spend['embedding_calls']):,} requests, {int(spend['embedding_tokens']):,} tokens, "
         f"${spend['embedding_cost_usd']:,.6f} (synchronous calls at list price; billed "
         "beside the cost table, not in it)"
+    )
+
+
+def describe_batch(got: dict[str, float]) -> str:
+    failed = int(got.get("failed_texts", 0))
+    return (
+        f"semantic cache embeddings: {int(got['embedded_texts']):,} texts embedded as a batch, "
+        f"{int(got['embedding_tokens']):,} tokens, ${got['embedding_cost_usd']:,.6f} at the "
+        "batch price (in the cost table)"
+        + (f"; {failed:,} failed (their lines were not matched)" if failed else "")
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,14 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
-from batchd.intake.decode import auto_workers
-from batchd.intake.ingest import LINES_SCHEMA, IngestStats, ingest
-from batchd.intake.lines import open_source
+from batchd.intake.ingest import LINES_SCHEMA, IngestStats
 from batchd.outcome import CANCELED, SUCCEEDED, Outcome
 from batchd.output.manifest import finished, write_manifest
 from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
@@ -32,13 +28,14 @@ from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
 from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.quality.measure import run_quality
-from batchd.run import deadline_guard, destination, follow_ups, judge_step, preflight
+from batchd.run import deadline_guard, destination, embed_step, follow_ups, judge_step, preflight
 from batchd.run.answer_index import lookup_outcomes, outcome_index, scratch_dir
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
-from batchd.run.semantic_step import semantic_for_run, verifier_for_run
+from batchd.run.semantic_step import semantic_for_run, uses_endpoint, verifier_for_run
 from batchd.run.services import Services
+from batchd.run.source_pass import committed_gpu_s, dry_chunker, ingest_source, scanner
 from batchd.state.base import (
     CHUNK_COLLECTED,
     RUN_DISPATCHING,
@@ -49,7 +46,6 @@ from batchd.state.base import (
     Run,
     StaleLease,
 )
-from batchd.storage.s3 import is_s3
 
 log = logging.getLogger("batchd.pipeline")
 
@@ -88,21 +84,13 @@ def plan_file(
     """Dry run: everything `submit` does before the first vendor call; nothing is written."""
     now = time.time() if now is None else now
     deadline = deadline_at or now + svc.settings.default_deadline_h * 3600
-    chunker = Chunker(
-        "plan",
-        svc.settings,
-        svc.prices,
-        svc.backends,
-        lambda _: None,
-        run_deadline_at=deadline,
-        router=svc.router,
-        observations=Observations(svc.store.observations()),
-        now=now,
-        dry_run=True,
-        committed_gpu_s=committed_gpu_s(svc, ""),
-    )
-    stats = _ingest_source(svc, source, options, chunker, "plan", None, on_progress)
+    chunker = dry_chunker(svc, svc.settings, deadline, now, "")
+    stats = ingest_source(svc, source, options, chunker, "plan", None, on_progress)
     chunks = chunker.finish()
+    if uses_endpoint(svc, options):  # what the run's embedding step would buy (nothing here)
+        scan = scanner(svc, source, options, svc.settings, deadline, now, "")
+        texts = embed_step.missing_texts(svc, options, "plan", scan)
+        stats.semantic_embedding = {"texts_to_embed": len(texts)}
     return PlanReport(
         stats=stats,
         chunks=chunks,
@@ -111,71 +99,6 @@ def plan_file(
         deadline_at=deadline,
         quality=chunker.guard.view(svc.router, list(svc.settings.models)),
     )
-
-
-ACTIVE_RUNS_SCANNED = 200
-
-
-def committed_gpu_s(svc: Services, own_run_id: str) -> float:
-    """GPU-seconds other unfinished runs planned for vLLM and have not finished yet."""
-    if not svc.settings.backends.vllm.enabled:
-        return 0.0
-    total = 0.0
-    for run in svc.store.list_runs(ACTIVE_RUNS_SCANNED):
-        if run.state == RUN_DONE or run.run_id == own_run_id:
-            continue
-        for c in svc.store.chunks(run.run_id):
-            if c.backend == "vllm" and c.state != CHUNK_COLLECTED:
-                total += c.est_gpu_s
-    return total
-
-
-def _ingest_source(
-    svc: Services,
-    source: str,
-    options: dict[str, Any],
-    chunker: Chunker,
-    run_salt: str,
-    write_rows: Callable[[pa.RecordBatch], None] | None,
-    on_progress: Callable[[IngestStats], None] | None,
-) -> IngestStats:
-    """Ingest one source with the cache, tenant and worker count its options call for."""
-    with _open_input(svc, source) as stream:
-        return ingest(
-            stream,
-            router=svc.router,
-            chunker=chunker,
-            cache=None if options.get("no_cache") else svc.cache,
-            default_tenant=options.get("tenant") or svc.settings.default_tenant,
-            run_salt=run_salt,
-            write_rows=write_rows,
-            on_progress=on_progress,
-            workers=_workers(svc, source),
-            semantic=semantic_for_run(svc, options, run_salt) if write_rows else None,
-        )
-
-
-def _workers(svc: Services, source: str) -> int:
-    if svc.settings.ingest_workers > 0:
-        return svc.settings.ingest_workers
-    try:
-        if is_s3(source):
-            head = svc.s3.head(source)
-            size = int(head["ContentLength"]) if head else 0
-        else:
-            size = os.path.getsize(source)
-    except OSError:
-        return 1
-    return auto_workers(size)
-
-
-def _open_input(svc: Services, source: str) -> Any:
-    if is_s3(source):  # streamed from S3, never whole in memory or on disk
-        return svc.s3.open(source, decompress=True)
-    try:
-        return open_source(source)
-    except FileNotFoundError as exc:
-        raise BatchdError(f"Input file {source} does not exist.", "Check the path.") from exc
 
 
 def ingest_run(
@@ -187,11 +110,17 @@ def ingest_run(
     """
     if run.cancel_requested:
         return end_run(svc, run, RUN_CANCELED, "canceled before its input was read; no results")
+    settings = run_settings(svc.settings, run.options)
+    now = run.created_at or None
+    scan = scanner(svc, run.source, run.options, settings, run.deadline_at, now, run.run_id)
+    embedding = embed_step.prepare(svc, run, scan)  # endpoint vectors: a batch of the run first
+    if embedding is not None:
+        return embedding
     blobs = svc.blobs(run.run_id)
     blobs.remove_tree("chunks")  # leftovers of an ingest killed half-way
     chunker = Chunker(
         run.run_id,
-        run_settings(svc.settings, run.options),
+        settings,
         svc.prices,
         svc.backends,
         blobs.open_write,
@@ -203,8 +132,16 @@ def ingest_run(
         committed_gpu_s=committed_gpu_s(svc, run.run_id),
     )
     with blobs.writer(LINES_PATH) as out, pq.ParquetWriter(out, LINES_SCHEMA) as writer:
-        stats = _ingest_source(
-            svc, run.source, run.options, chunker, run.run_id, writer.write_batch, on_progress
+        semantic = semantic_for_run(svc, run.options, run.run_id)
+        stats = ingest_source(
+            svc,
+            run.source,
+            run.options,
+            chunker,
+            run.run_id,
+            writer.write_batch,
+            on_progress,
+            semantic,
         )
     chunks = chunker.finish()
     svc.store.add_chunks(chunks)
@@ -212,6 +149,7 @@ def ingest_run(
         run.run_id,
         state=RUN_DISPATCHING,
         stats={
+            **(run.stats or {}),  # the embedding step's, if it had one
             "ingest": msgspec.to_builtins(stats),
             "estimates": msgspec.to_builtins(_estimates_by_model(chunker)),
             "plan": msgspec.to_builtins(chunker.summary),
@@ -319,6 +257,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
             if export_file is not None:
                 write_openai_jsonl(rows, export_file, batch)
         writer.close()
+        embedding = embed_step.add_costs(svc, run, summary)  # the batched embeddings' row
         with out.writer("costs.parquet") as costs_file:
             pq.write_table(summary.table(), costs_file)
         guard = run_quality(  # the quality guard's shadow samples and probes (batchd.quality)
@@ -347,6 +286,8 @@ def finalize_run(svc: Services, run: Run) -> Run:
     stats["cost_usd"] = summary.total("cost_usd")
     stats["baseline_cost_usd"] = summary.total("baseline_cost_usd")
     stats["prompt_cache_savings_usd"] = summary.total("prompt_cache_savings_usd")
+    if embedding is not None:
+        stats[embed_step.STATS_KEY] = embedding
     if guard is not None:
         stats["quality"] = guard[0].drop_columns(["run_id"]).to_pylist()
     if verifier is not None:  # semantic cache: verified hits, false ones, labels learned
@@ -369,6 +310,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
     )  # last: the folder's outputs are complete
     if not svc.settings.retain_work:  # prompts: not needed by a finalize that runs again
         blobs.remove_tree("chunks")
+        blobs.remove_tree(embed_step.EMBED_DIR)
         blobs.remove_tree("input")
     done = svc.store.update_run(run.run_id, state=RUN_DONE, outcome=outcome, stats=stats)
     follow_ups.fire(svc, done)  # e.g. a dropped file: move it to done/ with its report
@@ -397,8 +339,8 @@ async def drive(
             done = await dispatch_round(svc, run)
             if on_progress is not None:
                 on_progress(run, svc.store.chunks(run_id), None)
-            if done:
-                svc.store.update_run(run_id, state=RUN_FINALIZING)
+            if done:  # finalizing, or ingesting after the embedding step (run.embed_step)
+                svc.store.update_run(run_id, state=embed_step.after_dispatch(run))
                 continue
             await until_next_round(svc, run)
             continue

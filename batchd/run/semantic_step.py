@@ -1,7 +1,9 @@
 """The semantic cache in a run: its lookups at ingest, its verifications at finalize.
 
 The embedder is chosen here: a local model (cache.embedders), or an `openai:<model>`
-endpoint (backends.openai_embedder), whose key is checked before anything is embedded.
+endpoint (backends.openai_embedder), whose key is checked before anything is embedded. An
+endpoint's vectors for the ingest lookups are bought by the run's embedding step
+(run.embed_step, a Batch API job); the lookups themselves only read them from the cache.
 """
 
 from __future__ import annotations
@@ -17,31 +19,67 @@ from batchd.config.cache_settings import OPENAI_EMBEDDING_DIMS, OPENAI_PREFIX
 from batchd.run.preflight import SEMANTIC_OPTION, check_embedding
 from batchd.run.services import Services
 
-__all__ = ["SEMANTIC_OPTION", "embedder_for", "semantic_for_run", "verifier_for_run"]
+__all__ = [
+    "SEMANTIC_OPTION",
+    "embedder_for",
+    "endpoint_embedder",
+    "semantic_for_run",
+    "uses_endpoint",
+    "verifier_for_run",
+]
 
 
-def embedder_for(svc: Services) -> Embedder:
-    """The configured embedding target; an endpoint's vectors are kept in the result cache."""
+def embedder_for(svc: Services, buy: bool = True) -> Embedder:
+    """The configured embedding target; an endpoint's vectors are kept in the result cache
+    (`buy=False`: an endpoint embedder that only reads them from there)."""
     spec = svc.settings.cache.semantic.embedding
     if not spec.startswith(OPENAI_PREFIX):
         return open_embedder(spec)
     check_embedding(svc.settings)  # nothing is sent without its key
-    model = spec[len(OPENAI_PREFIX) :]
+    return endpoint_embedder(svc, buy)
+
+
+def endpoint_embedder(svc: Services, buy: bool) -> OpenAIEmbedder:
+    """The `openai:<model>` embedder of cache.semantic.embedding (no key check here)."""
+    model = svc.settings.cache.semantic.embedding[len(OPENAI_PREFIX) :]
     o = svc.settings.openai
     return OpenAIEmbedder(
-        model, OPENAI_EMBEDDING_DIMS[model], svc.cache, svc.prices, o.max_retries, o.timeout_s
+        model,
+        OPENAI_EMBEDDING_DIMS[model],
+        svc.cache,
+        svc.prices,
+        o.max_retries,
+        o.timeout_s,
+        buy=buy,
     )
 
 
-def semantic_for_run(svc: Services, options: dict[str, Any], salt: str) -> SemanticCache | None:
-    """The run's semantic cache; None when no line of it may use one."""
+def semantic_for_run(
+    svc: Services,
+    options: dict[str, Any],
+    salt: str,
+    embedder: Embedder | None = None,
+    read_only: bool = False,
+) -> SemanticCache | None:
+    """The run's semantic cache; None when no line of it may use one. Its lookups never buy
+    an endpoint's vectors (run.embed_step did, as a batch); `read_only`: a pre-pass."""
     if options.get("no_cache"):
         return None
     plan = semantic_plan(svc.settings, options.get(SEMANTIC_OPTION))
     if plan is None:
         return None
     s = svc.settings.cache.semantic
-    return SemanticCache(s, svc.semantic_store(), svc.cache, plan, embedder_for(svc), salt=salt)
+    embedder = embedder or embedder_for(svc, buy=False)
+    return SemanticCache(
+        s, svc.semantic_store(), svc.cache, plan, embedder, salt=salt, read_only=read_only
+    )
+
+
+def uses_endpoint(svc: Services, options: dict[str, Any]) -> bool:
+    """The run may use the semantic cache, with an `openai:<model>` embedding target."""
+    if options.get("no_cache") or semantic_plan(svc.settings, options.get(SEMANTIC_OPTION)) is None:
+        return False
+    return svc.settings.cache.semantic.embedding.startswith(OPENAI_PREFIX)
 
 
 def verifier_for_run(svc: Services, run_stats: dict[str, Any]) -> Verifier | None:

@@ -1,8 +1,10 @@
 """`batchd submit` with cache.semantic.embedding = "openai:<model>", end to end: the OpenAI
-emulator answers both the Batch API and the embeddings calls (real SDK). Plumbing, not
-meaning (the emulator's vectors are meaning-free): only the texts the lookup needs are sent,
-each once, a later run does not embed them again, the cost shows in `batchd report`, and a
-missing key stops the run before anything is sent or bought."""
+emulator answers both the Batch API and the embeddings lines (real SDK). Plumbing, not
+meaning (the emulator's vectors are meaning-free): only the texts the lookup needs are
+embedded, each once, as a Batch API job of the run (never a synchronous call), a later run
+does not embed them again, the cost is a row of costs.parquet and in the manifest's cost
+(`batchd report` shows it), and a missing key stops the run before anything is sent or
+bought."""
 
 from __future__ import annotations
 
@@ -10,16 +12,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from batchd.config.pricing import PER_MTOK, load_price_book
+from batchd.config.settings import Settings
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.support.helpers import Batchd, chat, write_jsonl
 
 BASE = ["How do I reset my password?", "Where can I download my invoices?"]
 LEARN = ["I forgot my password, how do I reset it?", "How can I get copies of my invoices?"]
 NEW = "Can I pause my subscription for a month?"
+MODEL = "text-embedding-3-small"
 ENV = {
-    "BATCHD_CACHE_SEMANTIC_EMBEDDING": "openai:text-embedding-3-small",
+    "BATCHD_CACHE_SEMANTIC_EMBEDDING": f"openai:{MODEL}",
     "BATCHD_CACHE_SEMANTIC_VERIFY_SHARE": "0",
 }
+EMBEDDINGS_URL = "/v1/embeddings"
 
 
 def _file(path: Path, texts: list[str], prefix: str) -> Path:
@@ -31,47 +39,72 @@ def _submit(batchd: Batchd, path: Path, **env: str) -> Any:
     return batchd.run(*args, timeout=300, **{**ENV, **env})
 
 
-def _embedded(emu: OpenAIBatchEmulator, since: int = 0) -> list[str]:
-    calls = [c for c in emu.sync_calls[since:] if c.get("url") == "/v1/embeddings"]
-    return [t for c in calls for t in c["body"]["input"]]
+def _synchronous(emu: OpenAIBatchEmulator) -> list[Any]:
+    return [c for c in emu.sync_calls if c.get("url") == EMBEDDINGS_URL]
 
 
-def _report(batchd: Batchd, before: set[Path]) -> tuple[dict, str]:
+def _batched(emu: OpenAIBatchEmulator, since: int = 0) -> list[str]:
+    """The texts of the /v1/embeddings lines of every batch created after the first `since`."""
+    lines = emu.requests_seen()[since:]
+    return [line["body"]["input"] for line in lines if line.get("url") == EMBEDDINGS_URL]
+
+
+def _report(batchd: Batchd, before: set[Path]) -> tuple[Path, dict, str]:
     (run_dir,) = set(batchd.run_dirs()) - before
     doc = json.loads(batchd.run("report", run_dir.name, "--json").stdout)
     text = " ".join(batchd.run("report", run_dir.name, COLUMNS="200").stdout.split())
-    return doc, text
+    return run_dir, doc, text
 
 
-def test_embeddings_come_from_the_endpoint_once_and_are_accounted(
+def test_embeddings_are_a_batch_of_the_run_bought_once_and_accounted(
     batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
 ) -> None:
     first = _submit(batchd, _file(tmp_path / "base.jsonl", BASE, "b"))
     assert first.returncode == 0, first.stderr
-    assert _embedded(emulator) == []  # no cached entries yet: nothing to compare with
-    doc, _ = _report(batchd, set())
+    assert _batched(emulator) == []  # no cached entries yet: nothing to compare with
+    run_dir, doc, _ = _report(batchd, set())
     assert doc["semantic_cache_embedding"] is None
+    assert doc["semantic_cache_embedding_batch"] is None
+    assert all(r["model"] != MODEL for r in batchd.costs(run_dir))
 
-    before, calls = set(batchd.run_dirs()), len(emulator.sync_calls)
+    before, seen = set(batchd.run_dirs()), len(emulator.requests_seen())
+    n_batches = len(emulator.batches())
     second = _submit(batchd, _file(tmp_path / "learn.jsonl", LEARN, "l"))
     assert second.returncode == 0, second.stderr
-    sent = _embedded(emulator, calls)
-    assert set(BASE + LEARN) <= set(sent)  # the entries (stored without vectors) and the lines
-    assert len([t for t in sent if t in BASE + LEARN]) == 4  # each once
-    doc, text = _report(batchd, before)
-    spend = doc["semantic_cache_embedding"]
-    assert spend["embedded_texts"] == len(sent) and spend["embedding_calls"] >= 2
-    assert spend["embedding_tokens"] > 0 and spend["embedding_cost_usd"] > 0
-    assert f"semantic cache embeddings: {len(sent)} texts" in text, text
-    assert "synchronous calls at list price" in text
+    sent = _batched(emulator, seen)
+    # the entries (stored without vectors) and the lines, each once, in one batch of its own
+    assert sorted(sent) == sorted(BASE + LEARN)
+    new_batches = emulator.batches()[n_batches:]
+    assert [b["endpoint"] for b in new_batches].count(EMBEDDINGS_URL) == 1
+    assert new_batches[0]["endpoint"] == EMBEDDINGS_URL  # before the run's own requests
+    assert _synchronous(emulator) == []  # never a synchronous purchase
 
-    before, calls = set(batchd.run_dirs()), len(emulator.sync_calls)
+    run_dir, doc, text = _report(batchd, before)
+    costs = batchd.costs(run_dir)
+    (row,) = [r for r in costs if r["model"] == MODEL]
+    assert row["backend"] == "openai" and row["requests"] == 4 and row["succeeded"] == 4
+    assert row["input_tokens"] > 0 and row["resolved"] == 0
+    price = load_price_book(Settings()).require(MODEL)
+    list_usd = row["input_tokens"] * price.input_per_mtok / PER_MTOK
+    assert row["cost_usd"] == pytest.approx(list_usd / 2)  # the batch price
+    assert row["baseline_cost_usd"] == pytest.approx(list_usd)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in costs))
+    rows = batchd.results(run_dir)
+    assert manifest["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows) + row["cost_usd"])
+    batch = doc["semantic_cache_embedding_batch"]
+    assert batch["embedded_texts"] == 4 and batch["failed_texts"] == 0
+    assert batch["embedding_cost_usd"] == pytest.approx(row["cost_usd"])
+    assert doc["semantic_cache_embedding"] is None  # nothing bought synchronously
+    assert "semantic cache embeddings: 4 texts embedded as a batch" in text, text
+    assert len(rows) == len(LEARN)  # the embeddings are no result rows
+
+    before, seen = set(batchd.run_dirs()), len(emulator.requests_seen())
     third = _submit(batchd, _file(tmp_path / "again.jsonl", [*LEARN, NEW], "a"))
     assert third.returncode == 0, third.stderr
     rows = batchd.results(next(iter(set(batchd.run_dirs()) - before)))
     assert [r["cache"] for r in rows[:2]] == ["exact", "exact"]  # exact hits come first
-    again = _embedded(emulator, calls)
-    assert NEW in again and not set(again) & set(BASE + LEARN)  # entries keep their vectors
+    assert _batched(emulator, seen) == [NEW]  # entries keep their vectors
 
     # Another scope (max_tokens differs) with the same texts: new entries, stored without
     # vectors, and new lines to look up; every vector is in the result cache, by its key.
@@ -81,12 +114,33 @@ def test_embeddings_come_from_the_endpoint_once_and_are_accounted(
         )
 
     assert _submit(batchd, other("o1.jsonl", BASE)).returncode == 0
-    before, calls = set(batchd.run_dirs()), len(emulator.sync_calls)
+    before, seen = set(batchd.run_dirs()), len(emulator.requests_seen())
     fourth = _submit(batchd, other("o2.jsonl", LEARN))
     assert fourth.returncode == 0, fourth.stderr
-    assert _embedded(emulator, calls) == []  # nothing bought again
-    doc, _ = _report(batchd, before)
-    assert doc["semantic_cache_embedding"] is None
+    assert _batched(emulator, seen) == []  # nothing bought again
+    run_dir, doc, _ = _report(batchd, before)
+    assert doc["semantic_cache_embedding_batch"] is None
+    assert all(r["model"] != MODEL for r in batchd.costs(run_dir))
+    assert _synchronous(emulator) == []
+
+
+def test_plan_counts_the_texts_to_embed_and_buys_nothing(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    assert _submit(batchd, _file(tmp_path / "base.jsonl", BASE, "b")).returncode == 0
+    seen, files = len(emulator.requests_seen()), len(emulator.files())
+    plan = batchd.run(
+        "plan",
+        str(_file(tmp_path / "learn.jsonl", LEARN, "l")),
+        "--json",
+        **ENV,
+        BATCHD_CACHE_SEMANTIC_ENABLED="true",
+    )
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert doc["stats"]["semantic_embedding"] == {"texts_to_embed": 4}
+    assert len(emulator.requests_seen()) == seen and len(emulator.files()) == files
+    assert _synchronous(emulator) == []
 
 
 def test_a_missing_key_stops_the_run_before_anything_is_sent(

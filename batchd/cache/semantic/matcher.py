@@ -8,6 +8,11 @@ the cache), a `verify` (would be served, but sampled: sent to the model too and 
 learning). `remember`
 stores the queries that were sent, with their vectors where they have one, as entries for
 later runs. Thresholds are computed once per scope (and per labelled entry) and run.
+
+An embedder may answer a NaN row for a text it has no vector for (an endpoint embedder that
+only reads the cache, backends.openai_embedder): such a query is not matched and is
+remembered without a vector; such an entry stays unmatched and is not given a vector.
+`read_only` (a run's embedding pre-pass, run.embed_step) writes nothing to the store.
 """
 
 from __future__ import annotations
@@ -68,8 +73,10 @@ class SemanticCache:
         plan: SemanticPlan,
         embedder: Embedder | None = None,
         salt: str = "",
+        read_only: bool = False,
     ) -> None:
         """`salt` (the run id) picks the verification sample."""
+        self.read_only = read_only
         self.s = settings
         self.plan = plan
         self.store = store
@@ -96,8 +103,11 @@ class SemanticCache:
         todo = np.flatnonzero(rows.missing)
         if len(todo):
             vectors = self._embed([rows.texts[i] for i in todo])
+            got = ~np.isnan(vectors[:, 0])  # NaN: no vector to be had (left zero, unmatched)
+            todo, vectors = todo[got], vectors[got]
             rows.vectors[todo] = vectors
-            self.store.set_vectors(scope, [rows.keys[i] for i in todo], vectors)
+            if len(todo) and not self.read_only:
+                self.store.set_vectors(scope, [rows.keys[i] for i in todo], vectors)
         return rows
 
     def _scope_labels(self, scope: bytes) -> tuple[list[tuple[float, bool]], dict[bytes, list]]:
@@ -133,7 +143,8 @@ class SemanticCache:
         if need:
             vectors[need] = self._embed([queries[i].text for i in need])
         found: dict[int, list[tuple[bytes, str, float]]] = {}
-        for _, rows, idx in live:
+        for _, scope_rows, idx in live:
+            rows = [i for i in scope_rows if not np.isnan(vectors[i, 0])]  # NaN: no vector
             pos, sims = idx.search(vectors[rows], NEIGHBOURS)
             near = (pos >= 0) & (sims >= self.s.min_similarity)
             for r in np.flatnonzero(near.any(axis=1)):
@@ -178,6 +189,8 @@ class SemanticCache:
     def remember(self, queries: Sequence[Query], vectors: np.ndarray) -> None:
         """Store sent queries as entries (their answers arrive in the result cache later);
         one not embedded (a NaN row) is stored without a vector, embedded when needed."""
+        if self.read_only:
+            return
         by_scope: dict[bytes, list[Entry]] = {}
         embedded = ~np.isnan(vectors[:, 0]) if len(vectors) else np.zeros(0, dtype=bool)
         for q, v, ok in zip(queries, vectors, embedded, strict=True):
