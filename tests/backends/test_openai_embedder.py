@@ -119,3 +119,22 @@ def test_a_refused_request_is_an_error_without_the_key(
         embedder.embed(["anything"])
     assert "HTTP 401" in err.value.message and "SECRET" not in str(err.value)
     assert embedder.spend.calls == 0 and embedder.spend.cost_usd == 0
+
+
+def test_an_embedder_that_may_not_buy_reads_the_cache_and_records_the_rest(
+    endpoint: None, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    known = "How do I reset my password?"
+    bought = _embedder(tmp_path).embed([known])  # in the result cache now, under its key
+    calls = len(emulator.sync_calls)
+    prices = load_price_book(Settings())
+    reader = OpenAIEmbedder(MODEL, 1536, SqliteCache(tmp_path / "cache.db"), prices, buy=False)
+    got = reader.embed([known, "Where is my invoice?", known, "Where is my invoice?"])
+    assert len(emulator.sync_calls) == calls  # nothing sent
+    np.testing.assert_array_equal(got[0], bought[0])
+    np.testing.assert_array_equal(got[2], bought[0])
+    assert np.isnan(got[[1, 3]]).all()  # no vector: a NaN row (never matched)
+    assert list(reader.missing) == ["Where is my invoice?"]  # each missing text once
+    assert reader.spend.texts == 0 and reader.spend.cost_usd == 0
+    assert reader.key(known) == _embedder(tmp_path).key(known)
+    assert reader.request_body(known) == {"model": MODEL, "input": known}

@@ -143,6 +143,28 @@ def test_plan_counts_the_texts_to_embed_and_buys_nothing(
     assert _synchronous(emulator) == []
 
 
+def test_a_text_whose_embedding_failed_is_sent_to_the_model_not_bought_again(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    assert _submit(batchd, _file(tmp_path / "base.jsonl", BASE, "b")).returncode == 0
+    before, seen = set(batchd.run_dirs()), len(emulator.requests_seen())
+    failing = "How do I reset my password? [[error:400]]"  # the emulator answers it HTTP 400
+    run = _submit(batchd, _file(tmp_path / "learn.jsonl", [LEARN[0], failing], "l"))
+    assert run.returncode == 3, run.stderr  # finished with failures: l1's own 400
+    assert sorted(_batched(emulator, seen)) == sorted([*BASE, LEARN[0], failing])
+    assert _synchronous(emulator) == []  # the failure is not bought synchronously
+    run_dir, doc, text = _report(batchd, before)
+    rows = {r["custom_id"]: r for r in batchd.results(run_dir)}
+    assert set(rows) == {"l0", "l1"}  # every line one row
+    assert rows["l1"]["cache"] != "semantic"  # not matched: sent to the model
+    assert rows["l1"]["status"] == "failed" and "400" in (rows["l1"]["error_message"] or "")
+    batch = doc["semantic_cache_embedding_batch"]
+    assert batch["embedded_texts"] == 3 and batch["failed_texts"] == 1
+    assert "1 failed (their lines were not matched)" in text, text
+    (row,) = [r for r in batchd.costs(run_dir) if r["model"] == MODEL]
+    assert row["requests"] == 4 and row["succeeded"] == 3 and row["not_succeeded"] == 1
+
+
 def test_a_missing_key_stops_the_run_before_anything_is_sent(
     batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
 ) -> None:
