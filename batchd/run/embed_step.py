@@ -72,6 +72,16 @@ def after_dispatch(run: Run) -> str:
     return RUN_INGESTING if STATS_KEY in stats and "ingest" not in stats else RUN_FINALIZING
 
 
+def ended_at(svc: Services, run: Run) -> float | None:
+    """When the run's embedding step ended (None: it had none): the run's lines are planned
+    from then, not from its creation, as that much of its time is gone (the same on every
+    ingest of the run)."""
+    if STATS_KEY not in (run.stats or {}):
+        return None
+    mine = embed_chunks(run.run_id, svc.store.chunks(run.run_id))
+    return max((c.ended_at or 0.0 for c in mine), default=0.0) or None
+
+
 def prepare(svc: Services, run: Run, scan: Callable[[SemanticCache], None]) -> Run | None:
     """Before the run's ingest: the run moved to dispatching its embedding chunk, or None
     when the ingest may go on (no endpoint embedder, nothing to embed, or embedded)."""

@@ -128,7 +128,7 @@ def ingest_run(
         prompt_cache=not run.options.get("no_prompt_cache"),
         router=svc.router,
         observations=Observations(svc.store.observations()),
-        now=run.created_at or None,
+        now=embed_step.ended_at(svc, run) or now,  # after an embedding step: from its end
         committed_gpu_s=committed_gpu_s(svc, run.run_id),
     )
     with blobs.writer(LINES_PATH) as out, pq.ParquetWriter(out, LINES_SCHEMA) as writer:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchd.config.settings import load_settings
-from batchd.run.embed_step import EMBED_DIR, embed_chunk_id
+from batchd.run.embed_step import EMBED_DIR, embed_chunk_id, ended_at
 from batchd.run.identity import run_options, start_run
 from batchd.run.pipeline import LINES_PATH, dispatch_round, drive, ingest_run
 from batchd.run.services import open_services
@@ -38,6 +38,7 @@ def test_a_run_ingested_again_or_resumed_does_not_buy_its_embeddings_twice(
     seed = batchd.run("submit", str(base), "--output", str(batchd.out), "--semantic-cache", **ENV)
     assert seed.returncode == 0, seed.stderr  # entries to compare with, stored without vectors
     seeded = set(batchd.run_dirs())
+    seed_id = next(iter(seeded)).name
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.setenv(name, batchd.env[name])
     settings = load_settings(environ={**batchd.env, **ENV})
@@ -70,6 +71,11 @@ def test_a_run_ingested_again_or_resumed_does_not_buy_its_embeddings_twice(
         assert done.state == RUN_DONE and done.outcome == "succeeded"
         ids = [c.chunk_id for c in svc.store.chunks(run.run_id)]
         assert ids.count(chunk.chunk_id) == 1 and len(ids) > 1  # then the lines' own chunks
+        ended = svc.store.get_chunk(chunk.chunk_id)
+        assert ended is not None and ended.ended_at is not None
+        # the lines are planned from the embedding step's end, not from the run's creation
+        assert ended_at(svc, done) == ended.ended_at > (done.created_at or 0)
+        assert ended_at(svc, svc.store.get_run(seed_id) or done) is None
     finally:
         svc.close()
     assert emulator.batch_count_by_metadata("batchd_chunk")[chunk.chunk_id] == 1
