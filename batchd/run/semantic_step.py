@@ -1,6 +1,9 @@
 """The semantic cache in a run: its lookups at ingest, its verifications at finalize.
 
-The embedder is chosen here: a local model (cache.embedders), or an `openai:<model>`
+The embedder is chosen here: a local sentence-transformers model (cache.embedders), a
+`vllm:<model directory>` pooling model on batchd's vLLM engine layer
+(backends.vllm.pooling_embedder: one engine per process and directory, with the worker's settings
+for that directory when [backends.vllm] serves it as kind embed), or an `openai:<model>`
 endpoint (backends.openai_embedder), whose key is checked before anything is embedded.
 """
 
@@ -9,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from batchd.backends.openai_embedder import OpenAIEmbedder
+from batchd.backends.vllm.pooling_embedder import open_vllm_embedder
 from batchd.cache.embedders import Embedder, open_embedder
 from batchd.cache.semantic.answer_check import Verifier
 from batchd.cache.semantic.matcher import SemanticCache
 from batchd.cache.semantic.scope import semantic_plan
-from batchd.config.cache_settings import OPENAI_EMBEDDING_DIMS, OPENAI_PREFIX
+from batchd.config.cache_settings import OPENAI_EMBEDDING_DIMS, OPENAI_PREFIX, VLLM_PREFIX
 from batchd.run.preflight import SEMANTIC_OPTION, check_embedding
 from batchd.run.services import Services
 
@@ -23,6 +27,8 @@ __all__ = ["SEMANTIC_OPTION", "embedder_for", "semantic_for_run", "verifier_for_
 def embedder_for(svc: Services) -> Embedder:
     """The configured embedding target; an endpoint's vectors are kept in the result cache."""
     spec = svc.settings.cache.semantic.embedding
+    if spec.startswith(VLLM_PREFIX):
+        return open_vllm_embedder(spec[len(VLLM_PREFIX) :], svc.settings.backends.vllm)
     if not spec.startswith(OPENAI_PREFIX):
         return open_embedder(spec)
     check_embedding(svc.settings)  # nothing is sent without its key
