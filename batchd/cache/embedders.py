@@ -113,7 +113,7 @@ def open_embedder(spec: str) -> Embedder:
         raise BatchdError(
             f"The embedding target {spec!r} is an endpoint, not a local model.",
             "Only cache.semantic.embedding takes openai:<model> (the run calls it); "
-            "give this setting a local:<model directory>.",
+            "give this setting a local:<model directory> or vllm:<model directory>.",
         )
     if spec.startswith(VLLM_PREFIX):
         raise BatchdError(
