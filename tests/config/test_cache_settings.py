@@ -88,3 +88,24 @@ def test_a_vllm_embedding_directory_must_hold_a_model(tmp_path: Path) -> None:
     with pytest.raises(BatchdError) as not_here:
         open_embedder(f"vllm:{minilm}")
     assert "open_vllm_embedder" in str(not_here.value)
+
+
+def test_preflight_refuses_a_vllm_directory_gone_since_the_settings_loaded(
+    tmp_path: Path,
+) -> None:
+    import msgspec
+
+    from batchd.config.settings import Settings
+    from batchd.run.preflight import check_embedding
+
+    gone = tmp_path / "gone"
+    settings = Settings()
+    semantic = msgspec.structs.replace(
+        settings.cache.semantic, enabled=True, embedding=f"vllm:{gone}"
+    )
+    settings.cache.semantic = semantic
+    with pytest.raises(BatchdError) as refused:
+        check_embedding(settings, {})
+    assert f"vllm:{gone}: {gone} is not a directory" in str(refused.value)
+    assert "Give vllm:<the directory of a model vLLM can run" in str(refused.value)
+    check_embedding(settings, {"no_cache": True})  # a run that may not use it: not checked

@@ -14,7 +14,8 @@ Every vector is L2-normalized again here (float32), whatever the model's pooler 
 
 Engine settings: those of a [backends.vllm] model served from the same directory with
 kind = "embed", when the worker has one; else `default_settings` (a small fixed cache,
-eager mode).
+a 0.1 GPU memory share, eager mode). This engine does not take turns at steps with a
+worker's engines in the same process (their `gpu_turn` lock is the runner's).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from batchd.errors import BatchdError
 POOLING = {"task": "embed"}  # PoolingParams keywords of every request
 DEFAULT_CACHE_BYTES = 256 << 20  # the default engine's fixed KV cache (a small share)
 DEFAULT_MAX_SEQS = 64
+# vLLM refuses to start unless this share of the GPU is free, even with a fixed cache size:
+# small, so the embedder starts beside a worker's engines on the same GPU (CPU: unused)
+DEFAULT_MEMORY_SHARE = 0.1
 
 _ids = itertools.count()
 _open: dict[Path, VllmEmbedder] = {}
@@ -70,6 +74,7 @@ def default_settings(path: Path) -> VllmSettings:
         served_model_name=f"semantic-embedding:{path.name}",
         kind=EMBED,
         kv_cache_memory_bytes=DEFAULT_CACHE_BYTES,
+        gpu_memory_utilization=DEFAULT_MEMORY_SHARE,
         max_num_seqs=DEFAULT_MAX_SEQS,
         enforce_eager=True,
     )

@@ -21,9 +21,12 @@ from batchd.backends.vllm.pooling_embedder import (
     close_vllm_embedders,
     open_vllm_embedder,
 )
+from batchd.cache.semantic.answer_check import answers_agree
 from batchd.cache.semantic.matcher import HIT
 from batchd.config.settings import VllmSettings, load_settings
 from batchd.outcome import SUCCEEDED, Outcome
+from batchd.quality.measure import load_embedder
+from batchd.quality.metrics import embedding
 from batchd.run.semantic_step import embedder_for, semantic_for_run, verifier_for_run
 from batchd.run.services import open_services
 from tests.cache.semantic_support import body, minilm, query
@@ -45,6 +48,12 @@ NEAR_MISSES = [
     "What were total sales in April 2025?",  # date
     "How long does shipping to Mexico take?",  # entity
 ]
+
+SAME = (  # two answers that mean the same (cosine ~0.93 on MiniLM)
+    "you can reset your password from the security settings page.",
+    "the security settings page lets you reset your password.",
+)
+OTHER = "shipping usually takes about a week."
 
 
 def minilm_dir() -> Path:
@@ -153,8 +162,20 @@ def test_the_runs_semantic_cache_hits_a_paraphrase_and_refuses_near_misses(
 
         verifier = verifier_for_run(svc, {"ingest": {"semantic_checks": 1}})
         assert verifier is not None and verifier.embedder is embedder
+        # the Verifier's answer check: rules agree on both pairs, the vectors decide
+        assert answers_agree(SAME[0], SAME[1], embedder, 0.85)
+        assert not answers_agree(SAME[0], OTHER, embedder, 0.85)
     finally:
         svc.close()
+
+
+def test_the_quality_guards_embedding_metric_takes_the_same_engine(
+    embedder: VllmEmbedder,
+) -> None:
+    embed = load_embedder(f"vllm:{minilm_dir()}")
+    assert getattr(embed, "__self__", None) is embedder
+    scores = embedding([SAME, (SAME[0], OTHER)], embed, 0.85)
+    assert [s.agreed for s in scores] == [True, False]
 
 
 def test_closing_leaves_no_engine_process(embedder: VllmEmbedder) -> None:
