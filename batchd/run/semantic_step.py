@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchd.backends.openai_embedder import OpenAIEmbedder
+from batchd.backends.vllm.backend import VllmBackend
 from batchd.backends.vllm.pooling_embedder import open_vllm_embedder
 from batchd.cache.embedders import Embedder, open_embedder
 from batchd.cache.semantic.answer_check import Verifier
@@ -28,7 +29,9 @@ def embedder_for(svc: Services) -> Embedder:
     """The configured embedding target; an endpoint's vectors are kept in the result cache."""
     spec = svc.settings.cache.semantic.embedding
     if spec.startswith(VLLM_PREFIX):
-        return open_vllm_embedder(spec[len(VLLM_PREFIX) :], svc.settings.backends.vllm)
+        worker = svc.backends.get("vllm")  # embedded mode: its engines run in this process
+        turn = worker.gpu_turn if isinstance(worker, VllmBackend) else None
+        return open_vllm_embedder(spec[len(VLLM_PREFIX) :], svc.settings.backends.vllm, turn)
     if not spec.startswith(OPENAI_PREFIX):
         return open_embedder(spec)
     check_embedding(svc.settings)  # nothing is sent without its key

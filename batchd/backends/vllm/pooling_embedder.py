@@ -14,8 +14,11 @@ Every vector is L2-normalized again here (float32), whatever the model's pooler 
 
 Engine settings: those of a [backends.vllm] model served from the same directory with
 kind = "embed", when the worker has one; else `default_settings` (a small fixed cache,
-a 0.1 GPU memory share, eager mode). This engine does not take turns at steps with a
-worker's engines in the same process (their `gpu_turn` lock is the runner's).
+a 0.1 GPU memory share, eager mode). It is an engine of its own even when the worker
+serves the same directory (the worker's feeder admits only in its off-peak windows; a
+lookup cannot wait for them), but in embedded mode it takes turns at steps with the
+worker's engines in this process (their `gpu_turn` lock), so the worker's GPU-seconds
+stay its own.
 """
 
 from __future__ import annotations
@@ -111,10 +114,16 @@ def _vector_size(path: Path) -> int:
 class VllmEmbedder:
     """A vLLM pooling model run in this process; vectors L2-normalized float32 (n, d)."""
 
-    def __init__(self, path: Path, cfg: VllmSettings | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        cfg: VllmSettings | None = None,
+        gpu_turn: threading.Lock | None = None,
+    ) -> None:
         check_model_dir(path)
         self.path = path
         self.cfg = cfg or default_settings(path)
+        self.gpu_turn = gpu_turn or threading.Lock()  # shared with the worker's engines
         self.name = f"vllm:{path.name}"  # never "local:...": other producers' vectors differ
         self.dim = _vector_size(path)
         self.spend = Spend()  # runs here: nothing bought
@@ -126,7 +135,7 @@ class VllmEmbedder:
         """The feeder (engine started at first use) and the engine's tokenizer."""
         with self._lock:
             if self._feeder is None:
-                self._feeder = EngineFeeder(self.cfg)
+                self._feeder = EngineFeeder(self.cfg, gpu_turn=self.gpu_turn)
             feeder = self._feeder
         try:
             tokenizer = feeder.tokenizer()  # waits for the engine
@@ -205,13 +214,19 @@ class VllmEmbedder:
             feeder.close()
 
 
-def open_vllm_embedder(spec_path: str, worker: VllmSettings | None = None) -> VllmEmbedder:
-    """The one embedder of this process for a model directory (created, not started)."""
+def open_vllm_embedder(
+    spec_path: str,
+    worker: VllmSettings | None = None,
+    gpu_turn: threading.Lock | None = None,
+) -> VllmEmbedder:
+    """The one embedder of this process for a model directory (created, not started);
+    `gpu_turn`: the step lock of a worker's engines in this process, so that the embedder's
+    steps never overlap theirs (and their GPU-seconds stay theirs)."""
     path = Path(spec_path).expanduser().resolve()
     with _open_lock:
         found = _open.get(path)
         if found is None:
-            found = _open[path] = VllmEmbedder(path, settings_for(path, worker))
+            found = _open[path] = VllmEmbedder(path, settings_for(path, worker), gpu_turn)
             if len(_open) == 1:
                 atexit.register(close_vllm_embedders)
         return found
