@@ -19,11 +19,12 @@ import pytest
 from batchd.backends.vllm.pooling_embedder import (
     VllmEmbedder,
     close_vllm_embedders,
+    default_settings,
     open_vllm_embedder,
 )
 from batchd.cache.semantic.answer_check import answers_agree
 from batchd.cache.semantic.matcher import HIT
-from batchd.config.settings import VllmSettings, load_settings
+from batchd.config.settings import load_settings
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.quality.measure import load_embedder
 from batchd.quality.metrics import embedding
@@ -87,19 +88,11 @@ def embedder() -> Iterator[VllmEmbedder]:
         if os.environ.get("BATCHD_TESTS_REQUIRE_ALL"):
             pytest.fail(message)
         pytest.skip(message)
-    # the worker's settings for this directory (kind embed) are the ones the engine gets
-    worker = VllmSettings(
-        model=str(minilm_dir()),
-        served_model_name="minilm",
-        kind="embed",
-        dtype="float32",
-        kv_cache_memory_bytes=64 << 20,
-        enforce_eager=True,
-        max_num_seqs=8,
-    )
+    # the default engine (no [backends.vllm] model of this directory): what most users get;
+    # tests/run/test_semantic_vllm_target.py shows a worker's settings replacing it
     BEFORE.update(_children())  # (redis-servers of other tests, ...)
-    made = open_vllm_embedder(str(minilm_dir()), worker)
-    assert made.cfg.dtype == "float32" and made.cfg.max_num_seqs == 8
+    made = open_vllm_embedder(str(minilm_dir()))
+    assert made.cfg == default_settings(minilm_dir())
     yield made
     close_vllm_embedders()
 
