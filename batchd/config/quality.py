@@ -21,7 +21,7 @@ DEFAULT_JUDGE_PROMPT = (
     "useful for the request)? Reply with exactly one word: YES or NO."
 )
 JUDGE_FIELDS = ("request", "reference", "answer")
-EMBEDDING_SCHEMES = ("local",)
+EMBEDDING_SCHEMES = ("local", "vllm")  # sentence-transformers | a vLLM pooling model
 # [models.<alias>].escalate_on: what sends a line's answer on to the alias's next target
 ESCALATE_ON = ("length", "refusal", "schema_invalid", "failed")
 
@@ -37,7 +37,7 @@ class QualitySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_agreement: Annotated[float, Meta(ge=0, le=1)] = 0.9
     choices: list[str] = msgspec.field(default_factory=list)  # labels of metric = "choice"
     threshold: Annotated[float, Meta(ge=-1, le=1)] = 0.85  # cosine of metric = "embedding"
-    embedding: str = ""  # embedding target of metric = "embedding": "local:<model dir>"
+    embedding: str = ""  # of metric = "embedding": "local:<model dir>" | "vllm:<model dir>"
     judge: str = ""  # metric = "judge": the model asked (any model batchd can send to)
     judge_prompt: str = DEFAULT_JUDGE_PROMPT  # with {request}, {reference} and {answer}
 
@@ -57,12 +57,13 @@ def quality_problems(alias: str, q: QualitySettings) -> list[str]:
         if scheme not in EMBEDDING_SCHEMES or not path:
             problems.append(
                 f'{where}: metric = "embedding" needs embedding = "local:<model dir>" '
-                "(a sentence-transformers model on this machine)"
+                '(a sentence-transformers model on this machine) or "vllm:<model dir>" '
+                "(a model vLLM runs as a pooling model)"
             )
         elif not (Path(path) / "config.json").is_file():  # checked before anything is bought
             problems.append(
                 f"{where}.embedding: {path} holds no model (no config.json); give the "
-                "directory of a sentence-transformers model"
+                "directory of a sentence-transformers (local:) or vLLM pooling (vllm:) model"
             )
     return problems
 

@@ -11,7 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchd.backends.vllm.pooling_embedder import open_vllm_embedder
 from batchd.cache.embedders import open_embedder
+from batchd.config.cache_settings import VLLM_PREFIX
 from batchd.config.quality import QualitySettings
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
@@ -27,7 +29,10 @@ log = logging.getLogger("batchd.quality")
 
 def load_embedder(target: str) -> Callable[[list[str]], Any]:
     """The embedding metric's embed(texts) -> float32 (n, d) L2-normalized, for an
-    `embedding` setting ("local:<dir>"; the same embedders as the semantic cache)."""
+    `embedding` setting ("local:<dir>" or "vllm:<dir>"; the same embedders, and the same
+    one engine per directory, as the semantic cache)."""
+    if target.startswith(VLLM_PREFIX):
+        return open_vllm_embedder(target[len(VLLM_PREFIX) :]).embed
     return open_embedder(target).embed
 
 

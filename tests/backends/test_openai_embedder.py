@@ -92,7 +92,7 @@ def test_a_missing_key_is_refused_before_anything_is_sent(
 @pytest.mark.parametrize(
     ("spec", "says"),
     [
-        ("vllm:/models/e5", "cache.semantic.embedding = 'vllm:/models/e5' is not understood"),
+        ("hf:/models/e5", "vllm:<path to a model directory vLLM can run as a pooling"),
         ("openai:gpt-5.4-nano", "'gpt-5.4-nano' is not an OpenAI embedding model"),
         ("local:", "is not understood"),
     ],
@@ -102,6 +102,12 @@ def test_the_setting_is_checked(spec: str, says: str) -> None:
     assert says in problem
     assert "cache.semantic.embedding" in problem
     assert "text-embedding-3-small" in problem
+
+
+def test_a_vllm_target_names_its_missing_directory() -> None:
+    (problem,) = semantic_problems(SemanticSettings(embedding="vllm:/models/e5"))
+    assert problem.startswith("cache.semantic.embedding = vllm:/models/e5: no such directory")
+    assert "give vllm:<the directory of a model vLLM can run as a pooling" in problem
 
 
 @pytest.mark.parametrize("spec", ["", "local:/models/minilm", f"openai:{MODEL}"])

@@ -20,6 +20,7 @@ finishes and is checkpointed, the rest goes to a vendor (run.deadline_guard).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -113,6 +114,11 @@ class VllmBackend:
 
     def bind(self, blobs_of: Callable[[str], Blobs]) -> None:
         self._blobs_of = blobs_of
+
+    @property
+    def gpu_turn(self) -> threading.Lock | None:
+        """The step lock of the engines in this process (embedded mode; None: distributed)."""
+        return self._runner.gpu_turn if self._runner is not None else None
 
     def _blobs(self, chunk: Chunk) -> Blobs:
         assert self._blobs_of is not None, "VllmBackend.bind() was not called"

@@ -259,6 +259,12 @@ class EngineFeeder:
             raise self.start_error
         return self._engine.get_tokenizer()
 
+    def max_model_len(self) -> int:
+        """The engine's model length in tokens (0: unknown), once it has started."""
+        self.tokenizer()
+        model_config = getattr(self._engine, "model_config", None)
+        return int(getattr(model_config, "max_model_len", 0) or 0)
+
     # -- the feeder thread --------------------------------------------------------------
     def _run(self) -> None:
         try:

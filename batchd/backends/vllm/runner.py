@@ -87,7 +87,7 @@ class GpuRunner:
         self.admitting = admitting  # swappable: the feeders ask through this attribute
         self._factory = engine_factory
         self._feeders: dict[str, EngineFeeder] = {}
-        self._gpu_turn = threading.Lock()  # one engine step at a time on this worker's GPUs
+        self.gpu_turn = threading.Lock()  # one engine step at a time on this worker's GPUs
         self._tick_lock = threading.Lock()
         self._jobs: dict[str, ChunkJob] = {}
         self._lock = threading.Lock()
@@ -110,7 +110,7 @@ class GpuRunner:
             kwargs: dict[str, Any] = {"admitting": lambda: self.admitting()}
             if self._factory is not None:
                 kwargs["engine_factory"] = self._factory
-            feeder = EngineFeeder(cfg, gpu_turn=self._gpu_turn, **kwargs)
+            feeder = EngineFeeder(cfg, gpu_turn=self.gpu_turn, **kwargs)
             feeder.tick = self._tick
             self._feeders[model] = feeder
             return feeder
