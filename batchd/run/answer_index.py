@@ -1,5 +1,12 @@
-"""Every chunk's outcomes of a run, indexed by request key in a scratch SQLite file: what
-finalize joins the lines with."""
+"""Every chunk's outcomes of a run, indexed by request key: what finalize joins the lines with.
+
+The outcomes go column-wise into an Arrow IPC file in the run's scratch folder (written a
+batch at a time, read back memory-mapped, so memory stays bounded by the pages touched);
+the keys, sorted, stay in memory as fixed-width numpy strings (16 bytes a request) with
+each key's row in that file. A later chunk's outcome for a key replaces an earlier one.
+A cascade's earlier answers (the ones that went on) sit in a small SQLite table: the rare
+lines that have them are joined in Python (`joined`).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import numpy as np
+import pyarrow as pa
 
 from batchd.outcome import Outcome
+from batchd.output.columnar_outcomes import OUTCOME_SCHEMA, KeyCodec, outcome_batch, outcomes_of
 from batchd.planning.escalation import encode_entries, entries_of
 from batchd.planning.observations import Observer
 from batchd.run.services import Services
@@ -18,7 +28,7 @@ from batchd.storage.chunk_outcomes import read_outcomes
 from batchd.storage.private import make_dirs
 from batchd.storage.sqlkeys import select_in
 
-CACHE_KIB = 64 * 1024
+STORE_BATCH_ROWS = 131_072  # outcomes per record batch of the IPC file
 _outcome_enc = msgspec.msgpack.Encoder()
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 
@@ -29,36 +39,145 @@ def scratch_dir(svc: Services) -> Path:
     return path
 
 
+class OutcomeIndex:
+    """The run's final outcome per request key, looked up in bulk."""
+
+    def __init__(self, folder: Path) -> None:
+        self._ipc_path = folder / "outcomes.arrow"
+        self._db = sqlite3.connect(folder / "escalated.db")
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE e (key BLOB, outcome BLOB)")  # answers that went on
+        self._db.execute("CREATE INDEX e_key ON e (key)")
+        self._batches: list[pa.RecordBatch] = []
+        self._starts = np.zeros(1, dtype=np.int64)  # first row of each batch, then the total
+        self._codec = KeyCodec(16)
+        self._keys = np.zeros(0, dtype=self._codec.dtype)  # sorted
+        self._rows = np.zeros(0, dtype=np.int64)  # each sorted key's row in the file
+        self._with_priors: set[bytes] = set()
+
+    def close(self) -> None:
+        self._batches = []
+        self._db.close()
+
+    # --- building ---------------------------------------------------------------------------
+
+    def build(self, svc: Services, run: Run, observer: Observer | None = None) -> None:
+        blobs = svc.blobs(run.run_id)
+        keys: list[bytes] = []
+        pending: list[Outcome] = []
+        with pa.OSFile(str(self._ipc_path), "wb") as sink:
+            writer = pa.ipc.new_file(sink, OUTCOME_SCHEMA)
+            for chunk in svc.store.chunks(run.run_id):
+                if chunk.escalated_path is not None:
+                    with blobs.open(chunk.escalated_path) as src:
+                        self._db.executemany(
+                            "INSERT INTO e VALUES (?, ?)",
+                            ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)),
+                        )
+                if chunk.result_path is None:
+                    continue
+                with blobs.open(chunk.result_path) as src:
+                    for k, o in _observed(read_outcomes(src), chunk, observer):
+                        keys.append(k)
+                        pending.append(o)
+                        if len(pending) >= STORE_BATCH_ROWS:
+                            writer.write_batch(outcome_batch(pending))
+                            pending = []
+            if pending or not keys:
+                writer.write_batch(outcome_batch(pending))
+            writer.close()
+        self._db.commit()
+        self._with_priors = {k for (k,) in self._db.execute("SELECT DISTINCT key FROM e")}
+        self._index_keys(keys)
+        source = pa.memory_map(str(self._ipc_path), "r")
+        reader = pa.ipc.open_file(source)
+        self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        sizes = [b.num_rows for b in self._batches]
+        self._starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+
+    def _index_keys(self, keys: list[bytes]) -> None:
+        """Sort the keys; where a key came more than once the last (latest chunk's) wins."""
+        lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        self._codec = KeyCodec.for_keys(lengths)
+        encoded, _ = self._codec.encode(keys)
+        del keys
+        order = np.argsort(encoded, kind="stable")
+        ordered = encoded[order]
+        last = np.ones(len(ordered), dtype=bool)
+        last[:-1] = ordered[1:] != ordered[:-1]
+        self._keys = ordered[last]
+        self._rows = order[last].astype(np.int64)
+
+    # --- looking up -------------------------------------------------------------------------
+
+    def find(self, keys: pa.Array) -> tuple[pa.RecordBatch, np.ndarray]:
+        """The outcomes of the keys found (in the keys' order) and which keys were found.
+        `keys`: an Arrow binary array without nulls."""
+        query, ok = self._codec.encode_arrow(keys)
+        found = ok.copy()
+        if len(self._keys) == 0:
+            found[:] = False
+            return outcome_batch([]), found
+        at = np.minimum(np.searchsorted(self._keys, query), len(self._keys) - 1)
+        found &= self._keys[at] == query
+        rows = self._rows[at[found]]
+        batch = self._take(rows)
+        if self._with_priors:
+            batch = self._join_priors(keys.filter(pa.array(found)), batch)
+        return batch, found
+
+    def _take(self, rows: np.ndarray) -> pa.RecordBatch:
+        """The file's rows, in the given order: each batch read once, in row order."""
+        unique, inverse = np.unique(rows, return_inverse=True)
+        part_of = np.searchsorted(self._starts, unique, side="right") - 1
+        parts = []
+        for p in np.unique(part_of):
+            local = unique[part_of == p] - self._starts[p]
+            parts.append(self._batches[p].take(pa.array(local)))
+        if not parts:
+            return outcome_batch([])
+        table = pa.Table.from_batches(parts, schema=OUTCOME_SCHEMA).combine_chunks()
+        return table.take(pa.array(inverse)).to_batches(max_chunksize=None)[0]
+
+    def _join_priors(self, keys: pa.Array, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Rows of keys with earlier answers (a cascade) replaced by their joined outcome."""
+        key_list = keys.to_pylist()
+        where = [i for i, k in enumerate(key_list) if k in self._with_priors]
+        if not where:
+            return batch
+        finals = outcomes_of(batch.take(pa.array(where)))
+        earlier = self._priors([key_list[i] for i in where])
+        joined_rows = outcome_batch(
+            [joined(earlier.get(key_list[i], []), o) for i, o in zip(where, finals, strict=True)]
+        )
+        order = np.arange(batch.num_rows, dtype=np.int64)
+        order[where] = batch.num_rows + np.arange(len(where))
+        both = pa.Table.from_batches([batch, joined_rows]).combine_chunks()
+        return both.take(pa.array(order)).to_batches(max_chunksize=None)[0]
+
+    def _priors(self, keys: list[bytes]) -> dict[bytes, list[Outcome]]:
+        sql = "SELECT key, outcome FROM e WHERE key IN ({keys})"
+        earlier: dict[bytes, list[Outcome]] = {}
+        for key, blob in select_in(self._db, sql, sorted(set(keys))):
+            earlier.setdefault(key, []).append(_outcome_dec.decode(blob))
+        return earlier
+
+    def lookup(self, keys: list[bytes]) -> dict[bytes, Outcome]:
+        """The final outcome per key found, as structs (the per-row users: quality guard)."""
+        unique = sorted(set(keys))
+        batch, found = self.find(pa.array(unique, type=pa.binary()))
+        hits = [k for k, f in zip(unique, found.tolist(), strict=True) if f]
+        return dict(zip(hits, outcomes_of(batch), strict=True))
+
+
 def outcome_index(
-    svc: Services, run: Run, path: Path, observer: Observer | None = None
-) -> sqlite3.Connection:
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
-    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # the default 2 MB thrashes on random keys
-    db.execute("CREATE TABLE o (key BLOB PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
-    db.execute("CREATE TABLE e (key BLOB, outcome BLOB)")  # answers that went on (cascades)
-    db.execute("CREATE INDEX e_key ON e (key)")
-    blobs = svc.blobs(run.run_id)
-    for chunk in svc.store.chunks(run.run_id):
-        if chunk.escalated_path is not None:
-            with blobs.open(chunk.escalated_path) as src:
-                db.executemany(
-                    "INSERT INTO e VALUES (?, ?)",
-                    ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)),
-                )
-        if chunk.result_path is None:
-            continue
-        with blobs.open(chunk.result_path) as src:
-            db.executemany(
-                "INSERT OR REPLACE INTO o VALUES (?, ?)",
-                (
-                    (k, _outcome_enc.encode(o))
-                    for k, o in _observed(read_outcomes(src), chunk, observer)
-                ),
-            )
-    db.commit()
-    return db
+    svc: Services, run: Run, folder: Path, observer: Observer | None = None
+) -> OutcomeIndex:
+    """The run's outcome index, built in `folder` (a scratch folder of this finalize)."""
+    index = OutcomeIndex(folder)
+    index.build(svc, run, observer)
+    return index
 
 
 def _observed(
@@ -69,23 +188,6 @@ def _observed(
         if observer is not None:
             observer.add(chunk, o)
         yield k, o
-
-
-def lookup_outcomes(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
-    """The final outcome per key; a cascaded line's joined with the answers that went on."""
-    unique = sorted(set(keys))  # in key order: neighbouring pages of the index
-    sql = "SELECT key, outcome FROM o WHERE key IN ({keys})"
-    decode = _outcome_dec.decode
-    found = {key: decode(blob) for key, blob in select_in(db, sql, unique)}
-    if db.execute("SELECT 1 FROM e LIMIT 1").fetchone() is None:
-        return found  # no cascade in this run: no answers went on
-    earlier: dict[bytes, list[Outcome]] = {}
-    for key, blob in select_in(db, "SELECT key, outcome FROM e WHERE key IN ({keys})", unique):
-        earlier.setdefault(key, []).append(_outcome_dec.decode(blob))
-    for key, priors in earlier.items():
-        if key in found:
-            found[key] = joined(priors, found[key])
-    return found
 
 
 def joined(priors: list[Outcome], final: Outcome) -> Outcome:

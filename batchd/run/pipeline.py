@@ -27,13 +27,14 @@ from batchd.intake.ingest import LINES_SCHEMA, IngestStats, ingest
 from batchd.intake.lines import open_source
 from batchd.outcome import CANCELED, SUCCEEDED, Outcome
 from batchd.output.manifest import finished, write_manifest
-from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
+from batchd.output.results import RESULTS_SCHEMA, CostSummary, write_openai_jsonl
+from batchd.output.row_assembly import RowAssembler
 from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
 from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.quality.measure import run_quality
 from batchd.run import deadline_guard, destination, follow_ups, judge_step, preflight
-from batchd.run.answer_index import lookup_outcomes, outcome_index, scratch_dir
+from batchd.run.answer_index import outcome_index, scratch_dir
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
@@ -297,14 +298,14 @@ def finalize_run(svc: Services, run: Run) -> Run:
     export = run.options.get("export") == "openai-jsonl"
     observer = Observer(svc.settings.backends.vllm.gpu_type)
     with tempfile.TemporaryDirectory(dir=scratch_dir(svc)) as tmp, ExitStack() as files:
-        db = outcome_index(svc, run, Path(tmp) / "outcomes.db", observer)
-        files.callback(db.close)
+        index = outcome_index(svc, run, Path(tmp), observer)
+        files.callback(index.close)
         summary = CostSummary(run.run_id, svc.prices.version)
         verifier = verifier_for_run(svc, run.stats or {})
         assembler = RowAssembler(
             run.run_id,
             svc.prices,
-            lambda keys: lookup_outcomes(db, keys),
+            index.find,
             summary,
             baseline_model=svc.router.baseline_model,
             semantic_verdicts=verifier.verdicts if verifier else None,
@@ -324,7 +325,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
         guard = run_quality(  # the quality guard's shadow samples and probes (batchd.quality)
             run.run_id,
             lambda p: blobs.read_bytes(p) if blobs.exists(p) else None,
-            lambda keys: lookup_outcomes(db, keys),
+            index.lookup,
             svc.settings,
             svc.store.observations(),
         )
