@@ -35,19 +35,13 @@ _TYPES: dict[str, pa.DataType] = {
 }
 FIELDS = msgspec.structs.fields(Outcome)
 OUTCOME_SCHEMA = pa.schema([(f.name, _TYPES.get(f.name, pa.string())) for f in FIELDS])
-_NAMES = tuple(f.name for f in FIELDS)
-_astuple = msgspec.structs.astuple
 
 
 def outcome_batch(outcomes: list[Outcome]) -> pa.RecordBatch:
     """One row per outcome, one column per Outcome field (OUTCOME_SCHEMA)."""
     if not outcomes:
         return _empty()
-    columns = zip(*map(_astuple, outcomes), strict=True)
-    arrays = [
-        pa.array(values, type=field.type)
-        for values, field in zip(columns, OUTCOME_SCHEMA, strict=True)
-    ]
+    arrays = [pa.array([getattr(o, f.name) for o in outcomes], f.type) for f in OUTCOME_SCHEMA]
     return pa.RecordBatch.from_arrays(arrays, schema=OUTCOME_SCHEMA)
 
 

@@ -11,14 +11,14 @@ lines that have them are joined in Python (`joined`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from batchd.outcome import Outcome
+from batchd.outcome import SUCCEEDED, Outcome
 from batchd.output.columnar_outcomes import OUTCOME_SCHEMA, KeyCodec, outcome_batch, outcomes_of
 from batchd.planning.escalation import encode_entries, entries_of
 from batchd.planning.observations import Observer
@@ -54,6 +54,7 @@ class OutcomeIndex:
         self._codec = KeyCodec(16)
         self._keys = np.zeros(0, dtype=self._codec.dtype)  # sorted
         self._rows = np.zeros(0, dtype=np.int64)  # each sorted key's row in the file
+        self._prefix: np.ndarray | None = None  # the sorted keys' first 8 bytes, as numbers
         self._with_priors: set[bytes] = set()
 
     def close(self) -> None:
@@ -66,8 +67,18 @@ class OutcomeIndex:
         blobs = svc.blobs(run.run_id)
         keys: list[bytes] = []
         pending: list[Outcome] = []
+        spans: list[tuple[Chunk, int]] = []  # the pending outcomes' chunks: (chunk, how many)
         with pa.OSFile(str(self._ipc_path), "wb") as sink:
             writer = pa.ipc.new_file(sink, OUTCOME_SCHEMA)
+
+            def flush() -> None:
+                batch = outcome_batch(pending)
+                writer.write_batch(batch)
+                if observer is not None:
+                    _observe(observer, batch, spans)
+                pending.clear()
+                spans.clear()
+
             for chunk in svc.store.chunks(run.run_id):
                 if chunk.escalated_path is not None:
                     with blobs.open(chunk.escalated_path) as src:
@@ -78,14 +89,17 @@ class OutcomeIndex:
                 if chunk.result_path is None:
                     continue
                 with blobs.open(chunk.result_path) as src:
-                    for k, o in _observed(read_outcomes(src), chunk, observer):
+                    for k, o in read_outcomes(src):
                         keys.append(k)
                         pending.append(o)
+                        if spans and spans[-1][0] is chunk:
+                            spans[-1] = (chunk, spans[-1][1] + 1)
+                        else:
+                            spans.append((chunk, 1))
                         if len(pending) >= STORE_BATCH_ROWS:
-                            writer.write_batch(outcome_batch(pending))
-                            pending = []
+                            flush()
             if pending or not keys:
-                writer.write_batch(outcome_batch(pending))
+                flush()
             writer.close()
         self._db.commit()
         self._with_priors = {k for (k,) in self._db.execute("SELECT DISTINCT key FROM e")}
@@ -108,6 +122,16 @@ class OutcomeIndex:
         last[:-1] = ordered[1:] != ordered[:-1]
         self._keys = ordered[last]
         self._rows = order[last].astype(np.int64)
+        self._prefix = _prefixes(self._keys)
+        if self._prefix is not None and bool((self._prefix[1:] == self._prefix[:-1]).any()):
+            self._prefix = None  # two keys share their first 8 bytes: search whole keys
+
+    def _search(self, query: np.ndarray) -> np.ndarray:
+        """Where each query key is, or would go, in the sorted keys."""
+        prefix = _prefixes(query) if self._prefix is not None else None
+        if self._prefix is not None and prefix is not None:
+            return np.searchsorted(self._prefix, prefix)  # the keys' first 8 bytes: unique
+        return np.searchsorted(self._keys, query)
 
     # --- looking up -------------------------------------------------------------------------
 
@@ -119,7 +143,7 @@ class OutcomeIndex:
         if len(self._keys) == 0:
             found[:] = False
             return outcome_batch([]), found
-        at = np.minimum(np.searchsorted(self._keys, query), len(self._keys) - 1)
+        at = np.minimum(self._search(query), len(self._keys) - 1)
         found &= self._keys[at] == query
         rows = self._rows[at[found]]
         batch = self._take(rows)
@@ -180,14 +204,39 @@ def outcome_index(
     return index
 
 
-def _observed(
-    items: Iterator[tuple[bytes, Outcome]], chunk: Chunk, observer: Observer | None
-) -> Iterator[tuple[bytes, Outcome]]:
-    """Pass outcomes through, letting the observer sum what they measured (tokens, GPU time)."""
-    for k, o in items:
-        if observer is not None:
-            observer.add(chunk, o)
-        yield k, o
+def _prefixes(keys: np.ndarray) -> np.ndarray | None:
+    """The first 8 bytes of each fixed-width key as a big-endian number (sorts as the key
+    does); None unless the width is a multiple of 8."""
+    width = keys.dtype.itemsize
+    if width % 8 or not keys.flags.c_contiguous:
+        return None
+    return np.ascontiguousarray(keys.view(">u8").reshape(-1, width // 8)[:, 0])
+
+
+def _observe(observer: Observer, batch: pa.RecordBatch, spans: list[tuple[Chunk, int]]) -> None:
+    """Let the observer sum what each chunk's outcomes measured (tokens, GPU time)."""
+    status = np.asarray(pc.fill_null(pc.equal(batch.column("status"), SUCCEEDED), False))
+    cols = {
+        f: np.asarray(batch.column(f))
+        for f in ("input_tokens", "cached_input_tokens", "output_tokens", "gpu_seconds")
+    }
+    start = 0
+    for chunk, n in spans:
+        part = {f: v[start : start + n] for f, v in cols.items()}
+        on_gpu = part["gpu_seconds"] > 0
+        ok = status[start : start + n] & (part["input_tokens"] > 0)
+        start += n
+        observer.add_totals(
+            chunk,
+            gpu_seconds=part["gpu_seconds"][on_gpu].tolist(),
+            gpu_tokens=int(
+                part["input_tokens"][on_gpu].sum() + part["output_tokens"][on_gpu].sum()
+            ),
+            succeeded=int(ok.sum()),
+            input_tokens=int(part["input_tokens"][ok].sum()),
+            cached_input_tokens=int(part["cached_input_tokens"][ok].sum()),
+            output_tokens=int(part["output_tokens"][ok].sum()),
+        )
 
 
 def joined(priors: list[Outcome], final: Outcome) -> Outcome:
