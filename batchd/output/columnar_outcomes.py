@@ -35,14 +35,16 @@ _TYPES: dict[str, pa.DataType] = {
 }
 FIELDS = msgspec.structs.fields(Outcome)
 OUTCOME_SCHEMA = pa.schema([(f.name, _TYPES.get(f.name, pa.string())) for f in FIELDS])
+_ROW = pa.struct(list(OUTCOME_SCHEMA))
+_astuple = msgspec.structs.astuple
 
 
 def outcome_batch(outcomes: list[Outcome]) -> pa.RecordBatch:
     """One row per outcome, one column per Outcome field (OUTCOME_SCHEMA)."""
     if not outcomes:
         return _empty()
-    arrays = [pa.array([getattr(o, f.name) for o in outcomes], f.type) for f in OUTCOME_SCHEMA]
-    return pa.RecordBatch.from_arrays(arrays, schema=OUTCOME_SCHEMA)
+    rows = pa.array(list(map(_astuple, outcomes)), type=_ROW)  # tuples: converted in C++
+    return pa.RecordBatch.from_struct_array(rows)
 
 
 def _empty() -> pa.RecordBatch:
@@ -88,9 +90,45 @@ class KeyCodec:
 
     def encode_arrow(self, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """As encode, for an Arrow binary array without nulls."""
-        if self.width is not None and len(keys):
-            lengths = pc.binary_length(keys)
-            if pc.min_max(lengths).as_py() == {"min": self.width, "max": self.width}:
-                ok = np.ones(len(keys), dtype=bool)
-                return keys.to_numpy(zero_copy_only=False).astype(self.dtype), ok
+        if self.width is not None:
+            fixed = fixed_width(keys, self.width)
+            if fixed is not None:
+                return fixed, np.ones(len(keys), dtype=bool)
         return self.encode(keys.to_pylist())
+
+
+def fixed_width(keys: pa.Array, width: int) -> np.ndarray | None:
+    """The values of a binary array without nulls as numpy S<width> (zero-copy where the
+    data allows), or None unless every value is `width` bytes long."""
+    if keys.null_count or keys.type != pa.binary():
+        return None
+    n = len(keys)
+    if n == 0:
+        return np.zeros(0, dtype=f"S{width}")
+    offsets = np.frombuffer(keys.buffers()[1], dtype=np.int32)[keys.offset : keys.offset + n + 1]
+    if not (np.diff(offsets) == width).all():
+        return None
+    data = keys.buffers()[2]
+    return np.frombuffer(data, dtype=f"S{width}", count=n, offset=int(offsets[0]))
+
+
+_HEX = np.array([list(f"{b:02x}".encode()) for b in range(256)], dtype=np.uint8)
+
+
+def hex_column(keys: pa.Array) -> pa.Array:
+    """`key.hex() if key else None` of every value of a binary array."""
+    present = keys.filter(pc.fill_null(pc.greater(pc.binary_length(keys), 0), False))
+    width = len(present[0].as_py()) if len(present) else 0
+    fixed = fixed_width(present, width) if width else None
+    if fixed is None:
+        return pa.array([k.hex() if k else None for k in keys.to_pylist()], pa.string())
+    digits = _HEX[np.frombuffer(fixed.tobytes(), dtype=np.uint8)].tobytes()
+    offsets = np.arange(len(present) + 1, dtype=np.int32) * (2 * width)
+    text = pa.StringArray.from_buffers(
+        len(present), pa.py_buffer(offsets.tobytes()), pa.py_buffer(digits)
+    )
+    if len(present) == len(keys):
+        return text
+    where = pc.fill_null(pc.greater(pc.binary_length(keys), 0), False)
+    slot = np.cumsum(np.asarray(where)) - 1
+    return text.take(pa.array(np.where(np.asarray(where), slot, -1), mask=~np.asarray(where)))

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from batchd.config.pricing import PER_MTOK, Price, PriceBook
 from batchd.intake.ingest import CACHE_IN_RUN, CACHE_NONE, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
-from batchd.output.columnar_outcomes import outcome_batch
+from batchd.output.columnar_outcomes import hex_column, outcome_batch
 from batchd.output.cost_summary import CostSummary, added, is_
 from batchd.output.results import MISSING_RESULT, RESULTS_SCHEMA
 
@@ -86,9 +86,7 @@ class RowAssembler:
             "run_id": pa.array([self._run_id] * n, pa.string()),
             "line_no": line("line_no"),
             "custom_id": line("custom_id"),
-            "request_key": pa.array(
-                [k.hex() if k else None for k in line("request_key").to_pylist()], pa.string()
-            ),
+            "request_key": hex_column(line("request_key")),
             "tenant": _none_if_empty(line("tenant")),
             "tags": line("tags"),
             "model_requested": _none_if_empty(line("model_requested")),

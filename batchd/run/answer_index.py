@@ -19,7 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchd.outcome import SUCCEEDED, Outcome
-from batchd.output.columnar_outcomes import OUTCOME_SCHEMA, KeyCodec, outcome_batch, outcomes_of
+from batchd.output.columnar_outcomes import (
+    OUTCOME_SCHEMA,
+    KeyCodec,
+    fixed_width,
+    outcome_batch,
+    outcomes_of,
+)
 from batchd.planning.escalation import encode_entries, entries_of
 from batchd.planning.observations import Observer
 from batchd.run.services import Services
@@ -65,7 +71,8 @@ class OutcomeIndex:
 
     def build(self, svc: Services, run: Run, observer: Observer | None = None) -> None:
         blobs = svc.blobs(run.run_id)
-        keys: list[bytes] = []
+        keys: list[bytes] = []  # the pending outcomes' keys
+        key_parts: list[pa.Array] = []
         pending: list[Outcome] = []
         spans: list[tuple[Chunk, int]] = []  # the pending outcomes' chunks: (chunk, how many)
         with pa.OSFile(str(self._ipc_path), "wb") as sink:
@@ -74,6 +81,8 @@ class OutcomeIndex:
             def flush() -> None:
                 batch = outcome_batch(pending)
                 writer.write_batch(batch)
+                key_parts.append(pa.array(keys, pa.binary()))
+                keys.clear()
                 if observer is not None:
                     _observe(observer, batch, spans)
                 pending.clear()
@@ -98,23 +107,25 @@ class OutcomeIndex:
                             spans.append((chunk, 1))
                         if len(pending) >= STORE_BATCH_ROWS:
                             flush()
-            if pending or not keys:
+            if pending or not key_parts:
                 flush()
             writer.close()
         self._db.commit()
         self._with_priors = {k for (k,) in self._db.execute("SELECT DISTINCT key FROM e")}
-        self._index_keys(keys)
+        self._index_keys(pa.concat_arrays(key_parts))
         source = pa.memory_map(str(self._ipc_path), "r")
         reader = pa.ipc.open_file(source)
         self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         sizes = [b.num_rows for b in self._batches]
         self._starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
 
-    def _index_keys(self, keys: list[bytes]) -> None:
+    def _index_keys(self, keys: pa.Array) -> None:
         """Sort the keys; where a key came more than once the last (latest chunk's) wins."""
-        lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        lengths = np.asarray(pc.binary_length(keys), dtype=np.int64)
         self._codec = KeyCodec.for_keys(lengths)
-        encoded, _ = self._codec.encode(keys)
+        encoded = None if self._codec.width is None else fixed_width(keys, self._codec.width)
+        if encoded is None:
+            encoded = self._codec.encode(keys.to_pylist())[0]
         del keys
         order = np.argsort(encoded, kind="stable")
         ordered = encoded[order]

@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -314,11 +315,18 @@ def finalize_run(svc: Services, run: Run) -> Run:
         writer = files.enter_context(pq.ParquetWriter(results_file, RESULTS_SCHEMA))
         export_file = files.enter_context(out.writer("results.openai.jsonl")) if export else None
         lines = pq.ParquetFile(files.enter_context(blobs.local(LINES_PATH)))
+        # each batch written (Parquet encoding, compression: no GIL) while the next is made
+        pool = files.enter_context(ThreadPoolExecutor(1, thread_name_prefix="results-writer"))
+        written: Future[None] | None = None
         for batch in lines.iter_batches(batch_size=FINALIZE_BATCH_ROWS):
             rows = assembler.assemble(batch)
-            writer.write_batch(rows)
+            if written is not None:
+                written.result()
+            written = pool.submit(writer.write_batch, rows)
             if export_file is not None:
                 write_openai_jsonl(rows, export_file, batch)
+        if written is not None:
+            written.result()
         writer.close()
         with out.writer("costs.parquet") as costs_file:
             pq.write_table(summary.table(), costs_file)
