@@ -24,8 +24,8 @@ from batchd.output.columnar_outcomes import hex_column, outcome_batch
 from batchd.output.cost_summary import CostSummary, added, is_
 from batchd.output.results import MISSING_RESULT, RESULTS_SCHEMA
 
-# keys (binary, no nulls) -> (outcomes of the keys found, in order; which were found)
-Finder = Callable[[pa.Array], tuple[pa.RecordBatch, np.ndarray]]
+# keys (binary, no nulls) -> (outcomes table, each found key's row in it, which were found)
+Finder = Callable[[pa.Array], tuple[pa.Table, np.ndarray, np.ndarray]]
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 _NULL = pa.scalar(None, pa.string())
 _TOKENS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
@@ -42,11 +42,12 @@ _PRICE_FIELDS = (
 def mapping_finder(lookup: Callable[[list[bytes]], dict[bytes, Outcome]]) -> Finder:
     """A Finder over a per-key lookup (outcomes held as structs)."""
 
-    def find(keys: pa.Array) -> tuple[pa.RecordBatch, np.ndarray]:
+    def find(keys: pa.Array) -> tuple[pa.Table, np.ndarray, np.ndarray]:
         wanted = keys.to_pylist()
         got = lookup(wanted)
         found = np.array([k in got for k in wanted], dtype=bool)
-        return outcome_batch([got[k] for k in wanted if k in got]), found
+        table = pa.Table.from_batches([outcome_batch([got[k] for k in wanted if k in got])])
+        return table, np.arange(table.num_rows, dtype=np.int64), found
 
     return find
 
@@ -156,7 +157,7 @@ class RowAssembler:
         keys = lines.column("request_key")
         pending = ~invalid & ~cached
         wanted = pending & np.asarray(keys.is_valid())
-        found_rows, found = self._find(keys.filter(pa.array(wanted)))
+        table, index, found = self._find(keys.filter(pa.array(wanted)))
         fast = np.zeros(len(keys), dtype=bool)
         fast[np.flatnonzero(wanted)[found]] = True
         slow_at = np.flatnonzero(~fast)
@@ -179,13 +180,11 @@ class RowAssembler:
                     slow.append(o)
                 else:
                     slow.append(MISSING_RESULT)
-        if not slow:
-            return found_rows
-        order = np.empty(len(keys), dtype=np.int64)
-        order[fast] = np.arange(int(fast.sum()))
-        order[slow_at] = int(fast.sum()) + np.arange(len(slow_at))
-        both = pa.Table.from_batches([found_rows, outcome_batch(slow)]).combine_chunks()
-        return both.take(pa.array(order)).to_batches(max_chunksize=None)[0]
+        order = np.empty(len(keys), dtype=np.int64)  # each line's row of table + slow rows
+        order[fast] = index
+        order[slow_at] = table.num_rows + np.arange(len(slow_at))
+        both = pa.concat_tables([table, pa.Table.from_batches([outcome_batch(slow)])])
+        return both.combine_chunks().take(pa.array(order)).to_batches(max_chunksize=None)[0]
 
     def _price_columns(
         self, models: pa.Array, resolve: Callable[[Any], Price | None]

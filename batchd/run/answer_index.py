@@ -35,6 +35,7 @@ from batchd.storage.private import make_dirs
 from batchd.storage.sqlkeys import select_in
 
 STORE_BATCH_ROWS = 131_072  # outcomes per record batch of the IPC file
+_EMPTY = OUTCOME_SCHEMA.empty_table()
 _outcome_enc = msgspec.msgpack.Encoder()
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 
@@ -146,36 +147,34 @@ class OutcomeIndex:
 
     # --- looking up -------------------------------------------------------------------------
 
-    def find(self, keys: pa.Array) -> tuple[pa.RecordBatch, np.ndarray]:
-        """The outcomes of the keys found (in the keys' order) and which keys were found.
-        `keys`: an Arrow binary array without nulls."""
+    def find(self, keys: pa.Array) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+        """Outcomes of the keys found: a table, each found key's row in it (in the keys'
+        order), and which keys were found. `keys`: an Arrow binary array without nulls."""
         query, ok = self._codec.encode_arrow(keys)
         found = ok.copy()
         if len(self._keys) == 0:
             found[:] = False
-            return outcome_batch([]), found
+            return _EMPTY, np.zeros(0, dtype=np.int64), found
         at = np.minimum(self._search(query), len(self._keys) - 1)
         found &= self._keys[at] == query
-        rows = self._rows[at[found]]
-        batch = self._take(rows)
+        table, index = self._take(self._rows[at[found]])
         if self._with_priors:
-            batch = self._join_priors(keys.filter(pa.array(found)), batch)
-        return batch, found
+            table = self._join_priors(keys.filter(pa.array(found)), table.take(index))
+            index = np.arange(table.num_rows, dtype=np.int64)
+        return table, index, found
 
-    def _take(self, rows: np.ndarray) -> pa.RecordBatch:
-        """The file's rows, in the given order: each batch read once, in row order."""
+    def _take(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """The file's rows (each batch read once, in row order) and where each asked row is."""
         unique, inverse = np.unique(rows, return_inverse=True)
         part_of = np.searchsorted(self._starts, unique, side="right") - 1
         parts = []
         for p in np.unique(part_of):
             local = unique[part_of == p] - self._starts[p]
             parts.append(self._batches[p].take(pa.array(local)))
-        if not parts:
-            return outcome_batch([])
         table = pa.Table.from_batches(parts, schema=OUTCOME_SCHEMA).combine_chunks()
-        return table.take(pa.array(inverse)).to_batches(max_chunksize=None)[0]
+        return table, inverse.reshape(-1).astype(np.int64)
 
-    def _join_priors(self, keys: pa.Array, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def _join_priors(self, keys: pa.Array, batch: pa.Table) -> pa.Table:
         """Rows of keys with earlier answers (a cascade) replaced by their joined outcome."""
         key_list = keys.to_pylist()
         where = [i for i, k in enumerate(key_list) if k in self._with_priors]
@@ -188,8 +187,8 @@ class OutcomeIndex:
         )
         order = np.arange(batch.num_rows, dtype=np.int64)
         order[where] = batch.num_rows + np.arange(len(where))
-        both = pa.Table.from_batches([batch, joined_rows]).combine_chunks()
-        return both.take(pa.array(order)).to_batches(max_chunksize=None)[0]
+        both = pa.concat_tables([batch, pa.Table.from_batches([joined_rows])]).combine_chunks()
+        return both.take(pa.array(order))
 
     def _priors(self, keys: list[bytes]) -> dict[bytes, list[Outcome]]:
         sql = "SELECT key, outcome FROM e WHERE key IN ({keys})"
@@ -201,9 +200,9 @@ class OutcomeIndex:
     def lookup(self, keys: list[bytes]) -> dict[bytes, Outcome]:
         """The final outcome per key found, as structs (the per-row users: quality guard)."""
         unique = sorted(set(keys))
-        batch, found = self.find(pa.array(unique, type=pa.binary()))
+        table, index, found = self.find(pa.array(unique, type=pa.binary()))
         hits = [k for k, f in zip(unique, found.tolist(), strict=True) if f]
-        return dict(zip(hits, outcomes_of(batch), strict=True))
+        return dict(zip(hits, outcomes_of(table.take(index)), strict=True))
 
 
 def outcome_index(

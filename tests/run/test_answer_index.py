@@ -100,9 +100,9 @@ def test_later_chunk_wins_and_cascades_join(tmp_path: Path) -> None:
         assert got[twin].output_text == "twin" and got[k[1]].output_text == "one"
         assert got[k[2]] == joined([attempt], final)  # the cascade's attempts, costs summed
         assert got[k[2]].cost_usd == final.cost_usd + attempt.cost_usd
-        batch, found = index.find(pa.array([k[3], k[2], k[0]], pa.binary()))
+        table, rows, found = index.find(pa.array([k[3], k[2], k[0]], pa.binary()))
         assert found.tolist() == [False, True, True]
-        assert outcomes_of(batch) == [got[k[2]], got[k[0]]]
+        assert outcomes_of(table.take(rows)) == [got[k[2]], got[k[0]]]
         sums = observer.sums()
         assert sums  # every outcome read was observed (tokens per chunk)
     finally:
