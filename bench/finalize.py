@@ -4,8 +4,10 @@ The run is made on disk as ingest and collect leave it: lines.parquet with its r
 requests, in-run followers, cache hits, invalid lines) and the chunks' outcome files, every
 chunk collected, the run in `finalizing`. Finalize then runs in a fresh process (under the
 ingest bench's wrapper, so its peak RSS is its own): it indexes the outcomes, joins them with
-every line into results.parquet and costs.parquet, and writes the manifest (the row
-assembly is `output.results.RowAssembler`, one row at a time).
+every line into results.parquet and costs.parquet, and writes the manifest (the index is
+`run.answer_index.OutcomeIndex`, the row assembly `output.row_assembly.RowAssembler`,
+column-wise). The machine's load (`os.getloadavg`) and the finalize's CPU seconds are
+printed beside the wall time: on a shared machine wall seconds say little alone.
 
     python bench/finalize.py [--lines 1000000] [--unique 700000] [--cached 50000]
                              [--invalid 10000]
@@ -170,13 +172,13 @@ def child(home: Path, assembler: str) -> None:
     try:
         run = svc.store.get_run(RUN_ID)
         assert run is not None
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         done = pipeline.finalize_run(svc, run)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         svc.close()
     rows = sum(done.stats["status_counts"].values())
-    print(f"finalize_s={seconds:.3f} rows={rows} outcome={done.outcome}")
+    print(f"finalize_s={seconds:.3f} cpu_s={cpu_s:.3f} rows={rows} outcome={done.outcome}")
 
 
 def main() -> None:
@@ -195,7 +197,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHD_")}
     env["PYTHONPATH"] = str(ROOT)
     results = []
-    for assembler in ["per-row"]:
+    for assembler in ["columnar"]:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp, "home")
             t0 = time.perf_counter()
@@ -210,18 +212,21 @@ def main() -> None:
         f"\n{args.lines:,} lines: {args.unique:,} unique requests with outcomes, {followers:,} "
         f"in-run followers, {args.cached:,} cache hits, {args.invalid:,} invalid"
     )
-    head = ("assembler", "finalize s", "lines/s", "process s", "peak RSS MB", "rows")
+    head = ("assembler", "finalize s", "cpu s", "lines/s", "process s", "peak RSS MB", "rows")
     print("".join(f"{h:>14}" for h in head))
     for assembler, seconds, wall, rss, out in results:
         cells = (
             assembler,
             f"{seconds:.2f}",
+            f"{float(out['cpu_s']):.2f}",
             f"{args.lines / seconds:,.0f}",
             f"{wall:.2f}",
             f"{rss:,.0f}",
             f"{int(out['rows']):,}",
         )
         print("".join(f"{c:>14}" for c in cells))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average (1, 5, 15 min) after the run: {load} on {os.cpu_count()} cores")
     best = min(r[1] for r in results) if results else None
     if best is not None:
         print(

@@ -122,6 +122,31 @@ class Observer:
             s.cached += o.cached_input_tokens
             s.output += o.output_tokens
 
+    def add_totals(
+        self,
+        chunk: Chunk,
+        *,
+        gpu_seconds: list[float],
+        gpu_tokens: int,
+        succeeded: int,
+        input_tokens: int,
+        cached_input_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        """As add() of many outcomes of one chunk, given their sums (`gpu_seconds`: each
+        outcome's that is > 0, in order, added one by one as add() does)."""
+        entry = self._chunks.get(chunk.chunk_id)
+        if entry is None:
+            entry = self._chunks[chunk.chunk_id] = (chunk, _ChunkSums())
+        s = entry[1]
+        for g in gpu_seconds:
+            s.gpu_s += g
+        s.gpu_tokens += gpu_tokens
+        s.succeeded += succeeded
+        s.input += input_tokens
+        s.cached += cached_input_tokens
+        s.output += output_tokens
+
     def sums(self) -> Sums:
         out: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
 

@@ -1,15 +1,31 @@
-"""Every chunk's outcomes of a run, indexed by request key in a scratch SQLite file: what
-finalize joins the lines with."""
+"""Every chunk's outcomes of a run, indexed by request key: what finalize joins the lines with.
+
+The outcomes go column-wise into an Arrow IPC file in the run's scratch folder (written a
+batch at a time, read back memory-mapped, so memory stays bounded by the pages touched);
+the keys, sorted, stay in memory as fixed-width numpy strings (16 bytes a request) with
+each key's row in that file. A later chunk's outcome for a key replaces an earlier one.
+A cascade's earlier answers (the ones that went on) sit in a small SQLite table: the rare
+lines that have them are joined in Python (`joined`).
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from batchd.outcome import Outcome
+from batchd.outcome import SUCCEEDED, Outcome
+from batchd.output.columnar_outcomes import (
+    OUTCOME_SCHEMA,
+    KeyCodec,
+    fixed_width,
+    outcome_batch,
+    outcomes_of,
+)
 from batchd.planning.escalation import encode_entries, entries_of
 from batchd.planning.observations import Observer
 from batchd.run.services import Services
@@ -18,7 +34,8 @@ from batchd.storage.chunk_outcomes import read_outcomes
 from batchd.storage.private import make_dirs
 from batchd.storage.sqlkeys import select_in
 
-CACHE_KIB = 64 * 1024
+STORE_BATCH_ROWS = 131_072  # outcomes per record batch of the IPC file
+_EMPTY = OUTCOME_SCHEMA.empty_table()
 _outcome_enc = msgspec.msgpack.Encoder()
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 
@@ -29,63 +46,207 @@ def scratch_dir(svc: Services) -> Path:
     return path
 
 
+class OutcomeIndex:
+    """The run's final outcome per request key, looked up in bulk."""
+
+    def __init__(self, folder: Path) -> None:
+        self._ipc_path = folder / "outcomes.arrow"
+        self._db = sqlite3.connect(folder / "escalated.db")
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE e (key BLOB, outcome BLOB)")  # answers that went on
+        self._db.execute("CREATE INDEX e_key ON e (key)")
+        self._batches: list[pa.RecordBatch] = []
+        self._starts = np.zeros(1, dtype=np.int64)  # first row of each batch, then the total
+        self._codec = KeyCodec(16)
+        self._keys = np.zeros(0, dtype=self._codec.dtype)  # sorted
+        self._rows = np.zeros(0, dtype=np.int64)  # each sorted key's row in the file
+        self._prefix: np.ndarray | None = None  # the sorted keys' first 8 bytes, as numbers
+        self._with_priors: set[bytes] = set()
+
+    def close(self) -> None:
+        self._batches = []
+        self._db.close()
+
+    # --- building ---------------------------------------------------------------------------
+
+    def build(self, svc: Services, run: Run, observer: Observer | None = None) -> None:
+        blobs = svc.blobs(run.run_id)
+        keys: list[bytes] = []  # the pending outcomes' keys
+        key_parts: list[pa.Array] = []
+        pending: list[Outcome] = []
+        spans: list[tuple[Chunk, int]] = []  # the pending outcomes' chunks: (chunk, how many)
+        with pa.OSFile(str(self._ipc_path), "wb") as sink:
+            writer = pa.ipc.new_file(sink, OUTCOME_SCHEMA)
+
+            def flush() -> None:
+                batch = outcome_batch(pending)
+                writer.write_batch(batch)
+                key_parts.append(pa.array(keys, pa.binary()))
+                keys.clear()
+                if observer is not None:
+                    _observe(observer, batch, spans)
+                pending.clear()
+                spans.clear()
+
+            for chunk in svc.store.chunks(run.run_id):
+                if chunk.escalated_path is not None:
+                    with blobs.open(chunk.escalated_path) as src:
+                        self._db.executemany(
+                            "INSERT INTO e VALUES (?, ?)",
+                            ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)),
+                        )
+                if chunk.result_path is None:
+                    continue
+                with blobs.open(chunk.result_path) as src:
+                    for k, o in read_outcomes(src):
+                        keys.append(k)
+                        pending.append(o)
+                        if spans and spans[-1][0] is chunk:
+                            spans[-1] = (chunk, spans[-1][1] + 1)
+                        else:
+                            spans.append((chunk, 1))
+                        if len(pending) >= STORE_BATCH_ROWS:
+                            flush()
+            if pending or not key_parts:
+                flush()
+            writer.close()
+        self._db.commit()
+        self._with_priors = {k for (k,) in self._db.execute("SELECT DISTINCT key FROM e")}
+        self._index_keys(pa.concat_arrays(key_parts))
+        source = pa.memory_map(str(self._ipc_path), "r")
+        reader = pa.ipc.open_file(source)
+        self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        sizes = [b.num_rows for b in self._batches]
+        self._starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+
+    def _index_keys(self, keys: pa.Array) -> None:
+        """Sort the keys; where a key came more than once the last (latest chunk's) wins."""
+        lengths = np.asarray(pc.binary_length(keys), dtype=np.int64)
+        self._codec = KeyCodec.for_keys(lengths)
+        encoded = None if self._codec.width is None else fixed_width(keys, self._codec.width)
+        if encoded is None:
+            encoded = self._codec.encode(keys.to_pylist())[0]
+        del keys
+        order = np.argsort(encoded, kind="stable")
+        ordered = encoded[order]
+        last = np.ones(len(ordered), dtype=bool)
+        last[:-1] = ordered[1:] != ordered[:-1]
+        self._keys = ordered[last]
+        self._rows = order[last].astype(np.int64)
+        self._prefix = _prefixes(self._keys)
+        if self._prefix is not None and bool((self._prefix[1:] == self._prefix[:-1]).any()):
+            self._prefix = None  # two keys share their first 8 bytes: search whole keys
+
+    def _search(self, query: np.ndarray) -> np.ndarray:
+        """Where each query key is, or would go, in the sorted keys."""
+        prefix = _prefixes(query) if self._prefix is not None else None
+        if self._prefix is not None and prefix is not None:
+            return np.searchsorted(self._prefix, prefix)  # the keys' first 8 bytes: unique
+        return np.searchsorted(self._keys, query)
+
+    # --- looking up -------------------------------------------------------------------------
+
+    def find(self, keys: pa.Array) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+        """Outcomes of the keys found: a table, each found key's row in it (in the keys'
+        order), and which keys were found. `keys`: an Arrow binary array without nulls."""
+        query, ok = self._codec.encode_arrow(keys)
+        found = ok.copy()
+        if len(self._keys) == 0:
+            found[:] = False
+            return _EMPTY, np.zeros(0, dtype=np.int64), found
+        at = np.minimum(self._search(query), len(self._keys) - 1)
+        found &= self._keys[at] == query
+        table, index = self._take(self._rows[at[found]])
+        if self._with_priors:
+            table = self._join_priors(keys.filter(pa.array(found)), table.take(index))
+            index = np.arange(table.num_rows, dtype=np.int64)
+        return table, index, found
+
+    def _take(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+        """The file's rows (each batch read once, in row order) and where each asked row is."""
+        unique, inverse = np.unique(rows, return_inverse=True)
+        part_of = np.searchsorted(self._starts, unique, side="right") - 1
+        parts = []
+        for p in np.unique(part_of):
+            local = unique[part_of == p] - self._starts[p]
+            parts.append(self._batches[p].take(pa.array(local)))
+        table = pa.Table.from_batches(parts, schema=OUTCOME_SCHEMA).combine_chunks()
+        return table, inverse.reshape(-1).astype(np.int64)
+
+    def _join_priors(self, keys: pa.Array, batch: pa.Table) -> pa.Table:
+        """Rows of keys with earlier answers (a cascade) replaced by their joined outcome."""
+        key_list = keys.to_pylist()
+        where = [i for i, k in enumerate(key_list) if k in self._with_priors]
+        if not where:
+            return batch
+        finals = outcomes_of(batch.take(pa.array(where)))
+        earlier = self._priors([key_list[i] for i in where])
+        joined_rows = outcome_batch(
+            [joined(earlier.get(key_list[i], []), o) for i, o in zip(where, finals, strict=True)]
+        )
+        order = np.arange(batch.num_rows, dtype=np.int64)
+        order[where] = batch.num_rows + np.arange(len(where))
+        both = pa.concat_tables([batch, pa.Table.from_batches([joined_rows])]).combine_chunks()
+        return both.take(pa.array(order))
+
+    def _priors(self, keys: list[bytes]) -> dict[bytes, list[Outcome]]:
+        sql = "SELECT key, outcome FROM e WHERE key IN ({keys})"
+        earlier: dict[bytes, list[Outcome]] = {}
+        for key, blob in select_in(self._db, sql, sorted(set(keys))):
+            earlier.setdefault(key, []).append(_outcome_dec.decode(blob))
+        return earlier
+
+    def lookup(self, keys: list[bytes]) -> dict[bytes, Outcome]:
+        """The final outcome per key found, as structs (the per-row users: quality guard)."""
+        unique = sorted(set(keys))
+        table, index, found = self.find(pa.array(unique, type=pa.binary()))
+        hits = [k for k, f in zip(unique, found.tolist(), strict=True) if f]
+        return dict(zip(hits, outcomes_of(table.take(index)), strict=True))
+
+
 def outcome_index(
-    svc: Services, run: Run, path: Path, observer: Observer | None = None
-) -> sqlite3.Connection:
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=OFF")
-    db.execute("PRAGMA synchronous=OFF")
-    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # the default 2 MB thrashes on random keys
-    db.execute("CREATE TABLE o (key BLOB PRIMARY KEY, outcome BLOB) WITHOUT ROWID")
-    db.execute("CREATE TABLE e (key BLOB, outcome BLOB)")  # answers that went on (cascades)
-    db.execute("CREATE INDEX e_key ON e (key)")
-    blobs = svc.blobs(run.run_id)
-    for chunk in svc.store.chunks(run.run_id):
-        if chunk.escalated_path is not None:
-            with blobs.open(chunk.escalated_path) as src:
-                db.executemany(
-                    "INSERT INTO e VALUES (?, ?)",
-                    ((k, _outcome_enc.encode(o)) for k, o in read_outcomes(src)),
-                )
-        if chunk.result_path is None:
-            continue
-        with blobs.open(chunk.result_path) as src:
-            db.executemany(
-                "INSERT OR REPLACE INTO o VALUES (?, ?)",
-                (
-                    (k, _outcome_enc.encode(o))
-                    for k, o in _observed(read_outcomes(src), chunk, observer)
-                ),
-            )
-    db.commit()
-    return db
+    svc: Services, run: Run, folder: Path, observer: Observer | None = None
+) -> OutcomeIndex:
+    """The run's outcome index, built in `folder` (a scratch folder of this finalize)."""
+    index = OutcomeIndex(folder)
+    index.build(svc, run, observer)
+    return index
 
 
-def _observed(
-    items: Iterator[tuple[bytes, Outcome]], chunk: Chunk, observer: Observer | None
-) -> Iterator[tuple[bytes, Outcome]]:
-    """Pass outcomes through, letting the observer sum what they measured (tokens, GPU time)."""
-    for k, o in items:
-        if observer is not None:
-            observer.add(chunk, o)
-        yield k, o
+def _prefixes(keys: np.ndarray) -> np.ndarray | None:
+    """The first 8 bytes of each fixed-width key as a big-endian number (sorts as the key
+    does); None unless the width is a multiple of 8."""
+    width = keys.dtype.itemsize
+    if width % 8 or not keys.flags.c_contiguous:
+        return None
+    return np.ascontiguousarray(keys.view(">u8").reshape(-1, width // 8)[:, 0])
 
 
-def lookup_outcomes(db: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, Outcome]:
-    """The final outcome per key; a cascaded line's joined with the answers that went on."""
-    unique = sorted(set(keys))  # in key order: neighbouring pages of the index
-    sql = "SELECT key, outcome FROM o WHERE key IN ({keys})"
-    decode = _outcome_dec.decode
-    found = {key: decode(blob) for key, blob in select_in(db, sql, unique)}
-    if db.execute("SELECT 1 FROM e LIMIT 1").fetchone() is None:
-        return found  # no cascade in this run: no answers went on
-    earlier: dict[bytes, list[Outcome]] = {}
-    for key, blob in select_in(db, "SELECT key, outcome FROM e WHERE key IN ({keys})", unique):
-        earlier.setdefault(key, []).append(_outcome_dec.decode(blob))
-    for key, priors in earlier.items():
-        if key in found:
-            found[key] = joined(priors, found[key])
-    return found
+def _observe(observer: Observer, batch: pa.RecordBatch, spans: list[tuple[Chunk, int]]) -> None:
+    """Let the observer sum what each chunk's outcomes measured (tokens, GPU time)."""
+    status = np.asarray(pc.fill_null(pc.equal(batch.column("status"), SUCCEEDED), False))
+    cols = {
+        f: np.asarray(batch.column(f))
+        for f in ("input_tokens", "cached_input_tokens", "output_tokens", "gpu_seconds")
+    }
+    start = 0
+    for chunk, n in spans:
+        part = {f: v[start : start + n] for f, v in cols.items()}
+        on_gpu = part["gpu_seconds"] > 0
+        ok = status[start : start + n] & (part["input_tokens"] > 0)
+        start += n
+        observer.add_totals(
+            chunk,
+            gpu_seconds=part["gpu_seconds"][on_gpu].tolist(),
+            gpu_tokens=int(
+                part["input_tokens"][on_gpu].sum() + part["output_tokens"][on_gpu].sum()
+            ),
+            succeeded=int(ok.sum()),
+            input_tokens=int(part["input_tokens"][ok].sum()),
+            cached_input_tokens=int(part["cached_input_tokens"][ok].sum()),
+            output_tokens=int(part["output_tokens"][ok].sum()),
+        )
 
 
 def joined(priors: list[Outcome], final: Outcome) -> Outcome:

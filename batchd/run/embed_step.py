@@ -34,7 +34,7 @@ from batchd.config.pricing import Usage
 from batchd.errors import BatchdError
 from batchd.intake.vendor_ids import vendor_id
 from batchd.outcome import SUCCEEDED
-from batchd.output.results import CostSummary
+from batchd.output.cost_summary import CostSummary
 from batchd.requests import EMBEDDINGS, Request
 from batchd.run.semantic_step import endpoint_embedder, semantic_for_run, uses_endpoint
 from batchd.run.services import Services

@@ -11,6 +11,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,16 @@ from batchd.config.settings import Settings
 from batchd.errors import BatchdError
 from batchd.intake.ingest import LINES_SCHEMA, IngestStats
 from batchd.outcome import CANCELED, SUCCEEDED, Outcome
+from batchd.output.cost_summary import CostSummary
 from batchd.output.manifest import finished, write_manifest
-from batchd.output.results import RESULTS_SCHEMA, CostSummary, RowAssembler, write_openai_jsonl
+from batchd.output.results import RESULTS_SCHEMA, write_openai_jsonl
+from batchd.output.row_assembly import RowAssembler
 from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
 from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.quality.measure import run_quality
 from batchd.run import deadline_guard, destination, embed_step, follow_ups, judge_step, preflight
-from batchd.run.answer_index import lookup_outcomes, outcome_index, scratch_dir
+from batchd.run.answer_index import outcome_index, scratch_dir
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
@@ -235,14 +238,14 @@ def finalize_run(svc: Services, run: Run) -> Run:
     export = run.options.get("export") == "openai-jsonl"
     observer = Observer(svc.settings.backends.vllm.gpu_type)
     with tempfile.TemporaryDirectory(dir=scratch_dir(svc)) as tmp, ExitStack() as files:
-        db = outcome_index(svc, run, Path(tmp) / "outcomes.db", observer)
-        files.callback(db.close)
+        index = outcome_index(svc, run, Path(tmp), observer)
+        files.callback(index.close)
         summary = CostSummary(run.run_id, svc.prices.version)
         verifier = verifier_for_run(svc, run.stats or {})
         assembler = RowAssembler(
             run.run_id,
             svc.prices,
-            lambda keys: lookup_outcomes(db, keys),
+            index.find,
             summary,
             baseline_model=svc.router.baseline_model,
             semantic_verdicts=verifier.verdicts if verifier else None,
@@ -251,11 +254,18 @@ def finalize_run(svc: Services, run: Run) -> Run:
         writer = files.enter_context(pq.ParquetWriter(results_file, RESULTS_SCHEMA))
         export_file = files.enter_context(out.writer("results.openai.jsonl")) if export else None
         lines = pq.ParquetFile(files.enter_context(blobs.local(LINES_PATH)))
+        # each batch written (Parquet encoding, compression: no GIL) while the next is made
+        pool = files.enter_context(ThreadPoolExecutor(1, thread_name_prefix="results-writer"))
+        written: Future[None] | None = None
         for batch in lines.iter_batches(batch_size=FINALIZE_BATCH_ROWS):
             rows = assembler.assemble(batch)
-            writer.write_batch(rows)
+            if written is not None:
+                written.result()
+            written = pool.submit(writer.write_batch, rows)
             if export_file is not None:
                 write_openai_jsonl(rows, export_file, batch)
+        if written is not None:
+            written.result()
         writer.close()
         embedding = embed_step.add_costs(svc, run, summary)  # the batched embeddings' row
         with out.writer("costs.parquet") as costs_file:
@@ -263,7 +273,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
         guard = run_quality(  # the quality guard's shadow samples and probes (batchd.quality)
             run.run_id,
             lambda p: blobs.read_bytes(p) if blobs.exists(p) else None,
-            lambda keys: lookup_outcomes(db, keys),
+            index.lookup,
             svc.settings,
             svc.store.observations(),
         )
