@@ -1,5 +1,6 @@
 """Every chunk's outcomes of a run, indexed by request key in a scratch SQLite file: what
-finalize joins the lines with."""
+finalize joins the lines with; and the answers of a few keys read straight from the chunks'
+outcome parts (`succeeded_texts`: the judge step's and the answer embedding step's)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-from batchd.outcome import Outcome
+from batchd.outcome import SUCCEEDED, Outcome
 from batchd.planning.escalation import encode_entries, entries_of
 from batchd.planning.observations import Observer
 from batchd.run.services import Services
@@ -97,3 +98,19 @@ def joined(priors: list[Outcome], final: Outcome) -> Outcome:
         escalations=encode_entries(entries),
         cost_usd=final.cost_usd + sum(o.cost_usd for o in priors),
     )
+
+
+def succeeded_texts(
+    svc: Services, run: Run, chunks: list[Chunk], keys: set[bytes]
+) -> dict[bytes, str]:
+    """The succeeded answers' texts of `keys`, from the chunks' outcome parts."""
+    blobs = svc.blobs(run.run_id)
+    found: dict[bytes, str] = {}
+    for c in chunks:
+        if c.result_path is None:
+            continue
+        with blobs.open(c.result_path) as src:
+            for k, o in read_outcomes(src):
+                if k in keys and o.status == SUCCEEDED and o.output_text is not None:
+                    found[k] = o.output_text
+    return found
