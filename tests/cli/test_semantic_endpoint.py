@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from batchd.config.pricing import PER_MTOK, load_price_book
-from batchd.config.settings import Settings
+from batchd.config.settings import Settings, load_settings
+from batchd.run.services import open_services
+from tests.cache.semantic_support import seed_endpoint_vectors
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.support.helpers import Batchd, chat, write_jsonl
 
@@ -196,30 +198,9 @@ VERIFY_ENV = {
 
 
 def _seed_vectors(batchd: Batchd, texts: list[str]) -> None:
-    """Each text's MiniLM vector in the result cache, where OpenAIEmbedder looks it up."""
-    from batchd.backends.openai_embedder import OpenAIEmbedder
-    from batchd.config.cache_settings import OPENAI_EMBEDDING_DIMS
-    from batchd.config.settings import load_settings
-    from batchd.outcome import SUCCEEDED, Outcome
-    from batchd.run.services import open_services
-    from tests.cache.semantic_support import minilm
-
     svc = open_services(load_settings(environ={**batchd.env, **ENV}))
     try:
-        dim = OPENAI_EMBEDDING_DIMS[MODEL]
-        embedder = OpenAIEmbedder(MODEL, dim, svc.cache, svc.prices, buy=False)
-        vectors = minilm().embed(texts)
-        svc.cache.put_many(
-            (
-                embedder.key(text),
-                Outcome(
-                    status=SUCCEEDED,
-                    model_used=MODEL,
-                    embedding=[*v.tolist()] + [0.0] * (dim - len(v)),
-                ),
-            )
-            for text, v in zip(texts, vectors, strict=True)
-        )
+        seed_endpoint_vectors(svc.cache, MODEL, texts)
     finally:
         svc.close()
 
