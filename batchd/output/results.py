@@ -62,7 +62,7 @@ RESULTS_SCHEMA = pa.schema(
         # model's answer (a verification sample), how alike (cosine), and that check's verdict
         ("cache_source_key", pa.string()),
         ("similarity", pa.float64()),
-        ("semantic_verified", pa.string()),  # agreed | disagreed; NULL: not a sample
+        ("semantic_verified", pa.string()),  # agreed | disagreed | unverified; NULL: no sample
     ]
 )
 

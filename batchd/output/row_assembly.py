@@ -66,7 +66,8 @@ class RowAssembler:
     ) -> None:
         """`baseline_model(requested)`: the realtime model priced as the line's baseline
         (an alias's reference model); by default the requested model itself.
-        `semantic_verdicts`: semantic_verify.Verifier.verdicts (the semantic cache's checks)."""
+        `semantic_verdicts`: cache.semantic.answer_check.Verifier.verdicts (the semantic
+        cache's checks)."""
         self._verdicts = semantic_verdicts
         self._run_id = run_id
         self._baseline_model = baseline_model or (lambda m: m)

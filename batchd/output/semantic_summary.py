@@ -11,7 +11,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchd.cache.semantic.answer_check import AGREED, DISAGREED
+from batchd.cache.semantic.answer_check import AGREED, DISAGREED, UNVERIFIED
 from batchd.cache.semantic.guard import wilson
 from batchd.intake.ingest import CACHE_SEMANTIC
 
@@ -25,6 +25,7 @@ class SemanticSummary(msgspec.Struct):
     false_hits: int
     false_hit_rate: float | None
     interval_95: tuple[float, float] | None  # Wilson
+    unverified: int = 0  # samples whose answers could not be compared (no embedding)
 
 
 def semantic_summary(table: pa.Table) -> SemanticSummary | None:
@@ -37,8 +38,9 @@ def semantic_summary(table: pa.Table) -> SemanticSummary | None:
     verdicts = table["semantic_verified"]
     agreed = int(pc.sum(pc.equal(verdicts, AGREED)).as_py() or 0)
     wrong = int(pc.sum(pc.equal(verdicts, DISAGREED)).as_py() or 0)
+    unverified = int(pc.sum(pc.equal(verdicts, UNVERIFIED)).as_py() or 0)
     n = agreed + wrong
-    if hits == 0 and n == 0:
+    if hits == 0 and n == 0 and unverified == 0:
         return None
     return SemanticSummary(
         hits,
@@ -47,6 +49,7 @@ def semantic_summary(table: pa.Table) -> SemanticSummary | None:
         wrong,
         wrong / n if n else None,
         wilson(wrong, n) if n else None,
+        unverified,
     )
 
 
@@ -61,6 +64,8 @@ def describe(s: SemanticSummary) -> str:
         )
     else:
         text += "; none verified in this run"
+    if s.unverified:
+        text += f"; {s.unverified:,} samples left unverified (an answer had no embedding)"
     return text
 
 
@@ -72,8 +77,9 @@ SPEND_FIELDS = ("embedded_texts", "embedding_calls", "embedding_tokens", "embedd
 
 
 def embedding_spend(stats: dict[str, Any]) -> dict[str, float] | None:
-    """What the semantic cache's embedder bought synchronously in a run (finalize's answer
-    comparisons; before the embedding step, ingest lookups too); None when it bought nothing."""
+    """What the semantic cache's embedder bought synchronously in a run (runs of versions
+    before the embedding steps: finalize's answer comparisons, ingest lookups); None when
+    it bought nothing (a run now buys its embeddings as batches, `batch_embedding`)."""
     parts = [(stats.get("ingest") or {}).get("semantic_embedding") or {}]
     parts.append(stats.get("semantic") or {})
     total = {f: sum(p.get(f, 0) for p in parts) for f in SPEND_FIELDS}
@@ -81,8 +87,8 @@ def embedding_spend(stats: dict[str, Any]) -> dict[str, float] | None:
 
 
 def batch_embedding(stats: dict[str, Any]) -> dict[str, float] | None:
-    """The run's embedding step (run.embed_step): texts embedded as a Batch API job, their
-    tokens and cost (a row of costs.parquet); None when it had none."""
+    """The run's embedding steps (run.embed_step, run.answer_embed_step): texts embedded as
+    Batch API jobs, their tokens and cost (a row of costs.parquet); None when it had none."""
     got = stats.get("embedding") or {}
     return got if "embedding_cost_usd" in got else None
 
@@ -97,10 +103,18 @@ def describe_spend(spend: dict[str, float]) -> str:
 
 
 def describe_batch(got: dict[str, float]) -> str:
-    failed = int(got.get("failed_texts", 0))
+    failed_answers = int(got.get("failed_answer_texts", 0))
+    failed = int(got.get("failed_texts", 0)) - failed_answers
+    answers = int(got.get("answer_texts", 0))
     return (
         f"semantic cache embeddings: {int(got['embedded_texts']):,} texts embedded as a batch, "
         f"{int(got['embedding_tokens']):,} tokens, ${got['embedding_cost_usd']:,.6f} at the "
         "batch price (in the cost table)"
+        + (f"; {answers:,} of the texts were answers compared at finalize" if answers else "")
         + (f"; {failed:,} failed (their lines were not matched)" if failed else "")
+        + (
+            f"; {failed_answers:,} answers failed (their comparisons were left unverified)"
+            if failed_answers
+            else ""
+        )
     )

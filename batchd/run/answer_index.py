@@ -1,4 +1,5 @@
-"""Every chunk's outcomes of a run, indexed by request key: what finalize joins the lines with.
+"""Every chunk's outcomes of a run, indexed by request key: what finalize joins the lines with;
+and the answers of a few keys read straight from the chunks' outcome parts (`succeeded_texts`).
 
 The outcomes go column-wise into an Arrow IPC file in the run's scratch folder (written a
 batch at a time, read back memory-mapped, so memory stays bounded by the pages touched);
@@ -258,3 +259,20 @@ def joined(priors: list[Outcome], final: Outcome) -> Outcome:
         escalations=encode_entries(entries),
         cost_usd=final.cost_usd + sum(o.cost_usd for o in priors),
     )
+
+
+def succeeded_texts(
+    svc: Services, run: Run, chunks: list[Chunk], keys: set[bytes]
+) -> dict[bytes, str]:
+    """The succeeded answers' texts of `keys`, from the chunks' outcome parts (the judge
+    step's and the answer embedding step's)."""
+    blobs = svc.blobs(run.run_id)
+    found: dict[bytes, str] = {}
+    for c in chunks:
+        if c.result_path is None:
+            continue
+        with blobs.open(c.result_path) as src:
+            for k, o in read_outcomes(src):
+                if k in keys and o.status == SUCCEEDED and o.output_text is not None:
+                    found[k] = o.output_text
+    return found

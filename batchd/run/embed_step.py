@@ -19,7 +19,9 @@ bought through the OpenAI Batch API at the batch price, before the run is planne
    synchronously.
 
 The chunk id is fixed per run, so a re-ingested run never buys twice. The chunk's cost (its
-outcomes, at the batch price) is a row of costs.parquet (`add_costs`), in the run's cost.
+outcomes, at the batch price) is a row of costs.parquet (`add_costs`), in the run's cost,
+together with the chunk `<run>-embed2` of the answers compared at finalize
+(run.answer_embed_step, which writes it with `write_chunk`).
 """
 
 from __future__ import annotations
@@ -59,10 +61,19 @@ def embed_chunk_id(run_id: str) -> str:
     return f"{run_id}-embed"
 
 
-def embed_chunks(run_id: str, chunks: list[Chunk]) -> list[Chunk]:
-    """The run's embedding chunk and its retry children (`<id>.<n>`)."""
-    base = embed_chunk_id(run_id)
+def answers_chunk_id(run_id: str) -> str:
+    """The chunk of the answers compared at finalize (run.answer_embed_step)."""
+    return f"{run_id}-embed2"
+
+
+def step_chunks(base: str, chunks: list[Chunk]) -> list[Chunk]:
+    """The chunk `base` and its retry children (`<id>.<n>`)."""
     return [c for c in chunks if c.chunk_id == base or c.chunk_id.startswith(base + ".")]
+
+
+def embed_chunks(run_id: str, chunks: list[Chunk]) -> list[Chunk]:
+    """The run's embedding chunk (the ingest lookups') and its retry children."""
+    return step_chunks(embed_chunk_id(run_id), chunks)
 
 
 def after_dispatch(run: Run) -> str:
@@ -95,7 +106,8 @@ def prepare(svc: Services, run: Run, scan: Callable[[SemanticCache], None]) -> R
     texts = missing_texts(svc, run.options, run.run_id, scan)
     if not texts:
         return None
-    chunk = _write_chunk(svc, run, endpoint_embedder(svc, buy=False), texts)
+    embedder = endpoint_embedder(svc, buy=False)
+    chunk = write_chunk(svc, run, embedder, texts, embed_chunk_id(run.run_id))
     svc.store.add_chunks([chunk])
     log.info("run %s: %d texts to embed as a batch first", run.run_id, len(texts))
     stats = {**(run.stats or {}), STATS_KEY: {"texts": len(texts)}}
@@ -115,7 +127,10 @@ def missing_texts(
     return list(embedder.missing)
 
 
-def _write_chunk(svc: Services, run: Run, embedder: OpenAIEmbedder, texts: list[str]) -> Chunk:
+def write_chunk(
+    svc: Services, run: Run, embedder: OpenAIEmbedder, texts: list[str], chunk_id: str
+) -> Chunk:
+    """The chunk `chunk_id` of the run: one /v1/embeddings line per text, under EMBED_DIR."""
     backend = svc.backends.get(BACKEND)
     if backend is None:
         raise BatchdError(
@@ -123,7 +138,6 @@ def _write_chunk(svc: Services, run: Run, embedder: OpenAIEmbedder, texts: list[
             "configured here.",
             "Enable the openai backend, or set cache.semantic.embedding to a local model.",
         )
-    chunk_id = embed_chunk_id(run.run_id)
     path = f"{EMBED_DIR}/{chunk_id}.jsonl"
     n_bytes = 0
     with svc.blobs(run.run_id).writer(path) as out:
@@ -159,17 +173,24 @@ def _write_chunk(svc: Services, run: Run, embedder: OpenAIEmbedder, texts: list[
 
 
 def add_costs(svc: Services, run: Run, summary: CostSummary) -> dict[str, float] | None:
-    """The embedding step's outcomes as one row of the run's costs (None: it had none)."""
-    mine = [c for c in embed_chunks(run.run_id, svc.store.chunks(run.run_id)) if c.result_path]
+    """The embedding steps' outcomes (the ingest lookups' and the answers compared at
+    finalize, run.answer_embed_step) as one row of the run's costs (None: it had none)."""
+    chunks = svc.store.chunks(run.run_id)
+    answers = {c.chunk_id for c in step_chunks(answers_chunk_id(run.run_id), chunks)}
+    mine = embed_chunks(run.run_id, chunks) + [c for c in chunks if c.chunk_id in answers]
+    mine = [c for c in mine if c.result_path]
     if not mine:
         return None
     blobs = svc.blobs(run.run_id)
-    texts = succeeded = tokens = 0
+    texts = succeeded = tokens = answer_texts = failed_answers = 0
     cost_usd = 0.0
     for c in mine:
         with blobs.open(c.result_path or "") as src:
             for _, o in read_outcomes(src):
                 texts += 1
+                if c.chunk_id in answers:
+                    answer_texts += 1
+                    failed_answers += o.status != SUCCEEDED
                 succeeded += o.status == SUCCEEDED
                 tokens += o.input_tokens
                 cost_usd += o.cost_usd
@@ -190,4 +211,6 @@ def add_costs(svc: Services, run: Run, summary: CostSummary) -> dict[str, float]
         "failed_texts": texts - succeeded,
         "embedding_tokens": tokens,
         "embedding_cost_usd": cost_usd,
+        "answer_texts": answer_texts,  # of them: answers compared at finalize
+        "failed_answer_texts": failed_answers,
     }

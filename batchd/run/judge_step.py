@@ -12,14 +12,14 @@ import logging
 
 from batchd.errors import BatchdError
 from batchd.intake.decode import key_of
-from batchd.outcome import SUCCEEDED, Outcome
 from batchd.planning.gate import PROBE_TAG
 from batchd.planning.routing import Route, RouteError
 from batchd.planning.shadows import PAIRS_PATH, Pair, read_pairs
 from batchd.quality.judging import judge_request, request_text
+from batchd.run.answer_index import succeeded_texts
 from batchd.run.services import Services
 from batchd.state.base import Chunk, Run
-from batchd.storage.chunk_outcomes import chunk_lines, read_outcomes
+from batchd.storage.chunk_outcomes import chunk_lines
 
 log = logging.getLogger("batchd.judge")
 
@@ -39,7 +39,7 @@ def add_judge_work(svc: Services, run: Run, chunks: list[Chunk]) -> bool:
     if not pairs:
         return False
     sides = {k for p in pairs for k in (p.key, p.key + p.tag)}
-    answers = _answers(svc, run, chunks, sides)
+    answers = succeeded_texts(svc, run, chunks, sides)
     requests = _requests(svc, run, chunks, sides)
     by_model: dict[tuple[str, str], list[bytes]] = {}
     for p in pairs:
@@ -110,24 +110,6 @@ def judge_backends(svc: Services, run: Run) -> set[str]:
 def _judge_of(svc: Services, p: Pair) -> bool:
     alias = svc.settings.models.get(p.alias)
     return alias is not None and alias.quality is not None and alias.quality.metric == "judge"
-
-
-def _answers(svc: Services, run: Run, chunks: list[Chunk], keys: set[bytes]) -> dict[bytes, str]:
-    """The succeeded answers' texts of `keys`, from the chunks' outcome parts."""
-    blobs = svc.blobs(run.run_id)
-    found: dict[bytes, str] = {}
-    for c in chunks:
-        if c.result_path is None:
-            continue
-        with blobs.open(c.result_path) as src:
-            for k, o in read_outcomes(src):
-                if k in keys and _text(o) is not None:
-                    found[k] = _text(o) or ""
-    return found
-
-
-def _text(o: Outcome) -> str | None:
-    return o.output_text if o.status == SUCCEEDED and o.output_text is not None else None
 
 
 def _requests(svc: Services, run: Run, chunks: list[Chunk], keys: set[bytes]) -> dict[bytes, str]:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from batchd.config.settings import Settings
 from batchd.errors import BatchdError
-from batchd.intake.ingest import LINES_SCHEMA, IngestStats
+from batchd.intake.ingest import LINES_PATH, LINES_SCHEMA, IngestStats
 from batchd.outcome import CANCELED, SUCCEEDED, Outcome
 from batchd.output.cost_summary import CostSummary
 from batchd.output.manifest import finished, write_manifest
@@ -31,7 +31,15 @@ from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
 from batchd.planning.plan_totals import Estimate, PlanSummary
 from batchd.quality.measure import run_quality
-from batchd.run import deadline_guard, destination, embed_step, follow_ups, judge_step, preflight
+from batchd.run import (
+    answer_embed_step,
+    deadline_guard,
+    destination,
+    embed_step,
+    follow_ups,
+    judge_step,
+    preflight,
+)
 from batchd.run.answer_index import outcome_index, scratch_dir
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
@@ -52,14 +60,13 @@ from batchd.state.base import (
 
 log = logging.getLogger("batchd.pipeline")
 
-LINES_PATH = "lines.parquet"
 FINALIZE_BATCH_ROWS = 8192
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 _outcome_enc = msgspec.msgpack.Encoder()
 
 RUN_SUCCEEDED = "succeeded"
 RUN_WITH_FAILURES = "finished_with_failures"
-__all__ = ["RUN_CANCELED", "RUN_SUCCEEDED", "RUN_WITH_FAILURES"]
+__all__ = ["LINES_PATH", "RUN_CANCELED", "RUN_SUCCEEDED", "RUN_WITH_FAILURES"]
 
 
 class PlanReport(msgspec.Struct, kw_only=True):
@@ -217,8 +224,11 @@ async def dispatch_round(svc: Services, run: Run, states: tuple[str, ...] | None
             else:
                 await step_failed(svc, run, chunk, exc)
     chunks = svc.store.chunks(run.run_id)
-    done = all(c.state == CHUNK_COLLECTED for c in chunks)
-    return done and not judge_step.add_judge_work(svc, run, chunks)  # judge: more batch work
+    if not all(c.state == CHUNK_COLLECTED for c in chunks):
+        return False
+    more = judge_step.add_judge_work(svc, run, chunks)  # judge: more batch work
+    # an endpoint's embeddings of the answers finalize compares: one more batch
+    return not (answer_embed_step.add_answer_work(svc, run, chunks) or more)
 
 
 def finalize_step(svc: Services, run: Run) -> Run:
@@ -304,6 +314,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
         stats["semantic"] = {
             "verified": verifier.verified,
             "false_hits": verifier.false_hits,
+            "unverified": verifier.unverified,  # an answer had no vector (its embedding failed)
             **verifier.embedder.spend.as_dict(),  # answers embedded to compare them
         }
     write_manifest(

@@ -6,7 +6,8 @@ The embedder is chosen here: a local sentence-transformers model (cache.embedder
 for that directory when [backends.vllm] serves it as kind embed), or an `openai:<model>`
 endpoint (backends.openai_embedder), whose key is checked before anything is embedded. An
 endpoint's vectors for the ingest lookups are bought by the run's embedding step
-(run.embed_step, a Batch API job); the lookups themselves only read them from the cache.
+(run.embed_step, a Batch API job), those of the answers compared at finalize by
+run.answer_embed_step; the lookups and the Verifier only read them from the cache.
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ def uses_endpoint(svc: Services, options: dict[str, Any]) -> bool:
 
 
 def verifier_for_run(svc: Services, run_stats: dict[str, Any]) -> Verifier | None:
-    """Compares sampled and candidate lines' answers at finalize, when ingest found any."""
+    """Compares sampled and candidate lines' answers at finalize, when ingest found any. An
+    endpoint's vectors are only read from the cache (run.answer_embed_step bought them)."""
     if not (run_stats.get("ingest") or {}).get("semantic_checks"):
         return None
     s = svc.settings.cache.semantic
-    return Verifier(s, svc.semantic_store(), svc.cache, embedder_for(svc))
+    return Verifier(s, svc.semantic_store(), svc.cache, embedder_for(svc, buy=False))

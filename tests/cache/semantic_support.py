@@ -63,3 +63,19 @@ class Stores:
         self.results.put_many(
             (q.key, Outcome(status=SUCCEEDED, output_text=a, model_used=MODEL)) for q, a in items
         )
+
+
+def seed_endpoint_vectors(results: Any, model: str, texts: list[str]) -> None:
+    """Each text's MiniLM vector, zero-padded to the OpenAI model's size (cosines unchanged),
+    in the result cache where OpenAIEmbedder looks it up: as an earlier embedding batch
+    would have left it, but with vectors that carry meaning (the emulator's do not)."""
+    from batchd.backends.openai_embedder import OpenAIEmbedder
+    from batchd.config.cache_settings import OPENAI_EMBEDDING_DIMS
+
+    dim = OPENAI_EMBEDDING_DIMS[model]
+    key = OpenAIEmbedder(model, dim, None, None, buy=False).key  # type: ignore[arg-type]
+    pad = [0.0] * (dim - minilm().dim)
+    results.put_many(
+        (key(t), Outcome(status=SUCCEEDED, model_used=model, embedding=v.tolist() + pad))
+        for t, v in zip(texts, minilm().embed(texts), strict=True)
+    )

@@ -1,17 +1,27 @@
 """Texts an embedder has no vector for (an endpoint embedder that only reads the result cache,
 when the run's embedding batch failed for them), on real all-MiniLM-L6-v2 embeddings: such a
 query is never matched and is remembered without a vector; such an entry stays unmatched and
-is not given one; a read-only cache (the embedding pre-pass) writes nothing."""
+is not given one; a read-only cache (the embedding pre-pass) writes nothing; an answer
+compared at finalize with no vector leaves its comparison unverified (no label, no verdict
+made up), and the answers a comparison embeds are known before finalize."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
 from batchd.cache.embedders import Embedder, Spend
-from batchd.cache.semantic.matcher import HIT, SemanticCache, store_scope
+from batchd.cache.semantic.answer_check import (
+    AGREED,
+    UNVERIFIED,
+    Verifier,
+    pairs,
+    texts_to_embed,
+)
+from batchd.cache.semantic.matcher import HIT, VERIFY, SemanticCache, store_scope
 from batchd.config.cache_settings import SemanticSettings
 from batchd.outcome import SUCCEEDED, Outcome
 from tests.cache.semantic_support import PLAN, Stores, body, minilm, query
@@ -93,3 +103,26 @@ def test_a_read_only_cache_writes_nothing_and_asks_for_what_a_lookup_needs(
     sc.remember([q, cold], vectors)
     assert matches == {} and sorted(embedder.asked) == [PASSWORD, PARAPHRASE]  # not `cold`
     assert _missing(stores, PASSWORD) == {PASSWORD: True}  # no vector set, no entry added
+
+
+def test_an_answer_without_a_vector_leaves_its_comparison_unverified(stores: Stores) -> None:
+    cached = "Open Settings, then Security, and choose Reset password."
+    stores.fill(LOOSE, [(query("acme", body(PASSWORD)), cached)])
+    sampled = msgspec.structs.replace(LOOSE, verify_share=1.0)
+    q = query("acme", body(PARAPHRASE))
+    m = stores.cache(sampled).lookup([q])[0][q.key]
+    assert m.kind == VERIFY
+    reworded = "In Settings, open Security and pick Reset password."  # needs the embeddings
+    same = "open settings then security and choose reset password"  # the same text
+    rows = ([VERIFY] * 2, [m.source_key] * 2, [SUCCEEDED] * 2, [reworded, same])
+    compared = pairs(stores.results, *rows)
+    assert texts_to_embed(compared) == [reworded, cached]  # only the pair that differs
+    embedder = Lacking({reworded})
+    v = Verifier(sampled, stores.entries, stores.results, embedder)
+    args = (rows[0], rows[1], [m.similarity] * 2, [m.scope] * 2, rows[2], rows[3])
+    assert v.verdicts(*args) == [UNVERIFIED, AGREED]
+    assert (v.verified, v.false_hits, v.unverified, v.labels) == (1, 0, 1, 1)
+    assert embedder.asked == [reworded, cached]  # one call for the batch of rows
+    assert [lb.ok for lb in stores.entries.labels(m.scope)] == [True]  # no label made up
+    decided = Verifier(sampled, stores.entries, stores.results, Lacking(set()))
+    assert decided.verdicts(*args)[0] in ("agreed", "disagreed") and decided.unverified == 0

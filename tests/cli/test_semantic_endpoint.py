@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from batchd.config.pricing import PER_MTOK, load_price_book
-from batchd.config.settings import Settings
+from batchd.config.settings import Settings, load_settings
+from batchd.run.services import open_services
+from tests.cache.semantic_support import seed_endpoint_vectors
 from tests.emulators.openai_batch import OpenAIBatchEmulator
 from tests.support.helpers import Batchd, chat, write_jsonl
 
@@ -178,3 +180,74 @@ def test_a_missing_key_stops_the_run_before_anything_is_sent(
     off = batchd.submit(_file(tmp_path / "off.jsonl", BASE, "o"), **ENV, OPENAI_API_KEY="")
     assert off.returncode != 0  # without the semantic cache the embedding key is not asked
     assert "cache.semantic.embedding" not in off.stderr and "Batch API" in off.stderr, off.stderr
+
+
+# Verification through the batch: lookup vectors that carry meaning (real MiniLM embeddings,
+# zero-padded to the endpoint model's size: cosines unchanged) are put in the result cache
+# under each text's key, as an earlier embedding batch would have left them; the emulator's
+# own (meaning-free) vectors answer whatever the run buys.
+PAIRS = [  # (cached request, rewording): each a hit, all sampled for verification
+    ("How do I reset my password?", "I forgot my password, how do I reset it?"),
+    ("Where can I download my invoices?", "How can I get copies of my invoices?"),
+    ("How do I reset my password?", "how do I reset my password"),  # same answer, normalized
+]
+VERIFY_ENV = {
+    "BATCHD_CACHE_SEMANTIC_VERIFY_SHARE": "1",
+    "BATCHD_CACHE_SEMANTIC_PRIOR_THRESHOLD": "0.8",
+}
+
+
+def _seed_vectors(batchd: Batchd, texts: list[str]) -> None:
+    svc = open_services(load_settings(environ={**batchd.env, **ENV}))
+    try:
+        seed_endpoint_vectors(svc.cache, MODEL, texts)
+    finally:
+        svc.close()
+
+
+def test_answers_compared_at_finalize_are_a_batch_of_the_run_and_verdicts_come_out(
+    batchd: Batchd, emulator: OpenAIBatchEmulator, tmp_path: Path
+) -> None:
+    cached = list(dict.fromkeys(a for a, _ in PAIRS))
+    first = _submit(batchd, _file(tmp_path / "base.jsonl", cached, "b"), **VERIFY_ENV)
+    assert first.returncode == 0, first.stderr
+    rewordings = [b for _, b in PAIRS]
+    answer = {t: f"echo: {t}" for t in cached + rewordings}
+    # the lookups' vectors, and those of the first pair's answers: already embedded
+    _seed_vectors(batchd, cached + rewordings + [answer[PAIRS[0][0]], answer[PAIRS[0][1]]])
+
+    before, seen = set(batchd.run_dirs()), len(emulator.requests_seen())
+    n_batches = len(emulator.batches())
+    run = _submit(batchd, _file(tmp_path / "learn.jsonl", [*rewordings, NEW], "l"), **VERIFY_ENV)
+    assert run.returncode == 0, run.stderr
+    new_batches = emulator.batches()[n_batches:]
+    endpoints = [b["endpoint"] for b in new_batches]
+    # the lookup of NEW (its vector not cached) first, the run's lines, then the answers
+    assert endpoints[0] == endpoints[-1] == EMBEDDINGS_URL and endpoints.count(EMBEDDINGS_URL) == 2
+    # only the second pair's answers: the first's vectors were cached, the third's answers
+    # are the same text (compared without embeddings)
+    assert sorted(_batched(emulator, seen)) == sorted(
+        [NEW, answer[PAIRS[1][0]], answer[PAIRS[1][1]]]
+    )
+    assert _synchronous(emulator) == []  # never a synchronous purchase
+
+    run_dir, doc, text = _report(batchd, before)
+    rows = {r["custom_id"]: r for r in batchd.results(run_dir)}
+    assert [rows[f"l{i}"]["semantic_verified"] for i in range(3)] == [
+        "agreed",
+        "disagreed",
+        "agreed",
+    ]
+    assert rows["l3"]["semantic_verified"] is None  # NEW: not a hit
+    semantic = doc["semantic_cache"]
+    assert semantic["verified"] == 3 and semantic["false_hits"] == 1 and semantic["unverified"] == 0
+    assert "3 verified by the model, 1 false" in text, text
+    (row,) = [r for r in batchd.costs(run_dir) if r["model"] == MODEL]
+    assert row["requests"] == 3 and row["succeeded"] == 3  # NEW's vector and two answers'
+    batch = doc["semantic_cache_embedding_batch"]
+    assert batch["embedded_texts"] == 3 and batch["answer_texts"] == 2
+    assert batch["embedding_cost_usd"] == pytest.approx(row["cost_usd"])
+    assert doc["semantic_cache_embedding"] is None  # nothing bought synchronously
+    assert "2 of the texts were answers compared at finalize" in text, text
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in batchd.costs(run_dir)))
