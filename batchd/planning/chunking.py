@@ -34,7 +34,7 @@ from batchd.planning.estimates import (
     TargetSet,
 )
 from batchd.planning.observations import Observations
-from batchd.planning.plan_totals import Estimate, PlanSummary, add_up
+from batchd.planning.plan_totals import Estimate, PlanSummary, Totals, add_up
 from batchd.planning.release import release_order, release_target
 from batchd.planning.routing import Choice, Route, Router
 from batchd.planning.shadows import PAIRS_PATH, Guard, retag
@@ -308,7 +308,8 @@ class Chunker:
     def finish(self) -> list[Chunk]:
         self._apply_follower_deadlines()
         self.guard.before(self._set_list, self._router)
-        priced = self.planner.decide(self._set_list)
+        totals = Totals()
+        priced = self.planner.decide(self._set_list, totals.fold)  # streamed sets: in totals
         self.guard.after(self._set_list)
         self._write_spooled(priced)
         if self.guard.pairs and (f := None if self._dry_run else self._open_file(PAIRS_PATH)):
@@ -318,7 +319,7 @@ class Chunker:
         for key in list(self._open):
             self._close(key)
         self._files.close()
-        add_up(self.summary, self.estimates, self.planner, self._set_list, priced)
+        add_up(self.summary, self.estimates, self.planner, self._set_list, priced, totals)
         for c in self.chunks:
             est = self.estimates.get((c.backend, c.model))
             if est and est.requests and c.backend != PLANNER_BACKEND:
@@ -335,7 +336,10 @@ class Chunker:
         self._spool.seek(0)
         read = self._spool.read
         cursor = [0] * len(self._set_list)
-        orders = [release_order(ts, priced[ts.name], self.planner) for ts in self._set_list]
+        orders = [
+            release_order(ts, priced[ts.name], self.planner) if ts.name in priced else []
+            for ts in self._set_list
+        ]
         cascades = [self._cascade(ts) for ts in self._set_list]
         for set_no in self._spooled:
             ts = self._set_list[set_no]
