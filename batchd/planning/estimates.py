@@ -68,6 +68,12 @@ class TargetSet:
     failed_keys: dict[int, bytes] = field(default_factory=dict)
 
     direct: bool = False
+    # A one-vendor-target set priced as it fills (Planner.fold_part): the requests before
+    # `base` were decided and dropped; of them only the unmeetable ones' deadlines are kept.
+    early: bool = False
+    base: int = 0
+    folded_failed: dict[int, float] = field(default_factory=dict)  # index -> deadline_at
+    folded_latest: float = float("-inf")  # the latest deadline of the dropped requests
     blocked: npt.NDArray[np.bool_] | None = None  # n x t: the target may not take the request
 
     def __post_init__(self) -> None:
@@ -90,6 +96,18 @@ class TargetSet:
     def streamed(self) -> bool:
         """One vendor target, no guard gate: decided slice by slice, never in the GPU fill."""
         return self.direct and self.blocked is None
+
+    def drop_decided(self) -> None:
+        """Keep of the decided requests only what finish needs: unmeetable ones, latest."""
+        d = np.frombuffer(self.deadline_at, dtype=np.float64)
+        for i in np.flatnonzero(self.choice == UNMEETABLE).tolist():
+            self.folded_failed[self.base + i] = float(d[i])
+        if len(d):
+            self.folded_latest = max(self.folded_latest, float(d.max()))
+        self.base += len(self)
+        self.line_bytes, self.max_tokens = array("q"), array("q")
+        self.deadline_at, self.prompt_tokens = array("d"), array("q")
+        self.choice = np.zeros(0, np.int64)
 
     def part(self, lo: int, hi: int) -> TargetSet:
         """Requests lo..hi of a one-target set (its own copy of their arrays)."""
@@ -147,6 +165,7 @@ class Planner:
         self.gpu_usd_per_s = v.gpu_hourly_usd / 3600.0
         self.capacity_s = 0.0
         self.gpu_used_s = 0.0
+        self.price_slice = PRICE_SLICE  # requests of a streamed set priced at once
 
     def ready_at(self, backend: str, model: str) -> float:
         """When a batch of this vendor and model submitted now counts as done."""
@@ -273,6 +292,8 @@ class Planner:
         for ts in streamed:
             assert fold is not None
             self._decide_streamed(ts, fold)
+            if ts.base:
+                latest.append(ts.folded_latest)
             if len(ts):
                 latest.append(float(np.frombuffer(ts.deadline_at, dtype=np.float64).max()))
         placed = [ts for ts in sets if not (fold is not None and ts.streamed)]
@@ -309,12 +330,18 @@ class Planner:
         self._set_choices(placed, priced, a)
         return priced
 
+    def fold_part(self, ts: TargetSet, fold: Fold) -> None:
+        """Decide a streamed set's requests so far, hand their estimates to `fold`, drop them
+        (ingest of a huge file: the set's per-request arrays stay at one slice)."""
+        self._decide_streamed(ts, fold)
+        ts.drop_decided()
+
     def _decide_streamed(self, ts: TargetSet, fold: Fold) -> None:
         """A one-vendor-target set: each request runs there, or is unmeetable (no price)."""
         n = len(ts)
         choice = np.empty(n, dtype=np.int8)
-        for lo in range(0, n, PRICE_SLICE):
-            hi = min(lo + PRICE_SLICE, n)
+        for lo in range(0, n, self.price_slice):
+            hi = min(lo + self.price_slice, n)
             p = self.price(ts.part(lo, hi))
             part = np.where(np.isfinite(p.cost_usd[:, 0]), 0, UNMEETABLE).astype(np.int8)
             choice[lo:hi] = part
