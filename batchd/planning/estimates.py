@@ -1,7 +1,8 @@
 """The planner's estimates: tokens, cost per target and GPU-seconds, vectorised over requests.
 
 Requests are kept per *target set* (one per requested model or alias) as flat arrays while
-ingest streams, then priced all at once (DESIGN §4 "Planner"):
+ingest streams, then priced all at once (DESIGN §4 "Planner"); a one-vendor-target set is
+priced in slices of PRICE_SLICE as it fills, its arrays dropped (`Planner.fold_part`):
 
 - input tokens: the vLLM model's own tokenizer when its tokenizer.json is there, else the
   request line's bytes / bytes-per-token (learned per model from earlier runs' usage;
