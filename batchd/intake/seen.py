@@ -1,8 +1,10 @@
 """A compact set of 16-byte digests for in-run dedup of huge files.
 
 Digests live in numpy as (hi, lo) uint64 pairs ordered by `hi` (16 bytes an
-entry, no Python object per entry): a large base array and a small delta that is
-folded into the base when it grows. All work is vectorised per batch.
+entry, no Python object per entry): sorted runs of at most `max_run` entries and a
+small delta that is folded into the last run when it grows (a new run when the last
+is full). A fold copies one run at most, so the peak is the set plus one run, not
+twice the set. All work is vectorised per batch.
 """
 
 from __future__ import annotations
@@ -39,14 +41,15 @@ def _insert(hi_sorted: _U64, lo_of: _U64, hi: _U64, lo: _U64) -> tuple[_U64, _U6
 
 
 class SeenSet:
-    def __init__(self, merge_every: int = 262_144) -> None:
+    def __init__(self, merge_every: int = 262_144, max_run: int = 4 << 20) -> None:
         empty = np.empty(0, dtype=np.uint64)
-        self._base = (empty, empty)
+        self._runs: list[tuple[_U64, _U64]] = []
         self._delta = (empty, empty)
         self._merge_every = merge_every
+        self._max_run = max(max_run, merge_every)
 
     def __len__(self) -> int:
-        return len(self._base[0]) + len(self._delta[0])
+        return sum(len(hi) for hi, _ in self._runs) + len(self._delta[0])
 
     def check_add(self, values: list[bytes]) -> list[bool]:
         """For each 16-byte value in order: seen before (earlier call or earlier in this list)?"""
@@ -54,7 +57,9 @@ class SeenSet:
             return []
         pairs = np.frombuffer(b"".join(values), dtype=np.uint64).reshape(-1, 2)
         hi, lo = pairs[:, 0], pairs[:, 1]
-        seen = _contains(*self._base, hi, lo) | _contains(*self._delta, hi, lo)
+        seen = _contains(*self._delta, hi, lo)
+        for run in self._runs:
+            seen |= _contains(*run, hi, lo)
         # Repeats inside the batch: after a stable sort equal pairs are adjacent, first one first.
         order = np.lexsort((lo, hi))
         same_as_prev = np.zeros(len(values), dtype=bool)
@@ -66,7 +71,14 @@ class SeenSet:
         if new.any():
             self._delta = _insert(*self._delta, hi[new], lo[new])
             if len(self._delta[0]) >= self._merge_every:
-                self._base = _insert(*self._base, *self._delta)
-                empty = np.empty(0, dtype=np.uint64)
-                self._delta = (empty, empty)
+                self._fold()
         return seen.tolist()
+
+    def _fold(self) -> None:
+        """The delta into the last run, or as a new run when the last one is full."""
+        if self._runs and len(self._runs[-1][0]) + len(self._delta[0]) <= self._max_run:
+            self._runs[-1] = _insert(*self._runs[-1], *self._delta)
+        else:
+            self._runs.append(self._delta)
+        empty = np.empty(0, dtype=np.uint64)
+        self._delta = (empty, empty)

@@ -23,7 +23,7 @@ import numpy as np
 from batchd.backends.base import BatchBackend
 from batchd.config.pricing import PriceBook
 from batchd.config.settings import Settings
-from batchd.outcome import Outcome
+from batchd.planning import unplaced
 from batchd.planning.escalation import Record, frame, later_steps
 from batchd.planning.estimates import (
     MIN_SYNC_S,
@@ -34,11 +34,10 @@ from batchd.planning.estimates import (
     TargetSet,
 )
 from batchd.planning.observations import Observations
-from batchd.planning.plan_totals import Estimate, PlanSummary, add_up
+from batchd.planning.plan_totals import Estimate, PlanSummary, Totals, add_up
 from batchd.planning.release import release_order, release_target
 from batchd.planning.routing import Choice, Route, Router
 from batchd.planning.shadows import PAIRS_PATH, Guard, retag
-from batchd.planning.unplaced import no_vllm_outcome, unmeetable
 from batchd.requests import CHAT, ENDPOINT_URLS, KEY_BYTES
 from batchd.state.base import CHUNK_COLLECTED, Chunk
 from batchd.storage.chunk_outcomes import write_outcomes
@@ -110,6 +109,7 @@ class Chunker:
         self._ready: dict[str, float] = {}  # a direct model's: when its batch counts as done
         self._limit_of: dict[str, tuple[int, int]] = {}  # per backend: lines, bytes a chunk
         self.guard = Guard(observations.sums if observations else {})  # the quality guard
+        self._totals = Totals()  # sums of the one-vendor-target sets, priced in slices
 
     def _limits(self, backend: str) -> tuple[int, int]:
         if backend == VLLM:
@@ -152,7 +152,10 @@ class Chunker:
                 target_model = ts.targets[0][1]
                 self._write(backend, target_model, line, n, max_tokens, deadline_at, tier, endpoint)
             else:  # ends failed at finish
-                ts.failed_keys[len(ts.max_tokens) - 1] = key
+                ts.failed_keys[ts.base + len(ts.max_tokens) - 1] = key
+            # a full slice is priced now and dropped: the arrays stay at one slice
+            if ts.early and len(ts.max_tokens) >= self.planner.price_slice:
+                self.planner.fold_part(ts, self._totals.fold)
             return
         lines = options if options else [line]
         ts.add([len(x) for x in lines], max_tokens, deadline, key, prompt_tokens)
@@ -209,6 +212,8 @@ class Chunker:
         else:
             r = route if isinstance(route, Route) else Route(backend, model)
             ts = TargetSet(model, [(r.backend, r.model)], self._router.reference_of(r))
+        # one vendor target and no quality gate: priced as it fills (Planner.fold_part)
+        ts.early = ts.direct and not (isinstance(route, Choice) and route.quality is not None)
         self._sets[model] = (len(self._set_list), ts)
         self._set_list.append(ts)
         self._endpoints.append(array("b"))
@@ -308,7 +313,8 @@ class Chunker:
     def finish(self) -> list[Chunk]:
         self._apply_follower_deadlines()
         self.guard.before(self._set_list, self._router)
-        priced = self.planner.decide(self._set_list)
+        totals = self._totals
+        priced = self.planner.decide(self._set_list, totals.fold)  # streamed sets: in totals
         self.guard.after(self._set_list)
         self._write_spooled(priced)
         if self.guard.pairs and (f := None if self._dry_run else self._open_file(PAIRS_PATH)):
@@ -318,7 +324,7 @@ class Chunker:
         for key in list(self._open):
             self._close(key)
         self._files.close()
-        add_up(self.summary, self.estimates, self.planner, self._set_list, priced)
+        add_up(self.summary, self.estimates, self.planner, self._set_list, priced, totals)
         for c in self.chunks:
             est = self.estimates.get((c.backend, c.model))
             if est and est.requests and c.backend != PLANNER_BACKEND:
@@ -335,7 +341,10 @@ class Chunker:
         self._spool.seek(0)
         read = self._spool.read
         cursor = [0] * len(self._set_list)
-        orders = [release_order(ts, priced[ts.name], self.planner) for ts in self._set_list]
+        orders = [
+            release_order(ts, priced[ts.name], self.planner) if ts.name in priced else []
+            for ts in self._set_list
+        ]
         cascades = [self._cascade(ts) for ts in self._set_list]
         for set_no in self._spooled:
             ts = self._set_list[set_no]
@@ -402,31 +411,12 @@ class Chunker:
                     endpoint = ENDPOINTS[self._endpoints[set_no][i]]
                     self._write(backend, model, None, n_bytes, ts.max_tokens[i], d, tier, endpoint)
 
-    def _failures(self) -> list[tuple[bytes, Outcome]]:
-        out: list[tuple[bytes, Outcome]] = []
-        no_vllm = not self._router.has_backend(VLLM)
-        for ts in self._set_list:
-            gpu_cols = [j for j, (b, _) in enumerate(ts.targets) if b == VLLM]
-            failed = ts.choice == UNMEETABLE
-            if no_vllm and gpu_cols:
-                failed |= ts.choice == gpu_cols[0]
-            for i in np.flatnonzero(failed).tolist():
-                key = (
-                    ts.failed_keys[i]
-                    if ts.direct
-                    else bytes(ts.keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
-                )
-                if ts.choice[i] == UNMEETABLE:
-                    o = unmeetable(ts, ts.deadline_at[i], self._settings, self.planner)
-                else:
-                    o = no_vllm_outcome()
-                out.append((key, o))
-        return out
-
     def _write_failures(self) -> None:
         if self._dry_run:
             return
-        failures = self._failures()
+        failures = unplaced.failures(
+            self._set_list, self._router.has_backend(VLLM), self._settings, self.planner
+        )
         if not failures:
             return
         cur = self._start(Route(PLANNER_BACKEND, "unmeetable"), ".parts")

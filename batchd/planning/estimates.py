@@ -1,7 +1,8 @@
 """The planner's estimates: tokens, cost per target and GPU-seconds, vectorised over requests.
 
 Requests are kept per *target set* (one per requested model or alias) as flat arrays while
-ingest streams, then priced all at once (DESIGN §4 "Planner"):
+ingest streams, then priced all at once (DESIGN §4 "Planner"); a one-vendor-target set is
+priced in slices of PRICE_SLICE as it fills, its arrays dropped (`Planner.fold_part`):
 
 - input tokens: the vLLM model's own tokenizer when its tokenizer.json is there, else the
   request line's bytes / bytes-per-token (learned per model from earlier runs' usage;
@@ -24,7 +25,9 @@ ingest streams, then priced all at once (DESIGN §4 "Planner"):
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +43,7 @@ from batchd.planning.turnaround import turnaround_s
 F64 = npt.NDArray[np.float64]
 VLLM = "vllm"
 DEFAULT_VLLM_TOKENS_PER_S = 1000.0  # per GPU, before any run measured it or settings say
+PRICE_SLICE = 1 << 20  # requests of a one-target set priced at once (finish memory stays flat)
 DEADLINE_QUANTUM_S = 60.0  # deadlines are rounded down to the minute for capacity levels
 MIN_SYNC_S = 60.0  # a synchronous call needs at least this long before the deadline
 SYNC_BACKENDS = ("openai", "anthropic")
@@ -57,11 +61,20 @@ class TargetSet:
     deadline_at: array[float] = field(default_factory=lambda: array("d"))
     prompt_tokens: array[int] = field(default_factory=lambda: array("q"))  # -1: unknown
     keys: bytearray = field(default_factory=bytearray)
-    choice: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    # per request: its target's column or UNMEETABLE (int8 in a streamed set: see `streamed`)
+    choice: npt.NDArray[np.signedinteger[Any]] = field(
+        default_factory=lambda: np.zeros(0, np.int64)
+    )
     # One vendor target: requests are chunked as they come; keys kept only for failures.
     failed_keys: dict[int, bytes] = field(default_factory=dict)
 
     direct: bool = False
+    # A one-vendor-target set priced as it fills (Planner.fold_part): the requests before
+    # `base` were decided and dropped; of them only the unmeetable ones' deadlines are kept.
+    early: bool = False
+    base: int = 0
+    folded_failed: dict[int, float] = field(default_factory=dict)  # index -> deadline_at
+    folded_latest: float = float("-inf")  # the latest deadline of the dropped requests
     blocked: npt.NDArray[np.bool_] | None = None  # n x t: the target may not take the request
 
     def __post_init__(self) -> None:
@@ -80,8 +93,36 @@ class TargetSet:
     def __len__(self) -> int:
         return len(self.max_tokens)
 
+    @property
+    def streamed(self) -> bool:
+        """One vendor target, no guard gate: decided slice by slice, never in the GPU fill."""
+        return self.direct and self.blocked is None
+
+    def drop_decided(self) -> None:
+        """Keep of the decided requests only what finish needs: unmeetable ones, latest."""
+        d = np.frombuffer(self.deadline_at, dtype=np.float64)
+        for i in np.flatnonzero(self.choice == UNMEETABLE).tolist():
+            self.folded_failed[self.base + i] = float(d[i])
+        if len(d):
+            self.folded_latest = max(self.folded_latest, float(d.max()))
+        self.base += len(self)
+        self.line_bytes, self.max_tokens = array("q"), array("q")
+        self.deadline_at, self.prompt_tokens = array("d"), array("q")
+        self.choice = np.zeros(0, np.int64)
+
+    def part(self, lo: int, hi: int) -> TargetSet:
+        """Requests lo..hi of a one-target set (its own copy of their arrays)."""
+        p = TargetSet(self.name, self.targets, self.reference)
+        p.line_bytes, p.max_tokens = self.line_bytes[lo:hi], self.max_tokens[lo:hi]
+        p.deadline_at = self.deadline_at[lo:hi]
+        if len(self.prompt_tokens) == len(self):
+            p.prompt_tokens = self.prompt_tokens[lo:hi]
+        return p
+
 
 UNMEETABLE = -1  # choice of a request no target finishes in time
+# called per priced slice of a streamed set: (set, the slice's choices, its estimates)
+Fold = Callable[[TargetSet, npt.NDArray[np.signedinteger[Any]], "Priced"], None]
 
 
 @dataclass
@@ -125,6 +166,7 @@ class Planner:
         self.gpu_usd_per_s = v.gpu_hourly_usd / 3600.0
         self.capacity_s = 0.0
         self.gpu_used_s = 0.0
+        self.price_slice = PRICE_SLICE  # requests of a streamed set priced at once
 
     def ready_at(self, backend: str, model: str) -> float:
         """When a batch of this vendor and model submitted now counts as done."""
@@ -238,11 +280,28 @@ class Planner:
         )
 
     # --- assignment ---------------------------------------------------------------------
-    def decide(self, sets: list[TargetSet]) -> dict[str, Priced]:
-        """Set each target set's `choice` (target index, or UNMEETABLE); return the estimates."""
-        priced = {ts.name: self.price(ts) for ts in sets}
-        vendor_parts, gpu_parts, marginal_parts, deadline_parts = [], [], [], []
-        for ts in sets:
+    def decide(self, sets: list[TargetSet], fold: Fold | None = None) -> dict[str, Priced]:
+        """Set each target set's `choice` (target index, or UNMEETABLE); return the estimates.
+
+        With `fold`, streamed sets (one vendor target: `TargetSet.streamed`) are priced in
+        slices of PRICE_SLICE handed to `fold`, and are not in the returned dict. Their
+        requests never run on the GPU, so only their latest deadline (the last capacity
+        level, as if they were in the fill) counts for the others.
+        """
+        streamed = [ts for ts in sets if fold is not None and ts.streamed]
+        latest: list[float] = []
+        for ts in streamed:
+            assert fold is not None
+            self._decide_streamed(ts, fold)
+            if ts.base:
+                latest.append(ts.folded_latest)
+            if len(ts):
+                latest.append(float(np.frombuffer(ts.deadline_at, dtype=np.float64).max()))
+        placed = [ts for ts in sets if not (fold is not None and ts.streamed)]
+        priced = {ts.name: self.price(ts) for ts in placed}
+        vendor_parts, gpu_parts, marginal_parts = [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
+        deadline_parts = [np.zeros(0)]
+        for ts in placed:
             p = priced[ts.name]
             vendor_cols = [j for j, (b, _) in enumerate(ts.targets) if b != VLLM]
             vendor = (
@@ -257,8 +316,9 @@ class Planner:
         vendor = np.concatenate(vendor_parts)
         gpu_s = np.concatenate(gpu_parts)
         deadlines = np.concatenate(deadline_parts)
-        quantized = np.floor(np.minimum(deadlines, 1e15) / DEADLINE_QUANTUM_S) * DEADLINE_QUANTUM_S
-        levels, level = np.unique(quantized, return_inverse=True)
+        quantized = _quantized(deadlines)
+        levels = np.unique(np.concatenate([quantized, _quantized(np.array(latest))]))
+        level = np.searchsorted(levels, quantized)
         uses_gpu = bool(np.isfinite(gpu_s).any())
         cap = np.zeros(len(levels))
         if uses_gpu:
@@ -268,8 +328,26 @@ class Planner:
         a = assign(vendor, gpu_s, np.concatenate(marginal_parts), level.astype(np.int64), cap)
         self.capacity_s = float(cap[-1]) if len(cap) and uses_gpu else 0.0
         self.gpu_used_s = float(a.gpu_used_s[-1]) if len(cap) and uses_gpu else 0.0
-        self._set_choices(sets, priced, a)
+        self._set_choices(placed, priced, a)
         return priced
+
+    def fold_part(self, ts: TargetSet, fold: Fold) -> None:
+        """Decide a streamed set's requests so far, hand their estimates to `fold`, drop them
+        (ingest of a huge file: the set's per-request arrays stay at one slice)."""
+        self._decide_streamed(ts, fold)
+        ts.drop_decided()
+
+    def _decide_streamed(self, ts: TargetSet, fold: Fold) -> None:
+        """A one-vendor-target set: each request runs there, or is unmeetable (no price)."""
+        n = len(ts)
+        choice = np.empty(n, dtype=np.int8)
+        for lo in range(0, n, self.price_slice):
+            hi = min(lo + self.price_slice, n)
+            p = self.price(ts.part(lo, hi))
+            part = np.where(np.isfinite(p.cost_usd[:, 0]), 0, UNMEETABLE).astype(np.int8)
+            choice[lo:hi] = part
+            fold(ts, part, p)
+        ts.choice = choice
 
     def _set_choices(self, sets: list[TargetSet], priced: dict[str, Priced], a: Assignment) -> None:
         start = 0
@@ -287,3 +365,7 @@ class Planner:
             choice[unmeetable] = UNMEETABLE
             ts.choice = choice
             start += n
+
+
+def _quantized(deadlines: F64) -> F64:
+    return np.floor(np.minimum(deadlines, 1e15) / DEADLINE_QUANTUM_S) * DEADLINE_QUANTUM_S

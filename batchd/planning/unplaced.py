@@ -5,9 +5,39 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
+
 from batchd.config.settings import Settings
 from batchd.outcome import FAILED, Outcome
-from batchd.planning.estimates import MIN_SYNC_S, VLLM, Planner, TargetSet
+from batchd.planning.estimates import MIN_SYNC_S, UNMEETABLE, VLLM, Planner, TargetSet
+from batchd.requests import KEY_BYTES
+
+
+def failures(
+    sets: list[TargetSet], has_vllm: bool, settings: Settings, planner: Planner
+) -> list[tuple[bytes, Outcome]]:
+    """(request key, failed outcome) of every decided request no target can run."""
+    out: list[tuple[bytes, Outcome]] = []
+    for ts in sets:
+        if ts.direct:  # the ones decided and dropped during ingest (TargetSet.drop_decided)
+            for i, d in ts.folded_failed.items():
+                out.append((ts.failed_keys[i], unmeetable(ts, d, settings, planner)))
+        gpu_cols = [j for j, (b, _) in enumerate(ts.targets) if b == VLLM]
+        failed = ts.choice == UNMEETABLE
+        if not has_vllm and gpu_cols:
+            failed |= ts.choice == gpu_cols[0]
+        for i in np.flatnonzero(failed).tolist():
+            key = (
+                ts.failed_keys[ts.base + i]
+                if ts.direct
+                else bytes(ts.keys[i * KEY_BYTES : (i + 1) * KEY_BYTES])
+            )
+            if ts.choice[i] == UNMEETABLE:
+                o = unmeetable(ts, ts.deadline_at[i], settings, planner)
+            else:
+                o = no_vllm_outcome()
+            out.append((key, o))
+    return out
 
 
 def unmeetable(ts: TargetSet, deadline_at: float, settings: Settings, planner: Planner) -> Outcome:

@@ -1037,13 +1037,15 @@ def test_seen_within_and_across_calls() -> None:
     assert len(s) == 4
 
 
-@pytest.mark.parametrize("merge_every", [1, 2, 3, 7, 1000])
-def test_seen_matches_a_python_set_through_merges(merge_every: int) -> None:
-    rng = random.Random(merge_every)
+@pytest.mark.parametrize(
+    ("merge_every", "max_run"), [(1, 1), (2, 2), (2, 5), (3, 3), (3, 10), (7, 7), (1000, 1000)]
+)
+def test_seen_matches_a_python_set_through_merges(merge_every: int, max_run: int) -> None:
+    rng = random.Random(merge_every * 31 + max_run)
     pool = [rng.randbytes(16) for _ in range(120)]
     # Some shared high halves with different low halves.
     pool += [pool[i][:8] + rng.randbytes(8) for i in range(0, 40, 2)]
-    s, model = SeenSet(merge_every=merge_every), set()
+    s, model = SeenSet(merge_every=merge_every, max_run=max_run), set()
     for _ in range(60):
         values = [rng.choice(pool) for _ in range(rng.randint(0, 9))]
         expected = []
@@ -1054,8 +1056,9 @@ def test_seen_matches_a_python_set_through_merges(merge_every: int) -> None:
         assert len(s) == len(model)
 
 
-def test_seen_colliding_high_bytes_after_merge() -> None:
-    s = SeenSet(merge_every=2)
+@pytest.mark.parametrize("max_run", [2, 3, 1000])
+def test_seen_colliding_high_bytes_after_merge(max_run: int) -> None:
+    s = SeenSet(merge_every=2, max_run=max_run)
     same_hi = 0xDEADBEEF_12345678
     assert s.check_add([v(same_hi, 1), v(same_hi, 3)]) == [False, False]  # merged now
     assert s.check_add([v(same_hi, 2)]) == [False]
