@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1 BATCHD_TESTS_REQUIRE_ALL=1
 set +e
-python3 -m pytest -q -p no:cacheprovider "$@"
+# Two workers (BATCHD_TEST_WORKERS): most tests wait on subprocesses, emulators and
+# servers; the vLLM engine tests stay together on one worker (tests/conftest.py).
+python3 -m pytest -q -p no:cacheprovider -n "${BATCHD_TEST_WORKERS:-2}" --dist loadgroup "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -26,6 +26,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 settings.register_profile("batchd", suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("batchd")
 
+VLLM_GROUP = "vllm-engine"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With xdist (scripts/test.sh: -n 2 --dist loadgroup), every test that starts or shares
+    a vLLM engine runs on one worker, so the session engine starts once and two engines never
+    share the two cores; the other worker takes the rest of the suite."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "/backends/vllm/" in str(item.path) or "tiny_model" in names:
+            item.add_marker(pytest.mark.xdist_group(VLLM_GROUP))
+
 
 @pytest.fixture
 def emulator() -> Iterator[OpenAIBatchEmulator]:
