@@ -47,6 +47,9 @@ class Batchd:
             BATCHD_HOME=str(self.home),
             BATCHD_POLL_INTERVAL_S="0.02",
             HF_HUB_OFFLINE="1",
+            # wide: a path in the output is never wrapped, however long the test's tmp path
+            # (xdist adds a folder per worker); a test of the 80-column layout says COLUMNS=80
+            COLUMNS="200",
         )
         if gemini is not None:
             self.env.update(GEMINI_API_KEY=GEMINI_KEY, GOOGLE_GEMINI_BASE_URL=gemini.base_url)

@@ -155,9 +155,11 @@ def test_the_runs_semantic_cache_hits_a_paraphrase_and_refuses_near_misses(
 
         verifier = verifier_for_run(svc, {"ingest": {"semantic_checks": 1}})
         assert verifier is not None and verifier.embedder is embedder
-        # the Verifier's answer check: rules agree on both pairs, the vectors decide
-        assert answers_agree(SAME[0], SAME[1], embedder, 0.85)
-        assert not answers_agree(SAME[0], OTHER, embedder, 0.85)
+        # the Verifier's answer check: rules agree on both pairs, the vLLM vectors decide
+        texts = [SAME[0], SAME[1], OTHER]
+        answer_vectors = dict(zip(texts, verifier.embedder.embed(texts), strict=True))
+        assert answers_agree(SAME[0], SAME[1], answer_vectors, 0.85)
+        assert not answers_agree(SAME[0], OTHER, answer_vectors, 0.85)
     finally:
         svc.close()
 
