@@ -31,6 +31,10 @@ class SqliteCache:
         found: dict[bytes, Outcome] = {}
         if not keys:
             return found
+        # an empty cache (a first run, a plan on a fresh home) answers with one cheap query,
+        # not one per 256 keys
+        if self._db.execute("SELECT 1 FROM results LIMIT 1").fetchone() is None:
+            return found
         oldest = time.time() - self._ttl_s if self._ttl_s > 0 else 0.0
         sql = "SELECT key, outcome FROM results WHERE key IN ({keys}) AND stored_at >= ?"
         for key, blob in select_in(self._db, sql, keys, (oldest,)):

@@ -221,17 +221,20 @@ def _settle(
 ) -> None:
     """What needs the whole file: duplicate ids, in-run dedup, cache lookup, chunking."""
     dup_id = seen_ids.check_add([r.id_digest for r in records])
-    keys: list[bytes] = []
-    for r, dup in zip(records, dup_id, strict=True):
-        if r.error_type is None:
-            if dup:
-                r.error_type = "duplicate_custom_id"
-                r.error_message = (
-                    f"duplicate custom_id {r.custom_id!r}: an earlier line has it; "
-                    "ids must be unique in a file"
-                )
-            else:
-                keys.append(r.key)
+    if not any(dup_id):  # the usual block: no id seen before
+        keys = [r.key for r in records if r.error_type is None]
+    else:
+        keys = []
+        for r, dup in zip(records, dup_id, strict=True):
+            if r.error_type is None:
+                if dup:
+                    r.error_type = "duplicate_custom_id"
+                    r.error_message = (
+                        f"duplicate custom_id {r.custom_id!r}: an earlier line has it; "
+                        "ids must be unique in a file"
+                    )
+                else:
+                    keys.append(r.key)
     dups = seen_keys.check_add(keys)
     is_dup = iter(dups)
     hits = (

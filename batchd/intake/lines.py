@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -42,7 +42,10 @@ def iter_lines(
             skipping = False
         parts = (carry + block).split(b"\n") if carry else block.split(b"\n")
         carry = parts.pop()
-        out: list[bytes | None] = [p if len(p) <= max_line_bytes else None for p in parts]
+        if not parts or max(map(len, parts)) <= max_line_bytes:  # the usual block: as it is
+            out: list[bytes | None] = cast("list[bytes | None]", parts)
+        else:
+            out = [p if len(p) <= max_line_bytes else None for p in parts]
         if len(carry) > max_line_bytes:
             out.append(None)
             carry = b""

@@ -35,7 +35,11 @@ def _contains(hi_sorted: _U64, lo_of: _U64, hi: _U64, lo: _U64) -> npt.NDArray[n
 
 def _insert(hi_sorted: _U64, lo_of: _U64, hi: _U64, lo: _U64) -> tuple[_U64, _U64]:
     order = np.argsort(hi, kind="stable")
-    hi, lo = hi[order], lo[order]
+    return _insert_sorted(hi_sorted, lo_of, hi[order], lo[order])
+
+
+def _insert_sorted(hi_sorted: _U64, lo_of: _U64, hi: _U64, lo: _U64) -> tuple[_U64, _U64]:
+    """(hi, lo) pairs ordered by `hi` into the set's arrays."""
     pos = np.searchsorted(hi_sorted, hi)
     return np.insert(hi_sorted, pos, hi), np.insert(lo_of, pos, lo)
 
@@ -56,23 +60,22 @@ class SeenSet:
         if not values:
             return []
         pairs = np.frombuffer(b"".join(values), dtype=np.uint64).reshape(-1, 2)
-        hi, lo = pairs[:, 0], pairs[:, 1]
+        # Looked up in sorted order (searchsorted walks the set forwards, cache-friendly);
+        # after a stable sort equal pairs are adjacent, the first one in the list first.
+        order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+        hi, lo = pairs[order, 0], pairs[order, 1]
         seen = _contains(*self._delta, hi, lo)
         for run in self._runs:
             seen |= _contains(*run, hi, lo)
-        # Repeats inside the batch: after a stable sort equal pairs are adjacent, first one first.
-        order = np.lexsort((lo, hi))
-        same_as_prev = np.zeros(len(values), dtype=bool)
-        same_as_prev[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
-        repeat = np.zeros(len(values), dtype=bool)
-        repeat[order] = same_as_prev
-        seen |= repeat
+        seen[1:] |= (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])  # repeats inside the list
         new = ~seen
         if new.any():
-            self._delta = _insert(*self._delta, hi[new], lo[new])
+            self._delta = _insert_sorted(*self._delta, hi[new], lo[new])
             if len(self._delta[0]) >= self._merge_every:
                 self._fold()
-        return seen.tolist()
+        out = np.empty(len(values), dtype=bool)
+        out[order] = seen
+        return out.tolist()
 
     def _fold(self) -> None:
         """The delta into the last run, or as a new run when the last one is full."""

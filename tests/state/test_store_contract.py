@@ -282,6 +282,20 @@ def test_cache_keeps_every_field_of_the_answer_shape(cache_of: Any) -> None:
     assert got == answers  # every field back, the vector exactly
 
 
+def test_empty_cache_answers_nothing_then_sees_what_another_run_stored(
+    tmp_path: Path, cache_of: Any
+) -> None:
+    """An empty cache is looked up cheaply (SqliteCache: one query), but its emptiness is
+    not remembered: answers another run stores in between are hits at the next lookup."""
+    cache = cache_of()
+    keys = [i.to_bytes(16, "big") for i in range(600)]  # more than one IN group (sqlkeys.GROUP)
+    assert cache.get_many(keys) == {}
+    other = cache_of()  # another run's connection to the same cache
+    ok = Outcome(status=SUCCEEDED, output_text="later")
+    assert other.put_many([(keys[0], ok), (keys[599], ok)]) == 2
+    assert sorted(cache.get_many(keys)) == [keys[0], keys[599]]
+
+
 def test_cache_ttl(cache_of: Any) -> None:
     cache = cache_of(ttl_s=1)
     cache.put_many([(b"t" * 16, Outcome(status=SUCCEEDED, output_text="x"))])
