@@ -99,6 +99,7 @@ def to_claude_params(request: Request, default_max_tokens: int) -> dict[str, Any
         raise UnsupportedRequest(
             "not supported for Claude models: " + ", ".join(sorted(unsupported)) + HINT
         )
+    claude_tools.check_choice_has_tools(params)
     if body.get("response_format") is not None:
         claude_features.response_format(params, body["response_format"], request.model)
     claude_features.reasoning(params, body.get("reasoning_effort"))

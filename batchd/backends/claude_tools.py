@@ -101,6 +101,24 @@ def tool_choice(choice: Any, native: bool) -> dict[str, Any]:
     )
 
 
+def check_choice_has_tools(params: dict[str, Any]) -> None:
+    """A tool_choice that forces a tool needs that tool among the tools (OpenAI refuses it
+    too: "tool_choice is only allowed when tools are specified")."""
+    choice = params.get("tool_choice")
+    if not isinstance(choice, dict) or choice.get("type") not in ("any", "tool"):
+        return
+    names = {t.get("name") for t in params.get("tools") or [] if isinstance(t, dict)}
+    if not names:
+        raise UnsupportedRequest(
+            "tool_choice required or a named function needs tools; the line has none" + HINT
+        )
+    if choice["type"] == "tool" and choice.get("name") not in names:
+        raise UnsupportedRequest(
+            f"tool_choice names the function {choice.get('name')!r}, which is not among the "
+            "line's tools" + HINT
+        )
+
+
 def tool_use(call: Any, where: str) -> dict[str, Any]:
     """One OpenAI tool call of an assistant turn -> a Claude tool_use block."""
     if not isinstance(call, dict) or call.get("type", "function") != "function":

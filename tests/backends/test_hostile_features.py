@@ -122,6 +122,11 @@ def _body() -> Any:
     parts=[{"type": "text", "text": "0"}],
     model="claude-sonnet-4-5",
 )
+@example(  # found by hypothesis in CI: tool_choice required with no tools went to Claude as "any"
+    body={"messages": [{"role": "user", "content": "q"}], "tool_choice": "required"},
+    parts=[{"type": "text", "text": "0"}],
+    model="claude-sonnet-4-5",
+)
 def test_claude_translation_is_vendor_shaped_or_refused(
     body: dict[str, Any], parts: list[Any], model: str
 ) -> None:
