@@ -99,7 +99,11 @@ def to_chat_body(body: dict[str, Any], target: str) -> dict[str, Any]:
         elif name == "text":
             out.update(_text(value, target))
         elif name == "tools":
-            out["tools"] = [_tool(t, i, target) for i, t in enumerate(value or [])]
+            if not isinstance(value, list):
+                raise UnsupportedRequest(
+                    f"tools must be a list of tools, not {type(value).__name__}; fix the line"
+                )
+            out["tools"] = [_tool(t, i, target) for i, t in enumerate(value)]
         elif name == "tool_choice":
             out["tool_choice"] = _tool_choice(value, target)
         elif name in _NO_CHAT_EQUIVALENT:

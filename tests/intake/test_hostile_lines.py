@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchd.errors import BatchdError
@@ -388,6 +388,12 @@ def test_generated_hostile_files_give_one_row_per_line(svc: Any, lines: list[byt
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(lines=st.lists(hostile_lines(endpoints=tuple(ENDPOINT_BODIES)), min_size=1, max_size=12))
+@example(  # found by hypothesis in CI: Responses `tools` that is no list raised TypeError
+    lines=[
+        b'{"id": "r0", "endpoint": "responses", "model": "claude-haiku-4-5", "input": "q", '
+        b'"tools": -1, "tool_choice": "auto"}'
+    ]
+)
 def test_generated_hostile_endpoint_lines_give_one_row_per_line(
     svc: Any, lines: list[bytes]
 ) -> None:
