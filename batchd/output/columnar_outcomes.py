@@ -1,61 +1,15 @@
-"""Outcomes as Arrow columns (issue 20): many Outcome structs to one record batch and back,
-and request keys as fixed-width numpy strings that sort and `searchsorted` in bulk.
-
-Finalize joins lines with outcomes column-wise; these are the conversions it rests on. A
-column holds exactly the field's value (floats as float64, embeddings included), so a
-batch turned back into Outcomes equals the structs it was made from.
+"""Request keys as fixed-width numpy strings that sort and `searchsorted` in bulk, and as
+hex text (issue 20): finalize joins lines with outcomes column-wise on these. (The outcomes
+themselves as Arrow columns: storage.arrow_outcomes.)
 """
 
 from __future__ import annotations
 
-import msgspec
+import binascii
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from batchd.outcome import Outcome
-
-_F64_LIST = pa.list_(pa.float64())
-_TYPES: dict[str, pa.DataType] = {
-    "input_tokens": pa.int64(),
-    "cached_input_tokens": pa.int64(),
-    "cache_write_tokens": pa.int64(),
-    "cache_write_1h_tokens": pa.int64(),
-    "output_tokens": pa.int64(),
-    "reasoning_tokens": pa.int64(),
-    "cost_usd": pa.float64(),
-    "gpu_seconds": pa.float64(),
-    "submitted_at": pa.float64(),
-    "completed_at": pa.float64(),
-    "embedding": _F64_LIST,
-    "embeddings": pa.list_(_F64_LIST),
-    "output_texts": pa.list_(pa.string()),
-    "schema_valid": pa.bool_(),
-    "retryable": pa.bool_(),
-}
-FIELDS = msgspec.structs.fields(Outcome)
-OUTCOME_SCHEMA = pa.schema([(f.name, _TYPES.get(f.name, pa.string())) for f in FIELDS])
-_ROW = pa.struct(list(OUTCOME_SCHEMA))
-_astuple = msgspec.structs.astuple
-
-
-def outcome_batch(outcomes: list[Outcome]) -> pa.RecordBatch:
-    """One row per outcome, one column per Outcome field (OUTCOME_SCHEMA)."""
-    if not outcomes:
-        return _empty()
-    rows = pa.array(list(map(_astuple, outcomes)), type=_ROW)  # tuples: converted in C++
-    return pa.RecordBatch.from_struct_array(rows)
-
-
-def _empty() -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [pa.array([], type=f.type) for f in OUTCOME_SCHEMA], schema=OUTCOME_SCHEMA
-    )
-
-
-def outcomes_of(batch: pa.RecordBatch | pa.Table) -> list[Outcome]:
-    """The Outcome structs of a batch made by outcome_batch (the rare rows' per-row path)."""
-    return [Outcome(**row) for row in batch.to_pylist()]
 
 
 class KeyCodec:
@@ -112,9 +66,6 @@ def fixed_width(keys: pa.Array, width: int) -> np.ndarray | None:
     return np.frombuffer(data, dtype=f"S{width}", count=n, offset=int(offsets[0]))
 
 
-_HEX = np.array([list(f"{b:02x}".encode()) for b in range(256)], dtype=np.uint8)
-
-
 def hex_column(keys: pa.Array) -> pa.Array:
     """`key.hex() if key else None` of every value of a binary array."""
     present = keys.filter(pc.fill_null(pc.greater(pc.binary_length(keys), 0), False))
@@ -122,7 +73,7 @@ def hex_column(keys: pa.Array) -> pa.Array:
     fixed = fixed_width(present, width) if width else None
     if fixed is None:
         return pa.array([k.hex() if k else None for k in keys.to_pylist()], pa.string())
-    digits = _HEX[np.frombuffer(fixed.tobytes(), dtype=np.uint8)].tobytes()
+    digits = binascii.hexlify(fixed.tobytes())  # lowercase, as bytes.hex()
     offsets = np.arange(len(present) + 1, dtype=np.int32) * (2 * width)
     text = pa.StringArray.from_buffers(
         len(present), pa.py_buffer(offsets.tobytes()), pa.py_buffer(digits)

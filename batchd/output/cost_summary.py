@@ -134,22 +134,29 @@ class CostSummary:
         def column(f: str, dtype: type) -> np.ndarray:
             return np.asarray(extra[f] if f in extra else col(f), dtype=dtype)
 
-        ints = {f: column(f, np.int64) for f in _INT_SUMS}
-        floats = {f: column(f, np.float64) for f in _FLOAT_SUMS}
+        # each group's rows together, in row order (a stable sort): sums per group slice
+        order = np.argsort(inverse, kind="stable")
+        starts = np.searchsorted(inverse[order], np.arange(len(groups) + 1))
+        counts = {
+            "requests": np.ones(n, dtype=np.int64),
+            "resolved": resolved,
+            "succeeded": status_ok,
+            "cache_hits": hits,
+            "in_run_hits": in_run,
+            **{f: column(f, np.int64) for f in _INT_SUMS},
+        }
+        sums = {
+            f: np.add.reduceat(np.asarray(v, dtype=np.int64)[order], starts[:-1]).tolist()
+            for f, v in counts.items()
+        }
+        floats = {f: column(f, np.float64)[order] for f in _FLOAT_SUMS}
         for gi, g in enumerate(groups):
-            mask = inverse == gi
-            count = int(mask.sum())
-            ok = int(status_ok[mask].sum())
-            g["requests"] += count
-            g["resolved"] += int(resolved[mask].sum())
-            g["succeeded"] += ok
-            g["not_succeeded"] += count - ok
-            g["cache_hits"] += int(hits[mask].sum())
-            g["in_run_hits"] += int(in_run[mask].sum())
-            for f, ivalues in ints.items():
-                g[f] += int(ivalues[mask].sum())
+            for f, total in sums.items():
+                g[f] += total[gi]
+            g["not_succeeded"] += sums["requests"][gi] - sums["succeeded"][gi]
+            lo, hi = int(starts[gi]), int(starts[gi + 1])
             for f, fvalues in floats.items():
-                g[f] = added(g[f], fvalues[mask])
+                g[f] = added(g[f], fvalues[lo:hi])
         self._add_costs(np.asarray(col("cost_usd"), dtype=np.float64), inverse, names, moves)
 
     def _add_costs(

@@ -20,9 +20,10 @@ import pyarrow.compute as pc
 from batchd.config.pricing import PER_MTOK, Price, PriceBook
 from batchd.intake.ingest import CACHE_IN_RUN, CACHE_NONE, CACHED
 from batchd.outcome import FAILED, INVALID, SUCCEEDED, Outcome
-from batchd.output.columnar_outcomes import hex_column, outcome_batch
+from batchd.output.columnar_outcomes import hex_column
 from batchd.output.cost_summary import CostSummary, added, is_
 from batchd.output.results import MISSING_RESULT, RESULTS_SCHEMA
+from batchd.storage.arrow_outcomes import outcome_batch
 
 # keys (binary, no nulls) -> (outcomes table, each found key's row in it, which were found)
 Finder = Callable[[pa.Array], tuple[pa.Table, np.ndarray, np.ndarray]]
@@ -185,7 +186,7 @@ class RowAssembler:
         order[fast] = index
         order[slow_at] = table.num_rows + np.arange(len(slow_at))
         both = pa.concat_tables([table, pa.Table.from_batches([outcome_batch(slow)])])
-        return both.combine_chunks().take(pa.array(order)).to_batches(max_chunksize=None)[0]
+        return both.take(pa.array(order)).combine_chunks().to_batches(max_chunksize=None)[0]
 
     def _price_columns(
         self, models: pa.Array, resolve: Callable[[Any], Price | None]

@@ -20,22 +20,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchd.outcome import SUCCEEDED, Outcome
-from batchd.output.columnar_outcomes import (
-    OUTCOME_SCHEMA,
-    KeyCodec,
-    fixed_width,
-    outcome_batch,
-    outcomes_of,
-)
+from batchd.output.columnar_outcomes import KeyCodec, fixed_width
 from batchd.planning.escalation import encode_entries, entries_of
 from batchd.planning.observations import Observer
 from batchd.run.services import Services
 from batchd.state.base import Chunk, Run
-from batchd.storage.chunk_outcomes import read_outcomes
+from batchd.storage.arrow_outcomes import (
+    KEY,
+    OUTCOME_SCHEMA,
+    outcome_batch,
+    outcomes_of,
+)
+from batchd.storage.chunk_outcomes import read_outcome_batches, read_outcomes
 from batchd.storage.private import make_dirs
 from batchd.storage.sqlkeys import select_in
 
-STORE_BATCH_ROWS = 131_072  # outcomes per record batch of the IPC file
 _EMPTY = OUTCOME_SCHEMA.empty_table()
 _outcome_enc = msgspec.msgpack.Encoder()
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
@@ -57,7 +56,7 @@ class OutcomeIndex:
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE e (key BLOB, outcome BLOB)")  # answers that went on
         self._db.execute("CREATE INDEX e_key ON e (key)")
-        self._batches: list[pa.RecordBatch] = []
+        self._batches: list[pa.RecordBatch] = []  # memory-mapped, in file order
         self._starts = np.zeros(1, dtype=np.int64)  # first row of each batch, then the total
         self._codec = KeyCodec(16)
         self._keys = np.zeros(0, dtype=self._codec.dtype)  # sorted
@@ -73,23 +72,9 @@ class OutcomeIndex:
 
     def build(self, svc: Services, run: Run, observer: Observer | None = None) -> None:
         blobs = svc.blobs(run.run_id)
-        keys: list[bytes] = []  # the pending outcomes' keys
         key_parts: list[pa.Array] = []
-        pending: list[Outcome] = []
-        spans: list[tuple[Chunk, int]] = []  # the pending outcomes' chunks: (chunk, how many)
         with pa.OSFile(str(self._ipc_path), "wb") as sink:
             writer = pa.ipc.new_file(sink, OUTCOME_SCHEMA)
-
-            def flush() -> None:
-                batch = outcome_batch(pending)
-                writer.write_batch(batch)
-                key_parts.append(pa.array(keys, pa.binary()))
-                keys.clear()
-                if observer is not None:
-                    _observe(observer, batch, spans)
-                pending.clear()
-                spans.clear()
-
             for chunk in svc.store.chunks(run.run_id):
                 if chunk.escalated_path is not None:
                     with blobs.open(chunk.escalated_path) as src:
@@ -100,21 +85,15 @@ class OutcomeIndex:
                 if chunk.result_path is None:
                     continue
                 with blobs.open(chunk.result_path) as src:
-                    for k, o in read_outcomes(src):
-                        keys.append(k)
-                        pending.append(o)
-                        if spans and spans[-1][0] is chunk:
-                            spans[-1] = (chunk, spans[-1][1] + 1)
-                        else:
-                            spans.append((chunk, 1))
-                        if len(pending) >= STORE_BATCH_ROWS:
-                            flush()
-            if pending or not key_parts:
-                flush()
+                    for batch in read_outcome_batches(src):  # a frame: up to 8,192 outcomes
+                        if observer is not None:
+                            _observe(observer, batch, chunk)
+                        key_parts.append(batch.column(KEY))
+                        writer.write_batch(batch.drop_columns([KEY]))
             writer.close()
         self._db.commit()
         self._with_priors = {k for (k,) in self._db.execute("SELECT DISTINCT key FROM e")}
-        self._index_keys(pa.concat_arrays(key_parts))
+        self._index_keys(pa.concat_arrays(key_parts) if key_parts else pa.array([], pa.binary()))
         source = pa.memory_map(str(self._ipc_path), "r")
         reader = pa.ipc.open_file(source)
         self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
@@ -165,14 +144,15 @@ class OutcomeIndex:
         return table, index, found
 
     def _take(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
-        """The file's rows (each batch read once, in row order) and where each asked row is."""
+        """The file's rows (each batch read once, in row order, left chunked: the caller
+        takes from them once) and where each asked row is among them."""
         unique, inverse = np.unique(rows, return_inverse=True)
         part_of = np.searchsorted(self._starts, unique, side="right") - 1
         parts = []
         for p in np.unique(part_of):
             local = unique[part_of == p] - self._starts[p]
             parts.append(self._batches[p].take(pa.array(local)))
-        table = pa.Table.from_batches(parts, schema=OUTCOME_SCHEMA).combine_chunks()
+        table = pa.Table.from_batches(parts, schema=OUTCOME_SCHEMA)
         return table, inverse.reshape(-1).astype(np.int64)
 
     def _join_priors(self, keys: pa.Array, batch: pa.Table) -> pa.Table:
@@ -224,30 +204,24 @@ def _prefixes(keys: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(keys.view(">u8").reshape(-1, width // 8)[:, 0])
 
 
-def _observe(observer: Observer, batch: pa.RecordBatch, spans: list[tuple[Chunk, int]]) -> None:
-    """Let the observer sum what each chunk's outcomes measured (tokens, GPU time)."""
-    status = np.asarray(pc.fill_null(pc.equal(batch.column("status"), SUCCEEDED), False))
-    cols = {
+def _observe(observer: Observer, batch: pa.RecordBatch, chunk: Chunk) -> None:
+    """Let the observer sum what a batch of one chunk's outcomes measured (tokens, GPU time)."""
+    ok = np.asarray(pc.fill_null(pc.equal(batch.column("status"), SUCCEEDED), False))
+    col = {
         f: np.asarray(batch.column(f))
         for f in ("input_tokens", "cached_input_tokens", "output_tokens", "gpu_seconds")
     }
-    start = 0
-    for chunk, n in spans:
-        part = {f: v[start : start + n] for f, v in cols.items()}
-        on_gpu = part["gpu_seconds"] > 0
-        ok = status[start : start + n] & (part["input_tokens"] > 0)
-        start += n
-        observer.add_totals(
-            chunk,
-            gpu_seconds=part["gpu_seconds"][on_gpu].tolist(),
-            gpu_tokens=int(
-                part["input_tokens"][on_gpu].sum() + part["output_tokens"][on_gpu].sum()
-            ),
-            succeeded=int(ok.sum()),
-            input_tokens=int(part["input_tokens"][ok].sum()),
-            cached_input_tokens=int(part["cached_input_tokens"][ok].sum()),
-            output_tokens=int(part["output_tokens"][ok].sum()),
-        )
+    on_gpu = col["gpu_seconds"] > 0
+    ok &= col["input_tokens"] > 0
+    observer.add_totals(
+        chunk,
+        gpu_seconds=col["gpu_seconds"][on_gpu].tolist(),
+        gpu_tokens=int(col["input_tokens"][on_gpu].sum() + col["output_tokens"][on_gpu].sum()),
+        succeeded=int(ok.sum()),
+        input_tokens=int(col["input_tokens"][ok].sum()),
+        cached_input_tokens=int(col["cached_input_tokens"][ok].sum()),
+        output_tokens=int(col["output_tokens"][ok].sum()),
+    )
 
 
 def joined(priors: list[Outcome], final: Outcome) -> Outcome:
@@ -268,11 +242,25 @@ def succeeded_texts(
     step's and the answer embedding step's)."""
     blobs = svc.blobs(run.run_id)
     found: dict[bytes, str] = {}
+    wanted = pa.array(sorted(keys), pa.binary())
     for c in chunks:
         if c.result_path is None:
             continue
         with blobs.open(c.result_path) as src:
-            for k, o in read_outcomes(src):
-                if k in keys and o.status == SUCCEEDED and o.output_text is not None:
-                    found[k] = o.output_text
+            for batch in read_outcome_batches(src):
+                mine = pc.and_(
+                    pc.is_in(batch.column(KEY), wanted),
+                    pc.and_(
+                        pc.equal(batch.column("status"), SUCCEEDED),
+                        pc.is_valid(batch.column("output_text")),
+                    ),
+                )
+                part = batch.filter(pc.fill_null(mine, False))
+                found.update(
+                    zip(
+                        part.column(KEY).to_pylist(),
+                        part.column("output_text").to_pylist(),
+                        strict=True,
+                    )
+                )
     return found

@@ -60,7 +60,8 @@ from batchd.state.base import (
 
 log = logging.getLogger("batchd.pipeline")
 
-FINALIZE_BATCH_ROWS = 8192
+FINALIZE_BATCH_ROWS = 65536
+RESULTS_ROW_GROUP_ROWS = 8192  # row groups of results.parquet, whatever the batch size
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 _outcome_enc = msgspec.msgpack.Encoder()
 
@@ -271,7 +272,7 @@ def finalize_run(svc: Services, run: Run) -> Run:
             rows = assembler.assemble(batch)
             if written is not None:
                 written.result()
-            written = pool.submit(writer.write_batch, rows)
+            written = pool.submit(writer.write_batch, rows, RESULTS_ROW_GROUP_ROWS)
             if export_file is not None:
                 write_openai_jsonl(rows, export_file, batch)
         if written is not None:

@@ -12,12 +12,13 @@ import pyarrow as pa
 
 from batchd.config.settings import load_settings
 from batchd.outcome import FAILED, SUCCEEDED, Outcome
-from batchd.output.columnar_outcomes import KeyCodec, hex_column, outcome_batch, outcomes_of
+from batchd.output.columnar_outcomes import KeyCodec, hex_column
 from batchd.planning.escalation import Entry, encode_entries
 from batchd.planning.observations import Observer
 from batchd.run.answer_index import joined, outcome_index
 from batchd.run.services import open_services
 from batchd.state.base import CHUNK_COLLECTED, Chunk, Run
+from batchd.storage.arrow_outcomes import outcome_batch, outcomes_of
 from batchd.storage.chunk_outcomes import write_outcomes
 
 RUN = "run-index"
