@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 import msgspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from batchd.outcome import FAILED, Outcome
 from batchd.output.cost_summary import COSTS_SCHEMA, CostSummary
@@ -67,6 +68,44 @@ RESULTS_SCHEMA = pa.schema(
 )
 
 _json = msgspec.json.Encoder()
+
+# How results.parquet is encoded (its values are the same whatever these say). A column
+# whose every row holds its own value (ids, keys, answers, vectors) gets no dictionary: the
+# writer would build one per row group only to drop it. Min/max statistics are kept where
+# they let a reader skip row groups (line_no, status, model, cost, times), not for text and
+# vectors, where computing them costs each finalize and helps no filter.
+_OWN_VALUES = {
+    "line_no", "custom_id", "request_key", "output_text", "response_json", "tool_calls",
+    "embedding", "embeddings", "output_texts", "cache_source_key",
+}  # fmt: skip
+_NO_STATISTICS = {
+    "request_key", "tags", "output_text", "response_json", "tool_calls", "embedding",
+    "embeddings", "output_texts", "error_message", "escalations", "cache_source_key",
+}  # fmt: skip
+RESULTS_ROW_GROUP_ROWS = 8192
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """The Parquet column paths of a schema's leaves ("tags.key_value.key", ...)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    return [c.path for c in pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema]
+
+
+_PATHS = _leaf_paths(RESULTS_SCHEMA)
+
+
+def results_writer(out: BinaryIO) -> pq.ParquetWriter:
+    """A writer of results.parquet rows (RESULTS_SCHEMA); write batches of them with
+    `write_batch(rows, RESULTS_ROW_GROUP_ROWS)`."""
+    top = [p.split(".", 1)[0] for p in _PATHS]
+    return pq.ParquetWriter(
+        out,
+        RESULTS_SCHEMA,
+        use_dictionary=[p for p, t in zip(_PATHS, top, strict=True) if t not in _OWN_VALUES],
+        write_statistics=[p for p, t in zip(_PATHS, top, strict=True) if t not in _NO_STATISTICS],
+    )
+
 
 MISSING_RESULT = Outcome(
     status=FAILED,

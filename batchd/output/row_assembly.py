@@ -80,11 +80,22 @@ class RowAssembler:
         self.tiers: dict[str, dict[str, float]] = {}
 
     def assemble(self, lines: pa.RecordBatch) -> pa.RecordBatch:
+        return self.finish(lines, self.outcomes(lines))
+
+    def outcomes(self, lines: pa.RecordBatch) -> pa.RecordBatch:
+        """Each line's Outcome as columns. The first half of `assemble`, which changes
+        nothing here: it may run in another thread, for the next batch, while `finish` runs
+        for this one (the Arrow work in it runs without the GIL)."""
+        state = lines.column("state")
+        return self._outcomes(lines, is_(state, INVALID), is_(state, CACHED))
+
+    def finish(self, lines: pa.RecordBatch, o: pa.RecordBatch) -> pa.RecordBatch:
+        """The result rows of `lines`, given their `outcomes`; the sums and counts are
+        added in the order batches come here."""
         n = lines.num_rows
         line = lines.column
         state, cache = line("state"), line("cache")
         invalid, cached = is_(state, INVALID), is_(state, CACHED)
-        o = self._outcomes(lines, invalid, cached)
         out: dict[str, Any] = {
             "run_id": pa.array([self._run_id] * n, pa.string()),
             "line_no": line("line_no"),

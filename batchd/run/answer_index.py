@@ -1,10 +1,13 @@
 """Every chunk's outcomes of a run, indexed by request key: what finalize joins the lines with;
 and the answers of a few keys read straight from the chunks' outcome parts (`succeeded_texts`).
 
-The outcomes go column-wise into an Arrow IPC file in the run's scratch folder (written a
-batch at a time, read back memory-mapped, so memory stays bounded by the pages touched);
-the keys, sorted, stay in memory as fixed-width numpy strings (16 bytes a request) with
-each key's row in that file. A later chunk's outcome for a key replaces an earlier one.
+The chunks' outcome parts are Arrow frames (storage.chunk_outcomes), read as columns. They
+are combined into big record batches: one held in memory when the run's outcomes fit in it,
+else each written to an Arrow IPC file in the run's scratch folder and read back
+memory-mapped (memory stays bounded by the pages touched). The keys, sorted, stay in memory
+as fixed-width numpy strings (16 bytes a request) with each key's row among the outcomes;
+a lines batch's outcomes are one `take` from those rows. A later chunk's outcome for a key
+replaces an earlier one.
 A cascade's earlier answers (the ones that went on) sit in a small SQLite table: the rare
 lines that have them are joined in Python (`joined`).
 """
@@ -12,6 +15,7 @@ lines that have them are joined in Python (`joined`).
 from __future__ import annotations
 
 import sqlite3
+from contextlib import ExitStack
 from pathlib import Path
 
 import msgspec
@@ -35,6 +39,11 @@ from batchd.storage.chunk_outcomes import read_outcome_batches, read_outcomes
 from batchd.storage.private import make_dirs
 from batchd.storage.sqlkeys import select_in
 
+# The outcomes are held as few big record batches, so a lines batch takes its outcomes from
+# few (a take from one batch is several times faster than from many). A run's outcomes up to
+# one such batch stay in memory; beyond, each batch goes to an IPC file, read memory-mapped.
+FILE_BATCH_ROWS = 1 << 20
+FILE_BATCH_BYTES = 256 << 20
 _EMPTY = OUTCOME_SCHEMA.empty_table()
 _outcome_enc = msgspec.msgpack.Encoder()
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
@@ -51,13 +60,13 @@ class OutcomeIndex:
 
     def __init__(self, folder: Path) -> None:
         self._ipc_path = folder / "outcomes.arrow"
-        self._db = sqlite3.connect(folder / "escalated.db")
+        # read by the thread that finds the next batch's outcomes (one at a time)
+        self._db = sqlite3.connect(folder / "escalated.db", check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE e (key BLOB, outcome BLOB)")  # answers that went on
         self._db.execute("CREATE INDEX e_key ON e (key)")
-        self._batches: list[pa.RecordBatch] = []  # memory-mapped, in file order
-        self._starts = np.zeros(1, dtype=np.int64)  # first row of each batch, then the total
+        self._table = _EMPTY  # every outcome, in the order read: few big chunks
         self._codec = KeyCodec(16)
         self._keys = np.zeros(0, dtype=self._codec.dtype)  # sorted
         self._rows = np.zeros(0, dtype=np.int64)  # each sorted key's row in the file
@@ -65,7 +74,7 @@ class OutcomeIndex:
         self._with_priors: set[bytes] = set()
 
     def close(self) -> None:
-        self._batches = []
+        self._table = _EMPTY
         self._db.close()
 
     # --- building ---------------------------------------------------------------------------
@@ -73,8 +82,17 @@ class OutcomeIndex:
     def build(self, svc: Services, run: Run, observer: Observer | None = None) -> None:
         blobs = svc.blobs(run.run_id)
         key_parts: list[pa.Array] = []
-        with pa.OSFile(str(self._ipc_path), "wb") as sink:
-            writer = pa.ipc.new_file(sink, OUTCOME_SCHEMA)
+        pending: list[pa.RecordBatch] = []  # frames not yet in the file
+        size = [0, 0]  # their rows and bytes
+        writer: pa.ipc.RecordBatchFileWriter | None = None
+
+        def combined() -> pa.Table:
+            table = pa.Table.from_batches(pending, schema=OUTCOME_SCHEMA).combine_chunks()
+            pending.clear()
+            size[:] = [0, 0]
+            return table
+
+        with ExitStack() as files:
             for chunk in svc.store.chunks(run.run_id):
                 if chunk.escalated_path is not None:
                     with blobs.open(chunk.escalated_path) as src:
@@ -89,16 +107,27 @@ class OutcomeIndex:
                         if observer is not None:
                             _observe(observer, batch, chunk)
                         key_parts.append(batch.column(KEY))
-                        writer.write_batch(batch.drop_columns([KEY]))
-            writer.close()
+                        pending.append(batch.drop_columns([KEY]))
+                        size[0] += batch.num_rows
+                        size[1] += batch.nbytes
+                        if size[0] >= FILE_BATCH_ROWS or size[1] >= FILE_BATCH_BYTES:
+                            if writer is None:  # more than one big batch: to the file
+                                sink = files.enter_context(pa.OSFile(str(self._ipc_path), "wb"))
+                                writer = pa.ipc.new_file(sink, OUTCOME_SCHEMA)
+                            writer.write_table(combined(), max_chunksize=None)
+            if writer is None:  # all of them fit in one batch: kept in memory
+                self._table = combined()
+            else:
+                if pending:
+                    writer.write_table(combined(), max_chunksize=None)
+                writer.close()
         self._db.commit()
         self._with_priors = {k for (k,) in self._db.execute("SELECT DISTINCT key FROM e")}
         self._index_keys(pa.concat_arrays(key_parts) if key_parts else pa.array([], pa.binary()))
-        source = pa.memory_map(str(self._ipc_path), "r")
-        reader = pa.ipc.open_file(source)
-        self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-        sizes = [b.num_rows for b in self._batches]
-        self._starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        if writer is not None:  # read back memory-mapped: the pages touched, not the file
+            reader = pa.ipc.open_file(pa.memory_map(str(self._ipc_path), "r"))
+            batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+            self._table = pa.Table.from_batches(batches, schema=OUTCOME_SCHEMA)
 
     def _index_keys(self, keys: pa.Array) -> None:
         """Sort the keys; where a key came more than once the last (latest chunk's) wins."""
@@ -137,23 +166,11 @@ class OutcomeIndex:
             return _EMPTY, np.zeros(0, dtype=np.int64), found
         at = np.minimum(self._search(query), len(self._keys) - 1)
         found &= self._keys[at] == query
-        table, index = self._take(self._rows[at[found]])
+        table, index = self._table, self._rows[at[found]]  # the caller takes, once
         if self._with_priors:
             table = self._join_priors(keys.filter(pa.array(found)), table.take(index))
             index = np.arange(table.num_rows, dtype=np.int64)
         return table, index, found
-
-    def _take(self, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
-        """The file's rows (each batch read once, in row order, left chunked: the caller
-        takes from them once) and where each asked row is among them."""
-        unique, inverse = np.unique(rows, return_inverse=True)
-        part_of = np.searchsorted(self._starts, unique, side="right") - 1
-        parts = []
-        for p in np.unique(part_of):
-            local = unique[part_of == p] - self._starts[p]
-            parts.append(self._batches[p].take(pa.array(local)))
-        table = pa.Table.from_batches(parts, schema=OUTCOME_SCHEMA)
-        return table, inverse.reshape(-1).astype(np.int64)
 
     def _join_priors(self, keys: pa.Array, batch: pa.Table) -> pa.Table:
         """Rows of keys with earlier answers (a cascade) replaced by their joined outcome."""

@@ -25,7 +25,7 @@ from batchd.intake.ingest import LINES_PATH, LINES_SCHEMA, IngestStats
 from batchd.outcome import CANCELED, SUCCEEDED, Outcome
 from batchd.output.cost_summary import CostSummary
 from batchd.output.manifest import finished, write_manifest
-from batchd.output.results import RESULTS_SCHEMA, write_openai_jsonl
+from batchd.output.results import RESULTS_ROW_GROUP_ROWS, results_writer, write_openai_jsonl
 from batchd.output.row_assembly import RowAssembler
 from batchd.planning.chunking import Chunker
 from batchd.planning.observations import Observations, Observer
@@ -44,6 +44,7 @@ from batchd.run.answer_index import outcome_index, scratch_dir
 from batchd.run.cancel import until_next_round
 from batchd.run.dispatch import STEP, step_failed
 from batchd.run.endings import RUN_CANCELED, abandon_chunk, end_run, retried_step
+from batchd.run.read_ahead import ahead
 from batchd.run.semantic_step import semantic_for_run, uses_endpoint, verifier_for_run
 from batchd.run.services import Services
 from batchd.run.source_pass import committed_gpu_s, dry_chunker, ingest_source, scanner
@@ -61,7 +62,6 @@ from batchd.state.base import (
 log = logging.getLogger("batchd.pipeline")
 
 FINALIZE_BATCH_ROWS = 65536
-RESULTS_ROW_GROUP_ROWS = 8192  # row groups of results.parquet, whatever the batch size
 _outcome_dec = msgspec.msgpack.Decoder(Outcome)
 _outcome_enc = msgspec.msgpack.Encoder()
 
@@ -262,14 +262,17 @@ def finalize_run(svc: Services, run: Run) -> Run:
             semantic_verdicts=verifier.verdicts if verifier else None,
         )
         results_file = files.enter_context(out.writer("results.parquet"))
-        writer = files.enter_context(pq.ParquetWriter(results_file, RESULTS_SCHEMA))
+        writer = files.enter_context(results_writer(results_file))
         export_file = files.enter_context(out.writer("results.openai.jsonl")) if export else None
         lines = pq.ParquetFile(files.enter_context(blobs.local(LINES_PATH)))
-        # each batch written (Parquet encoding, compression: no GIL) while the next is made
+        # each batch written (Parquet encoding, compression: no GIL) while the next is made,
+        # and the next one's lines read and outcomes found (Arrow takes: no GIL) meanwhile
         pool = files.enter_context(ThreadPoolExecutor(1, thread_name_prefix="results-writer"))
+        finder = files.enter_context(ThreadPoolExecutor(1, thread_name_prefix="results-finder"))
         written: Future[None] | None = None
-        for batch in lines.iter_batches(batch_size=FINALIZE_BATCH_ROWS):
-            rows = assembler.assemble(batch)
+        batches = lines.iter_batches(batch_size=FINALIZE_BATCH_ROWS)
+        for batch, outcomes in ahead(batches, assembler.outcomes, finder):
+            rows = assembler.finish(batch, outcomes)
             if written is not None:
                 written.result()
             written = pool.submit(writer.write_batch, rows, RESULTS_ROW_GROUP_ROWS)
