@@ -9,12 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from batchd.config.settings import load_settings
 from batchd.outcome import FAILED, SUCCEEDED, Outcome
 from batchd.output.columnar_outcomes import KeyCodec, hex_column
 from batchd.planning.escalation import Entry, encode_entries
 from batchd.planning.observations import Observer
+from batchd.run import answer_index
 from batchd.run.answer_index import joined, outcome_index
 from batchd.run.services import open_services
 from batchd.state.base import CHUNK_COLLECTED, Chunk, Run
@@ -22,6 +24,14 @@ from batchd.storage.arrow_outcomes import outcome_batch, outcomes_of
 from batchd.storage.chunk_outcomes import write_outcomes
 
 RUN = "run-index"
+
+
+@pytest.fixture(params=["in memory", "spilled to the IPC file"])
+def spill(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Both ways the index holds outcomes: one batch in memory, or batches of 2 on file."""
+    if request.param != "in memory":
+        monkeypatch.setattr(answer_index, "FILE_BATCH_ROWS", 2)
+    return request.param != "in memory"
 
 
 def _o(text: str, cost: float = 0.001, **kw: object) -> Outcome:
@@ -69,7 +79,7 @@ def _index(tmp_path: Path, parts: dict[str, list[tuple[bytes, Outcome]]], chunks
     return svc, outcome_index(svc, svc.store.get_run(RUN), folder, observer), observer
 
 
-def test_later_chunk_wins_and_cascades_join(tmp_path: Path) -> None:
+def test_later_chunk_wins_and_cascades_join(tmp_path: Path, spill: bool) -> None:
     k = [bytes([i]) * 16 for i in range(4)]
     twin = k[1][:8] + b"\xff" * 8  # shares its first 8 bytes with k[1]: whole keys searched
     first = _o("old")
@@ -106,12 +116,13 @@ def test_later_chunk_wins_and_cascades_join(tmp_path: Path) -> None:
         assert outcomes_of(table.take(rows)) == [got[k[2]], got[k[0]]]
         sums = observer.sums()
         assert sums  # every outcome read was observed (tokens per chunk)
+        assert (tmp_path / "scratch" / "outcomes.arrow").exists() == spill
     finally:
         index.close()
         svc.close()
 
 
-def test_keys_of_other_widths_and_an_empty_index(tmp_path: Path) -> None:
+def test_keys_of_other_widths_and_an_empty_index(tmp_path: Path, spill: bool) -> None:
     parts = {"r0": [(b"a", _o("a")), (b"a\x00", _o("a0")), (b"bb", _o("bb"))]}
     svc, index, _ = _index(tmp_path, parts, [_chunk(0, "r0"), _chunk(1, None)])
     try:
