@@ -11,7 +11,9 @@ printed beside the wall time: on a shared machine wall seconds say little alone.
 
     python bench/finalize.py [--lines 1000000] [--unique 700000] [--cached 50000]
                              [--invalid 10000]
-Prints a table; the 5 s target is reported as met / not met, never asserted.
+                             [--repeat 3]
+Prints a table, a row per finalize of the same run (a shared 2-core machine varies by
+±15% from one run to the next); the 5 s target is judged on the median, never asserted.
 """
 
 from __future__ import annotations
@@ -187,6 +189,9 @@ def main() -> None:
     ap.add_argument("--unique", type=int, default=700_000)
     ap.add_argument("--cached", type=int, default=50_000, help="cache hits among the lines")
     ap.add_argument("--invalid", type=int, default=10_000)
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="finalize the run this many times (best, median)"
+    )
     ap.add_argument("--child", nargs=2, metavar=("HOME", "ASSEMBLER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -204,9 +209,11 @@ def main() -> None:
             make_run(home, args.lines, args.unique, args.cached, args.invalid)
             print(f"made the run in {time.perf_counter() - t0:.1f}s; finalize ({assembler}) ...")
             argv = [sys.executable, __file__, "--child", str(home), assembler]
-            wall, rss, text = measure(argv, tmp, env)
-            out = dict(kv.split("=") for kv in text.decode().split() if "=" in kv)
-            results.append((assembler, float(out["finalize_s"]), wall, rss, out))
+            for attempt in range(args.repeat):  # the same run finalized again: same outputs
+                wall, rss, text = measure(argv, tmp, env)
+                out = dict(kv.split("=") for kv in text.decode().split() if "=" in kv)
+                print(f"  finalize {attempt + 1}: {float(out['finalize_s']):.2f} s")
+                results.append((assembler, float(out["finalize_s"]), wall, rss, out))
     followers = args.lines - args.unique - args.cached - args.invalid
     print(
         f"\n{args.lines:,} lines: {args.unique:,} unique requests with outcomes, {followers:,} "
@@ -227,11 +234,12 @@ def main() -> None:
         print("".join(f"{c:>14}" for c in cells))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average (1, 5, 15 min) after the run: {load} on {os.cpu_count()} cores")
-    best = min(r[1] for r in results) if results else None
-    if best is not None:
+    times = sorted(r[1] for r in results)
+    if times:
+        best, median = times[0], times[len(times) // 2]
         print(
-            f"target finalize < {TARGET_S:g} s: {best:.2f} s -> "
-            + ("met" if best < TARGET_S else "NOT met")
+            f"target finalize < {TARGET_S:g} s: best {best:.2f} s, median {median:.2f} s of "
+            f"{len(times)} -> " + ("met" if median < TARGET_S else "NOT met") + " (median)"
         )
 
 
