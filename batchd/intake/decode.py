@@ -319,6 +319,7 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         and sem.applies(item.model)
         else None
     )
+    size = len(line) if ctx.sizes_only and line else -1
     return Parsed(
         item.line_no,
         item.custom_id,
@@ -331,7 +332,7 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         key,
         item.cache_ok,
         backend,
-        line,
+        b"" if size >= 0 else line,
         max_tokens,
         item.deadline_at,
         options,
@@ -339,6 +340,7 @@ def _valid(item: Request, route: Route | Choice, ctx: ParseContext, where: _Wher
         item.endpoint,
         fmt if isinstance(fmt := item.body.get("encoding_format"), str) else None,
         *(scoped or (b"", "")),
+        size,
     )
 
 

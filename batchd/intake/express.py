@@ -92,6 +92,7 @@ class Express:
         except UnsupportedRequest:  # the line's row gives the reason: `_valid` makes it
             return None
         max_tokens = body.get("max_tokens")
+        size = len(line) + 1 if self._ctx.sizes_only else -1
         return Parsed(
             item.line_no,
             item.custom_id,
@@ -104,7 +105,7 @@ class Express:
             key,
             cache_ok,
             m.backend,
-            line + b"\n",
+            b"" if size >= 0 else line + b"\n",
             max_tokens if type(max_tokens) is int else 0,
             item.deadline_at,
             [],
@@ -113,4 +114,5 @@ class Express:
             None,
             b"",
             "",
+            size,
         )

@@ -163,19 +163,29 @@ def ingest(
     """
     semantic = semantic if cache is not None else None
     plan = semantic.plan if semantic is not None else None
-    ctx = ParseContext(router, default_tenant, run_salt, cache is not None, max_line_bytes, plan)
+    ctx = ParseContext(
+        router,
+        default_tenant,
+        run_salt,
+        cache is not None,
+        max_line_bytes,
+        plan,
+        sizes_only=chunker.dry_run,  # a dry run counts each line's bytes, writes none
+    )
     sem_hits: dict[bytes, Match] = {}  # request key -> its semantic hit, for its followers
     stats = IngestStats()
     invalid_types: Counter[str] = Counter()
     seen_ids = SeenSet()
     seen_keys = SeenSet()
     blocks = _numbered(iter_lines(stream, max_line_bytes=max_line_bytes))
-    for block in parse_blocks(blocks, ctx, workers):
-        stats.lines += len(block.records)
-        stats.blank += block.blank
-        stats.bytes_read += block.bytes_read
-        rows = _Rows() if write_rows is not None else _NoRows()
-        with paused_gc():
+    # No cyclic collection for the whole pass: a block's records hold no cycles, and one
+    # pause per block let a collection run between blocks, walking every object alive.
+    with paused_gc():
+        for block in parse_blocks(blocks, ctx, workers):
+            stats.lines += len(block.records)
+            stats.blank += block.blank
+            stats.bytes_read += block.bytes_read
+            rows = _Rows() if write_rows is not None else _NoRows()
             _settle(
                 block.records,
                 rows,
@@ -190,8 +200,8 @@ def ingest(
             )
             if write_rows is not None and rows.cols["line_no"]:
                 write_rows(rows.batch())
-        if on_progress is not None:
-            on_progress(stats)
+            if on_progress is not None:
+                on_progress(stats)
     stats.invalid_by_type = dict(invalid_types)
     if semantic is not None:
         stats.semantic_embedding = semantic.embedder.spend.as_dict()
@@ -339,6 +349,7 @@ def _add_to_chunk(chunker: Chunker, r: Parsed) -> str | None:
             r.options,
             r.prompt_tokens,
             r.endpoint,
+            r.vendor_bytes,
         )
     except OSError:
         raise

@@ -7,6 +7,7 @@ death the pool is shut down and the rest of the input is parsed here as well.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import threading
@@ -32,6 +33,9 @@ Job = tuple[int, list[bytes | None]]
 def _init_worker(ctx: ParseContext) -> None:
     global _worker_ctx
     _worker_ctx = ctx
+    # What the worker inherited is never garbage: no collection walks it (nor copies its
+    # pages, shared with the parent since the fork); cycles made from here on are collected.
+    gc.freeze()
 
 
 def _work(job: Job) -> bytes:

@@ -40,6 +40,7 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
     encoding_format: str | None = None  # an embeddings line's, for the OpenAI-format export
     sem_scope: bytes = b""  # semantic cache: the scope it may match in (b"": not matched)
     sem_text: str = ""  # and the text compared
+    vendor_bytes: int = -1  # a dry run's: vendor_line's size, the line not kept (-1: kept)
 
 
 class Block(msgspec.Struct, array_like=True, gc=False):
@@ -56,6 +57,8 @@ class ParseContext:
     use_cache: bool
     max_line_bytes: int
     semantic: SemanticPlan | None = None  # lines matched by meaning (semantic cache)
+    # a dry run (plan): a valid line's vendor line is measured, not handed on
+    sizes_only: bool = False
 
 
 def digest(text: str) -> bytes:

@@ -111,6 +111,11 @@ class Chunker:
         self.guard = Guard(observations.sums if observations else {})  # the quality guard
         self._totals = Totals()  # sums of the one-vendor-target sets, priced in slices
 
+    @property
+    def dry_run(self) -> bool:
+        """A plan: requests are counted and priced, no chunk file is written."""
+        return self._dry_run
+
     def _limits(self, backend: str) -> tuple[int, int]:
         if backend == VLLM:
             limits = self._settings.backends.vllm.max_requests_per_chunk, VLLM_MAX_BYTES_PER_CHUNK
@@ -132,15 +137,17 @@ class Chunker:
         options: list[bytes] | None = None,
         prompt_tokens: int = -1,
         endpoint: str = CHAT,
+        line_bytes: int = -1,
     ) -> None:
-        """One unique request: `line` for its one backend, or `options`, one per alias target."""
+        """One unique request: `line` for its one backend, or `options`, one per alias target.
+        `line_bytes` >= 0: a dry run's, the size of the line it does not keep (`line` b"")."""
         deadline = self._deadline
         if deadline_at is not None and deadline_at < deadline:
             deadline = deadline_at
         found = self._sets.get(model)
         set_no, ts = found if found is not None else self._target_set(backend, model)
         if ts.direct:  # one vendor target: the hot path, straight into its chunk
-            n = len(line)
+            n = len(line) if line_bytes < 0 else line_bytes
             ts.line_bytes.append(n)
             ts.max_tokens.append(max_tokens)
             ts.deadline_at.append(deadline)
@@ -158,7 +165,8 @@ class Chunker:
                 self.planner.fold_part(ts, self._totals.fold)
             return
         lines = options if options else [line]
-        ts.add([len(x) for x in lines], max_tokens, deadline, key, prompt_tokens)
+        sizes = [len(x) for x in lines] if options or line_bytes < 0 else [line_bytes]
+        ts.add(sizes, max_tokens, deadline, key, prompt_tokens)
         self._endpoints[set_no].append(ENDPOINTS.index(endpoint))
         if self._dry_run:  # the planner needs the sizes only
             return

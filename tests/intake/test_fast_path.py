@@ -6,6 +6,7 @@ Request, key, Invalid reason, record, lines rows and chunk files of the per-line
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -199,12 +200,21 @@ def _same_record(ctx: decode.ParseContext, raw: bytes, line_no: int = 7) -> bool
     slow = decode._valid(item, route, ctx, decode._Where())  # type: ignore[arg-type]
     assert fast == slow, raw
     assert msgspec.msgpack.encode(fast) == msgspec.msgpack.encode(slow)
+    if ctx.sizes_only:  # a plan's record: the full one with its vendor line's size instead
+        full = decode._valid(item, route, replace(ctx, sizes_only=False), decode._Where())  # type: ignore[arg-type]
+        assert fast.vendor_line == b"" and fast.vendor_bytes == len(full.vendor_line) > 0
+        assert msgspec.structs.replace(fast, vendor_line=full.vendor_line, vendor_bytes=-1) == full
     return True
 
 
 def _contexts(svc: Any) -> list[decode.ParseContext]:
-    """With the cache (vendor ids are keys) and without it (ids are marked uncacheable)."""
-    return [decode.ParseContext(svc.router, "t", "salt", use, 1 << 20) for use in (True, False)]
+    """With the cache (vendor ids are keys) and without it (ids are marked uncacheable); as
+    a run parses and as a plan does (vendor lines measured, not kept)."""
+    return [
+        decode.ParseContext(svc.router, "t", "salt", use, 1 << 20, sizes_only=sizes)
+        for use in (True, False)
+        for sizes in (False, True)
+    ]
 
 
 def test_express_lane_gives_the_record_of_valid(svc: Any) -> None:
