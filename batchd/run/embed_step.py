@@ -48,7 +48,7 @@ from batchd.state.base import (
     Chunk,
     Run,
 )
-from batchd.storage.chunk_outcomes import read_outcomes
+from batchd.storage.chunk_outcomes import read_outcome_batches
 
 log = logging.getLogger("batchd.embed")
 
@@ -186,14 +186,16 @@ def add_costs(svc: Services, run: Run, summary: CostSummary) -> dict[str, float]
     cost_usd = 0.0
     for c in mine:
         with blobs.open(c.result_path or "") as src:
-            for _, o in read_outcomes(src):
-                texts += 1
+            for batch in read_outcome_batches(src):  # the columns it sums, not the vectors
+                ok = sum(s == SUCCEEDED for s in batch.column("status").to_pylist())
+                texts += batch.num_rows
                 if c.chunk_id in answers:
-                    answer_texts += 1
-                    failed_answers += o.status != SUCCEEDED
-                succeeded += o.status == SUCCEEDED
-                tokens += o.input_tokens
-                cost_usd += o.cost_usd
+                    answer_texts += batch.num_rows
+                    failed_answers += batch.num_rows - ok
+                succeeded += ok
+                tokens += sum(batch.column("input_tokens").to_pylist())
+                for cost in batch.column("cost_usd").to_pylist():  # one by one, in order
+                    cost_usd += cost
     model = mine[0].model
     price = svc.prices.lookup(model)
     list_usd = svc.prices.cost_usd(price, Usage(input_tokens=tokens), batch=False) if price else 0
