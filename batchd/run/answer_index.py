@@ -106,7 +106,8 @@ class OutcomeIndex:
                     for batch in read_outcome_batches(src):  # a frame: up to 8,192 outcomes
                         if observer is not None:
                             _observe(observer, batch, chunk)
-                        key_parts.append(batch.column(KEY))
+                        # a copy: a frame's columns share one buffer, freed once combined
+                        key_parts.append(pa.concat_arrays([batch.column(KEY)]))
                         pending.append(batch.drop_columns([KEY]))
                         size[0] += batch.num_rows
                         size[1] += batch.nbytes
