@@ -7,6 +7,7 @@ cost summary is output.cost_summary.
 
 from __future__ import annotations
 
+import functools
 from typing import BinaryIO
 
 import msgspec
@@ -85,25 +86,26 @@ _NO_STATISTICS = {
 RESULTS_ROW_GROUP_ROWS = 8192
 
 
-def _leaf_paths(schema: pa.Schema) -> list[str]:
-    """The Parquet column paths of a schema's leaves ("tags.key_value.key", ...)."""
+@functools.cache
+def _encoded_columns() -> tuple[list[str], list[str]]:
+    """The Parquet leaf paths ("tags.key_value.key", ...) given a dictionary, and those
+    given statistics (worked out once, at the first finalize, not at import)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(schema.empty_table(), sink)
-    return [c.path for c in pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema]
-
-
-_PATHS = _leaf_paths(RESULTS_SCHEMA)
+    pq.write_table(RESULTS_SCHEMA.empty_table(), sink)
+    paths = [c.path for c in pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema]
+    top = [p.split(".", 1)[0] for p in paths]
+    return (
+        [p for p, t in zip(paths, top, strict=True) if t not in _OWN_VALUES],
+        [p for p, t in zip(paths, top, strict=True) if t not in _NO_STATISTICS],
+    )
 
 
 def results_writer(out: BinaryIO) -> pq.ParquetWriter:
     """A writer of results.parquet rows (RESULTS_SCHEMA); write batches of them with
     `write_batch(rows, RESULTS_ROW_GROUP_ROWS)`."""
-    top = [p.split(".", 1)[0] for p in _PATHS]
+    dictionary, statistics = _encoded_columns()
     return pq.ParquetWriter(
-        out,
-        RESULTS_SCHEMA,
-        use_dictionary=[p for p, t in zip(_PATHS, top, strict=True) if t not in _OWN_VALUES],
-        write_statistics=[p for p, t in zip(_PATHS, top, strict=True) if t not in _NO_STATISTICS],
+        out, RESULTS_SCHEMA, use_dictionary=dictionary, write_statistics=statistics
     )
 
 

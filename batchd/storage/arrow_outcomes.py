@@ -62,8 +62,5 @@ def _empty() -> pa.RecordBatch:
 
 
 def outcomes_of(batch: pa.RecordBatch | pa.Table) -> list[Outcome]:
-    """The Outcome structs of a batch made by outcome_batch (the rare rows' per-row path);
-    a keyed batch's key column is left out."""
-    if batch.schema.names and batch.schema.names[0] == KEY:
-        batch = batch.drop_columns([KEY])
+    """The Outcome structs of a batch made by outcome_batch (the rare rows' per-row path)."""
     return [Outcome(**row) for row in batch.to_pylist()]

@@ -18,7 +18,7 @@ import msgspec
 import pyarrow as pa
 
 from batchd.outcome import Outcome
-from batchd.storage.arrow_outcomes import KEYED_SCHEMA, keyed_batch, outcomes_of
+from batchd.storage.arrow_outcomes import KEY, KEYED_SCHEMA, keyed_batch, outcomes_of
 
 _FRAME = struct.Struct("<I")
 ARROW_FRAME_RECORDS = 8192
@@ -66,7 +66,8 @@ def read_outcome_batches(src: BinaryIO) -> Iterator[pa.RecordBatch]:
 def read_outcomes(src: BinaryIO) -> Iterator[tuple[bytes, Outcome]]:
     """Every (key, Outcome) of a part, in order (the per-outcome readers)."""
     for batch in read_outcome_batches(src):
-        yield from zip(batch.column(0).to_pylist(), outcomes_of(batch), strict=True)
+        keys = batch.column(KEY).to_pylist()
+        yield from zip(keys, outcomes_of(batch.drop_columns([KEY])), strict=True)
 
 
 class _VendorId(msgspec.Struct):
