@@ -186,8 +186,13 @@ def request_key(tenant: str, body: dict[str, Any], plain: bool, endpoint: str = 
         material = body
     else:
         material = _canonical_body(body)
+    return key_of_material(tenant, endpoint, _key_encoder.encode(material))
+
+
+def key_of_material(tenant: str, endpoint: str, material: bytes) -> bytes:
+    """`request_key` of a body whose canonical JSON (sorted keys) is `material`."""
     return hashlib.blake2b(
-        tenant.encode() + b"\x00" + endpoint.encode() + b"\x00" + _key_encoder.encode(material),
+        tenant.encode() + b"\x00" + endpoint.encode() + b"\x00" + material,
         digest_size=KEY_BYTES,
     ).digest()
 

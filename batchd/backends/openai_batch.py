@@ -120,6 +120,11 @@ class OpenAIBatchBackend:
     def encode_line(self, vendor_id: str, request: Request) -> bytes:
         return _line_prefix(vendor_id, request.endpoint) + _enc.encode(request.body) + b"}"
 
+    def line_bytes(self, vendor_id: str, endpoint: str, body_bytes: int) -> int:
+        """`encode_line`'s length for a body whose JSON is `body_bytes` long (a plan's lines
+        are measured, not written: intake.column_lane)."""
+        return len(_line_prefix(vendor_id, endpoint)) + body_bytes + 1
+
     async def create(self, chunk: Chunk, data_path: str, guard: SpendGuard) -> VendorRef:
         async with _translated("create"):
             return await self._create(chunk, data_path, guard)

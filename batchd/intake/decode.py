@@ -17,6 +17,7 @@ import msgspec
 from batchd.backends.base import UnsupportedRequest
 from batchd.backends.capabilities import needs
 from batchd.cache.semantic.scope import scope_and_text
+from batchd.intake.column_lane import ColumnLane, record
 from batchd.intake.express import Express
 from batchd.intake.line_sizes import max_tokens_of, prompt_tokens_of
 from batchd.intake.plain import plain_request
@@ -24,6 +25,7 @@ from batchd.intake.records import (
     BLANK_LINE,
     INTERNAL_ERROR,
     Block,
+    Columns,
     ParseContext,
     Parsed,
     digest,
@@ -77,12 +79,18 @@ def parse_block(first_line_no: int, raw_lines: list[bytes | None], ctx: ParseCon
 
     In a block with no byte-order mark and no 19-digit run anywhere (screened once, on the
     whole block), a line takes the fast path (`_parse_clean`, with one `Express` lane for the
-    block); any other line, and every line of any other block, `parse_line`.
+    block); any other line, and every line of any other block, `parse_line`. A plan's clean
+    block whose every line the column lane takes comes back as Columns (intake.column_lane).
     """
     joined = b"\n".join(raw for raw in raw_lines if raw is not None)
     clean = BOM not in joined and no_long_digits(joined)
+    n_bytes = sum(len(raw) + 1 for raw in raw_lines if raw is not None)
     with paused_gc():
-        if clean:
+        if clean and ctx.columns:
+            columns, records = _columns_or_records(first_line_no, raw_lines, ctx)
+            if columns is not None:
+                return Block([], 0, n_bytes, columns)
+        elif clean:
             lane = Express(ctx)
             records = [
                 _parse_clean(raw, first_line_no + i, ctx, lane) for i, raw in enumerate(raw_lines)
@@ -90,8 +98,30 @@ def parse_block(first_line_no: int, raw_lines: list[bytes | None], ctx: ParseCon
         else:
             records = [parse_line(raw, first_line_no + i, ctx) for i, raw in enumerate(raw_lines)]
     blank = sum(1 for r in records if r.error_type == BLANK_LINE)
-    n_bytes = sum(len(raw) + 1 for raw in raw_lines if raw is not None)
     return Block(records, blank, n_bytes)
+
+
+def _columns_or_records(
+    first_line_no: int, raw_lines: list[bytes | None], ctx: ParseContext
+) -> tuple[Columns | None, list[Parsed]]:
+    """A clean block of a plan as Columns when the column lane takes every line; else its
+    records, a taken line's made from what the lane took (the express lane's record)."""
+    lane = ColumnLane(ctx)
+    taken = [
+        lane.take(raw, first_line_no + i)
+        if raw and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
+        else None
+        for i, raw in enumerate(raw_lines)
+    ]
+    if taken and all(t is not None for t in taken):
+        return lane.columns(first_line_no, taken), []  # type: ignore[arg-type]
+    express = Express(ctx)
+    return None, [
+        _parse_clean(raw, first_line_no + i, ctx, express)
+        if t is None
+        else record(t, first_line_no + i)
+        for i, (raw, t) in enumerate(zip(raw_lines, taken, strict=True))
+    ]
 
 
 def _parse_clean(raw: bytes | None, line_no: int, ctx: ParseContext, lane: Express) -> Parsed:

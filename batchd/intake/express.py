@@ -39,6 +39,11 @@ def plain_needs(body: dict[str, Any]) -> frozenset[str]:
     return _ASKS[type(n) is int and n > 1, body.get("seed") is not None]
 
 
+def plain_asks(n: bool, seed: bool) -> frozenset[str]:
+    """What a plain chat line asks for: chat, and n (more than one choice) and seed if given."""
+    return _ASKS[n, seed]
+
+
 class _Model:
     """One model's route worked out once: its backend, encoder and what it can serve."""
 

@@ -18,10 +18,17 @@ import pyarrow as pa
 from batchd.cache.base import Cache
 from batchd.cache.semantic.matcher import HIT, Match, Query, SemanticCache
 from batchd.errors import BatchdError
+from batchd.intake.column_settle import settle_columns
 from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed, paused_gc
 from batchd.intake.lines import MAX_LINE_BYTES, iter_lines
 from batchd.intake.parse_pool import parse_blocks
 from batchd.intake.seen import SeenSet
+from batchd.intake.tally import (
+    IngestStats,
+    chunk_write_fault,
+    count_invalid,
+    duplicate_id,
+)
 from batchd.outcome import INVALID
 from batchd.planning.chunking import Chunker
 from batchd.planning.routing import Router
@@ -62,29 +69,6 @@ LINES_SCHEMA = pa.schema(
 )
 
 _outcome_enc = msgspec.msgpack.Encoder()
-
-
-class IngestStats(msgspec.Struct, kw_only=True):
-    lines: int = 0
-    blank: int = 0  # blank lines: each has an invalid row (blank_line), counted in invalid too
-    invalid: int = 0
-    invalid_by_type: dict[str, int] = {}
-    valid: int = 0
-    unique: int = 0
-    in_run_duplicates: int = 0
-    cache_hits: int = 0
-    semantic_hits: int = 0  # lines answered by the semantic cache (not in cache_hits)
-    semantic_checks: int = 0  # sent lines whose answer is compared with a cached one
-    # what the semantic cache's embedder bought at ingest (cache.embedders.Spend.as_dict);
-    # empty: no semantic cache
-    semantic_embedding: dict[str, float] = {}
-    to_send: int = 0
-    bytes_read: int = 0
-    # the first few invalid lines: [line_no, custom_id, error_type, error_message]
-    invalid_examples: list[list[Any]] = []
-
-
-INVALID_EXAMPLES = 5  # invalid lines kept in IngestStats to show (all are rows)
 
 
 class _Rows:
@@ -171,6 +155,7 @@ def ingest(
         max_line_bytes,
         plan,
         sizes_only=chunker.dry_run,  # a dry run counts each line's bytes, writes none
+        columns=chunker.dry_run and write_rows is None,  # and with no rows, settles columns
     )
     sem_hits: dict[bytes, Match] = {}  # request key -> its semantic hit, for its followers
     stats = IngestStats()
@@ -182,9 +167,17 @@ def ingest(
     # pause per block let a collection run between blocks, walking every object alive.
     with paused_gc():
         for block in parse_blocks(blocks, ctx, workers):
-            stats.lines += len(block.records)
             stats.blank += block.blank
             stats.bytes_read += block.bytes_read
+            if block.columns is not None:  # a plan's block of plain lines
+                stats.lines += len(block.columns.custom_ids)
+                settle_columns(
+                    block.columns, seen_ids, seen_keys, cache, chunker, stats, invalid_types
+                )
+                if on_progress is not None:
+                    on_progress(stats)
+                continue
+            stats.lines += len(block.records)
             rows = _Rows() if write_rows is not None else _NoRows()
             _settle(
                 block.records,
@@ -239,10 +232,7 @@ def _settle(
             if r.error_type is None:
                 if dup:
                     r.error_type = "duplicate_custom_id"
-                    r.error_message = (
-                        f"duplicate custom_id {r.custom_id!r}: an earlier line has it; "
-                        "ids must be unique in a file"
-                    )
+                    r.error_message = duplicate_id(r.custom_id)
                 else:
                     keys.append(r.key)
     dups = seen_keys.check_add(keys)
@@ -355,11 +345,7 @@ def _add_to_chunk(chunker: Chunker, r: Parsed) -> str | None:
         raise
     except Exception as exc:
         log.debug("line %d: %s in chunk write", r.line_no, type(exc).__name__, exc_info=exc)
-        return (
-            f"batchd failed on this line ({type(exc).__name__} in chunk write: "
-            f"{str(exc)[:300]}); the rest of the run went on. Please report it with the line; "
-            "BATCHD_DEBUG=1 logs the traceback"
-        )
+        return chunk_write_fault(exc)
     return None
 
 
@@ -372,10 +358,7 @@ def _invalid(
     message: str | None,
 ) -> None:
     """Count an invalid line (the first few kept as examples) and give it its row."""
-    stats.invalid += 1
-    invalid_types[error_type] += 1
-    if len(stats.invalid_examples) < INVALID_EXAMPLES:
-        stats.invalid_examples.append([r.line_no, r.custom_id, error_type, message])
+    count_invalid(stats, invalid_types, r.line_no, r.custom_id, error_type, message)
     rows.add(
         r.line_no,
         r.custom_id,

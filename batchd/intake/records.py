@@ -43,10 +43,27 @@ class Parsed(msgspec.Struct, array_like=True, gc=False):
     vendor_bytes: int = -1  # a dry run's: vendor_line's size, the line not kept (-1: kept)
 
 
+class Columns(msgspec.Struct, array_like=True, gc=False):
+    """A plan's block whose every line is a plain chat line on a direct vendor model, as
+    columns (intake.column_lane): each line's record would be the express lane's, with
+    the fields below and the defaults of a cacheable chat line with no deadline."""
+
+    first_line_no: int
+    custom_ids: list[str]
+    id_digests: bytes  # 16 bytes a line
+    keys: bytes  # 16 bytes a line
+    model_nos: bytes  # uint32 a line: its index in models (and backends)
+    models: list[str]
+    backends: list[str]
+    vendor_bytes: bytes  # int64 a line: its vendor line's size, newline included
+    max_tokens: bytes  # int64 a line (0: not given)
+
+
 class Block(msgspec.Struct, array_like=True, gc=False):
     records: list[Parsed]
     blank: int  # of the records, how many are blank lines
     bytes_read: int
+    columns: Columns | None = None  # set: the block's lines are these (records is empty)
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,8 @@ class ParseContext:
     semantic: SemanticPlan | None = None  # lines matched by meaning (semantic cache)
     # a dry run (plan): a valid line's vendor line is measured, not handed on
     sizes_only: bool = False
+    # and its rows are not kept: a block of plain lines may come back as Columns
+    columns: bool = False
 
 
 def digest(text: str) -> bytes:

@@ -59,7 +59,13 @@ class SeenSet:
         """For each 16-byte value in order: seen before (earlier call or earlier in this list)?"""
         if not values:
             return []
-        pairs = np.frombuffer(b"".join(values), dtype=np.uint64).reshape(-1, 2)
+        return self.check_add_packed(b"".join(values)).tolist()
+
+    def check_add_packed(self, packed: bytes) -> npt.NDArray[np.bool_]:
+        """`check_add` of the 16-byte values laid end to end in `packed`."""
+        pairs = np.frombuffer(packed, dtype=np.uint64).reshape(-1, 2)
+        if not len(pairs):
+            return np.zeros(0, dtype=bool)
         # Looked up in sorted order (searchsorted walks the set forwards, cache-friendly);
         # after a stable sort equal pairs are adjacent, the first one in the list first.
         order = np.lexsort((pairs[:, 1], pairs[:, 0]))
@@ -73,9 +79,9 @@ class SeenSet:
             self._delta = _insert_sorted(*self._delta, hi[new], lo[new])
             if len(self._delta[0]) >= self._merge_every:
                 self._fold()
-        out = np.empty(len(values), dtype=bool)
+        out = np.empty(len(pairs), dtype=bool)
         out[order] = seen
-        return out.tolist()
+        return out
 
     def _fold(self) -> None:
         """The delta into the last run, or as a new run when the last one is full."""
