@@ -191,10 +191,17 @@ def request_key(tenant: str, body: dict[str, Any], plain: bool, endpoint: str = 
 
 def key_of_material(tenant: str, endpoint: str, material: bytes) -> bytes:
     """`request_key` of a body whose canonical JSON (sorted keys) is `material`."""
-    return hashlib.blake2b(
-        tenant.encode() + b"\x00" + endpoint.encode() + b"\x00" + material,
-        digest_size=KEY_BYTES,
-    ).digest()
+    return scoped_key(key_scope(tenant, endpoint), material)
+
+
+def key_scope(tenant: str, endpoint: str) -> bytes:
+    """What a key hashes before the body: its tenant and endpoint kind."""
+    return tenant.encode() + b"\x00" + endpoint.encode() + b"\x00"
+
+
+def scoped_key(scope: bytes, material: bytes) -> bytes:
+    """The key of a body's canonical JSON in a `key_scope`."""
+    return hashlib.blake2b(scope + material, digest_size=KEY_BYTES).digest()
 
 
 def _check_max_tokens(container: dict[str, Any], where: str) -> None:

@@ -2,18 +2,20 @@
 
 In a dry run that keeps no rows (`batchd plan`), a plain chat line on a model with one
 vendor target of the same name whose backend can size a line without writing it (OpenAI's
-`line_bytes`) needs only a few values: its id and digest, tenant, model, key, max_tokens and
-its vendor line's size. `ColumnLane.take` decodes the line into a typed struct
-(intake.typed_plain: the shape checked in C), keys its material and sizes it; a block
-whose every line was taken goes to the main process as one `Columns`, which it settles
-in bulk (intake.ingest). Any other line is None here, and the block is made of records as
-before, a taken line's record being exactly the express lane's (`record`).
+`line_bytes`) needs only a few values: its id and digest, model, key, max_tokens and its
+vendor line's size. `ColumnLane.take` decodes the line into a typed struct
+(intake.typed_plain: the shape checked in C), keys its material, sizes it and appends it
+to the lane's columns; a block whose every line was taken goes to the main process as one
+`Columns`, which it settles in bulk (intake.column_settle). Any other line is not taken,
+and the block is made of records as before, a taken line's being exactly the express
+lane's (`record`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from array import array
+from typing import Any
 
 import msgspec
 
@@ -23,10 +25,12 @@ from batchd.intake.typed_plain import DECODERS, plain_of
 from batchd.intake.vendor_ids import vendor_id
 from batchd.planning.estimates import VLLM
 from batchd.planning.routing import Route
-from batchd.requests import CHAT, KEY_BYTES, key_of_material
+from batchd.requests import CHAT, KEY_BYTES, key_scope, scoped_key
 
 MISSES_MAX = 32  # lines a block's lane may fail to take before it stops trying
+PARAMS_WITHIN = 128  # bytes: where an Anthropic line's "params" key is looked for first
 _blake2b = hashlib.blake2b
+_OPENAI, _ANTHROPIC, _NATIVE = DECODERS
 
 
 class _Target:
@@ -42,88 +46,82 @@ class _Target:
         self.able: dict[frozenset[str], bool] = {}
 
 
-class Taken(msgspec.Struct, array_like=True, gc=False):
-    custom_id: str
-    id_digest: bytes
-    tenant: str
-    tags: dict[str, str]
-    model: str
-    model_no: int
-    backend: str
-    key: bytes
-    max_tokens: int
-    vendor_bytes: int
-
-
 class ColumnLane:
-    """One block's lane: `take(raw, line_no)` is the line's values, or None."""
+    """One block's lane: `take(raw, line_no)` appends a line it takes to its columns."""
 
     def __init__(self, ctx: ParseContext) -> None:
         self._ctx = ctx
         self._on = ctx.columns and ctx.sizes_only and ctx.semantic is None
         self._targets: dict[str, _Target | None] = {}
-        self._models: list[str] = []
-        self._backends: list[str] = []
+        self._scopes: dict[str, bytes] = {}  # tenant -> its keys' scope
         self._misses = 0
         # a line's vendor id is its key's hex (marked uncacheable without the cache)
         self._vendor_id = vendor_id(bytes(KEY_BYTES), ctx.use_cache)
+        self.models: list[str] = []
+        self.backends: list[str] = []
+        self.custom_ids: list[str] = []
+        self.id_digests: list[bytes] = []
+        self.keys: list[bytes] = []
+        self.model_nos = array("I")
+        self.vendor_bytes = array("q")
+        self.max_tokens = array("q")
+        self.tenants: list[str] = []  # for `record` only (a plan keeps no rows)
+        self.tags: list[dict[str, str]] = []
 
-    def take(self, raw: bytes, line_no: int) -> Taken | None:
+    def take(self, raw: bytes, line_no: int) -> int:
+        """The line's index in the columns when the lane takes it; else -1."""
         if self._on:
             try:
-                taken = self._take(raw, line_no)
+                if self._take(raw, line_no):
+                    return len(self.keys) - 1
             except Exception:  # anything odd: the record path decides
-                taken = None
-            if taken is not None:
-                return taken
+                pass
             self._misses += 1
             self._on = self._misses < MISSES_MAX
-        return None
+        return -1
 
-    def _take(self, raw: bytes, line_no: int) -> Taken | None:
-        # the format a line's keys suggest first (a guess: a miss tries the others)
-        first = 1 if b'"params"' in raw else 0 if b'"custom_id"' in raw else 2
+    def _take(self, raw: bytes, line_no: int) -> bool:
+        # the format the line's first key suggests (a guess: a miss tries the others)
+        if not raw.startswith(b'{"custom_id"'):
+            first = _NATIVE
+        elif raw.find(b'"params"', 0, PARAMS_WITHIN) >= 0:
+            first = _ANTHROPIC
+        else:
+            first = _OPENAI
         try:
-            typed = DECODERS[first].decode(raw)
+            typed = first.decode(raw)
         except msgspec.ValidationError:
-            for i, dec in enumerate(DECODERS):
-                if i != first:
-                    try:
-                        typed = dec.decode(raw)
-                        break
-                    except msgspec.ValidationError:
-                        continue
-            else:
-                return None
-        plain = plain_of(typed, line_no, self._ctx.default_tenant)
+            typed = _other_format(raw, first)
+        plain = plain_of(typed, line_no, self._ctx.default_tenant) if typed is not None else None
         if plain is None:
-            return None
+            return False
         model = plain.model
         try:
             target = self._targets[model]
         except KeyError:
             target = self._targets[model] = self._target(model)
         if target is None:
-            return None
+            return False
         asked = plain_asks(plain.needs_n, plain.needs_seed)
         able = target.able.get(asked)
         if able is None:
             able = target.able[asked] = not self._ctx.router.lacks(asked, target.route)
         if not able:
-            return None
+            return False
+        tenant = plain.tenant
+        scope = self._scopes.get(tenant)
+        if scope is None:
+            scope = self._scopes[tenant] = key_scope(tenant, CHAT)
         custom_id = plain.custom_id
-        return Taken(
-            custom_id,
-            _blake2b(custom_id.encode(), digest_size=16).digest(),  # records.digest
-            plain.tenant,
-            plain.tags,
-            model,
-            target.model_no,
-            target.backend,
-            key_of_material(plain.tenant, CHAT, plain.material),
-            plain.max_tokens,
-            target.overhead + len(plain.material),
-        )
+        self.custom_ids.append(custom_id)
+        self.id_digests.append(_blake2b(custom_id.encode(), digest_size=16).digest())
+        self.keys.append(scoped_key(scope, plain.material))
+        self.model_nos.append(target.model_no)
+        self.vendor_bytes.append(target.overhead + len(plain.material))
+        self.max_tokens.append(plain.max_tokens)
+        self.tenants.append(tenant)
+        self.tags.append(plain.tags)
+        return True
 
     def _target(self, model: str) -> _Target | None:
         """The model's target when the express lane would take its lines (intake.express)
@@ -135,47 +133,58 @@ class ColumnLane:
         line_bytes = getattr(router.backend(route.backend), "line_bytes", None)
         if line_bytes is None:
             return None
-        self._models.append(model)
-        self._backends.append(route.backend)
+        self.models.append(model)
+        self.backends.append(route.backend)
         overhead = line_bytes(self._vendor_id, CHAT, 0) + 1
-        return _Target(route, overhead, len(self._models) - 1)
+        return _Target(route, overhead, len(self.models) - 1)
 
-    def columns(self, first_line_no: int, taken: list[Taken]) -> Columns:
+    def columns(self, first_line_no: int) -> Columns:
         return Columns(
             first_line_no,
-            [t.custom_id for t in taken],
-            b"".join([t.id_digest for t in taken]),
-            b"".join([t.key for t in taken]),
-            array("I", [t.model_no for t in taken]).tobytes(),
-            self._models,
-            self._backends,
-            array("q", [t.vendor_bytes for t in taken]).tobytes(),
-            array("q", [t.max_tokens for t in taken]).tobytes(),
+            self.custom_ids,
+            b"".join(self.id_digests),
+            b"".join(self.keys),
+            self.model_nos.tobytes(),
+            self.models,
+            self.backends,
+            self.vendor_bytes.tobytes(),
+            self.max_tokens.tobytes(),
+        )
+
+    def record(self, i: int, line_no: int) -> Parsed:
+        """The express lane's record of the i-th line taken."""
+        m = self.model_nos[i]
+        return Parsed(
+            line_no,
+            self.custom_ids[i],
+            self.id_digests[i],
+            self.tenants[i],
+            self.tags[i],
+            self.models[m],
+            None,
+            None,
+            self.keys[i],
+            True,
+            self.backends[m],
+            b"",
+            self.max_tokens[i],
+            None,
+            [],
+            -1,
+            CHAT,
+            None,
+            b"",
+            "",
+            self.vendor_bytes[i],
         )
 
 
-def record(taken: Taken, line_no: int) -> Parsed:
-    """The express lane's record of a taken line."""
-    return Parsed(
-        line_no,
-        taken.custom_id,
-        taken.id_digest,
-        taken.tenant,
-        taken.tags,
-        taken.model,
-        None,
-        None,
-        taken.key,
-        True,
-        taken.backend,
-        b"",
-        taken.max_tokens,
-        None,
-        [],
-        -1,
-        CHAT,
-        None,
-        b"",
-        "",
-        taken.vendor_bytes,
-    )
+def _other_format(raw: bytes, tried: msgspec.json.Decoder[Any]) -> Any:
+    """The line decoded as a plain line of a format other than the guess; None if none fits."""
+    for dec in DECODERS:
+        if dec is not tried:
+            try:
+                return dec.decode(raw)
+            except msgspec.ValidationError:
+                continue
+    return None

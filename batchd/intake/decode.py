@@ -17,9 +17,10 @@ import msgspec
 from batchd.backends.base import UnsupportedRequest
 from batchd.backends.capabilities import needs
 from batchd.cache.semantic.scope import scope_and_text
-from batchd.intake.column_lane import ColumnLane, record
+from batchd.intake.column_lane import ColumnLane
 from batchd.intake.express import Express
 from batchd.intake.line_sizes import max_tokens_of, prompt_tokens_of
+from batchd.intake.lines import RawBlock, lines_of
 from batchd.intake.plain import plain_request
 from batchd.intake.records import (
     BLANK_LINE,
@@ -74,7 +75,7 @@ _digest = digest
 _invalid = invalid
 
 
-def parse_block(first_line_no: int, raw_lines: list[bytes | None], ctx: ParseContext) -> Block:
+def parse_block(first_line_no: int, block: RawBlock, ctx: ParseContext) -> Block:
     """Every line of a block as one record, in order: no line's fault escapes it.
 
     In a block with no byte-order mark and no 19-digit run anywhere (screened once, on the
@@ -82,9 +83,13 @@ def parse_block(first_line_no: int, raw_lines: list[bytes | None], ctx: ParseCon
     block); any other line, and every line of any other block, `parse_line`. A plan's clean
     block whose every line the column lane takes comes back as Columns (intake.column_lane).
     """
-    joined = b"\n".join(raw for raw in raw_lines if raw is not None)
+    raw_lines = lines_of(block)
+    if isinstance(block, bytes):  # every line within the limit, as read
+        joined, n_bytes = block, len(block) + 1
+    else:
+        joined = b"\n".join(raw for raw in raw_lines if raw is not None)
+        n_bytes = sum(len(raw) + 1 for raw in raw_lines if raw is not None)
     clean = BOM not in joined and no_long_digits(joined)
-    n_bytes = sum(len(raw) + 1 for raw in raw_lines if raw is not None)
     with paused_gc():
         if clean and ctx.columns:
             columns, records = _columns_or_records(first_line_no, raw_lines, ctx)
@@ -110,16 +115,16 @@ def _columns_or_records(
     taken = [
         lane.take(raw, first_line_no + i)
         if raw and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
-        else None
+        else -1
         for i, raw in enumerate(raw_lines)
     ]
-    if taken and all(t is not None for t in taken):
-        return lane.columns(first_line_no, taken), []  # type: ignore[arg-type]
+    if taken and -1 not in taken:
+        return lane.columns(first_line_no), []
     express = Express(ctx)
     return None, [
         _parse_clean(raw, first_line_no + i, ctx, express)
-        if t is None
-        else record(t, first_line_no + i)
+        if t < 0
+        else lane.record(t, first_line_no + i)
         for i, (raw, t) in enumerate(zip(raw_lines, taken, strict=True))
     ]
 

@@ -20,7 +20,7 @@ from batchd.cache.semantic.matcher import HIT, Match, Query, SemanticCache
 from batchd.errors import BatchdError
 from batchd.intake.column_settle import settle_columns
 from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed, paused_gc
-from batchd.intake.lines import MAX_LINE_BYTES, iter_lines
+from batchd.intake.lines import MAX_LINE_BYTES, RawBlock, iter_blocks, lines_in
 from batchd.intake.parse_pool import parse_blocks
 from batchd.intake.seen import SeenSet
 from batchd.intake.tally import (
@@ -162,7 +162,7 @@ def ingest(
     invalid_types: Counter[str] = Counter()
     seen_ids = SeenSet()
     seen_keys = SeenSet()
-    blocks = _numbered(iter_lines(stream, max_line_bytes=max_line_bytes))
+    blocks = _numbered(iter_blocks(stream, max_line_bytes=max_line_bytes))
     # No cyclic collection for the whole pass: a block's records hold no cycles, and one
     # pause per block let a collection run between blocks, walking every object alive.
     with paused_gc():
@@ -203,11 +203,11 @@ def ingest(
     return stats
 
 
-def _numbered(blocks: Iterable[list[bytes | None]]) -> Iterator[tuple[int, list[bytes | None]]]:
+def _numbered(blocks: Iterable[RawBlock]) -> Iterator[tuple[int, RawBlock]]:
     first = 1
     for lines in blocks:
         yield first, lines
-        first += len(lines)
+        first += lines_in(lines)
 
 
 def _settle(

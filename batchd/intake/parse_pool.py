@@ -21,13 +21,14 @@ import msgspec
 
 from batchd.intake import decode
 from batchd.intake.decode import Block, ParseContext, Parsed
+from batchd.intake.lines import RawBlock, lines_of
 
 log = logging.getLogger("batchd.intake")
 
 _worker_ctx: ParseContext | None = None
 _block_enc = msgspec.msgpack.Encoder()
 _block_dec = msgspec.msgpack.Decoder(Block)
-Job = tuple[int, list[bytes | None]]
+Job = tuple[int, RawBlock]  # the block's first line number, and its lines
 
 
 def _init_worker(ctx: ParseContext) -> None:
@@ -52,7 +53,7 @@ def _encodable(record: Parsed, job: Job, ctx: ParseContext) -> Parsed:
     try:
         _block_enc.encode(record)
     except Exception as exc:
-        raw = job[1][record.line_no - job[0]]
+        raw = lines_of(job[1])[record.line_no - job[0]]
         return decode.fault(raw, record.line_no, None, record.custom_id, "hand-over", exc)
     return record
 

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from batchd.intake import column_lane, decode
-from batchd.intake.column_lane import ColumnLane, record
-from batchd.intake.lines import iter_lines
+from batchd.intake.column_lane import ColumnLane
+from batchd.intake.lines import iter_blocks
 from batchd.intake.screen import BOM, MAX_DEPTH, no_long_digits
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.run.pipeline import plan_file
@@ -80,11 +80,12 @@ def _same_as_parse_line(ctx: decode.ParseContext, raw: bytes, line_no: int = 7) 
     (The lane sees only lines of a clean block, not too deep: parse_block's screens.)"""
     if BOM in raw or not no_long_digits(raw) or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
         return False
-    taken = ColumnLane(ctx).take(raw, line_no)
-    if taken is None:
+    lane = ColumnLane(ctx)
+    taken = lane.take(raw, line_no)
+    if taken < 0:
         return False
     slow = decode.parse_line(raw, line_no, replace(ctx, columns=False))
-    fast = record(taken, line_no)
+    fast = lane.record(taken, line_no)
     assert fast == slow, raw
     assert msgspec.msgpack.encode(fast) == msgspec.msgpack.encode(slow)
     return True
@@ -103,7 +104,7 @@ def test_the_lane_leaves_what_is_not_its_own(svc: Any) -> None:
     key: the record path decides (parse_line's record, through the express lane or not)."""
     ctx = _ctx(svc, True)
     plain = {"id": "a", "model": OPENAI_MODEL, "prompt": "x"}
-    assert ColumnLane(ctx).take(encode(plain), 1) is not None
+    assert ColumnLane(ctx).take(encode(plain), 1) == 0
     for other in (
         {**plain, "deadline": "2099-01-01T00:00:00Z"},
         {**plain, "cache": False},
@@ -115,10 +116,10 @@ def test_the_lane_leaves_what_is_not_its_own(svc: Any) -> None:
         {**plain, "max_tokens": 0},
         {**plain, "id": ""},
     ):
-        assert ColumnLane(ctx).take(encode(other), 1) is None, other
+        assert ColumnLane(ctx).take(encode(other), 1) == -1, other
     # without a plan's context (a run: rows kept, lines written) the lane takes nothing
     for off in (replace(ctx, columns=False), replace(ctx, sizes_only=False)):
-        assert ColumnLane(off).take(encode(plain), 1) is None
+        assert ColumnLane(off).take(encode(plain), 1) == -1
 
 
 def test_a_block_of_plain_lines_is_columns_of_the_records(svc: Any) -> None:
@@ -156,7 +157,7 @@ def _plan(svc: Any, path: str, monkeypatch: pytest.MonkeyPatch, lane: str) -> An
     """plan_file's report, encoded: with the lane, without it, or all per line."""
     with monkeypatch.context() as m:
         if lane != "columns":
-            m.setattr(column_lane.ColumnLane, "take", lambda self, raw, n: None)
+            m.setattr(column_lane.ColumnLane, "take", lambda self, raw, n: -1)
         if lane == "per-line":  # as test_fast_path's slow path: parse_request decides
             m.setattr(decode, "plain_request", lambda *a: None)
             m.setattr(
@@ -207,8 +208,8 @@ def test_plan_in_worker_processes_reports_the_same(
     try:
         lines = _plain_lines(3000) + _plain_lines(50)  # 50 repeated ids
         path = _write(tmp_path, lines)
-        small = functools.partial(iter_lines, block_bytes=64 * 1024)  # many blocks
-        monkeypatch.setattr("batchd.intake.ingest.iter_lines", small)
+        small = functools.partial(iter_blocks, block_bytes=64 * 1024)  # many blocks
+        monkeypatch.setattr("batchd.intake.ingest.iter_blocks", small)
         report = _plan(pooled, path, monkeypatch, "columns")
         assert report == _plan(pooled, path, monkeypatch, "per-line")
         assert report["stats"]["invalid"] == 50 and report["stats"]["to_send"] == 3000

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from batchd.intake.lines import iter_lines
+from batchd.intake.lines import iter_blocks
 from tests.support.hostile import ingest_rows, open_test_services
 
 
@@ -69,8 +69,8 @@ def test_workers_match_inline(tmp_path: Path, monkeypatch: Any) -> None:
     data = _data(30_000)
     # Small blocks so the pool gets many of them.
     monkeypatch.setattr(
-        "batchd.intake.ingest.iter_lines",
-        lambda s, max_line_bytes: iter_lines(s, max_line_bytes, 64 * 1024),
+        "batchd.intake.ingest.iter_blocks",
+        lambda s, max_line_bytes: iter_blocks(s, max_line_bytes, 64 * 1024),
     )
     inline = _run(tmp_path, data, workers=1)
     pooled = _run(tmp_path, data, workers=2)
@@ -88,8 +88,8 @@ def test_workers_in_a_threaded_process_match_inline(tmp_path: Path, monkeypatch:
 
     data = _data(6_000)
     monkeypatch.setattr(
-        "batchd.intake.ingest.iter_lines",
-        lambda s, max_line_bytes: iter_lines(s, max_line_bytes, 64 * 1024),
+        "batchd.intake.ingest.iter_blocks",
+        lambda s, max_line_bytes: iter_blocks(s, max_line_bytes, 64 * 1024),
     )
     stop = threading.Event()
     other = threading.Thread(target=stop.wait, daemon=True)

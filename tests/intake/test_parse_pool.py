@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from batchd.intake import decode, parse_pool
-from batchd.intake.lines import iter_lines
+from batchd.intake.lines import RawBlock, iter_blocks, lines_of
 from tests.support.hostile import (
     OPENAI_MODEL,
     check_one_row_per_line,
@@ -39,8 +39,8 @@ def _sabotage(monkeypatch: pytest.MonkeyPatch, tmp: Path, how: str) -> Path:
     flag = tmp / "sabotaged"
     real = decode.parse_block
 
-    def parse_block(first: int, lines: list[bytes | None], ctx: Any) -> Any:
-        if os.getpid() != main_pid and any(x and MARK.encode() in x for x in lines):
+    def parse_block(first: int, lines: RawBlock, ctx: Any) -> Any:
+        if os.getpid() != main_pid and any(x and MARK.encode() in x for x in lines_of(lines)):
             flag.write_text(how)
             if how == "die":
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -56,8 +56,8 @@ def _sabotage(monkeypatch: pytest.MonkeyPatch, tmp: Path, how: str) -> Path:
 
 def _small_blocks(monkeypatch: pytest.MonkeyPatch, block_bytes: int) -> None:
     monkeypatch.setattr(
-        "batchd.intake.ingest.iter_lines",
-        lambda s, max_line_bytes: iter_lines(s, max_line_bytes, block_bytes),
+        "batchd.intake.ingest.iter_blocks",
+        lambda s, max_line_bytes: iter_blocks(s, max_line_bytes, block_bytes),
     )
 
 
@@ -109,9 +109,9 @@ def test_record_that_cannot_cross_processes_becomes_its_row(
     faults that line only."""
     real = decode.parse_block
 
-    def parse_block(first: int, lines: list[bytes | None], ctx: Any) -> Any:
+    def parse_block(first: int, lines: RawBlock, ctx: Any) -> Any:
         block = real(first, lines, ctx)
-        for record, raw in zip(block.records, lines, strict=True):
+        for record, raw in zip(block.records, lines_of(lines), strict=True):
             if raw and MARK.encode() in raw:
                 record.max_tokens = 2**70
         return block
