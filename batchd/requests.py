@@ -201,7 +201,13 @@ def key_scope(tenant: str, endpoint: str) -> bytes:
 
 def scoped_key(scope: bytes, material: bytes) -> bytes:
     """The key of a body's canonical JSON in a `key_scope`."""
-    return hashlib.blake2b(scope + material, digest_size=KEY_BYTES).digest()
+    h = _KEY_HASH.copy()  # a fresh BLAKE2b-128, without parsing its settings per key
+    h.update(scope)
+    h.update(material)
+    return h.digest()
+
+
+_KEY_HASH = hashlib.blake2b(digest_size=KEY_BYTES)
 
 
 def _check_max_tokens(container: dict[str, Any], where: str) -> None:

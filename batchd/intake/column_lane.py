@@ -13,14 +13,13 @@ lane's (`record`).
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from typing import Any
 
 import msgspec
 
 from batchd.intake.express import plain_asks
-from batchd.intake.records import Columns, ParseContext, Parsed
+from batchd.intake.records import Columns, ParseContext, Parsed, digest
 from batchd.intake.typed_plain import DECODERS, plain_of
 from batchd.intake.vendor_ids import vendor_id
 from batchd.planning.estimates import VLLM
@@ -29,7 +28,6 @@ from batchd.requests import CHAT, KEY_BYTES, key_scope, scoped_key
 
 MISSES_MAX = 32  # lines a block's lane may fail to take before it stops trying
 PARAMS_WITHIN = 128  # bytes: where an Anthropic line's "params" key is looked for first
-_blake2b = hashlib.blake2b
 _OPENAI, _ANTHROPIC, _NATIVE = DECODERS
 
 
@@ -114,7 +112,7 @@ class ColumnLane:
             scope = self._scopes[tenant] = key_scope(tenant, CHAT)
         custom_id = plain.custom_id
         self.custom_ids.append(custom_id)
-        self.id_digests.append(_blake2b(custom_id.encode(), digest_size=16).digest())
+        self.id_digests.append(digest(custom_id))
         self.keys.append(scoped_key(scope, plain.material))
         self.model_nos.append(target.model_no)
         self.vendor_bytes.append(target.overhead + len(plain.material))

@@ -82,7 +82,12 @@ class ParseContext:
 
 def digest(text: str) -> bytes:
     """A custom_id's 16-byte digest (duplicate ids are found on these)."""
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+    h = _ID_HASH.copy()  # a fresh BLAKE2b-128, without parsing its settings per id
+    h.update(text.encode())
+    return h.digest()
+
+
+_ID_HASH = hashlib.blake2b(digest_size=16)
 
 
 def invalid(

@@ -16,12 +16,21 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchd.config.pricing import PriceBook, Usage, load_price_book
 from batchd.config.settings import load_settings
 from batchd.errors import BatchdError
 from batchd.intake.ingest import CACHE_EXACT, CACHE_IN_RUN, CACHE_NONE, CACHED, PENDING, ingest
-from batchd.intake.lines import MAX_LINE_BYTES, iter_lines, open_source
+from batchd.intake.lines import (
+    MAX_LINE_BYTES,
+    iter_blocks,
+    iter_lines,
+    lines_in,
+    lines_of,
+    open_source,
+)
 from batchd.intake.seen import SeenSet
 from batchd.outcome import INVALID, SUCCEEDED, Outcome
 from batchd.planning.chunking import Chunker
@@ -747,6 +756,27 @@ def test_iter_lines_crlf(block: int) -> None:
     got = all_lines(data, block_bytes=block)
     assert len(got) == 4
     assert [g.rstrip(b"\r") for g in got if g is not None] == [b'{"a":1}', b'{"b":2}', b"", b"last"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=200).map(lambda b: bytes(b"ax\n"[x % 3] for x in b)),
+    block=st.integers(1, 40),
+    limit=st.integers(1, 30),
+)
+def test_iter_blocks_hold_the_lines_of_a_plain_split(data: bytes, block: int, limit: int) -> None:
+    """Blocks of whole lines (bytes) or lists, in any block size: the file's lines in order,
+    a line over the limit None; a bytes block never holds one over the limit."""
+    expected: list[bytes | None] = [x if len(x) <= limit else None for x in data.split(b"\n")]
+    if data.endswith(b"\n") or not data:
+        expected.pop()  # the last newline ends a line, it does not start one
+    blocks = list(iter_blocks(io.BytesIO(data), limit, block))
+    got = [x for b in blocks for x in lines_of(b)]
+    assert got == expected
+    assert sum(lines_in(b) for b in blocks) == len(expected)
+    for b in blocks:
+        if isinstance(b, bytes):
+            assert all(len(x) <= limit for x in b.split(b"\n"))
 
 
 class _LongLineStream(io.RawIOBase):
