@@ -34,13 +34,10 @@ class Message(Struct, forbid_unknown_fields=True, gc=False):
 Messages = Annotated[list[Message], Meta(min_length=1)]
 
 
-class Body(Struct, forbid_unknown_fields=True, gc=False):
-    """An OpenAI chat body of a plain line (intake.plain._BODY_KEYS)."""
+class Sampling(Struct, forbid_unknown_fields=True, gc=False):
+    """intake.plain.SAMPLING_KEYS, any JSON value each (null included): the settings a
+    plain line's body may carry beside its model, messages and max_tokens."""
 
-    model: NonEmpty
-    messages: Messages
-    max_tokens: MaxTokens | UnsetType = UNSET
-    # intake.plain.SAMPLING_KEYS, any JSON value each (null included)
     temperature: Any = UNSET
     top_p: Any = UNSET
     top_k: Any = UNSET
@@ -52,22 +49,21 @@ class Body(Struct, forbid_unknown_fields=True, gc=False):
     frequency_penalty: Any = UNSET
 
 
-class Params(Struct, forbid_unknown_fields=True, gc=False):
+class Body(Sampling, forbid_unknown_fields=True, gc=False, kw_only=True):
+    """An OpenAI chat body of a plain line (intake.plain._BODY_KEYS)."""
+
+    model: NonEmpty
+    messages: Messages
+    max_tokens: MaxTokens | UnsetType = UNSET
+
+
+class Params(Sampling, forbid_unknown_fields=True, gc=False, kw_only=True):
     """Anthropic batch params of a plain line: a body plus a string system prompt."""
 
     model: NonEmpty
     messages: Messages
     max_tokens: MaxTokens
     system: str | UnsetType | None = UNSET
-    temperature: Any = UNSET
-    top_p: Any = UNSET
-    top_k: Any = UNSET
-    seed: Any = UNSET
-    n: Any = UNSET
-    stop: Any = UNSET
-    stop_sequences: Any = UNSET
-    presence_penalty: Any = UNSET
-    frequency_penalty: Any = UNSET
 
 
 class OpenAILine(Struct, forbid_unknown_fields=True, gc=False):
@@ -87,7 +83,7 @@ class Metadata(Struct, forbid_unknown_fields=True, gc=False):
     tags: dict[str, str] | UnsetType | None = UNSET
 
 
-class NativeLine(Struct, forbid_unknown_fields=True, gc=False):
+class NativeLine(Sampling, forbid_unknown_fields=True, gc=False, kw_only=True):
     """A native line of a plain chat request (intake.plain._NATIVE_KEYS)."""
 
     model: NonEmpty
@@ -99,15 +95,6 @@ class NativeLine(Struct, forbid_unknown_fields=True, gc=False):
     deadline: Any = UNSET
     cache: Any = UNSET
     system: str | UnsetType | None = UNSET
-    temperature: Any = UNSET
-    top_p: Any = UNSET
-    top_k: Any = UNSET
-    seed: Any = UNSET
-    n: Any = UNSET
-    stop: Any = UNSET
-    stop_sequences: Any = UNSET
-    presence_penalty: Any = UNSET
-    frequency_penalty: Any = UNSET
 
 
 assert CHAT_URL == "/v1/chat/completions"  # OpenAILine.url spells it out: a Literal
