@@ -438,7 +438,10 @@ def test_kill_mid_chunk_then_resume_skips_checkpointed(
     (tmp_path / "batchd.toml").write_text(
         VLLM_TOML.format(model=tiny_model, checkpoint_every=2, max_num_seqs=2)
     )
-    n = 40
+    # enough lines that the engine cannot finish them all between the second checkpoint
+    # and the kill, even when this test process is starved by another test's engine (at 40
+    # lines a fresh-clone CI run once saw all 40 checkpointed)
+    n = 120
     source = write_jsonl(tmp_path / "in.jsonl", [chat(i, max_tokens=120) for i in range(n)])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHD_", "OPENAI_"))}
     env.update(BATCHD_HOME=str(home), BATCHD_POLL_INTERVAL_S="0.1", HF_HUB_OFFLINE="1")
