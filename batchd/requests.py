@@ -70,6 +70,7 @@ _NATIVE_ENVELOPE = frozenset(
 _NATIVE_OTHER_ENVELOPE = frozenset({"id", "metadata", "deadline", "cache", "endpoint"})
 
 _key_encoder = msgspec.json.Encoder(order="sorted")
+canonical_json = _key_encoder.encode  # what a key hashes of a body: sorted keys
 
 
 class Request(msgspec.Struct, gc=False):
@@ -186,12 +187,7 @@ def request_key(tenant: str, body: dict[str, Any], plain: bool, endpoint: str = 
         material = body
     else:
         material = _canonical_body(body)
-    return key_of_material(tenant, endpoint, _key_encoder.encode(material))
-
-
-def key_of_material(tenant: str, endpoint: str, material: bytes) -> bytes:
-    """`request_key` of a body whose canonical JSON (sorted keys) is `material`."""
-    return scoped_key(key_scope(tenant, endpoint), material)
+    return scoped_key(key_scope(tenant, endpoint), canonical_json(material))
 
 
 def key_scope(tenant: str, endpoint: str) -> bytes:
@@ -200,7 +196,7 @@ def key_scope(tenant: str, endpoint: str) -> bytes:
 
 
 def scoped_key(scope: bytes, material: bytes) -> bytes:
-    """The key of a body's canonical JSON in a `key_scope`."""
+    """The key of a body's canonical JSON (`canonical_json`) in a `key_scope`."""
     h = _KEY_HASH.copy()  # a fresh BLAKE2b-128, without parsing its settings per key
     h.update(scope)
     h.update(material)

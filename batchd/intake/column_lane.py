@@ -18,11 +18,10 @@ from typing import Any
 
 import msgspec
 
-from batchd.intake.express import plain_asks
+from batchd.intake.express import direct_route, plain_asks
 from batchd.intake.records import Columns, ParseContext, Parsed, digest
 from batchd.intake.typed_plain import DECODERS, plain_of
 from batchd.intake.vendor_ids import vendor_id
-from batchd.planning.estimates import VLLM
 from batchd.planning.routing import Route
 from batchd.requests import CHAT, KEY_BYTES, key_scope, scoped_key
 
@@ -125,8 +124,8 @@ class ColumnLane:
         """The model's target when the express lane would take its lines (intake.express)
         and its backend sizes a line from its body's size; else None."""
         router = self._ctx.router
-        route = router.route(model)
-        if type(route) is not Route or route.backend == VLLM or route.model != model:
+        route = direct_route(router, model)
+        if route is None:
             return None
         line_bytes = getattr(router.backend(route.backend), "line_bytes", None)
         if line_bytes is None:

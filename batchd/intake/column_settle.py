@@ -31,8 +31,9 @@ def settle_columns(
     invalid_types: Counter[str],
 ) -> None:
     dup_id = seen_ids.check_add_packed(cols.id_digests)
-    all_keys = np.frombuffer(cols.keys, dtype=np.uint8).reshape(-1, KEY_BYTES)
-    packed = cols.keys if not dup_id.any() else all_keys[~dup_id].tobytes()
+    packed = cols.keys
+    if dup_id.any():  # the keys of the lines whose id is new
+        packed = np.frombuffer(packed, dtype=np.uint8).reshape(-1, KEY_BYTES)[~dup_id].tobytes()
     dup_key = seen_keys.check_add_packed(packed)
     hits = {}
     if cache is not None:

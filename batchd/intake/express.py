@@ -23,7 +23,7 @@ from batchd.backends.capabilities import SEED, N
 from batchd.intake.records import ParseContext, Parsed, digest
 from batchd.intake.vendor_ids import vendor_id
 from batchd.planning.estimates import VLLM
-from batchd.planning.routing import Route
+from batchd.planning.routing import Route, Router
 from batchd.requests import CHAT, Request, salted_key
 
 _ASKS = {
@@ -42,6 +42,15 @@ def plain_needs(body: dict[str, Any]) -> frozenset[str]:
 def plain_asks(n: bool, seed: bool) -> frozenset[str]:
     """What a plain chat line asks for: chat, and n (more than one choice) and seed if given."""
     return _ASKS[n, seed]
+
+
+def direct_route(router: Router, model: str) -> Route | None:
+    """The model's route when it is one vendor target of the same name (no alias, no vLLM,
+    no renamed target): the lines the express lanes take; else None."""
+    route = router.route(model)
+    if type(route) is not Route or route.backend == VLLM or route.model != model:
+        return None
+    return route
 
 
 class _Model:
@@ -66,8 +75,8 @@ class Express:
 
     def _model(self, model: str) -> _Model | None:
         router = self._ctx.router
-        route = router.route(model)
-        if type(route) is not Route or route.backend == VLLM or route.model != model:
+        route = direct_route(router, model)
+        if route is None:
             return None
         return _Model(route, router.backend(route.backend).encode_line)
 

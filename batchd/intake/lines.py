@@ -30,7 +30,7 @@ RawBlock = bytes | list[bytes | None]  # whole lines joined by b"\n", or the lin
 def iter_lines(
     stream: BinaryIO, max_line_bytes: int = MAX_LINE_BYTES, block_bytes: int = BLOCK_BYTES
 ) -> Iterator[list[bytes | None]]:
-    """Yield lists of lines (without b"\n"); None stands for a line over the limit."""
+    """Yield lists of lines (without b"\\n"); None stands for a line over the limit."""
     for block in iter_blocks(stream, max_line_bytes, block_bytes):
         yield lines_of(block)
 

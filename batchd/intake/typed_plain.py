@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from batchd.requests import CHAT_URL, MAX_TOKENS_LIMIT
+from batchd.requests import CHAT_URL, MAX_TOKENS_LIMIT, canonical_json
 
 NonEmpty = Annotated[str, Meta(min_length=1)]
 MaxTokens = Annotated[int, Meta(gt=0, le=MAX_TOKENS_LIMIT)]
@@ -99,7 +99,7 @@ class NativeLine(Sampling, forbid_unknown_fields=True, gc=False, kw_only=True):
 
 assert CHAT_URL == "/v1/chat/completions"  # OpenAILine.url spells it out: a Literal
 
-_material = msgspec.json.Encoder(order="sorted").encode  # requests._key_encoder's settings
+_material = canonical_json
 _replace = msgspec.structs.replace
 DECODERS: tuple[msgspec.json.Decoder[Any], ...] = (
     msgspec.json.Decoder(OpenAILine),
