@@ -191,6 +191,8 @@ class Settings(_Section):
     estimate_output_tokens: TokenCount = 256
     # processes that parse input lines; 0 = one per core on big files
     ingest_workers: Annotated[int, Meta(ge=0, le=1024)] = 0
+    # in-run dedup held in memory up to this; the rest of a bigger input spills to disk
+    ingest_dedup_memory_mb: Annotated[int, Meta(ge=1, le=65536)] = 32
     debug: bool = False
     redis_url: str = ""
     # a killed coordinator's runs are taken over after this

@@ -15,7 +15,7 @@ import numpy as np
 
 from batchd.cache.base import Cache
 from batchd.intake.records import INTERNAL_ERROR, Columns
-from batchd.intake.seen import SeenSet
+from batchd.intake.seen import Seen
 from batchd.intake.tally import IngestStats, chunk_write_fault, count_invalid, duplicate_id
 from batchd.planning.chunking import Chunker
 from batchd.requests import CHAT, KEY_BYTES
@@ -23,8 +23,8 @@ from batchd.requests import CHAT, KEY_BYTES
 
 def settle_columns(
     cols: Columns,
-    seen_ids: SeenSet,
-    seen_keys: SeenSet,
+    seen_ids: Seen,
+    seen_keys: Seen,
     cache: Cache | None,
     chunker: Chunker,
     stats: IngestStats,

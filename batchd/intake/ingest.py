@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from typing import Any, BinaryIO
 
 import msgspec
@@ -22,7 +23,9 @@ from batchd.intake.column_settle import settle_columns
 from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed, paused_gc
 from batchd.intake.lines import MAX_LINE_BYTES, RawBlock, iter_blocks, lines_in
 from batchd.intake.parse_pool import parse_blocks
-from batchd.intake.seen import SeenSet
+from batchd.intake.records import Block
+from batchd.intake.seen import Seen, SeenSet
+from batchd.intake.spill import Spill
 from batchd.intake.tally import (
     IngestStats,
     chunk_write_fault,
@@ -69,6 +72,9 @@ LINES_SCHEMA = pa.schema(
 )
 
 _outcome_enc = msgspec.msgpack.Encoder()
+# in-run dedup sets held in memory; past this, the rest of the input spills to disk
+DEDUP_MEMORY_BYTES = 32 << 20
+DIGEST_BYTES = 16  # a set's entry: an id digest or a request key
 
 
 class _Rows:
@@ -140,10 +146,14 @@ def ingest(
     max_line_bytes: int = MAX_LINE_BYTES,
     workers: int = 1,
     semantic: SemanticCache | None = None,
+    dedup_memory_bytes: int = DEDUP_MEMORY_BYTES,
+    spill_dir: str | None = None,
 ) -> IngestStats:
     """Every line of `stream` through parse (in `workers` processes), dedup and cache lookup.
 
     With `semantic` (and a cache), leaders with no exact hit are looked up by meaning too.
+    Once the in-run dedup sets hold `dedup_memory_bytes`, the rest of the input is settled
+    after it is all read, from disk (`spill_dir`, or the temp dir): see intake.spill.
     """
     semantic = semantic if cache is not None else None
     plan = semantic.plan if semantic is not None else None
@@ -162,39 +172,43 @@ def ingest(
     invalid_types: Counter[str] = Counter()
     seen_ids = SeenSet()
     seen_keys = SeenSet()
+    budget = dedup_memory_bytes // DIGEST_BYTES  # entries in the two sets
+    spill: Spill | None = None
+
+    def settle(block: Block, ids: Seen, keys: Seen) -> None:
+        if block.columns is not None:  # a plan's block of plain lines
+            settle_columns(block.columns, ids, keys, cache, chunker, stats, invalid_types)
+        else:
+            rows = _Rows() if write_rows is not None else _NoRows()
+            _settle(
+                block.records, rows, ids, keys, cache, chunker, stats, invalid_types, semantic,
+                sem_hits,
+            )  # fmt: skip
+            if write_rows is not None and rows.cols["line_no"]:
+                write_rows(rows.batch())
+        if on_progress is not None:
+            on_progress(stats)
+
     blocks = _numbered(iter_blocks(stream, max_line_bytes=max_line_bytes))
     # No cyclic collection for the whole pass: a block's records hold no cycles, and one
     # pause per block let a collection run between blocks, walking every object alive.
-    with paused_gc():
+    with paused_gc(), ExitStack() as on_exit:
         for block in parse_blocks(blocks, ctx, workers):
             stats.blank += block.blank
             stats.bytes_read += block.bytes_read
-            if block.columns is not None:  # a plan's block of plain lines
-                stats.lines += len(block.columns.custom_ids)
-                settle_columns(
-                    block.columns, seen_ids, seen_keys, cache, chunker, stats, invalid_types
-                )
+            stats.lines += len(block.columns.custom_ids if block.columns else block.records)
+            if spill is None and len(seen_ids) + len(seen_keys) >= budget:
+                log.info("in-run dedup past its memory: the rest is settled from disk")
+                spill = on_exit.enter_context(Spill(seen_ids, seen_keys, spill_dir))
+            if spill is None:
+                settle(block, seen_ids, seen_keys)
+            else:  # settled once the whole input is read (intake.spill)
+                spill.add(block)
                 if on_progress is not None:
                     on_progress(stats)
-                continue
-            stats.lines += len(block.records)
-            rows = _Rows() if write_rows is not None else _NoRows()
-            _settle(
-                block.records,
-                rows,
-                seen_ids,
-                seen_keys,
-                cache,
-                chunker,
-                stats,
-                invalid_types,
-                semantic,
-                sem_hits,
-            )
-            if write_rows is not None and rows.cols["line_no"]:
-                write_rows(rows.batch())
-            if on_progress is not None:
-                on_progress(stats)
+        if spill is not None:
+            for block, ids, keys in spill.replay():
+                settle(block, ids, keys)
     stats.invalid_by_type = dict(invalid_types)
     if semantic is not None:
         stats.semantic_embedding = semantic.embedder.spend.as_dict()
@@ -213,8 +227,8 @@ def _numbered(blocks: Iterable[RawBlock]) -> Iterator[tuple[int, RawBlock]]:
 def _settle(
     records: list[Parsed],
     rows: _Rows,
-    seen_ids: SeenSet,
-    seen_keys: SeenSet,
+    seen_ids: Seen,
+    seen_keys: Seen,
     cache: Cache | None,
     chunker: Chunker,
     stats: IngestStats,

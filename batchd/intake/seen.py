@@ -9,6 +9,8 @@ twice the set. All work is vectorised per batch.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import numpy.typing as npt
 
@@ -42,6 +44,14 @@ def _insert_sorted(hi_sorted: _U64, lo_of: _U64, hi: _U64, lo: _U64) -> tuple[_U
     """(hi, lo) pairs ordered by `hi` into the set's arrays."""
     pos = np.searchsorted(hi_sorted, hi)
     return np.insert(hi_sorted, pos, hi), np.insert(lo_of, pos, lo)
+
+
+class Seen(Protocol):
+    """What settling asks of a set of seen values (a SeenSet, or spill.Replay)."""
+
+    def check_add(self, values: list[bytes]) -> list[bool]: ...
+
+    def check_add_packed(self, packed: bytes) -> npt.NDArray[np.bool_]: ...
 
 
 class SeenSet:
@@ -81,6 +91,17 @@ class SeenSet:
                 self._fold()
         out = np.empty(len(pairs), dtype=bool)
         out[order] = seen
+        return out
+
+    def contains(self, hi: _U64, lo: _U64) -> npt.NDArray[np.bool_]:
+        """Which (hi, lo) pairs the set holds (adds none)."""
+        order = np.argsort(hi, kind="stable")
+        hi_sorted, lo_sorted = hi[order], lo[order]
+        found = _contains(*self._delta, hi_sorted, lo_sorted)
+        for run in self._runs:
+            found |= _contains(*run, hi_sorted, lo_sorted)
+        out = np.empty(len(hi), dtype=bool)
+        out[order] = found
         return out
 
     def _fold(self) -> None:

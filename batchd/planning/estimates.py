@@ -43,7 +43,7 @@ from batchd.planning.turnaround import turnaround_s
 F64 = npt.NDArray[np.float64]
 VLLM = "vllm"
 DEFAULT_VLLM_TOKENS_PER_S = 1000.0  # per GPU, before any run measured it or settings say
-PRICE_SLICE = 1 << 20  # requests of a one-target set priced at once (finish memory stays flat)
+PRICE_SLICE = 1 << 16  # requests of a one-target set priced at once (finish memory stays flat)
 DEADLINE_QUANTUM_S = 60.0  # deadlines are rounded down to the minute for capacity levels
 MIN_SYNC_S = 60.0  # a synchronous call needs at least this long before the deadline
 SYNC_BACKENDS = ("openai", "anthropic")

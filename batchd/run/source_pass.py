@@ -101,6 +101,7 @@ def ingest_source(
             on_progress=on_progress,
             workers=workers(svc, source),
             semantic=semantic,
+            dedup_memory_bytes=svc.settings.ingest_dedup_memory_mb << 20,
         )
 
 

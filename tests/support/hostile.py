@@ -323,7 +323,7 @@ class _Keep(io.BytesIO):
 
 
 def ingest_rows(
-    svc: Services, data: bytes, workers: int = 1, dry_run: bool = False
+    svc: Services, data: bytes, workers: int = 1, dry_run: bool = False, **options: Any
 ) -> tuple[IngestStats, list[dict[str, Any]], dict[str, bytes]]:
     """ingest() as pipeline.ingest_run wires it (chunk files in memory); the lines rows and
     every chunk file's bytes, after the chunker finished."""
@@ -355,6 +355,7 @@ def ingest_rows(
         run_salt="salt",
         write_rows=batches.append,
         workers=workers,
+        **options,
     )
     chunks = chunker.finish()
     rows = pa.Table.from_batches(batches).to_pylist() if batches else []
