@@ -197,13 +197,13 @@ def key_scope(tenant: str, endpoint: str) -> bytes:
 
 def scoped_key(scope: bytes, material: bytes) -> bytes:
     """The key of a body's canonical JSON (`canonical_json`) in a `key_scope`."""
-    h = _KEY_HASH.copy()  # a fresh BLAKE2b-128, without parsing its settings per key
+    h = KEY_HASH.copy()  # a fresh BLAKE2b-128, without parsing its settings per key
     h.update(scope)
     h.update(material)
     return h.digest()
 
 
-_KEY_HASH = hashlib.blake2b(digest_size=KEY_BYTES)
+KEY_HASH = hashlib.blake2b(digest_size=KEY_BYTES)  # copied, never updated itself
 
 
 def _check_max_tokens(container: dict[str, Any], where: str) -> None:

@@ -13,21 +13,36 @@ lane's (`record`).
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from typing import Any
 
 import msgspec
 
 from batchd.intake.express import direct_route, plain_asks
-from batchd.intake.records import Columns, ParseContext, Parsed, digest
+from batchd.intake.records import ID_DIGEST_BYTES, Columns, ParseContext, Parsed
+from batchd.intake.screen import MAX_DEPTH
 from batchd.intake.typed_plain import DECODERS, plain_of
 from batchd.intake.vendor_ids import vendor_id
 from batchd.planning.routing import Route
-from batchd.requests import CHAT, KEY_BYTES, key_scope, scoped_key
+from batchd.requests import CHAT, KEY_BYTES, KEY_HASH, key_scope
 
 MISSES_MAX = 32  # lines a block's lane may fail to take before it stops trying
 PARAMS_WITHIN = 128  # bytes: where an Anthropic line's "params" key is looked for first
 _OPENAI, _ANTHROPIC, _NATIVE = DECODERS
+_ID_HASH = hashlib.blake2b(digest_size=ID_DIGEST_BYTES)  # records.digest's, copied per id
+_UNSEEN: Any = object()
+
+
+class _Miss(Exception):
+    """A line the lane does not take."""
+
+
+def _scope_hash(tenant: str) -> Any:
+    """A key hash (requests.scoped_key's) with the tenant's scope already in it."""
+    h = KEY_HASH.copy()
+    h.update(key_scope(tenant, CHAT))
+    return h
 
 
 class _Target:
@@ -44,13 +59,13 @@ class _Target:
 
 
 class ColumnLane:
-    """One block's lane: `take(raw, line_no)` appends a line it takes to its columns."""
+    """One block's lane: `take_block` appends the lines it takes to its columns."""
 
     def __init__(self, ctx: ParseContext) -> None:
         self._ctx = ctx
         self._on = ctx.columns and ctx.sizes_only and ctx.semantic is None
         self._targets: dict[str, _Target | None] = {}
-        self._scopes: dict[str, bytes] = {}  # tenant -> its keys' scope
+        self._scopes: dict[str, Any] = {}  # tenant -> a key hash holding its scope
         self._misses = 0
         # a line's vendor id is its key's hex (marked uncacheable without the cache)
         self._vendor_id = vendor_id(bytes(KEY_BYTES), ctx.use_cache)
@@ -67,58 +82,87 @@ class ColumnLane:
 
     def take(self, raw: bytes, line_no: int) -> int:
         """The line's index in the columns when the lane takes it; else -1."""
-        if self._on:
-            try:
-                if self._take(raw, line_no):
-                    return len(self.keys) - 1
-            except Exception:  # anything odd: the record path decides
-                pass
-            self._misses += 1
-            self._on = self._misses < MISSES_MAX
-        return -1
+        return self.take_block([raw], line_no)[0]
 
-    def _take(self, raw: bytes, line_no: int) -> bool:
-        # the format the line's first key suggests (a guess: a miss tries the others)
-        if not raw.startswith(b'{"custom_id"'):
-            first = _NATIVE
-        elif raw.find(b'"params"', 0, PARAMS_WITHIN) >= 0:
-            first = _ANTHROPIC
-        else:
-            first = _OPENAI
-        try:
-            typed = first.decode(raw)
-        except msgspec.ValidationError:
-            typed = _other_format(raw, first)
-        plain = plain_of(typed, line_no, self._ctx.default_tenant) if typed is not None else None
-        if plain is None:
-            return False
-        model = plain.model
-        try:
-            target = self._targets[model]
-        except KeyError:
-            target = self._targets[model] = self._target(model)
-        if target is None:
-            return False
-        asked = plain_asks(plain.needs_n, plain.needs_seed)
-        able = target.able.get(asked)
-        if able is None:
-            able = target.able[asked] = not self._ctx.router.lacks(asked, target.route)
-        if not able:
-            return False
-        tenant = plain.tenant
-        scope = self._scopes.get(tenant)
-        if scope is None:
-            scope = self._scopes[tenant] = key_scope(tenant, CHAT)
-        custom_id = plain.custom_id
-        self.custom_ids.append(custom_id)
-        self.id_digests.append(digest(custom_id))
-        self.keys.append(scoped_key(scope, plain.material))
-        self.model_nos.append(target.model_no)
-        self.vendor_bytes.append(target.overhead + len(plain.material))
-        self.max_tokens.append(plain.max_tokens)
-        self.tenants.append(tenant)
-        self.tags.append(plain.tags)
-        return True
+    def take_block(self, raw_lines: list[bytes | None], first_line_no: int) -> list[int]:
+        """`take` of each line of a block (the i-th numbered first_line_no + i), in one loop
+        with what every line needs at hand."""
+        out: list[int] = []
+        if not self._on:
+            return [-1] * len(raw_lines)
+        tenant = self._ctx.default_tenant
+        targets, scopes = self._targets, self._scopes
+        add_id, add_digest, add_key = (
+            self.custom_ids.append,
+            self.id_digests.append,
+            self.keys.append,
+        )
+        add_model, add_bytes, add_max = (
+            self.model_nos.append,
+            self.vendor_bytes.append,
+            self.max_tokens.append,
+        )
+        add_tenant, add_tags = self.tenants.append, self.tags.append
+        id_hash, openai, anthropic = _ID_HASH, _OPENAI, _ANTHROPIC
+        for i, raw in enumerate(raw_lines):
+            # sampling values are any JSON: a line that may nest too deep is parse_line's
+            if not raw or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+                out.append(-1)
+                continue
+            try:
+                # the format the line's first key suggests (a miss tries the others)
+                if not raw.startswith(b'{"custom_id"'):
+                    first = _NATIVE
+                elif raw.find(b'"params"', 0, PARAMS_WITHIN) >= 0:
+                    first = anthropic
+                else:
+                    first = openai
+                try:
+                    typed = first.decode(raw)
+                except msgspec.ValidationError:
+                    typed = _other_format(raw, first)
+                plain = plain_of(typed, first_line_no + i, tenant) if typed is not None else None
+                if plain is None:
+                    raise _Miss
+                model = plain.model
+                target = targets.get(model, _UNSEEN)
+                if target is _UNSEEN:
+                    target = targets[model] = self._target(model)
+                if target is None:
+                    raise _Miss
+                asked = plain_asks(plain.needs_n, plain.needs_seed)
+                able = target.able.get(asked)
+                if able is None:
+                    able = target.able[asked] = not self._ctx.router.lacks(asked, target.route)
+                if not able:
+                    raise _Miss
+                line_tenant = plain.tenant
+                scope = scopes.get(line_tenant)
+                if scope is None:
+                    scope = scopes[line_tenant] = _scope_hash(line_tenant)
+                custom_id = plain.custom_id
+                material = plain.material
+                h = id_hash.copy()
+                h.update(custom_id.encode())
+                k = scope.copy()
+                k.update(material)
+                add_digest(h.digest())
+                add_key(k.digest())
+                add_id(custom_id)
+                add_model(target.model_no)
+                add_bytes(target.overhead + len(material))
+                add_max(plain.max_tokens)
+                add_tenant(line_tenant)
+                add_tags(plain.tags)
+                out.append(len(self.custom_ids) - 1)
+            except Exception:  # not the lane's line, or anything odd: the record path decides
+                out.append(-1)
+                self._misses += 1
+                if self._misses >= MISSES_MAX:
+                    self._on = False
+                    out.extend([-1] * (len(raw_lines) - len(out)))
+                    break
+        return out
 
     def _target(self, model: str) -> _Target | None:
         """The model's target when the express lane would take its lines (intake.express)

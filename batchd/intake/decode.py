@@ -112,12 +112,7 @@ def _columns_or_records(
     """A clean block of a plan as Columns when the column lane takes every line; else its
     records, a taken line's made from what the lane took (the express lane's record)."""
     lane = ColumnLane(ctx)
-    taken = [
-        lane.take(raw, first_line_no + i)
-        if raw and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH
-        else -1
-        for i, raw in enumerate(raw_lines)
-    ]
+    taken = lane.take_block(raw_lines, first_line_no)
     if taken and -1 not in taken:
         return lane.columns(first_line_no), []
     express = Express(ctx)

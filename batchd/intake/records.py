@@ -87,7 +87,8 @@ def digest(text: str) -> bytes:
     return h.digest()
 
 
-_ID_HASH = hashlib.blake2b(digest_size=16)
+ID_DIGEST_BYTES = 16
+_ID_HASH = hashlib.blake2b(digest_size=ID_DIGEST_BYTES)
 
 
 def invalid(

@@ -122,6 +122,24 @@ def test_the_lane_leaves_what_is_not_its_own(svc: Any) -> None:
         assert ColumnLane(off).take(encode(plain), 1) == -1
 
 
+def test_brackets_in_a_plain_line_s_text_are_not_nesting(svc: Any) -> None:
+    """A line with more brackets than MAX_DEPTH is the record path's: parse_line's record
+    whether they are in its strings or nest too deep in a sampling value (any JSON)."""
+    ctx = _ctx(svc, True)
+    text = "{[" * MAX_DEPTH
+    plain = encode({"id": "a", "model": OPENAI_MODEL, "prompt": text, "system": text})
+    assert ColumnLane(ctx).take(plain, 3) == -1
+    assert decode.parse_line(plain, 3, replace(ctx, columns=False)).error_type is None
+    deep = b'{"id":"a","model":"%s","prompt":"x","n":%s1%s}' % (
+        OPENAI_MODEL.encode(),
+        b"[" * (MAX_DEPTH + 5),
+        b"]" * (MAX_DEPTH + 5),
+    )
+    assert ColumnLane(ctx).take(deep, 3) == -1
+    record = decode.parse_line(deep, 3, replace(ctx, columns=False))
+    assert record.error_type == "nesting_too_deep"
+
+
 def test_a_block_of_plain_lines_is_columns_of_the_records(svc: Any) -> None:
     lines: list[bytes | None] = list(_plain_lines(40))
     ctx = _ctx(svc, True)
@@ -157,7 +175,7 @@ def _plan(svc: Any, path: str, monkeypatch: pytest.MonkeyPatch, lane: str) -> An
     """plan_file's report, encoded: with the lane, without it, or all per line."""
     with monkeypatch.context() as m:
         if lane != "columns":
-            m.setattr(column_lane.ColumnLane, "take", lambda self, raw, n: -1)
+            m.setattr(column_lane.ColumnLane, "take_block", lambda self, raw, n: [-1] * len(raw))
         if lane == "per-line":  # as test_fast_path's slow path: parse_request decides
             m.setattr(decode, "plain_request", lambda *a: None)
             m.setattr(
