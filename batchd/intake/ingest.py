@@ -152,8 +152,8 @@ def ingest(
     """Every line of `stream` through parse (in `workers` processes), dedup and cache lookup.
 
     With `semantic` (and a cache), leaders with no exact hit are looked up by meaning too.
-    Once the in-run dedup sets hold `dedup_memory_bytes`, the rest of the input is settled
-    after it is all read, from disk (`spill_dir`, or the temp dir): see intake.spill.
+    Once the in-run dedup sets hold `dedup_memory_bytes`, the rest of the input goes to
+    disk (`spill_dir`, or the temp dir) and is settled in epochs: see intake.spill.
     """
     semantic = semantic if cache is not None else None
     plan = semantic.plan if semantic is not None else None
@@ -202,13 +202,18 @@ def ingest(
                 spill = on_exit.enter_context(Spill(seen_ids, seen_keys, spill_dir))
             if spill is None:
                 settle(block, seen_ids, seen_keys)
-            else:  # settled once the whole input is read (intake.spill)
+            else:  # settled once its epoch's answers are known (intake.spill)
                 spill.add(block)
                 if on_progress is not None:
                     on_progress(stats)
+                for _ in range(2):  # the closed epochs' blocks, while the next is read
+                    ready = spill.ready()
+                    if ready is None:
+                        break
+                    settle(*ready)
         if spill is not None:
-            for block, ids, keys in spill.replay():
-                settle(block, ids, keys)
+            for ready in spill.finish():
+                settle(*ready)
     stats.invalid_by_type = dict(invalid_types)
     if semantic is not None:
         stats.semantic_embedding = semantic.embedder.spend.as_dict()

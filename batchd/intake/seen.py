@@ -17,8 +17,8 @@ import numpy.typing as npt
 _U64 = npt.NDArray[np.uint64]
 
 
-def _contains(hi_sorted: _U64, lo_of: _U64, hi: _U64, lo: _U64) -> npt.NDArray[np.bool_]:
-    """Which (hi, lo) pairs are in the set (equal `hi` values sit next to each other)."""
+def contains_sorted(hi_sorted: _U64, lo_of: _U64, hi: _U64, lo: _U64) -> npt.NDArray[np.bool_]:
+    """Which (hi, lo) pairs are in the set of pairs ordered by `hi` (`hi_sorted`, `lo_of`)."""
     n = len(hi_sorted)
     found = np.zeros(len(hi), dtype=bool)
     if n == 0:
@@ -80,9 +80,9 @@ class SeenSet:
         # after a stable sort equal pairs are adjacent, the first one in the list first.
         order = np.lexsort((pairs[:, 1], pairs[:, 0]))
         hi, lo = pairs[order, 0], pairs[order, 1]
-        seen = _contains(*self._delta, hi, lo)
+        seen = contains_sorted(*self._delta, hi, lo)
         for run in self._runs:
-            seen |= _contains(*run, hi, lo)
+            seen |= contains_sorted(*run, hi, lo)
         seen[1:] |= (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])  # repeats inside the list
         new = ~seen
         if new.any():
@@ -97,9 +97,9 @@ class SeenSet:
         """Which (hi, lo) pairs the set holds (adds none)."""
         order = np.argsort(hi, kind="stable")
         hi_sorted, lo_sorted = hi[order], lo[order]
-        found = _contains(*self._delta, hi_sorted, lo_sorted)
+        found = contains_sorted(*self._delta, hi_sorted, lo_sorted)
         for run in self._runs:
-            found |= _contains(*run, hi_sorted, lo_sorted)
+            found |= contains_sorted(*run, hi_sorted, lo_sorted)
         out = np.empty(len(hi), dtype=bool)
         out[order] = found
         return out

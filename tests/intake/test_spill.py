@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batchd.intake import spill
 from batchd.intake.ingest import ingest
 from batchd.intake.lines import iter_blocks
 from batchd.intake.records import Block, Parsed
@@ -63,10 +64,16 @@ def _with_hits(svc: Any, data: bytes) -> bytes:
 
 
 @pytest.mark.usefixtures("small_blocks")
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "epoch_lines"), [(1, 1 << 20), (1, 300), (2, 700)])
 def test_spilled_ingest_is_the_in_memory_one(
-    svc: Any, workers: int, caplog: pytest.LogCaptureFixture
+    svc: Any,
+    workers: int,
+    epoch_lines: int,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """One epoch, or many (answers from the earlier epochs' files too)."""
+    monkeypatch.setattr(spill, "EPOCH_MIN_LINES", epoch_lines)
     data = _with_hits(svc, _data(6_000))
     in_memory = ingest_rows(svc, data, workers=workers)
     assert in_memory[0].in_run_duplicates > 500 and in_memory[0].cache_hits > 10
@@ -97,8 +104,9 @@ def _plan_stats(svc: Any, data: bytes, **options: Any) -> tuple[Any, Any]:
 
 @pytest.mark.usefixtures("small_blocks")
 def test_a_spilled_plan_settles_its_columns_the_same(
-    svc: Any, caplog: pytest.LogCaptureFixture
+    svc: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(spill, "EPOCH_MIN_LINES", 400)
     lines = _plain_lines(3_000)
     lines += lines[100:400]  # repeated ids
     lines += [x.replace(b'"r', b'"again-r', 1) for x in lines[1_000:2_000]]  # same requests
@@ -139,14 +147,46 @@ def test_a_block_msgpack_cannot_hold_comes_back_as_it_went(tmp_path: Path) -> No
     block = Block([odd], 0, 10)
     with pytest.raises(UnicodeEncodeError):
         msgspec.msgpack.encode(block)
-    with Spill(SeenSet(), SeenSet(), str(tmp_path)) as spill:
-        spill.add(block)
+    with Spill(SeenSet(), SeenSet(), str(tmp_path)) as spilled:
+        spilled.add(block)
         back = []
-        for b, ids, keys in spill.replay():
+        for b, ids, keys in spilled.finish():
             assert ids.check_add([odd.id_digest]) == [False]  # as a settle asks them
             assert keys.check_add([odd.key]) == [False]
             back.append(b)
     assert back == [block]
+
+
+def _block(first: int, ids: list[bytes], keys: list[bytes]) -> Block:
+    records = [
+        Parsed(first + i, f"c{first + i}", d, "t", {}, "m", key=k)
+        for i, (d, k) in enumerate(zip(ids, keys, strict=True))
+    ]
+    return Block(records, 0, 1)
+
+
+def test_a_closed_epoch_is_given_back_before_the_input_ends(tmp_path: Path) -> None:
+    """Blocks come back while later ones are still being added, with answers from the
+    in-memory set, an earlier epoch and their own epoch."""
+    before = SeenSet()
+    before.check_add([b"A" * 16])
+    keys = SeenSet()
+    keys.check_add([b"k" * 16])
+    with Spill(before, keys, str(tmp_path), epoch_min_lines=2) as spilled:
+        spilled.add(_block(1, [b"A" * 16, b"B" * 16], [b"k" * 16, b"x" * 16]))
+        first = spilled.ready()  # the epoch closed at 2 lines
+        assert first is not None
+        block, ids, key_checks = first
+        assert [r.line_no for r in block.records] == [1, 2]
+        assert ids.check_add([r.id_digest for r in block.records]) == [True, False]
+        assert key_checks.check_add([b"x" * 16]) == [False]  # line 1's key is not asked
+        assert spilled.ready() is None  # (its answers all used: else the replay refuses)
+        spilled.add(_block(3, [b"B" * 16, b"C" * 16, b"C" * 16], [b"y" * 16] * 3))
+        later = [
+            (ids.check_add([r.id_digest for r in block.records]), key_checks.check_add([b"y" * 16]))
+            for block, ids, key_checks in spilled.finish()
+        ]
+    assert later == [([True, False, True], [False])]  # B from epoch one; C twice in its own
 
 
 def test_a_replay_refuses_to_answer_out_of_step() -> None:
@@ -171,16 +211,19 @@ def test_a_replay_refuses_to_answer_out_of_step() -> None:
     ),
     picks=st.lists(st.integers(0, 7), min_size=1, max_size=40),
     budget_entries=st.integers(0, 60),
+    epoch_lines=st.integers(1, 12),
 )
 def test_generated_files_spill_the_same(
-    svc: Any, pool: list[bytes], picks: list[int], budget_entries: int
+    svc: Any, pool: list[bytes], picks: list[int], budget_entries: int, epoch_lines: int
 ) -> None:
     """Lines drawn with repeats from a few generated ones (so ids and keys repeat), one
-    block per line, the switch anywhere: rows, counts, chunks and plan as in memory."""
+    block per line, the switch anywhere, epochs of any size: rows, counts, chunks and plan
+    as in memory."""
     data = b"\n".join(pool[i % len(pool)] for i in picks) + b"\n"
     tiny = functools.partial(iter_blocks, block_bytes=1)
     with pytest.MonkeyPatch.context() as m:
         m.setattr("batchd.intake.ingest.iter_blocks", tiny)
+        m.setattr(spill, "EPOCH_MIN_LINES", epoch_lines)
         budget = {"dedup_memory_bytes": 16 * budget_entries}
         assert ingest_rows(svc, data, **budget) == ingest_rows(svc, data)
         assert _plan_stats(svc, data, **budget) == _plan_stats(svc, data)
