@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from batchd.cache.base import Cache
 from batchd.cache.semantic.matcher import HIT, Match, Query, SemanticCache
+from batchd.core.heap import return_big_buffers
 from batchd.errors import BatchdError
 from batchd.intake.column_settle import settle_columns
 from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed, paused_gc
@@ -155,6 +156,7 @@ def ingest(
     Once the in-run dedup sets hold `dedup_memory_bytes`, the rest of the input goes to
     disk (`spill_dir`, or the temp dir) and is settled in epochs: see intake.spill.
     """
+    return_big_buffers()  # the RSS of a long ingest stays flat (batchd.core.heap)
     semantic = semantic if cache is not None else None
     plan = semantic.plan if semantic is not None else None
     ctx = ParseContext(
