@@ -148,13 +148,12 @@ def ingest(
     workers: int = 1,
     semantic: SemanticCache | None = None,
     dedup_memory_bytes: int = DEDUP_MEMORY_BYTES,
-    spill_dir: str | None = None,
 ) -> IngestStats:
     """Every line of `stream` through parse (in `workers` processes), dedup and cache lookup.
 
     With `semantic` (and a cache), leaders with no exact hit are looked up by meaning too.
     Once the in-run dedup sets hold `dedup_memory_bytes`, the rest of the input goes to
-    disk (`spill_dir`, or the temp dir) and is settled in epochs: see intake.spill.
+    disk (the temp dir: TMPDIR) and is settled in epochs: see intake.spill.
     """
     return_big_buffers()  # the RSS of a long ingest stays flat (batchd.core.heap)
     semantic = semantic if cache is not None else None
@@ -201,7 +200,7 @@ def ingest(
             stats.lines += len(block.columns.custom_ids if block.columns else block.records)
             if spill is None and len(seen_ids) + len(seen_keys) >= budget:
                 log.info("in-run dedup past its memory: the rest is settled from disk")
-                spill = on_exit.enter_context(Spill(seen_ids, seen_keys, spill_dir))
+                spill = on_exit.enter_context(Spill(seen_ids, seen_keys))
             if spill is None:
                 settle(block, seen_ids, seen_keys)
             else:  # settled once its epoch's answers are known (intake.spill)

@@ -24,6 +24,7 @@ REFUSED = [
     ("BATCHD_OPENAI_TIMEOUT_S", "0", "openai.timeout_s", "> 0"),
     ("BATCHD_OPENAI_TIMEOUT_S", "-1", "openai.timeout_s", "> 0"),
     ("BATCHD_INGEST_WORKERS", "-1", "ingest_workers", "in 0..1024"),
+    ("BATCHD_INGEST_DEDUP_MEMORY_MB", "0", "ingest_dedup_memory_mb", "in 1..65536"),
     ("BATCHD_S3_MAX_ATTEMPTS", "0", "s3.max_attempts", "in 1..100"),
     ("BATCHD_ANTHROPIC_DEFAULT_MAX_TOKENS", "0", "anthropic.default_max_tokens", "in 1..10000000"),
     ("BATCHD_POLL_INTERVAL_S", "inf", "poll_interval_s", "finite"),
