@@ -1,7 +1,8 @@
-"""Past its dedup memory, ingest spills the rest of the input to disk and settles it at the
-end (intake.spill): the rows, counts, chunk files and plan are exactly those of the
-in-memory sets, whatever the switch point: ids and keys repeated across it, invalid lines,
-cache hits, in worker processes, on the column lane of a plan, and on generated files."""
+"""Past its dedup memory, ingest spills the rest of the input to disk and settles it in
+epochs (intake.spill): the rows, counts, chunk files and plan are exactly those of the
+in-memory sets, whatever the switch point and the epochs: ids and keys repeated across
+them, invalid lines, cache hits, in worker processes, on the column lane of a plan, and on
+generated files."""
 
 from __future__ import annotations
 
