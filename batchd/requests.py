@@ -197,13 +197,20 @@ def key_scope(tenant: str, endpoint: str) -> bytes:
 
 def scoped_key(scope: bytes, material: bytes) -> bytes:
     """The key of a body's canonical JSON (`canonical_json`) in a `key_scope`."""
-    h = KEY_HASH.copy()  # a fresh BLAKE2b-128, without parsing its settings per key
-    h.update(scope)
+    h = scope_hash(scope)
     h.update(material)
     return h.digest()
 
 
-KEY_HASH = hashlib.blake2b(digest_size=KEY_BYTES)  # copied, never updated itself
+def scope_hash(scope: bytes) -> Any:
+    """A fresh key hash with the scope in it: copy it and add a body's material for its key
+    (what `scoped_key` does, for a caller keying many bodies in one scope)."""
+    h = _KEY_HASH.copy()  # a fresh BLAKE2b-128, without parsing its settings per key
+    h.update(scope)
+    return h
+
+
+_KEY_HASH = hashlib.blake2b(digest_size=KEY_BYTES)
 
 
 def _check_max_tokens(container: dict[str, Any], where: str) -> None:

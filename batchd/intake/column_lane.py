@@ -13,36 +13,27 @@ lane's (`record`).
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from typing import Any
 
 import msgspec
 
 from batchd.intake.express import direct_route, plain_asks
-from batchd.intake.records import ID_DIGEST_BYTES, Columns, ParseContext, Parsed
+from batchd.intake.records import Columns, ParseContext, Parsed, digest
 from batchd.intake.screen import MAX_DEPTH
 from batchd.intake.typed_plain import DECODERS, plain_of
 from batchd.intake.vendor_ids import vendor_id
 from batchd.planning.routing import Route
-from batchd.requests import CHAT, KEY_BYTES, KEY_HASH, key_scope
+from batchd.requests import CHAT, KEY_BYTES, key_scope, scope_hash
 
 MISSES_MAX = 32  # lines a block's lane may fail to take before it stops trying
 PARAMS_WITHIN = 128  # bytes: where an Anthropic line's "params" key is looked for first
 _OPENAI, _ANTHROPIC, _NATIVE = DECODERS
-_ID_HASH = hashlib.blake2b(digest_size=ID_DIGEST_BYTES)  # records.digest's, copied per id
 _UNSEEN: Any = object()
 
 
 class _Miss(Exception):
     """A line the lane does not take."""
-
-
-def _scope_hash(tenant: str) -> Any:
-    """A key hash (requests.scoped_key's) with the tenant's scope already in it."""
-    h = KEY_HASH.copy()
-    h.update(key_scope(tenant, CHAT))
-    return h
 
 
 class _Target:
@@ -103,7 +94,7 @@ class ColumnLane:
             self.max_tokens.append,
         )
         add_tenant, add_tags = self.tenants.append, self.tags.append
-        id_hash, openai, anthropic = _ID_HASH, _OPENAI, _ANTHROPIC
+        openai, anthropic = _OPENAI, _ANTHROPIC
         for i, raw in enumerate(raw_lines):
             # sampling values are any JSON: a line that may nest too deep is parse_line's
             if not raw or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
@@ -139,14 +130,12 @@ class ColumnLane:
                 line_tenant = plain.tenant
                 scope = scopes.get(line_tenant)
                 if scope is None:
-                    scope = scopes[line_tenant] = _scope_hash(line_tenant)
+                    scope = scopes[line_tenant] = scope_hash(key_scope(line_tenant, CHAT))
                 custom_id = plain.custom_id
                 material = plain.material
-                h = id_hash.copy()
-                h.update(custom_id.encode())
                 k = scope.copy()
                 k.update(material)
-                add_digest(h.digest())
+                add_digest(digest(custom_id))
                 add_key(k.digest())
                 add_id(custom_id)
                 add_model(target.model_no)

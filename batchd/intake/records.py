@@ -87,8 +87,7 @@ def digest(text: str) -> bytes:
     return h.digest()
 
 
-ID_DIGEST_BYTES = 16
-_ID_HASH = hashlib.blake2b(digest_size=ID_DIGEST_BYTES)
+_ID_HASH = hashlib.blake2b(digest_size=16)
 
 
 def invalid(
