@@ -16,6 +16,7 @@ from batchd.config.settings import load_settings
 from batchd.intake.ingest import IngestStats, ingest
 from batchd.planning.chunking import Chunker
 from batchd.run.services import Services, open_services
+from batchd.storage.chunk_outcomes import read_outcome_batches
 
 OPENAI_MODEL = "gpt-5.4-nano"
 CLAUDE_MODEL = "claude-haiku-4-5"
@@ -360,6 +361,18 @@ def ingest_rows(
     chunks = chunker.finish()
     rows = pa.Table.from_batches(batches).to_pylist() if batches else []
     return stats, rows, {c.path: files[c.path].getvalue() for c in chunks if c.path in files}
+
+
+def vendor_lines(files: dict[str, bytes]) -> list[bytes]:
+    """The lines of every chunk a vendor would receive (`.jsonl`), not the planner's part of
+    the requests it failed as unmeetable (a `.parts` file of outcomes, never sent)."""
+    return [x for path, b in files.items() if path.endswith(".jsonl") for x in b.splitlines()]
+
+
+def planner_failures(files: dict[str, bytes]) -> int:
+    """How many requests the planner failed (no target finishes them by their deadline)."""
+    parts = [b for path, b in files.items() if path.endswith(".parts")]
+    return sum(b.num_rows for p in parts for b in read_outcome_batches(io.BytesIO(p)))
 
 
 def check_one_row_per_line(stats: IngestStats, rows: list[dict[str, Any]], n_lines: int) -> None:
