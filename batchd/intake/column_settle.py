@@ -10,15 +10,47 @@ leaders in line order, and the counts come out as `_settle`'s would.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 import numpy as np
 
 from batchd.cache.base import Cache
-from batchd.intake.records import INTERNAL_ERROR, Columns
+from batchd.intake.records import Columns
 from batchd.intake.seen import Seen
-from batchd.intake.tally import IngestStats, chunk_write_fault, count_invalid, duplicate_id
+from batchd.intake.tally import IngestStats, count_invalid, duplicate_id
 from batchd.planning.chunking import Chunker
-from batchd.requests import CHAT, KEY_BYTES
+from batchd.requests import KEY_BYTES
+
+
+class _Keys(Sequence[bytes]):
+    """A block's keys for Cache.get_many, each once: made only if the cache reads them (an
+    empty cache answers without)."""
+
+    def __init__(self, packed: bytes) -> None:
+        self._packed = packed
+        self._keys: list[bytes] | None = None
+
+    def _all(self) -> list[bytes]:
+        if self._keys is None:
+            self._keys = np.unique(np.frombuffer(self._packed, f"V{KEY_BYTES}")).tolist()
+        return self._keys
+
+    def __bool__(self) -> bool:
+        return bool(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._all())
 
 
 def settle_columns(
@@ -36,52 +68,32 @@ def settle_columns(
         packed = np.frombuffer(packed, dtype=np.uint8).reshape(-1, KEY_BYTES)[~dup_id].tobytes()
     dup_key = seen_keys.check_add_packed(packed)
     hits = {}
-    if cache is not None:
-        hits = cache.get_many(
-            list({packed[i : i + KEY_BYTES] for i in range(0, len(packed), KEY_BYTES)})
-        )
-    model_nos = np.frombuffer(cols.model_nos, dtype=np.uint32).tolist()
-    sizes = np.frombuffer(cols.vendor_bytes, dtype=np.int64).tolist()
-    max_tokens = np.frombuffer(cols.max_tokens, dtype=np.int64).tolist()
-    models, backends, keys = cols.models, cols.backends, cols.keys
-    first = cols.first_line_no
-    add = chunker.add
-    valid = unique = cache_hits = in_run = to_send = 0
-    repeated_id = dup_id.tolist()
-    leader_of = iter((~dup_key).tolist())  # of the lines whose id is new
-    for i, repeated in enumerate(repeated_id):
-        if repeated:
-            custom_id = cols.custom_ids[i]
-            count_invalid(
-                stats, invalid_types, first + i, custom_id, "duplicate_custom_id",
-                duplicate_id(custom_id),
-            )  # fmt: skip
-            continue
-        leader = next(leader_of)
-        valid += 1
-        key = keys[KEY_BYTES * i : KEY_BYTES * (i + 1)]
-        if hits and hits.get(key) is not None:
-            cache_hits += 1
-            unique += leader
-        elif not leader:
-            in_run += 1
-        else:
-            m = model_nos[i]
-            try:
-                add(backends[m], models[m], b"", max_tokens[i], None, key, None, -1, CHAT, sizes[i])
-            except OSError:  # not the line's: ingest stops, and is retried as a whole
-                raise
-            except Exception as exc:  # the line's own fault: its row says so
-                valid -= 1
-                count_invalid(
-                    stats, invalid_types, first + i, cols.custom_ids[i], INTERNAL_ERROR,
-                    chunk_write_fault(exc),
-                )  # fmt: skip
-                continue
-            unique += 1
-            to_send += 1
-    stats.valid += valid
-    stats.unique += unique
-    stats.cache_hits += cache_hits
-    stats.in_run_duplicates += in_run
-    stats.to_send += to_send
+    if cache is not None and packed:
+        hits = cache.get_many(_Keys(packed))
+    repeated = np.flatnonzero(dup_id).tolist()
+    for i in repeated:
+        custom_id = cols.custom_ids[i]
+        count_invalid(
+            stats, invalid_types, cols.first_line_no + i, custom_id, "duplicate_custom_id",
+            duplicate_id(custom_id),
+        )  # fmt: skip
+    fresh = np.flatnonzero(~dup_id) if repeated else np.arange(len(dup_id))
+    leader = ~dup_key  # of the lines whose id is new
+    hit = np.zeros(len(fresh), dtype=bool)
+    if hits:
+        spans = range(0, len(packed), KEY_BYTES)
+        hit = np.array([hits.get(packed[j : j + KEY_BYTES]) is not None for j in spans], bool)
+    send = leader & ~hit
+    at = fresh[send]
+    model_nos = np.frombuffer(cols.model_nos, dtype=np.uint32)[at]
+    sizes = np.frombuffer(cols.vendor_bytes, dtype=np.int64)[at]
+    max_tokens = np.frombuffer(cols.max_tokens, dtype=np.int64)[at]
+    keys = np.frombuffer(packed, dtype=np.uint8).reshape(-1, KEY_BYTES)[send].tobytes()
+    routes = list(zip(cols.backends, cols.models, strict=True))
+    # every line is valid and the plan writes no chunk bytes: nothing here is a line's fault
+    chunker.add_many(routes, model_nos, sizes, max_tokens, keys)
+    stats.valid += len(fresh)
+    stats.unique += int(np.count_nonzero(leader))
+    stats.cache_hits += int(np.count_nonzero(hit))
+    stats.in_run_duplicates += int(np.count_nonzero(~leader & ~hit))
+    stats.to_send += len(at)

@@ -83,14 +83,20 @@ def parse_block(first_line_no: int, block: RawBlock, ctx: ParseContext) -> Block
     block); any other line, and every line of any other block, `parse_line`. A plan's clean
     block whose every line the column lane takes comes back as Columns (intake.column_lane).
     """
-    raw_lines = lines_of(block)
     if isinstance(block, bytes):  # every line within the limit, as read
         joined, n_bytes = block, len(block) + 1
+        whole = True  # joined holds exactly the block's lines
     else:
-        joined = b"\n".join(raw for raw in raw_lines if raw is not None)
-        n_bytes = sum(len(raw) + 1 for raw in raw_lines if raw is not None)
-    clean = BOM not in joined and no_long_digits(joined)
+        joined = b"\n".join(raw for raw in block if raw is not None)
+        n_bytes = sum(len(raw) + 1 for raw in block if raw is not None)
+        whole = None not in block and joined.count(b"\n") + 1 == len(block)
     with paused_gc():
+        if ctx.columns and whole:  # the C lane screens each line as below, itself
+            columns = ColumnLane(ctx).take_joined(joined, first_line_no)
+            if columns is not None:
+                return Block([], 0, n_bytes, columns)
+        clean = BOM not in joined and no_long_digits(joined)
+        raw_lines = lines_of(block)
         if clean and ctx.columns:
             columns, records = _columns_or_records(first_line_no, raw_lines, ctx)
             if columns is not None:

@@ -25,7 +25,7 @@ from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed, paused_gc
 from batchd.intake.lines import MAX_LINE_BYTES, RawBlock, iter_blocks, lines_in
 from batchd.intake.parse_pool import parse_blocks
 from batchd.intake.records import Block
-from batchd.intake.seen import Seen, SeenSet
+from batchd.intake.seen import Seen, new_seen
 from batchd.intake.spill import Spill
 from batchd.intake.tally import (
     IngestStats,
@@ -171,8 +171,8 @@ def ingest(
     sem_hits: dict[bytes, Match] = {}  # request key -> its semantic hit, for its followers
     stats = IngestStats()
     invalid_types: Counter[str] = Counter()
-    seen_ids = SeenSet()
-    seen_keys = SeenSet()
+    seen_ids = new_seen()
+    seen_keys = new_seen()
     budget = dedup_memory_bytes // DIGEST_BYTES  # entries in the two sets
     spill: Spill | None = None
 

@@ -1,4 +1,4 @@
-"""A compact set of 16-byte digests for in-run dedup of huge files.
+"""Sets of 16-byte digests for in-run dedup of huge files: SeenSet, or HashSeen in C.
 
 Digests live in numpy as (hi, lo) uint64 pairs ordered by `hi` (16 bytes an
 entry, no Python object per entry): sorted runs of at most `max_run` entries and a
@@ -9,10 +9,16 @@ twice the set. All work is vectorised per batch.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+_keyset: Any
+try:
+    from batchd.intake import _keyset  # type: ignore[attr-defined,no-redef]
+except ImportError:  # no compiler at install: SeenSet only
+    _keyset = None
 
 _U64 = npt.NDArray[np.uint64]
 
@@ -112,3 +118,35 @@ class SeenSet:
             self._runs.append(self._delta)
         empty = np.empty(0, dtype=np.uint64)
         self._delta = (empty, empty)
+
+
+class HashSeen:
+    """SeenSet's answers from a C hash table (intake/_keyset.c): one probe a value, not a
+    sort and searches a batch; up to twice SeenSet's memory (a table's free slots)."""
+
+    def __init__(self) -> None:
+        assert _keyset is not None
+        self._set = _keyset.KeySet()
+
+    def __len__(self) -> int:
+        return len(self._set)
+
+    def check_add(self, values: list[bytes]) -> list[bool]:
+        if not values:
+            return []
+        return self.check_add_packed(b"".join(values)).tolist()
+
+    def check_add_packed(self, packed: bytes) -> npt.NDArray[np.bool_]:
+        return np.frombuffer(self._set.check_add_packed(packed), dtype=bool)
+
+    def contains(self, hi: _U64, lo: _U64) -> npt.NDArray[np.bool_]:
+        hi, lo = np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64)
+        return np.frombuffer(self._set.contains(hi, lo), dtype=bool)
+
+
+Held = SeenSet | HashSeen  # a set in memory: what a spill reads its prefix from
+
+
+def new_seen() -> Held:
+    """The fastest set this install has: the C hash table, else SeenSet."""
+    return HashSeen() if _keyset is not None else SeenSet()

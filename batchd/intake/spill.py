@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from batchd.intake.records import Block
-from batchd.intake.seen import SeenSet, contains_sorted
+from batchd.intake.seen import Held, contains_sorted
 
 PARTS = 256  # partition files per kind: a partition is 1/256 of the checks
 FLUSH_ENTRIES = 1 << 18  # entries buffered before they go to their partitions
@@ -56,8 +56,8 @@ class Spill:
 
     def __init__(
         self,
-        seen_ids: SeenSet,
-        seen_keys: SeenSet,
+        seen_ids: Held,
+        seen_keys: Held,
         directory: str | None = None,
         epoch_min_lines: int | None = None,
     ) -> None:
@@ -160,7 +160,7 @@ class _Epoch:
         self.lines += n
         return n
 
-    def resolve(self, prefix: tuple[SeenSet, SeenSet], seen: tuple[_Seen, _Seen]) -> None:
+    def resolve(self, prefix: tuple[Held, Held], seen: tuple[_Seen, _Seen]) -> None:
         """Every check's answer, from the in-memory sets, earlier epochs and this one."""
         self._ids.flush()
         self._keys.flush()
@@ -317,7 +317,7 @@ class _Partitions:
         flat = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint64)
         return flat.reshape(-1, 3)
 
-    def resolve(self, prefix: SeenSet, seen: _Seen, asked: _Bits | None = None) -> _Bits:
+    def resolve(self, prefix: Held, seen: _Seen, asked: _Bits | None = None) -> _Bits:
         """A bit per entry (by seq): held by `prefix`, seen by an earlier epoch, or earlier
         in the sequence; what is new joins `seen`. With `asked`, only the entries it marks
         are in the sequence (the others' bits are 0)."""

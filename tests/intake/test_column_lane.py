@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from batchd.intake import column_lane, decode
+from batchd.intake import column_lane, decode, native_lane
 from batchd.intake.column_lane import ColumnLane
 from batchd.intake.lines import iter_blocks
 from batchd.intake.screen import BOM, MAX_DEPTH, no_long_digits
@@ -172,9 +172,12 @@ def _write(tmp: Path, lines: list[bytes]) -> str:
 
 
 def _plan(svc: Any, path: str, monkeypatch: pytest.MonkeyPatch, lane: str) -> Any:
-    """plan_file's report, encoded: with the lane, without it, or all per line."""
+    """plan_file's report, encoded: with the lane (C and Python, or the Python lane only),
+    without it, or all per line."""
     with monkeypatch.context() as m:
         if lane != "columns":
+            m.setattr(native_lane, "_lane", None)
+        if lane not in ("columns", "python-columns"):
             m.setattr(column_lane.ColumnLane, "take_block", lambda self, raw, n: [-1] * len(raw))
         if lane == "per-line":  # as test_fast_path's slow path: parse_request decides
             m.setattr(decode, "plain_request", lambda *a: None)
@@ -187,8 +190,10 @@ def _plan(svc: Any, path: str, monkeypatch: pytest.MonkeyPatch, lane: str) -> An
 
 def _three_plans(svc: Any, path: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     reports = {
-        lane: _plan(svc, path, monkeypatch, lane) for lane in ("columns", "records", "per-line")
+        lane: _plan(svc, path, monkeypatch, lane)
+        for lane in ("columns", "python-columns", "records", "per-line")
     }
+    assert reports["columns"] == reports["python-columns"]
     assert reports["columns"] == reports["records"] == reports["per-line"]
     return reports["columns"]
 
@@ -265,3 +270,45 @@ def test_generated_files_plan_the_same(
     path = tmp_path / "gen.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     _three_plans(svc, str(path), monkeypatch)
+
+
+@pytest.mark.parametrize("deadline_s", [86400.0, 3600.0, 30.0])  # batch, synchronous, none
+def test_bulk_chunking_fills_chunks_as_the_per_line_path_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deadline_s: float
+) -> None:
+    """Columns go to the chunker in bulk (planning.chunk_runs): chunks rolled over on lines
+    and bytes, open across blocks, priced slice by slice, on the batch tier, the synchronous
+    one or none (failed at finish), are the per-line path's to the last id and count."""
+    tight = open_test_services(
+        tmp_path,
+        BATCHD_INGEST_WORKERS="1",
+        BATCHD_OPENAI_MAX_LINES_PER_CHUNK="7",
+        BATCHD_OPENAI_MAX_BYTES_PER_CHUNK="2000",
+    )
+    try:
+        lines = []
+        for i, raw in enumerate(_plain_lines(400)):
+            model = ("gpt-5-mini", OPENAI_MODEL, OPENAI_MODEL, "gpt-5.4-mini")[i * 7 % 4]
+            lines.append(raw.replace(OPENAI_MODEL.encode(), model.encode()))
+        lines += lines[:30]  # repeated ids
+        lines.append(b'{"x": 1}')  # a block of records among the blocks of columns
+        lines += _plain_lines(60, 1000)
+        path = _write(tmp_path, lines)
+        small = functools.partial(iter_blocks, block_bytes=9 * 1024)  # chunks span blocks
+        monkeypatch.setattr("batchd.intake.ingest.iter_blocks", small)
+        monkeypatch.setattr("batchd.planning.estimates.PRICE_SLICE", 37)  # folds mid-block
+        reports = {}
+        for lane in ("columns", "per-line"):
+            with monkeypatch.context() as m:
+                if lane != "columns":
+                    m.setattr(native_lane, "_lane", None)
+                    m.setattr(column_lane.ColumnLane, "take_block", lambda s, r, n: [-1] * len(r))
+                report = plan_file(tight, path, {}, deadline_at=NOW + deadline_s, now=NOW)
+            reports[lane] = msgspec.to_builtins(report)
+        assert reports["columns"] == reports["per-line"]
+        stats = reports["columns"]["stats"]
+        assert stats["to_send"] == 460 and stats["invalid"] == 31
+        if deadline_s > 60:
+            assert len(reports["columns"]["chunks"]) > 60  # rolled over many times
+    finally:
+        tight.close()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -31,7 +32,7 @@ from batchd.intake.lines import (
     lines_of,
     open_source,
 )
-from batchd.intake.seen import SeenSet
+from batchd.intake.seen import HashSeen, SeenSet, _keyset
 from batchd.outcome import INVALID, SUCCEEDED, Outcome
 from batchd.planning.chunking import Chunker
 from batchd.requests import Invalid, Request, parse_request
@@ -1105,6 +1106,40 @@ def test_seen_colliding_high_bytes_after_merge(max_run: int) -> None:
     assert s.check_add([v(7, 1), v(7, 10), v(7, 11), v(7, 0)]) == [True, True, False, False]
     assert s.check_add([v(2**64 - 1, 0), v(0, 2**64 - 1)]) == [False, False]
     assert s.check_add([v(2**64 - 1, 0), v(0, 2**64 - 1)]) == [True, True]
+
+
+_POOL = [v(0, 0), v(0, 1), v(1, 0), v(2**64 - 1, 2**64 - 1)] + [v(5, lo) for lo in range(6)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.one_of(st.sampled_from(_POOL), st.binary(min_size=16, max_size=16))),
+        max_size=8,
+    )
+)
+def test_the_c_hash_set_answers_as_seenset_does(batches: list[list[bytes]]) -> None:
+    """HashSeen (intake/_keyset.c): the all-zero value, shared high halves and repeats
+    within a batch answered as SeenSet answers them, and `contains` adds nothing."""
+    assert _keyset is not None  # built by the install (setup.py)
+    fast, slow = HashSeen(), SeenSet(merge_every=3, max_run=5)
+    for values in batches:
+        pairs = np.frombuffer(b"".join(_POOL), dtype=np.uint64).reshape(-1, 2)
+        asked = fast.contains(pairs[:, 0], pairs[:, 1]).tolist()
+        assert asked == slow.contains(pairs[:, 0], pairs[:, 1]).tolist()
+        assert fast.check_add(values) == slow.check_add(values)
+        assert len(fast) == len(slow)
+
+
+def test_the_c_hash_set_grows_and_keeps_every_value() -> None:
+    rng = random.Random(5)
+    values = [rng.randbytes(16) for _ in range(50_000)]
+    s = HashSeen()
+    assert not s.check_add_packed(b"".join(values)).any()
+    assert s.check_add_packed(b"".join(values[::-1])).all()
+    assert len(s) == 50_000
+    with pytest.raises(ValueError, match="16 bytes"):
+        s.check_add_packed(b"x" * 17)
 
 
 # ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from batchd.intake import spill
 from batchd.intake.ingest import ingest
 from batchd.intake.lines import iter_blocks
 from batchd.intake.records import Block, Parsed
-from batchd.intake.seen import SeenSet
+from batchd.intake.seen import HashSeen, SeenSet
 from batchd.intake.spill import Replay, Spill
 from batchd.outcome import SUCCEEDED, Outcome
 from batchd.planning.chunking import Chunker
@@ -166,12 +166,13 @@ def _block(first: int, ids: list[bytes], keys: list[bytes]) -> Block:
     return Block(records, 0, 1)
 
 
-def test_a_closed_epoch_is_given_back_before_the_input_ends(tmp_path: Path) -> None:
+@pytest.mark.parametrize("held", [SeenSet, HashSeen])
+def test_a_closed_epoch_is_given_back_before_the_input_ends(tmp_path: Path, held: Any) -> None:
     """Blocks come back while later ones are still being added, with answers from the
-    in-memory set, an earlier epoch and their own epoch."""
-    before = SeenSet()
+    in-memory set (either kind), an earlier epoch and their own epoch."""
+    before = held()
     before.check_add([b"A" * 16])
-    keys = SeenSet()
+    keys = held()
     keys.check_add([b"k" * 16])
     with Spill(before, keys, str(tmp_path), epoch_min_lines=2) as spilled:
         spilled.add(_block(1, [b"A" * 16, b"B" * 16], [b"k" * 16, b"x" * 16]))
