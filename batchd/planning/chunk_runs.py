@@ -10,16 +10,13 @@ start them, so chunk ids, counts and prices come out the same.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from batchd.planning.routing import Route
 from batchd.requests import CHAT, KEY_BYTES
-
-if TYPE_CHECKING:
-    from batchd.planning.chunking import Chunker
 
 Ints = npt.NDArray[np.int64]
 
@@ -49,16 +46,18 @@ def fill(
 
 
 def add_many(
-    chunker: Chunker,
+    chunker: Any,
     routes: list[tuple[str, str]],
     model_nos: npt.NDArray[np.uint32],
     sizes: Ints,
     max_tokens: Ints,
     keys: bytes,
 ) -> None:
-    """`chunker.add(backend, model, b"", max_tokens[i], None, key_i, None, -1, CHAT,
-    sizes[i])` for each request i in order, its (backend, model) `routes[model_nos[i]]`."""
-    c: Any = chunker  # the Chunker's own state: this is its bulk path, split out for size
+    """`Chunker.add_many`: `chunker.add(backend, model, b"", max_tokens[i], None, key_i, None,
+    -1, CHAT, sizes[i])` for each request i in order, its (backend, model) routes[model_nos[i]]
+    and its key the i-th 16 bytes of `keys`. (The Chunker's own state: this is its bulk path,
+    in a module of its own for size.)"""
+    c = chunker
     firsts = np.unique(model_nos, return_index=True)
     starts: list[tuple[int, tuple[str, ...], Route, tuple[int, int, int]]] = []
     for m in [int(x) for x in firsts[0][np.argsort(firsts[1])]]:  # the order models came

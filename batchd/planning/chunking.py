@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from typing import Any, BinaryIO
 
 import numpy as np
-import numpy.typing as npt
 
 from batchd.backends.base import BatchBackend
 from batchd.config.pricing import PriceBook
@@ -176,18 +175,7 @@ class Chunker:
         self._spool.write(b"".join(lines))
         self._spooled.append(set_no)
 
-    def add_many(
-        self,
-        routes: list[tuple[str, str]],
-        model_nos: npt.NDArray[np.uint32],
-        sizes: npt.NDArray[np.int64],
-        max_tokens: npt.NDArray[np.int64],
-        keys: bytes,
-    ) -> None:
-        """A dry run's `add` of many requests with no deadline of their own, in order: the
-        i-th of (backend, model) routes[model_nos[i]], its line's size and max_tokens, its
-        key the i-th 16 bytes of `keys` (planning.chunk_runs)."""
-        chunk_runs.add_many(self, routes, model_nos, sizes, max_tokens, keys)
+    add_many = chunk_runs.add_many  # a dry run's add of many requests at once
 
     def follower_deadline(self, model: str, key: bytes, deadline_at: float) -> None:
         """An in-run duplicate due earlier than the run: its leader must be done by then too.
