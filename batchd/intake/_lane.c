@@ -309,6 +309,18 @@ static int emit_string(buf *out, const char *s, size_t n) {
     return buf_byte(out, '"');
 }
 
+/* A string lex_string just read, as emit_string writes it: without an escape in the input
+   it held no quote, backslash or control byte, so it is written as read. */
+static int emit_lexed(buf *out, const buf *dec, int escaped) {
+    if (escaped) return emit_string(out, dec->p, dec->n);
+    if (buf_reserve(out, dec->n + 2) < 0) return FAIL;
+    out->p[out->n++] = '"';
+    memcpy(out->p + out->n, dec->p, dec->n);
+    out->n += dec->n;
+    out->p[out->n++] = '"';
+    return 0;
+}
+
 /* A JSON number at c->p: *is_int when it is a plain integer (its value in *value when it
    fits in 18 digits, else *big). */
 static int lex_number(cur *c, int *is_int, long long *value, int *big) {
@@ -416,7 +428,7 @@ static int sampling_value(cur *c, line_state *st, buf *out, int depth, long long
     char ch = *c->p;
     if (ch == '"') {
         if ((r = lex_string(c, &st->dec, &escaped)) < 0) return r;
-        return emit_string(out, st->dec.p, st->dec.n);
+        return emit_lexed(out, &st->dec, escaped);
     }
     if (ch == 't') return literal(c, "true", 4) < 0 ? MISS : buf_add(out, "true", 4);
     if (ch == 'f') return literal(c, "false", 5) < 0 ? MISS : buf_add(out, "false", 5);
@@ -547,7 +559,7 @@ static int message(cur *c, line_state *st) {
         ws(c);
         if ((r = lex_string(c, &st->dec, &escaped)) < 0) return r;
         size_t at = tmp->n;
-        if (emit_string(tmp, st->dec.p, st->dec.n) < 0) return FAIL;
+        if (emit_lexed(tmp, &st->dec, escaped) < 0) return FAIL;
         if (is_role) { got_role = 1; role_at = at; role_len = tmp->n - at; }
         else { got_content = 1; content_at = at; content_len = tmp->n - at; }
     }
@@ -722,7 +734,7 @@ static int body_field(cur *c, line_state *st, int kind, int f) {
             /* kept in messages' form: [{"content": prompt, "role": "user"}] when needed */
             st->prompt.n = 0;
             if (buf_add(&st->prompt, "{\"content\":", 11) < 0 ||
-                emit_string(&st->prompt, st->dec.p, st->dec.n) < 0 ||
+                emit_lexed(&st->prompt, &st->dec, escaped) < 0 ||
                 buf_add(&st->prompt, ",\"role\":\"user\"}", 15) < 0)
                 return FAIL;
             return 0;
@@ -786,21 +798,33 @@ static int material(line_state *st) {
     return buf_byte(m, '}');
 }
 
+#define LONG_RUN 19 /* digits in a row that intake.screen.no_long_digits refuses */
+
+static int is_digit(char ch) { return (unsigned)(ch - '0') < 10u; }
+
+/* parse_block's screens, on the raw line: no byte-order mark and no run of 19 digits
+   anywhere (intake.screen). Such a run covers one index of every LONG_RUN, so only those
+   are looked at, and a digit there measured. */
+static int screened(const char *s, size_t n) {
+    for (const char *p = s; (p = memchr(p, 0xEF, (size_t)(s + n - p))) != NULL; p++)
+        if (s + n - p >= 3 && (unsigned char)p[1] == 0xBB && (unsigned char)p[2] == 0xBF)
+            return 0;
+    for (size_t k = LONG_RUN - 1; k < n; k += LONG_RUN) {
+        if (!is_digit(s[k])) continue;
+        size_t lo = k, hi = k + 1;
+        while (lo > 0 && is_digit(s[lo - 1])) lo--;
+        while (hi < n && is_digit(s[hi])) hi++;
+        if (hi - lo >= LONG_RUN) return 0;
+    }
+    return 1;
+}
+
 /* One line: 0 when taken (st holds custom_id, tenant, model, material ...), else MISS/FAIL. */
 static int take_line(const char *s, size_t n, line_state *st, int max_depth) {
-    int depth = 0, r, f, escaped, digits = 0;
-    /* parse_block's screens, on the raw line: a byte-order mark or a run of 19 digits
-       anywhere (intake.screen), or brackets enough to nest too deep, leave it */
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        depth += (ch == '[') + (ch == '{');
-        digits = (unsigned)(ch - '0') < 10u ? digits + 1 : 0;
-        if (digits >= 19) return MISS;
-        if (ch == 0xEF && i + 2 < n && (unsigned char)s[i + 1] == 0xBB &&
-            (unsigned char)s[i + 2] == 0xBF)
-            return MISS;
-    }
-    if (n == 0 || depth > max_depth) return MISS;
+    int depth = 0, r, f, escaped;
+    if (n == 0 || !screened(s, n)) return MISS;
+    for (size_t i = 0; i < n; i++) depth += (s[i] == '[') + (s[i] == '{');
+    if (depth > max_depth) return MISS;
     cur c = {s, s + n};
     st->seg.n = st->messages.n = 0;
     st->seen = 0;

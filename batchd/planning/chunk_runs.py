@@ -119,9 +119,9 @@ def _append(c: Any, ts: Any, sizes: Ints, max_tokens: Ints, deadline: float, fai
     while i < n:
         room = c.planner.price_slice - len(ts.max_tokens) if ts.early else n - i
         hi = min(n, i + max(room, 1))
-        ts.line_bytes.extend(sizes[i:hi].tolist())
-        ts.max_tokens.extend(max_tokens[i:hi].tolist())
-        ts.deadline_at.extend([deadline] * (hi - i))
+        ts.line_bytes.frombytes(sizes[i:hi].astype(np.int64).tobytes())  # array("q")
+        ts.max_tokens.frombytes(max_tokens[i:hi].astype(np.int64).tobytes())
+        ts.deadline_at.frombytes(np.full(hi - i, deadline, dtype=np.float64).tobytes())
         if failed is not None:
             at, keys = failed
             first = ts.base + len(ts.max_tokens) - (hi - i)

@@ -177,3 +177,19 @@ def test_it_takes_the_plain_lines_hypothesis_draws(svc: Any) -> None:
 
     draw()
     assert len(taken) >= 10 and sum(taken) >= len(taken) // 2
+
+
+def test_it_screens_long_digit_runs_and_byte_order_marks_at_any_place(svc: Any) -> None:
+    """What parse_block's screens refuse (intake.screen) the C lane leaves too, wherever in
+    the line it is; one digit fewer, or a mark's bytes apart, it takes."""
+    ctx = _ctx(svc, True)
+    for at in range(45):
+        for digits, taken in ((18, True), (19, False), (30, False)):
+            prompt = "x" * at + "7" * digits
+            raw = encode({"model": OPENAI_MODEL, "prompt": prompt, "max_tokens": 5})
+            assert _same_or_left(ctx, [raw]) is taken, raw
+        raw = encode({"model": OPENAI_MODEL, "prompt": "x" * at, "max_tokens": 5})
+        bom = raw.replace(b'"x', b'"\xef\xbb\xbfx', 1) if at else raw
+        assert _same_or_left(ctx, [bom]) is (at == 0), bom
+        apart = raw.replace(b'"x', b'"\xef\xbb\xa0x', 1)  # U+FEE0: not a mark
+        assert _same_or_left(ctx, [apart]), apart
