@@ -3,10 +3,12 @@
    The same answers as intake.seen.SeenSet: `check_add_packed(packed)` tells, for each
    16-byte value laid end to end, whether it was seen before (in an earlier call, or earlier
    in this one) and adds it; `contains(hi, lo)` looks pairs up (the two little-endian
-   uint64 halves, as SeenSet takes them) without adding. The digests are BLAKE2b output,
-   uniform already: a slot is found from the first 8 bytes by open addressing (linear probe),
-   the table doubled past 70% full. 16 bytes a slot; the all-zero value is kept apart, as an
-   empty slot is all zeros. */
+   uint64 halves, as SeenSet takes them) without adding. The values are kept once each, in
+   order, in one array (16 bytes a value, grown in place); a table of 4-byte places into it
+   (0: empty) is probed from a value's first 8 bytes (BLAKE2b output: uniform already),
+   linearly, and rebuilt twice the size from the values past 70% full. So the set costs
+   16 bytes a value and 6 to 12 more for the table, and a rebuild frees the old table first:
+   memory grows with the values held, with no doubling peak. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -15,56 +17,65 @@
 
 typedef struct {
     PyObject_HEAD
-    uint64_t *slots; /* 2 words a slot */
-    size_t cap;      /* slots, a power of two */
-    size_t n;        /* values held, the zero one included */
-    int has_zero;
+    uint64_t *values; /* 2 words a value, in the order added */
+    size_t n, room;   /* values held; values the array has room for */
+    uint32_t *table;  /* a value's place + 1; 0: empty */
+    size_t cap;       /* the table's slots, a power of two */
 } KeySet;
 
-static int grow(KeySet *s) {
+#define MAX_VALUES 0xFFFFFFF0u
+
+static void place(uint32_t *table, size_t mask, const uint64_t *values, uint32_t i) {
+    size_t j = values[2 * i] & mask;
+    while (table[j]) j = (j + 1) & mask;
+    table[j] = i + 1;
+}
+
+static int rebuild(KeySet *s) {
     size_t cap = s->cap ? s->cap * 2 : 1024;
-    uint64_t *slots = PyMem_Calloc(cap, 16);
-    if (!slots) {
+    PyMem_Free(s->table); /* rebuilt from the values: never two tables at once */
+    s->table = PyMem_Calloc(cap, sizeof(uint32_t));
+    s->cap = 0;
+    if (!s->table) {
         PyErr_NoMemory();
         return -1;
     }
-    size_t mask = cap - 1;
-    for (size_t i = 0; i < s->cap; i++) {
-        uint64_t a = s->slots[2 * i], b = s->slots[2 * i + 1];
-        if (!(a | b)) continue;
-        size_t j = a & mask;
-        while (slots[2 * j] | slots[2 * j + 1]) j = (j + 1) & mask;
-        slots[2 * j] = a;
-        slots[2 * j + 1] = b;
-    }
-    PyMem_Free(s->slots);
-    s->slots = slots;
     s->cap = cap;
+    for (size_t i = 0; i < s->n; i++) place(s->table, cap - 1, s->values, (uint32_t)i);
     return 0;
 }
 
-/* 1: held already; 0: not (added when add); -1: out of memory. */
+/* 1: held already; 0: not (added when add); -1: a Python error is set. */
 static int check(KeySet *s, uint64_t a, uint64_t b, int add) {
-    if (!(a | b)) {
-        int had = s->has_zero;
-        if (add && !had) {
-            s->has_zero = 1;
-            s->n++;
+    if (s->cap) {
+        size_t mask = s->cap - 1, j = a & mask;
+        uint32_t at;
+        while ((at = s->table[j]) != 0) {
+            const uint64_t *v = s->values + 2 * (at - 1);
+            if (v[0] == a && v[1] == b) return 1;
+            j = (j + 1) & mask;
         }
-        return had;
     }
-    if (add && (s->n + 1) * 10 > s->cap * 7 && grow(s) < 0) return -1;
-    if (!s->cap) return 0;
-    size_t mask = s->cap - 1, j = a & mask;
-    while (s->slots[2 * j] | s->slots[2 * j + 1]) {
-        if (s->slots[2 * j] == a && s->slots[2 * j + 1] == b) return 1;
-        j = (j + 1) & mask;
+    if (!add) return 0;
+    if (s->n >= MAX_VALUES) {
+        PyErr_SetString(PyExc_OverflowError, "the dedup set is full (4G values)");
+        return -1;
     }
-    if (add) {
-        s->slots[2 * j] = a;
-        s->slots[2 * j + 1] = b;
-        s->n++;
+    if (s->n == s->room) {
+        size_t room = s->room ? s->room + s->room / 2 : 1024; /* 1.5x: in place (mremap) */
+        uint64_t *values = PyMem_Realloc(s->values, room * 16);
+        if (!values) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->values = values;
+        s->room = room;
     }
+    s->values[2 * s->n] = a;
+    s->values[2 * s->n + 1] = b;
+    s->n++;
+    if (s->n * 10 > s->cap * 7) return rebuild(s) < 0 ? -1 : 0; /* places the new one too */
+    place(s->table, s->cap - 1, s->values, (uint32_t)(s->n - 1));
     return 0;
 }
 
@@ -116,7 +127,7 @@ static PyObject *contains(KeySet *s, PyObject *args) {
         uint64_t a, b;
         memcpy(&a, (const char *)hi.buf + 8 * i, 8);
         memcpy(&b, (const char *)lo.buf + 8 * i, 8);
-        flags[i] = (char)check(s, a, b, 0);
+        flags[i] = (char)check(s, a, b, 0); /* never -1: it adds nothing */
     }
 done:
     PyBuffer_Release(&hi);
@@ -124,16 +135,30 @@ done:
     return out;
 }
 
+/* No more values will be added (a spill's prefix): the array shrunk to what it holds. */
+static PyObject *freeze(KeySet *s, PyObject *unused) {
+    (void)unused;
+    if (s->n && s->n < s->room) {
+        uint64_t *values = PyMem_Realloc(s->values, s->n * 16);
+        if (values) {
+            s->values = values;
+            s->room = s->n;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static Py_ssize_t keyset_len(KeySet *s) { return (Py_ssize_t)s->n; }
 
 static void keyset_dealloc(KeySet *s) {
-    PyMem_Free(s->slots);
+    PyMem_Free(s->values);
+    PyMem_Free(s->table);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
 static PyObject *nbytes(KeySet *s, PyObject *unused) {
     (void)unused;
-    return PyLong_FromSize_t(s->cap * 16);
+    return PyLong_FromSize_t(s->room * 16 + s->cap * sizeof(uint32_t));
 }
 
 static PyMethodDef keyset_methods[] = {
@@ -141,7 +166,8 @@ static PyMethodDef keyset_methods[] = {
      "A byte a value (1: seen before), each 16-byte value added."},
     {"contains", (PyCFunction)contains, METH_VARARGS,
      "A byte a (hi, lo) pair of uint64 buffers (1: held); adds none."},
-    {"nbytes", (PyCFunction)nbytes, METH_NOARGS, "The table's size in bytes."},
+    {"nbytes", (PyCFunction)nbytes, METH_NOARGS, "The set's memory in bytes."},
+    {"freeze", (PyCFunction)freeze, METH_NOARGS, "Give back the room for more values."},
     {NULL, NULL, 0, NULL}};
 
 static PySequenceMethods keyset_seq = {.sq_length = (lenfunc)keyset_len};

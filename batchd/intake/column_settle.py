@@ -3,8 +3,10 @@
 Every line of a Columns block is valid, cacheable, has no deadline, and goes to one vendor
 target (intake.column_lane); with no rows to keep (a plan), all that is left per line is:
 a repeated custom_id (the line invalid), an in-run duplicate, a cache hit, or a request
-for the chunker. Ids and keys are checked per block (numpy), the chunker is handed the
-leaders in line order, and the counts come out as `_settle`'s would.
+for the chunker. Ids and keys are checked per block, the chunker is handed the leaders
+all at once, in line order (`Chunker.add_many`), and the counts come out as `_settle`'s
+would. Every line is valid and a plan writes no chunk bytes, so no line's fault can arise
+here (the per-line path's chunk-write barrier has nothing to catch).
 """
 
 from __future__ import annotations
@@ -90,7 +92,6 @@ def settle_columns(
     max_tokens = np.frombuffer(cols.max_tokens, dtype=np.int64)[at]
     keys = np.frombuffer(packed, dtype=np.uint8).reshape(-1, KEY_BYTES)[send].tobytes()
     routes = list(zip(cols.backends, cols.models, strict=True))
-    # every line is valid and the plan writes no chunk bytes: nothing here is a line's fault
     chunker.add_many(routes, model_nos, sizes, max_tokens, keys)
     stats.valid += len(fresh)
     stats.unique += int(np.count_nonzero(leader))

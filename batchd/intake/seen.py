@@ -139,6 +139,11 @@ class HashSeen:
     def check_add_packed(self, packed: bytes) -> npt.NDArray[np.bool_]:
         return np.frombuffer(self._set.check_add_packed(packed), dtype=bool)
 
+    def freeze(self) -> None:
+        """No more values will be added (a spill's prefix): give back the room for them.
+        `check_add` still answers and adds (the room grows again)."""
+        self._set.freeze()
+
     def contains(self, hi: _U64, lo: _U64) -> npt.NDArray[np.bool_]:
         hi, lo = np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64)
         return np.frombuffer(self._set.contains(hi, lo), dtype=bool)

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from batchd.intake.records import Block
-from batchd.intake.seen import Held, contains_sorted
+from batchd.intake.seen import HashSeen, Held, contains_sorted
 
 PARTS = 256  # partition files per kind: a partition is 1/256 of the checks
 FLUSH_ENTRIES = 1 << 18  # entries buffered before they go to their partitions
@@ -62,6 +62,9 @@ class Spill:
         epoch_min_lines: int | None = None,
     ) -> None:
         self._prefix = (seen_ids, seen_keys)  # what was settled before the switch (read only)
+        for held in self._prefix:
+            if isinstance(held, HashSeen):
+                held.freeze()
         self._dir = tempfile.TemporaryDirectory(prefix="batchd-spill-", dir=directory)
         self._path = Path(self._dir.name)
         self._seen = (_Seen(self._path / "seen-ids"), _Seen(self._path / "seen-keys"))

@@ -1138,6 +1138,9 @@ def test_the_c_hash_set_grows_and_keeps_every_value() -> None:
     assert not s.check_add_packed(b"".join(values)).any()
     assert s.check_add_packed(b"".join(values[::-1])).all()
     assert len(s) == 50_000
+    s.freeze()  # a spill's prefix: the room given back, every answer kept
+    assert s.check_add_packed(b"".join(values[:100])).all()
+    assert not s.check_add_packed(rng.randbytes(16)).any() and len(s) == 50_001
     with pytest.raises(ValueError, match="16 bytes"):
         s.check_add_packed(b"x" * 17)
 
