@@ -8,7 +8,9 @@
    (0: empty) is probed from a value's first 8 bytes (BLAKE2b output: uniform already),
    linearly, and rebuilt twice the size from the values past 70% full. So the set costs
    16 bytes a value and 6 to 12 more for the table, and a rebuild frees the old table first:
-   memory grows with the values held, with no doubling peak. */
+   memory grows with the values held, with no doubling peak. `freeze` (a spill's prefix,
+   read only from then on) sorts the values in place and frees the table: 16 bytes a value,
+   looked up by bisection. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,6 +23,7 @@ typedef struct {
     size_t n, room;   /* values held; values the array has room for */
     uint32_t *table;  /* a value's place + 1; 0: empty */
     size_t cap;       /* the table's slots, a power of two */
+    int frozen;       /* values sorted, no table: looked up by bisection, none added */
 } KeySet;
 
 #define MAX_VALUES 0xFFFFFFF0u
@@ -45,8 +48,27 @@ static int rebuild(KeySet *s) {
     return 0;
 }
 
+static int bisect(const KeySet *s, uint64_t a, uint64_t b) {
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const uint64_t *v = s->values + 2 * mid;
+        if (v[0] == a && v[1] == b) return 1;
+        if (v[0] < a || (v[0] == a && v[1] < b)) lo = mid + 1;
+        else hi = mid;
+    }
+    return 0;
+}
+
 /* 1: held already; 0: not (added when add); -1: a Python error is set. */
 static int check(KeySet *s, uint64_t a, uint64_t b, int add) {
+    if (s->frozen) {
+        if (add) {
+            PyErr_SetString(PyExc_RuntimeError, "a frozen dedup set takes no more values");
+            return -1;
+        }
+        return bisect(s, a, b);
+    }
     if (s->cap) {
         size_t mask = s->cap - 1, j = a & mask;
         uint32_t at;
@@ -135,9 +157,21 @@ done:
     return out;
 }
 
-/* No more values will be added (a spill's prefix): the array shrunk to what it holds. */
+static int by_value(const void *x, const void *y) {
+    const uint64_t *a = x, *b = y;
+    if (a[0] != b[0]) return a[0] < b[0] ? -1 : 1;
+    return a[1] < b[1] ? -1 : a[1] > b[1];
+}
+
+/* No more values will be added (a spill's prefix): the values sorted in place and shrunk
+   to what they hold, the table freed; what is held is answered by bisection. */
 static PyObject *freeze(KeySet *s, PyObject *unused) {
     (void)unused;
+    if (s->frozen) Py_RETURN_NONE;
+    PyMem_Free(s->table);
+    s->table = NULL;
+    s->cap = 0;
+    qsort(s->values, s->n, 16, by_value);
     if (s->n && s->n < s->room) {
         uint64_t *values = PyMem_Realloc(s->values, s->n * 16);
         if (values) {
@@ -145,6 +179,7 @@ static PyObject *freeze(KeySet *s, PyObject *unused) {
             s->room = s->n;
         }
     }
+    s->frozen = 1;
     Py_RETURN_NONE;
 }
 
@@ -167,7 +202,7 @@ static PyMethodDef keyset_methods[] = {
     {"contains", (PyCFunction)contains, METH_VARARGS,
      "A byte a (hi, lo) pair of uint64 buffers (1: held); adds none."},
     {"nbytes", (PyCFunction)nbytes, METH_NOARGS, "The set's memory in bytes."},
-    {"freeze", (PyCFunction)freeze, METH_NOARGS, "Give back the room for more values."},
+    {"freeze", (PyCFunction)freeze, METH_NOARGS, "Sort, free the table: no more values."},
     {NULL, NULL, 0, NULL}};
 
 static PySequenceMethods keyset_seq = {.sq_length = (lenfunc)keyset_len};

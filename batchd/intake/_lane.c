@@ -497,27 +497,39 @@ static int sampling_value(cur *c, line_state *st, buf *out, int depth, long long
 
 /* An object's keys one by one: the next key's field in *field, 0 when done; keys given
    twice, unknown keys or keys with an escape are a miss. */
-static int next_key(cur *c, line_state *st, int *field, unsigned *given, int first) {
+/* The next key of an object whose brace was read: 1 with the key in st->dec and the
+   cursor at its value, 0 past the closing brace; a key with an escape is a miss. */
+static int object_key(cur *c, line_state *st, int *first) {
     int escaped, r;
     ws(c);
     if (c->p >= c->end) return MISS;
-    if (first) {
-        if (*c->p == '}') { c->p++; return 0; }
-    } else {
-        if (*c->p == '}') { c->p++; return 0; }
+    if (*c->p == '}') {
+        c->p++;
+        return 0;
+    }
+    if (!*first) {
         if (*c->p != ',') return MISS;
         c->p++;
         ws(c);
     }
+    *first = 0;
     if ((r = lex_string(c, &st->dec, &escaped)) < 0) return r;
     if (escaped) return MISS;
-    int f = match_key(st->dec.p, st->dec.n);
-    if (f < 0 || (*given & (1u << f))) return MISS;
-    *given |= 1u << f;
     ws(c);
     if (c->p >= c->end || *c->p != ':') return MISS;
     c->p++;
     ws(c);
+    return 1;
+}
+
+/* object_key of a line or a body: the key's field in *field; a key unknown or given twice
+   is a miss. */
+static int next_key(cur *c, line_state *st, int *field, unsigned *given, int *first) {
+    int r = object_key(c, st, first);
+    if (r != 1) return r;
+    int f = match_key(st->dec.p, st->dec.n);
+    if (f < 0 || (*given & (1u << f))) return MISS;
+    *given |= 1u << f;
     *field = f;
     return 1;
 }
@@ -537,32 +549,18 @@ static int message(cur *c, line_state *st) {
     size_t role_at = 0, role_len = 0, content_at = 0, content_len = 0;
     buf *tmp = &st->msg; /* content and role, canonical: then written in sorted order */
     tmp->n = 0;
-    while (1) {
-        ws(c);
-        if (c->p >= c->end) return MISS;
-        if (*c->p == '}') { c->p++; break; }
-        if (!first) {
-            if (*c->p != ',') return MISS;
-            c->p++;
-            ws(c);
-        }
-        first = 0;
-        if ((r = lex_string(c, &st->dec, &escaped)) < 0) return r;
-        if (escaped) return MISS;
+    while ((r = object_key(c, st, &first)) == 1) {
         int is_role = st->dec.n == 4 && memcmp(st->dec.p, "role", 4) == 0;
         int is_content = st->dec.n == 7 && memcmp(st->dec.p, "content", 7) == 0;
         if ((!is_role && !is_content) || (is_role && got_role) || (is_content && got_content))
             return MISS;
-        ws(c);
-        if (c->p >= c->end || *c->p != ':') return MISS;
-        c->p++;
-        ws(c);
         if ((r = lex_string(c, &st->dec, &escaped)) < 0) return r;
         size_t at = tmp->n;
         if (emit_lexed(tmp, &st->dec, escaped) < 0) return FAIL;
         if (is_role) { got_role = 1; role_at = at; role_len = tmp->n - at; }
         else { got_content = 1; content_at = at; content_len = tmp->n - at; }
     }
+    if (r < 0) return r;
     if (!got_role || !got_content) return MISS;
     buf *m = &st->messages;
     if (buf_add(m, "{\"content\":", 11) < 0 || buf_add(m, tmp->p + content_at, content_len) < 0 ||
@@ -608,27 +606,12 @@ static int metadata_value(cur *c, line_state *st) {
     if (c->p < c->end && *c->p == 'n') return literal(c, "null", 4);
     if (open_object(c) < 0) return MISS;
     int first = 1;
-    while (1) {
-        ws(c);
-        if (c->p >= c->end) return MISS;
-        if (*c->p == '}') { c->p++; return 0; }
-        if (!first) {
-            if (*c->p != ',') return MISS;
-            c->p++;
-            ws(c);
-        }
-        first = 0;
-        if ((r = lex_string(c, &st->dec, &escaped)) < 0) return r;
-        if (escaped) return MISS;
+    while ((r = object_key(c, st, &first)) == 1) {
         if (st->dec.n == 6 && memcmp(st->dec.p, "tenant", 6) == 0) f = 0;
         else if (st->dec.n == 4 && memcmp(st->dec.p, "tags", 4) == 0) f = 1;
         else return MISS;
         if (given & (1u << f)) return MISS;
         given |= 1u << f;
-        ws(c);
-        if (c->p >= c->end || *c->p != ':') return MISS;
-        c->p++;
-        ws(c);
         if (f == 0) {
             if ((r = string_into(c, st, &st->tenant)) < 0) return r;
             if (st->tenant.n == 0) return MISS;
@@ -644,18 +627,7 @@ static int metadata_value(cur *c, line_state *st) {
         buf *seen_keys = &st->keys_seen; /* each key as its length (4 bytes) and bytes */
         seen_keys->n = 0;
         int tfirst = 1;
-        while (1) {
-            ws(c);
-            if (c->p >= c->end) return MISS;
-            if (*c->p == '}') { c->p++; break; }
-            if (!tfirst) {
-                if (*c->p != ',') return MISS;
-                c->p++;
-                ws(c);
-            }
-            tfirst = 0;
-            if ((r = lex_string(c, &st->dec, &escaped)) < 0) return r;
-            if (escaped) return MISS;
+        while ((r = object_key(c, st, &tfirst)) == 1) {
             /* a key given twice: msgspec keeps the last; the lane leaves the line */
             for (size_t i = 0; i < seen_keys->n;) {
                 uint32_t klen;
@@ -667,13 +639,11 @@ static int metadata_value(cur *c, line_state *st) {
             uint32_t klen = (uint32_t)st->dec.n;
             if (buf_add(seen_keys, &klen, 4) < 0 || buf_add(seen_keys, st->dec.p, klen) < 0)
                 return FAIL;
-            ws(c);
-            if (c->p >= c->end || *c->p != ':') return MISS;
-            c->p++;
-            ws(c);
             if ((r = lex_string(c, &st->dec, &escaped)) < 0) return r;
         }
+        if (r < 0) return r;
     }
+    return r;
 }
 
 /* A body (kind K_OPENAI or K_ANTHROPIC: the object at c->p) or a native line's top level
@@ -758,8 +728,7 @@ static int body_object(cur *c, line_state *st, int kind) {
     if (open_object(c) < 0) return MISS;
     unsigned given = 0;
     int first = 1;
-    while ((r = next_key(c, st, &f, &given, first)) == 1) {
-        first = 0;
+    while ((r = next_key(c, st, &f, &given, &first)) == 1) {
         if ((r = body_field(c, st, kind, f)) < 0) return r;
     }
     if (r < 0) return r;
@@ -836,8 +805,7 @@ static int take_line(const char *s, size_t n, line_state *st, int max_depth) {
     if (open_object(&c) < 0) return MISS;
     unsigned given = 0;
     int first = 1, kind = -1;
-    while ((r = next_key(&c, st, &f, &given, first)) == 1) {
-        first = 0;
+    while ((r = next_key(&c, st, &f, &given, &first)) == 1) {
         switch (f) {
             case F_CUSTOM_ID:
                 if ((r = string_into(&c, st, &st->custom_id)) < 0) return r;

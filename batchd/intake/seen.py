@@ -140,8 +140,8 @@ class HashSeen:
         return np.frombuffer(self._set.check_add_packed(packed), dtype=bool)
 
     def freeze(self) -> None:
-        """No more values will be added (a spill's prefix): give back the room for them.
-        `check_add` still answers and adds (the room grows again)."""
+        """No more values will be added (a spill's prefix): the table freed, the values
+        sorted (16 bytes each, as SeenSet); `contains` answers, `check_add` raises."""
         self._set.freeze()
 
     def contains(self, hi: _U64, lo: _U64) -> npt.NDArray[np.bool_]:

@@ -1129,6 +1129,11 @@ def test_the_c_hash_set_answers_as_seenset_does(batches: list[list[bytes]]) -> N
         assert asked == slow.contains(pairs[:, 0], pairs[:, 1]).tolist()
         assert fast.check_add(values) == slow.check_add(values)
         assert len(fast) == len(slow)
+    fast.freeze()  # sorted and bisected: the same answers
+    every = b"".join(_POOL + [x for values in batches for x in values])
+    pairs = np.frombuffer(every, dtype=np.uint64).reshape(-1, 2)
+    got = fast.contains(pairs[:, 0], pairs[:, 1]).tolist()
+    assert got == slow.contains(pairs[:, 0], pairs[:, 1]).tolist()
 
 
 def test_the_c_hash_set_grows_and_keeps_every_value() -> None:
@@ -1138,9 +1143,13 @@ def test_the_c_hash_set_grows_and_keeps_every_value() -> None:
     assert not s.check_add_packed(b"".join(values)).any()
     assert s.check_add_packed(b"".join(values[::-1])).all()
     assert len(s) == 50_000
-    s.freeze()  # a spill's prefix: the room given back, every answer kept
-    assert s.check_add_packed(b"".join(values[:100])).all()
-    assert not s.check_add_packed(rng.randbytes(16)).any() and len(s) == 50_001
+    pairs = np.frombuffer(b"".join(values) + rng.randbytes(16 * 100), np.uint64).reshape(-1, 2)
+    before = s.contains(pairs[:, 0], pairs[:, 1])
+    s.freeze()  # a spill's prefix: sorted, its table freed, every answer kept
+    assert (s.contains(pairs[:, 0], pairs[:, 1]) == before).all() and before[:50_000].all()
+    assert not before[50_000:].any()
+    with pytest.raises(RuntimeError, match="frozen"):
+        s.check_add_packed(rng.randbytes(16))
     with pytest.raises(ValueError, match="16 bytes"):
         s.check_add_packed(b"x" * 17)
 
