@@ -48,13 +48,25 @@ static int rebuild(KeySet *s) {
     return 0;
 }
 
+static int below(const uint64_t *v, uint64_t a, uint64_t b) {
+    return v[0] < a || (v[0] == a && v[1] < b);
+}
+
+/* A value in the sorted values. Digests are uniform, so a value's place is close to
+   n * a / 2^64: the search starts there, widens its bracket by doubling steps, bisects. */
 static int bisect(const KeySet *s, uint64_t a, uint64_t b) {
-    size_t lo = 0, hi = s->n;
+    size_t n = s->n;
+    if (!n) return 0;
+    size_t guess = (size_t)(((unsigned __int128)a * n) >> 64), lo = guess, hi = guess + 1;
+    for (size_t step = 16; lo > 0 && !below(s->values + 2 * (lo - 1), a, b); step *= 2)
+        lo = lo > step ? lo - step : 0; /* lo: a place whose left neighbour is below */
+    for (size_t step = 16; hi < n && below(s->values + 2 * (hi - 1), a, b); step *= 2)
+        hi = hi + step < n ? hi + step : n; /* hi: a place whose left neighbour is not */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         const uint64_t *v = s->values + 2 * mid;
         if (v[0] == a && v[1] == b) return 1;
-        if (v[0] < a || (v[0] == a && v[1] < b)) lo = mid + 1;
+        if (below(v, a, b)) lo = mid + 1;
         else hi = mid;
     }
     return 0;
