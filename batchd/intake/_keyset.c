@@ -4,7 +4,7 @@
    16-byte value laid end to end, whether it was seen before (in an earlier call, or earlier
    in this one) and adds it; `contains(hi, lo)` looks pairs up (the two little-endian
    uint64 halves, as SeenSet takes them) without adding. The values are kept once each, in
-   order, in one array (16 bytes a value, grown in place); a table of 4-byte places into it
+   order, in one array (16 bytes a value, grown by a quarter in place); a table of 4-byte places into it
    (0: empty) is probed from a value's first 8 bytes (BLAKE2b output: uniform already),
    linearly, and rebuilt twice the size from the values past 70% full. So the set costs
    16 bytes a value and 6 to 12 more for the table, and a rebuild frees the old table first:
@@ -96,7 +96,7 @@ static int check(KeySet *s, uint64_t a, uint64_t b, int add) {
         return -1;
     }
     if (s->n == s->room) {
-        size_t room = s->room ? s->room + s->room / 2 : 1024; /* 1.5x: in place (mremap) */
+        size_t room = s->room ? s->room + s->room / 4 : 1024; /* 1.25x: in place (mremap) */
         uint64_t *values = PyMem_Realloc(s->values, room * 16);
         if (!values) {
             PyErr_NoMemory();
