@@ -4,13 +4,13 @@
    16-byte value laid end to end, whether it was seen before (in an earlier call, or earlier
    in this one) and adds it; `contains(hi, lo)` looks pairs up (the two little-endian
    uint64 halves, as SeenSet takes them) without adding. The values are kept once each, in
-   order, in one array (16 bytes a value, grown by a quarter in place); a table of 4-byte places into it
-   (0: empty) is probed from a value's first 8 bytes (BLAKE2b output: uniform already),
-   linearly, and rebuilt twice the size from the values past 70% full. So the set costs
-   16 bytes a value and 6 to 12 more for the table, and a rebuild frees the old table first:
-   memory grows with the values held, with no doubling peak. `freeze` (a spill's prefix,
-   read only from then on) sorts the values in place and frees the table: 16 bytes a value,
-   looked up by bisection. */
+   order, in one array (16 bytes a value, grown by a quarter in place); a table of 4-byte
+   places into it (0: empty) is probed from a value's first 8 bytes (BLAKE2b output:
+   uniform already), linearly, and rebuilt twice the size from the values past 70% full.
+   So the set costs 16 bytes a value and 6 to 12 more for the table, and a rebuild frees
+   the old table first: memory grows with the values held, with no doubling peak. `freeze`
+   (a spill's prefix, read only from then on) sorts the values in place and frees the
+   table: 16 bytes a value, looked up from its expected place, then by bisection. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
