@@ -26,7 +26,7 @@ from batchd.intake.records import Columns, ParseContext, Parsed, digest
 from batchd.intake.screen import MAX_DEPTH
 from batchd.intake.typed_plain import DECODERS, plain_of
 from batchd.intake.vendor_ids import vendor_id
-from batchd.planning.routing import Route
+from batchd.planning.routing import Route, Router
 from batchd.requests import CHAT, KEY_BYTES, key_scope, scope_hash
 
 MISSES_MAX = 32  # lines a block's lane may fail to take before it stops trying
@@ -50,6 +50,13 @@ class _Target:
         self.overhead = overhead  # a line's size less its body's JSON, newline included
         self.model_no = model_no
         self.able: dict[frozenset[str], bool] = {}
+
+    def serves(self, asked: frozenset[str], router: Router) -> bool:
+        """Whether the target can serve a line that asks for `asked` (memoised)."""
+        able = self.able.get(asked)
+        if able is None:
+            able = self.able[asked] = not router.lacks(asked, self.route)
+        return able
 
 
 class ColumnLane:
@@ -98,6 +105,7 @@ class ColumnLane:
         )
         add_tenant, add_tags = self.tenants.append, self.tags.append
         openai, anthropic = _OPENAI, _ANTHROPIC
+        router = self._ctx.router
         for i, raw in enumerate(raw_lines):
             # sampling values are any JSON: a line that may nest too deep is parse_line's
             if not raw or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
@@ -124,11 +132,7 @@ class ColumnLane:
                     target = targets[model] = self._target(model)
                 if target is None:
                     raise _Miss
-                asked = plain_asks(plain.needs_n, plain.needs_seed)
-                able = target.able.get(asked)
-                if able is None:
-                    able = target.able[asked] = not self._ctx.router.lacks(asked, target.route)
-                if not able:
+                if not target.serves(plain_asks(plain.needs_n, plain.needs_seed), router):
                     raise _Miss
                 line_tenant = plain.tenant
                 scope = scopes.get(line_tenant)
@@ -178,10 +182,7 @@ class ColumnLane:
         for combo in np.unique(model_idx.astype(np.int64) * 4 + asks).tolist():
             target, bits = targets[combo // 4], combo % 4
             asked = plain_asks(bool(bits & native_lane.ASKS_N), bool(bits & native_lane.ASKS_SEED))
-            able = target.able.get(asked)
-            if able is None:
-                able = target.able[asked] = not self._ctx.router.lacks(asked, target.route)
-            if not able:
+            if not target.serves(asked, self._ctx.router):
                 return None
         model_nos = np.array([t.model_no for t in targets], dtype=np.uint32)[model_idx]
         overheads = np.array([t.overhead for t in targets], dtype=np.int64)[model_idx]
