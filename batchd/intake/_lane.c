@@ -393,7 +393,7 @@ typedef struct {
     int has_system, has_prompt, has_id, has_tenant, messages_list;
     long long max_tokens, n_value;
     int n_is_int, seed_set;
-    int has_custom_id, method_ok, url_ok, has_body, has_params;
+    int has_custom_id;
     /* settings */
     long long max_tokens_limit;
     PyObject *canon_number;
@@ -801,7 +801,7 @@ static int take_line(const char *s, size_t n, line_state *st, int max_depth) {
     st->max_tokens = 0;
     st->n_is_int = st->seed_set = 0;
     st->n_value = 0;
-    st->has_custom_id = st->method_ok = st->url_ok = st->has_body = st->has_params = 0;
+    st->has_custom_id = 0;
     if (open_object(&c) < 0) return MISS;
     unsigned given = 0;
     int first = 1, kind = -1;
@@ -894,13 +894,12 @@ static PyObject *take(PyObject *self, PyObject *args) {
     memset(&st, 0, sizeof st);
     st.max_tokens_limit = max_tokens_limit;
     st.canon_number = canon_number;
-    buf ids = {0}, digests = {0}, keys = {0}, model_idx = {0}, lens = {0}, maxes = {0},
+    buf digests = {0}, keys = {0}, model_idx = {0}, lens = {0}, maxes = {0},
         asks = {0}, scope = {0};
     PyObject *custom_ids = PyList_New(0), *models = PyList_New(0), *result = NULL;
     char *model_names[MAX_MODELS];
     size_t model_lens[MAX_MODELS];
     int n_models = 0;
-    (void)ids;
     if (!custom_ids || !models) goto done;
     const char *s = block.buf, *end = s + block.len;
     long long line_no = first_line_no;

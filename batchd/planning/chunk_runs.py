@@ -21,6 +21,11 @@ from batchd.requests import CHAT, KEY_BYTES
 Ints = npt.NDArray[np.int64]
 
 
+def open_key(backend: str, model: str, tier: str, endpoint: str, escalate: bool) -> tuple[str, ...]:
+    """Which open chunk a line goes to (`Chunker._write`; a release target is added on)."""
+    return (backend, model, tier, endpoint, "e" if escalate else "")
+
+
 def fill(
     sizes: Ints, max_lines: int, max_bytes: int, open_at: tuple[int, int] | None
 ) -> list[tuple[int, int]]:
@@ -72,15 +77,12 @@ def add_many(
                             int(sizes[i]))  # fmt: skip
             continue
         deadline = c._deadline
-        ready = c._ready.get(model)
-        if ready is None:
-            ready = c._ready[model] = c.planner.ready_at(*ts.targets[0])
-        tier = "batch" if deadline >= ready else c._tier(ts.targets[0], deadline)
+        tier = c._direct_tier(model, ts, deadline)
         _append(c, ts, sizes[at], max_tokens[at], deadline, None if tier else (at, keys))
         if tier is None:
             continue  # all end failed at finish
         target_model = ts.targets[0][1]
-        key = (backend, target_model, tier, CHAT, "")
+        key = open_key(backend, target_model, tier, CHAT, False)
         cur = c._open.get(key)
         max_lines, max_bytes = c._limit_of.get(backend) or c._limits(backend)
         open_at = (cur.chunk.n_requests, cur.chunk.n_bytes) if cur is not None else None
@@ -96,13 +98,13 @@ def add_many(
                 _count(cur.chunk, sums)
             else:  # a chunk started at its first request's place in the block
                 starts.append((int(at[lo]), key, Route(backend, target_model), sums))
-    for _, open_key, route, run in sorted(starts, key=lambda s: s[0]):
-        if open_key in c._open:
-            c._close(open_key)
+    for _, started, route, run in sorted(starts, key=lambda s: s[0]):
+        if started in c._open:
+            c._close(started)
         cur = c._start(route)
-        cur.chunk.tier = open_key[2]
+        cur.chunk.tier = started[2]
         cur.chunk.endpoint = CHAT
-        c._open[open_key] = cur
+        c._open[started] = cur
         _count(cur.chunk, run)
 
 

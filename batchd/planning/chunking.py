@@ -151,10 +151,7 @@ class Chunker:
             ts.line_bytes.append(n)
             ts.max_tokens.append(max_tokens)
             ts.deadline_at.append(deadline)
-            ready = self._ready.get(model)
-            if ready is None:
-                ready = self._ready[model] = self.planner.ready_at(*ts.targets[0])
-            tier = BATCH if deadline >= ready else self._tier(ts.targets[0], deadline)
+            tier = self._direct_tier(model, ts, deadline)
             if tier is not None:
                 target_model = ts.targets[0][1]
                 self._write(backend, target_model, line, n, max_tokens, deadline_at, tier, endpoint)
@@ -207,6 +204,13 @@ class Chunker:
                 if d < deadlines[i]:
                     deadlines[i] = d
 
+    def _direct_tier(self, model: str, ts: TargetSet, deadline: float) -> str | None:
+        """A one-vendor-target request's tier (`_tier`), its batch's ready time kept per model."""
+        ready = self._ready.get(model)
+        if ready is None:
+            ready = self._ready[model] = self.planner.ready_at(*ts.targets[0])
+        return BATCH if deadline >= ready else self._tier(ts.targets[0], deadline)
+
     def _tier(self, target: tuple[str, str], deadline: float) -> str | None:
         """batch when a batch finishes in time, else the guard's synchronous tier (or None)."""
         if target[0] == VLLM or deadline >= self.planner.ready_at(*target):
@@ -249,7 +253,7 @@ class Chunker:
         vLLM line's (backend, model, line) for the guard's vendor target (planning.release);
         `escalate`: the line's framed cascade record (planning.escalation).
         """
-        key: tuple[str, ...] = (backend, model, tier, endpoint, "e" if escalate else "")
+        key = chunk_runs.open_key(backend, model, tier, endpoint, bool(escalate))
         if release is not None:
             key = (*key, release[0], release[1])
         cur = self._open.get(key)
