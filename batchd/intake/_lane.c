@@ -991,6 +991,27 @@ done:
     return result;
 }
 
+/* count_newlines(buffer[, length]): the b"\n" in the buffer's first `length` bytes (all of
+   it by default), with memchr; what a block of lines costs the reader that numbers them. */
+static PyObject *count_newlines(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    Py_ssize_t length = -1;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "O|n", &obj, &length)) return NULL;
+    if (PyObject_GetBuffer(obj, &data, PyBUF_SIMPLE) < 0) return NULL;
+    if (length < 0 || length > data.len) length = data.len;
+    const char *s = data.buf, *end = s + length;
+    Py_ssize_t n = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (s < end && (s = memchr(s, '\n', (size_t)(end - s))) != NULL) {
+        n++;
+        s++;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(n);
+}
+
 /* blake2b_16(data): for the tests, against hashlib. */
 static PyObject *blake2b_16(PyObject *self, PyObject *arg) {
     Py_buffer data;
@@ -1004,6 +1025,7 @@ static PyObject *blake2b_16(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"take", take, METH_VARARGS, "A block of plain chat lines as columns, or None."},
     {"blake2b_16", blake2b_16, METH_O, "BLAKE2b-128 of bytes."},
+    {"count_newlines", count_newlines, METH_VARARGS, "The newlines in a buffer's first bytes."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lane", NULL, -1, methods};

@@ -26,6 +26,7 @@ from batchd.intake.lines import MAX_LINE_BYTES, RawBlock, iter_blocks, lines_in
 from batchd.intake.parse_pool import parse_blocks
 from batchd.intake.records import Block
 from batchd.intake.seen import Seen, new_seen
+from batchd.intake.spans import Job, local_file, numbered_spans, reading
 from batchd.intake.spill import Spill
 from batchd.intake.tally import (
     IngestStats,
@@ -190,10 +191,17 @@ def ingest(
         if on_progress is not None:
             on_progress(stats)
 
-    blocks = _numbered(iter_blocks(stream, max_line_bytes=max_line_bytes))
+    blocks: Iterable[Job]
+    local = workers > 1 and local_file(stream) is not None  # workers read their own blocks
+    if local:
+        blocks = numbered_spans(stream, max_line_bytes)
+    else:
+        blocks = _numbered(iter_blocks(stream, max_line_bytes=max_line_bytes))
     # No cyclic collection for the whole pass: a block's records hold no cycles, and one
     # pause per block let a collection run between blocks, walking every object alive.
     with paused_gc(), ExitStack() as on_exit:
+        if local:
+            on_exit.enter_context(reading(stream))
         for block in parse_blocks(blocks, ctx, workers):
             stats.blank += block.blank
             stats.bytes_read += block.bytes_read

@@ -63,3 +63,10 @@ def blake2b_16(data: bytes) -> bytes:
     """The C lane's BLAKE2b-128 (for the tests: it must be hashlib's)."""
     assert _lane is not None
     return bytes(_lane.blake2b_16(data))
+
+
+def count_newlines(buf: bytearray, length: int) -> int:
+    """The b"\\n" in buf's first `length` bytes (memchr in C; bytes.count without it)."""
+    if _lane is None:
+        return buf.count(b"\n", 0, length)
+    return int(_lane.count_newlines(buf, length))

@@ -21,14 +21,14 @@ import msgspec
 
 from batchd.intake import decode
 from batchd.intake.decode import Block, ParseContext, Parsed
-from batchd.intake.lines import RawBlock, lines_of
+from batchd.intake.lines import lines_of
+from batchd.intake.spans import Job, raw_of
 
 log = logging.getLogger("batchd.intake")
 
 _worker_ctx: ParseContext | None = None
 _block_enc = msgspec.msgpack.Encoder()
 _block_dec = msgspec.msgpack.Decoder(Block)
-Job = tuple[int, RawBlock]  # the block's first line number, and its lines
 
 
 def _init_worker(ctx: ParseContext) -> None:
@@ -41,7 +41,7 @@ def _init_worker(ctx: ParseContext) -> None:
 
 def _work(job: Job) -> bytes:
     assert _worker_ctx is not None
-    block = decode.parse_block(job[0], job[1], _worker_ctx)
+    block = decode.parse_block(job[0], raw_of(job[1]), _worker_ctx)
     try:
         return _block_enc.encode(block)
     except Exception:  # one record that does not encode: it becomes its own fault row
@@ -53,7 +53,7 @@ def _encodable(record: Parsed, job: Job, ctx: ParseContext) -> Parsed:
     try:
         _block_enc.encode(record)
     except Exception as exc:
-        raw = lines_of(job[1])[record.line_no - job[0]]
+        raw = lines_of(raw_of(job[1]))[record.line_no - job[0]]
         return decode.fault(raw, record.line_no, None, record.custom_id, "hand-over", exc)
     return record
 
@@ -67,7 +67,7 @@ def parse_blocks(blocks: Iterable[Job], ctx: ParseContext, workers: int) -> Iter
     """
     if workers <= 1:
         for first, lines in blocks:
-            yield decode.parse_block(first, lines, ctx)
+            yield decode.parse_block(first, raw_of(lines), ctx)
         return
     # fork is fastest, but forking a process with other threads (a coordinator: asyncio
     # loop, lease renewer, Redis clients) can copy a held lock: use a fork server there.
@@ -114,4 +114,4 @@ def _collect(
         except Exception:
             log.warning("an ingest worker failed on lines %d+; parsing them here", job[0])
             log.debug("ingest worker failure", exc_info=True)
-    return decode.parse_block(job[0], job[1], ctx), broken
+    return decode.parse_block(job[0], raw_of(job[1]), ctx), broken
