@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from batchd.config.settings import load_settings
 from batchd.intake.ingest import IngestStats, ingest
+from batchd.intake.lines import open_source
 from batchd.planning.chunking import Chunker
 from batchd.run.services import Services, open_services
 from batchd.storage.chunk_outcomes import read_outcome_batches
@@ -324,10 +325,16 @@ class _Keep(io.BytesIO):
 
 
 def ingest_rows(
-    svc: Services, data: bytes, workers: int = 1, dry_run: bool = False, **options: Any
+    svc: Services,
+    data: bytes,
+    workers: int = 1,
+    dry_run: bool = False,
+    source: Path | None = None,
+    **options: Any,
 ) -> tuple[IngestStats, list[dict[str, Any]], dict[str, bytes]]:
     """ingest() as pipeline.ingest_run wires it (chunk files in memory); the lines rows and
-    every chunk file's bytes, after the chunker finished."""
+    every chunk file's bytes, after the chunker finished. With `source`, data is written
+    there and read from the file (as a local input is), not from memory."""
     files: dict[str, io.BytesIO] = {}
 
     def open_file(rel: str) -> io.BytesIO | None:
@@ -347,8 +354,26 @@ def ingest_rows(
         dry_run=dry_run,
     )
     batches: list[pa.RecordBatch] = []
-    stats = ingest(
-        io.BytesIO(data),
+    if source is not None:
+        source.write_bytes(data)
+    stream = open_source(source) if source is not None else io.BytesIO(data)
+    with stream:
+        stats = _ingest_rows(svc, chunker, stream, batches, workers, **options)
+    chunks = chunker.finish()
+    rows = pa.Table.from_batches(batches).to_pylist() if batches else []
+    return stats, rows, {c.path: files[c.path].getvalue() for c in chunks if c.path in files}
+
+
+def _ingest_rows(
+    svc: Services,
+    chunker: Chunker,
+    stream: Any,
+    batches: list[pa.RecordBatch],
+    workers: int,
+    **options: Any,
+) -> IngestStats:
+    return ingest(
+        stream,
         router=svc.router,
         chunker=chunker,
         cache=svc.cache,
@@ -358,9 +383,6 @@ def ingest_rows(
         workers=workers,
         **options,
     )
-    chunks = chunker.finish()
-    rows = pa.Table.from_batches(batches).to_pylist() if batches else []
-    return stats, rows, {c.path: files[c.path].getvalue() for c in chunks if c.path in files}
 
 
 def vendor_lines(files: dict[str, bytes]) -> list[bytes]:
