@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from typing import Any, BinaryIO
 
@@ -22,7 +22,7 @@ from batchd.core.heap import return_big_buffers
 from batchd.errors import BatchdError
 from batchd.intake.column_settle import settle_columns
 from batchd.intake.decode import INTERNAL_ERROR, ParseContext, Parsed, paused_gc
-from batchd.intake.lines import MAX_LINE_BYTES, RawBlock, iter_blocks, lines_in
+from batchd.intake.lines import MAX_LINE_BYTES, iter_blocks, numbered
 from batchd.intake.parse_pool import parse_blocks
 from batchd.intake.records import Block
 from batchd.intake.seen import Seen, new_seen
@@ -192,11 +192,11 @@ def ingest(
             on_progress(stats)
 
     blocks: Iterable[Job]
-    local = workers > 1 and local_file(stream) is not None  # workers read their own blocks
+    local = workers > 1 and local_file(stream)  # workers read their own blocks
     if local:
         blocks = numbered_spans(stream, max_line_bytes)
     else:
-        blocks = _numbered(iter_blocks(stream, max_line_bytes=max_line_bytes))
+        blocks = numbered(iter_blocks(stream, max_line_bytes=max_line_bytes))
     # No cyclic collection for the whole pass: a block's records hold no cycles, and one
     # pause per block let a collection run between blocks, walking every object alive.
     with paused_gc(), ExitStack() as on_exit:
@@ -229,13 +229,6 @@ def ingest(
     if stats.lines == 0:
         raise BatchdError(EMPTY_INPUT, EMPTY_HINT)
     return stats
-
-
-def _numbered(blocks: Iterable[RawBlock]) -> Iterator[tuple[int, RawBlock]]:
-    first = 1
-    for lines in blocks:
-        yield first, lines
-        first += lines_in(lines)
 
 
 def _settle(

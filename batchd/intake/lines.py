@@ -7,7 +7,7 @@ reported (as None) and skipped up to its end without being held in memory.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,6 +71,13 @@ def iter_blocks(
             skipping = True
     if carry:
         yield [carry if len(carry) <= max_line_bytes else None]
+
+
+def numbered(blocks: Iterable[RawBlock], first: int = 1) -> Iterator[tuple[int, RawBlock]]:
+    """Each block with its first line's number (lines count from `first`)."""
+    for block in blocks:
+        yield first, block
+        first += lines_in(block)
 
 
 def lines_of(block: RawBlock) -> list[bytes | None]:

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from batchd.intake.lines import BLOCK_BYTES, RawBlock, iter_blocks, lines_in
+from batchd.intake.lines import BLOCK_BYTES, RawBlock, iter_blocks, numbered
 from batchd.intake.native_lane import count_newlines
 
 
@@ -39,17 +39,20 @@ Job = tuple[int, RawBlock | Span]  # a block's first line number, and its lines 
 _fds: dict[tuple[int, int], int] = {}  # (dev, ino) -> an open descriptor, in this process
 
 
-def local_file(stream: Any) -> os.stat_result | None:
-    """The stream's file when it is a plain regular file read from its start, else None
-    (a .gz, S3 or pipe stream is read as a stream)."""
+def local_file(stream: Any) -> bool:
+    """Whether the stream is a plain regular file read from its start (a .gz, S3 or pipe
+    stream is read as a stream)."""
     if type(stream) is not io.BufferedReader or not isinstance(stream.raw, io.FileIO):
-        return None
+        return False
     try:
-        st = os.fstat(stream.fileno())
-        start = stream.tell()
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode) and stream.tell() == 0
     except (OSError, ValueError):
-        return None
-    return st if stat.S_ISREG(st.st_mode) and start == 0 else None
+        return False
+
+
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 @contextmanager
@@ -57,8 +60,7 @@ def reading(stream: BinaryIO) -> Iterator[None]:
     """While open, this process (and a worker forked from it) reads spans of the stream's
     file with the stream's own descriptor."""
     fd = stream.fileno()
-    st = os.fstat(fd)
-    ident = (st.st_dev, st.st_ino)
+    ident = _ident(fd)
     _fds[ident] = fd
     try:
         yield
@@ -73,7 +75,7 @@ def numbered_spans(
     """Every block of a local file (see `local_file`) with its first line number, as Spans
     (read them inside `reading(stream)`)."""
     fd = stream.fileno()
-    st = os.fstat(fd)
+    dev, ino = _ident(fd)
     first, offset = 1, 0
     if max_line_bytes < block_bytes:  # a block may hold a line over the limit
         yield from _stream_from(stream, offset, first, max_line_bytes)
@@ -89,7 +91,7 @@ def numbered_spans(
             return
         if n < block_bytes and buf[n - 1] == 0x0A:  # the file's last line ends in "\n"
             cut = n - 1
-        yield first, Span(stream.name, st.st_dev, st.st_ino, offset, cut)
+        yield first, Span(stream.name, dev, ino, offset, cut)
         first += count_newlines(buf, cut) + 1
         offset += cut + 1
         if n < block_bytes:
@@ -98,9 +100,7 @@ def numbered_spans(
 
 def _stream_from(stream: BinaryIO, offset: int, first: int, max_line_bytes: int) -> Iterator[Job]:
     stream.seek(offset)
-    for block in iter_blocks(stream, max_line_bytes=max_line_bytes):
-        yield first, block
-        first += lines_in(block)
+    return numbered(iter_blocks(stream, max_line_bytes=max_line_bytes), first)
 
 
 def _read_into(fd: int, buf: bytearray, offset: int) -> int:
@@ -121,8 +121,7 @@ def read_span(span: Span) -> bytes:
     fd = _fds.get(ident)
     if fd is None:
         fd = os.open(span.path, os.O_RDONLY | os.O_CLOEXEC)
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != ident:
+        if _ident(fd) != ident:
             os.close(fd)
             raise OSError(f"{span.path} is no longer the file being read")
         _fds[ident] = fd

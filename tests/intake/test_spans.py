@@ -63,13 +63,13 @@ def test_only_a_plain_local_file_is_read_by_spans(tmp_path) -> None:
     plain.write_bytes(b"x\n")
     packed.write_bytes(gzip.compress(b"x\n"))
     with open_source(plain) as f:
-        assert local_file(f) is not None
+        assert local_file(f)
     with open_source(packed) as f:
-        assert local_file(f) is None
+        assert not local_file(f)
     r, w = os.pipe()
     with os.fdopen(r, "rb") as f:
         os.close(w)
-        assert local_file(f) is None
+        assert not local_file(f)
 
 
 def test_a_span_of_a_replaced_file_is_an_error_not_other_bytes(tmp_path) -> None:
