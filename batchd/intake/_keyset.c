@@ -2,15 +2,13 @@
 
    The same answers as intake.seen.SeenSet: `check_add_packed(packed)` tells, for each
    16-byte value laid end to end, whether it was seen before (in an earlier call, or earlier
-   in this one) and adds it; `contains(hi, lo)` looks pairs up (the two little-endian
-   uint64 halves, as SeenSet takes them) without adding. The values are kept once each, in
-   order, in one array (16 bytes a value, grown by a quarter in place); a table of 4-byte
-   places into it (0: empty) is probed from a value's first 8 bytes (BLAKE2b output:
-   uniform already), linearly, and rebuilt twice the size from the values past 70% full.
-   So the set costs 16 bytes a value and 6 to 12 more for the table, and a rebuild frees
-   the old table first: memory grows with the values held, with no doubling peak. `freeze`
-   (a spill's prefix, read only from then on) sorts the values in place and frees the
-   table: 16 bytes a value, looked up from its expected place, then by bisection. */
+   in this one) and adds it. The values are kept once each, in order, in one array (16
+   bytes a value, grown by a quarter in place); a table of 4-byte places into it (0: empty)
+   is probed from a value's first 8 bytes (BLAKE2b output: uniform already), linearly, and
+   rebuilt twice the size from the values past 70% full. So the set costs 16 bytes a value
+   and 6 to 12 more for the table, and a rebuild frees the old table first: memory grows
+   with the values held, with no doubling peak. `packed(start, count)` copies values out,
+   in the order added (a spill moves the set to disk with it, a window at a time). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,7 +21,6 @@ typedef struct {
     size_t n, room;   /* values held; values the array has room for */
     uint32_t *table;  /* a value's place + 1; 0: empty */
     size_t cap;       /* the table's slots, a power of two */
-    int frozen;       /* values sorted, no table: looked up by bisection, none added */
 } KeySet;
 
 #define MAX_VALUES 0xFFFFFFF0u
@@ -48,39 +45,8 @@ static int rebuild(KeySet *s) {
     return 0;
 }
 
-static int below(const uint64_t *v, uint64_t a, uint64_t b) {
-    return v[0] < a || (v[0] == a && v[1] < b);
-}
-
-/* A value in the sorted values. Digests are uniform, so a value's place is close to
-   n * a / 2^64: the search starts there, widens its bracket by doubling steps, bisects. */
-static int bisect(const KeySet *s, uint64_t a, uint64_t b) {
-    size_t n = s->n;
-    if (!n) return 0;
-    size_t guess = (size_t)(((unsigned __int128)a * n) >> 64), lo = guess, hi = guess + 1;
-    for (size_t step = 16; lo > 0 && !below(s->values + 2 * (lo - 1), a, b); step *= 2)
-        lo = lo > step ? lo - step : 0; /* lo: a place whose left neighbour is below */
-    for (size_t step = 16; hi < n && below(s->values + 2 * (hi - 1), a, b); step *= 2)
-        hi = hi + step < n ? hi + step : n; /* hi: a place whose left neighbour is not */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const uint64_t *v = s->values + 2 * mid;
-        if (v[0] == a && v[1] == b) return 1;
-        if (below(v, a, b)) lo = mid + 1;
-        else hi = mid;
-    }
-    return 0;
-}
-
-/* 1: held already; 0: not (added when add); -1: a Python error is set. */
-static int check(KeySet *s, uint64_t a, uint64_t b, int add) {
-    if (s->frozen) {
-        if (add) {
-            PyErr_SetString(PyExc_RuntimeError, "a frozen dedup set takes no more values");
-            return -1;
-        }
-        return bisect(s, a, b);
-    }
+/* 1: held already; 0: not, and added now; -1: a Python error is set. */
+static int check_add(KeySet *s, uint64_t a, uint64_t b) {
     if (s->cap) {
         size_t mask = s->cap - 1, j = a & mask;
         uint32_t at;
@@ -90,7 +56,6 @@ static int check(KeySet *s, uint64_t a, uint64_t b, int add) {
             j = (j + 1) & mask;
         }
     }
-    if (!add) return 0;
     if (s->n >= MAX_VALUES) {
         PyErr_SetString(PyExc_OverflowError, "the dedup set is full (4G values)");
         return -1;
@@ -133,7 +98,7 @@ static PyObject *check_add_packed(KeySet *s, PyObject *arg) {
         uint64_t a, b;
         memcpy(&a, p + 16 * i, 8);
         memcpy(&b, p + 16 * i + 8, 8);
-        int r = check(s, a, b, 1);
+        int r = check_add(s, a, b);
         if (r < 0) {
             PyBuffer_Release(&in);
             Py_DECREF(out);
@@ -145,54 +110,17 @@ static PyObject *check_add_packed(KeySet *s, PyObject *arg) {
     return out;
 }
 
-static PyObject *contains(KeySet *s, PyObject *args) {
-    Py_buffer hi, lo;
-    if (!PyArg_ParseTuple(args, "y*y*", &hi, &lo)) return NULL;
-    PyObject *out = NULL;
-    if (hi.len != lo.len || hi.len % 8) {
-        PyErr_SetString(PyExc_ValueError, "hi and lo must be uint64 arrays of one length");
-        goto done;
+/* Values start .. start + count (clipped to those held), 16 bytes each, as added. */
+static PyObject *packed(KeySet *s, PyObject *args) {
+    Py_ssize_t start, count;
+    if (!PyArg_ParseTuple(args, "nn", &start, &count)) return NULL;
+    if (start < 0 || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "start and count must not be negative");
+        return NULL;
     }
-    Py_ssize_t n = hi.len / 8;
-    out = PyBytes_FromStringAndSize(NULL, n);
-    if (!out) goto done;
-    char *flags = PyBytes_AS_STRING(out);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t a, b;
-        memcpy(&a, (const char *)hi.buf + 8 * i, 8);
-        memcpy(&b, (const char *)lo.buf + 8 * i, 8);
-        flags[i] = (char)check(s, a, b, 0); /* never -1: it adds nothing */
-    }
-done:
-    PyBuffer_Release(&hi);
-    PyBuffer_Release(&lo);
-    return out;
-}
-
-static int by_value(const void *x, const void *y) {
-    const uint64_t *a = x, *b = y;
-    if (a[0] != b[0]) return a[0] < b[0] ? -1 : 1;
-    return a[1] < b[1] ? -1 : a[1] > b[1];
-}
-
-/* No more values will be added (a spill's prefix): the values sorted in place and shrunk
-   to what they hold, the table freed; what is held is answered by bisection. */
-static PyObject *freeze(KeySet *s, PyObject *unused) {
-    (void)unused;
-    if (s->frozen) Py_RETURN_NONE;
-    PyMem_Free(s->table);
-    s->table = NULL;
-    s->cap = 0;
-    qsort(s->values, s->n, 16, by_value);
-    if (s->n && s->n < s->room) {
-        uint64_t *values = PyMem_Realloc(s->values, s->n * 16);
-        if (values) {
-            s->values = values;
-            s->room = s->n;
-        }
-    }
-    s->frozen = 1;
-    Py_RETURN_NONE;
+    size_t from = (size_t)start < s->n ? (size_t)start : s->n;
+    size_t take = s->n - from < (size_t)count ? s->n - from : (size_t)count;
+    return PyBytes_FromStringAndSize((const char *)(s->values + 2 * from), (Py_ssize_t)(take * 16));
 }
 
 static Py_ssize_t keyset_len(KeySet *s) { return (Py_ssize_t)s->n; }
@@ -211,10 +139,9 @@ static PyObject *nbytes(KeySet *s, PyObject *unused) {
 static PyMethodDef keyset_methods[] = {
     {"check_add_packed", (PyCFunction)check_add_packed, METH_O,
      "A byte a value (1: seen before), each 16-byte value added."},
-    {"contains", (PyCFunction)contains, METH_VARARGS,
-     "A byte a (hi, lo) pair of uint64 buffers (1: held); adds none."},
+    {"packed", (PyCFunction)packed, METH_VARARGS,
+     "Values start .. start + count, 16 bytes each, in the order added."},
     {"nbytes", (PyCFunction)nbytes, METH_NOARGS, "The set's memory in bytes."},
-    {"freeze", (PyCFunction)freeze, METH_NOARGS, "Sort, free the table: no more values."},
     {NULL, NULL, 0, NULL}};
 
 static PySequenceMethods keyset_seq = {.sq_length = (lenfunc)keyset_len};

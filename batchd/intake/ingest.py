@@ -209,10 +209,13 @@ def ingest(
             if spill is None and len(seen_ids) + len(seen_keys) >= budget:
                 log.info("in-run dedup past its memory: the rest is settled from disk")
                 spill = on_exit.enter_context(Spill(seen_ids, seen_keys))
+                seen_ids, seen_keys = new_seen(), new_seen()  # on disk now: their memory freed
             if spill is None:
                 settle(block, seen_ids, seen_keys)
+                del block  # not held while the next one is decoded: one block alive
             else:  # settled once its epoch's answers are known (intake.spill)
                 spill.add(block)
+                del block  # on disk now: not held while the ready blocks are decoded
                 if on_progress is not None:
                     on_progress(stats)
                 for _ in range(2):  # the closed epochs' blocks, while the next is read
@@ -220,9 +223,11 @@ def ingest(
                     if ready is None:
                         break
                     settle(*ready)
+                    del ready  # one decoded block alive at a time: memory stays flat
         if spill is not None:
             for ready in spill.finish():
                 settle(*ready)
+                del ready
     stats.invalid_by_type = dict(invalid_types)
     if semantic is not None:
         stats.semantic_embedding = semantic.embedder.spend.as_dict()

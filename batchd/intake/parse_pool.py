@@ -87,9 +87,11 @@ def parse_blocks(blocks: Iterable[Job], ctx: ParseContext, workers: int) -> Iter
             while len(in_flight) > 2 * workers or (broken and in_flight):
                 block, broken = _collect(in_flight.popleft(), ctx, broken)
                 yield block
+                del block  # not held while the next one is decoded: one block alive
         while in_flight:
             block, broken = _collect(in_flight.popleft(), ctx, broken)
             yield block
+            del block
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -9,6 +9,7 @@ twice the set. All work is vectorised per batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -99,16 +100,13 @@ class SeenSet:
         out[order] = seen
         return out
 
-    def contains(self, hi: _U64, lo: _U64) -> npt.NDArray[np.bool_]:
-        """Which (hi, lo) pairs the set holds (adds none)."""
-        order = np.argsort(hi, kind="stable")
-        hi_sorted, lo_sorted = hi[order], lo[order]
-        found = contains_sorted(*self._delta, hi_sorted, lo_sorted)
-        for run in self._runs:
-            found |= contains_sorted(*run, hi_sorted, lo_sorted)
-        out = np.empty(len(hi), dtype=bool)
-        out[order] = found
-        return out
+    def packed_windows(self, count: int) -> Iterator[bytes]:
+        """Every value held, 16 bytes each, `count` values at a time (in no set order)."""
+        for hi, lo in [*self._runs, self._delta]:
+            for start in range(0, len(hi), count):
+                pairs = np.empty((min(count, len(hi) - start), 2), dtype=np.uint64)
+                pairs[:, 0], pairs[:, 1] = hi[start : start + count], lo[start : start + count]
+                yield pairs.tobytes()
 
     def _fold(self) -> None:
         """The delta into the last run, or as a new run when the last one is full."""
@@ -139,17 +137,13 @@ class HashSeen:
     def check_add_packed(self, packed: bytes) -> npt.NDArray[np.bool_]:
         return np.frombuffer(self._set.check_add_packed(packed), dtype=bool)
 
-    def freeze(self) -> None:
-        """No more values will be added (a spill's prefix): the table freed, the values
-        sorted (16 bytes each, as SeenSet); `contains` answers, `check_add` raises."""
-        self._set.freeze()
-
-    def contains(self, hi: _U64, lo: _U64) -> npt.NDArray[np.bool_]:
-        hi, lo = np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64)
-        return np.frombuffer(self._set.contains(hi, lo), dtype=bool)
+    def packed_windows(self, count: int) -> Iterator[bytes]:
+        """Every value held, 16 bytes each, `count` values at a time (in the order added)."""
+        for start in range(0, len(self._set), count):
+            yield self._set.packed(start, count)
 
 
-Held = SeenSet | HashSeen  # a set in memory: what a spill reads its prefix from
+Held = SeenSet | HashSeen  # a set in memory: what a spill moves to disk at the switch
 
 
 def new_seen() -> Held:

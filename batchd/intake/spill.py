@@ -2,18 +2,19 @@
 settled once the dedup answers for its lines are known.
 
 Ingest checks every line's custom_id, and then every valid line's key, against what the
-run has seen (intake.seen: 16 bytes an entry in memory). Past the budget, the blocks that
-follow are written here unsettled, and their ids and keys to 256 partition files by first
-byte, with their place in the epoch's sequence of checks. An epoch closes once it holds a
-quarter of the lines spilled so far (at least EPOCH_MIN_LINES): then each partition is
-read alone, and an entry is a repeat when the in-memory set holds it, an earlier epoch
-had it (a sorted file of what every closed epoch saw, per partition), or an earlier entry
-of the epoch has it. A key is asked only for a valid line whose id is new, as ingest asks.
-The answers are bits, one a check. The epoch's blocks are then read back in order and
-settled as before, each check answered from the bits (`Replay`), so chunk order, counts and
-rows are those the in-memory sets give; ingest settles them while the next epoch is read,
-so parsing and settling still overlap. Memory: the budget, a flush buffer, one partition,
-and two bits a line of the epochs not yet settled.
+run has seen (intake.seen: 16 bytes an entry in memory). Past the budget, the two sets
+move to disk (a file of what the run has seen, in 256 partitions by first byte) and are
+freed; the blocks that follow are written here unsettled, and their ids and keys to 256
+partitions, with their place in the epoch's sequence of checks. An epoch closes once it
+holds a quarter of the lines spilled so far (at least EPOCH_MIN_LINES): then each
+partition is read alone, and an entry is a repeat when the run saw it before the epoch
+(the seen file, rewritten with the epoch's new entries) or an earlier entry of the epoch
+has it. A key is asked only for a valid line whose id is new, as ingest asks. The answers
+are bits, one a check. The epoch's blocks are then read back in order and settled as
+before, each check answered from the bits (`Replay`), so chunk order, counts and rows are
+those the in-memory sets give; ingest settles them while the next epoch is read, so
+parsing and settling still overlap. Memory: a flush buffer, one partition, and two bits
+a line of the epochs not yet settled; the sets' budget is given back at the switch.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from batchd.intake.records import Block
-from batchd.intake.seen import HashSeen, Held, contains_sorted
+from batchd.intake.seen import Held, contains_sorted
 
 PARTS = 256  # partition files per kind: a partition is 1/256 of the checks
-FLUSH_ENTRIES = 1 << 18  # entries buffered before they go to their partitions
+FLUSH_ENTRIES = 1 << 16  # entries buffered before they go to their partitions (1.5 MB)
 WINDOW = 1 << 18  # checks handled at once when turning bits over
 EPOCH_MIN_LINES = 1 << 20  # an epoch holds at least this many lines (or a quarter so far)
 _ENTRY_BYTES = 24  # an entry: hi, lo (the value as two uint64) and seq, a row of uint64
@@ -47,6 +48,7 @@ _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(Block)
 
 _Bits = npt.NDArray[np.uint8]
+_NONE = np.empty(0, dtype=np.uint64)
 Settle = tuple[Block, "Replay", "Replay"]  # a block, with the answers to its id and key checks
 
 
@@ -61,13 +63,14 @@ class Spill:
         directory: str | None = None,
         epoch_min_lines: int | None = None,
     ) -> None:
-        self._prefix = (seen_ids, seen_keys)  # what was settled before the switch (read only)
-        for held in self._prefix:
-            if isinstance(held, HashSeen):
-                held.freeze()
+        """`seen_ids`, `seen_keys`: what was settled before the switch, copied to disk here;
+        the caller drops them, so their memory is given back."""
         self._dir = tempfile.TemporaryDirectory(prefix="batchd-spill-", dir=directory)
         self._path = Path(self._dir.name)
-        self._seen = (_Seen(self._path / "seen-ids"), _Seen(self._path / "seen-keys"))
+        self._seen = (
+            _Seen(self._path / "seen-ids", seen_ids),
+            _Seen(self._path / "seen-keys", seen_keys),
+        )
         self._epochs = 0
         self._open = self._new_epoch()
         self._closed: deque[_Epoch] = deque()
@@ -112,6 +115,7 @@ class Spill:
             self._close_epoch()
         while (item := self.ready()) is not None:
             yield item
+            del item  # not held while the next block is decoded
 
     def _new_epoch(self) -> _Epoch:
         self._epochs += 1
@@ -119,7 +123,7 @@ class Spill:
 
     def _close_epoch(self) -> None:
         epoch, self._open = self._open, self._new_epoch()
-        epoch.resolve(self._prefix, self._seen)
+        epoch.resolve(self._seen)
         self._closed.append(epoch)
 
 
@@ -163,13 +167,13 @@ class _Epoch:
         self.lines += n
         return n
 
-    def resolve(self, prefix: tuple[Held, Held], seen: tuple[_Seen, _Seen]) -> None:
-        """Every check's answer, from the in-memory sets, earlier epochs and this one."""
+    def resolve(self, seen: tuple[_Seen, _Seen]) -> None:
+        """Every check's answer, from what the run saw before this epoch and this one."""
         self._ids.flush()
         self._keys.flush()
-        id_seen = self._ids.resolve(prefix[0], seen[0])
+        id_seen = self._ids.resolve(seen[0])
         asked = self._asked(id_seen)  # a bit per key check: its line's id is new
-        key_seen = self._keys.resolve(prefix[1], seen[1], asked)
+        key_seen = self._keys.resolve(seen[1], asked)
         n_keys = self._keys.count
         self._answers = (
             Replay(id_seen, self._ids.count),
@@ -212,21 +216,29 @@ class _Epoch:
 
 
 class _Seen:
-    """What the closed epochs saw: one file of (hi, lo) pairs, each partition's ordered by
-    hi, with where each partition starts; rewritten as each epoch closes."""
+    """What the run saw before the epoch being resolved: (hi, lo) pairs in one file, in
+    runs each ordered by partition; a partition's pairs, gathered from the runs, are
+    ordered by hi. It starts as the in-memory set's values, a run a window of them, and is
+    rewritten as one run as each epoch closes."""
 
-    def __init__(self, stem: Path) -> None:
+    def __init__(self, stem: Path, held: Held) -> None:
         self._stem = stem
-        self._file: BinaryIO | None = None
-        self._bounds = np.zeros(PARTS + 1, dtype=np.int64)  # in pairs
         self._generation = 0
+        self._file: BinaryIO = open(stem, "w+b")  # noqa: SIM115 (closed in close)
+        self._runs: list[tuple[int, npt.NDArray[np.int64]]] = []  # offset (pairs), bounds
+        self._ordered = False  # each partition ordered by hi on disk (once rewritten)
+        at = 0
+        for packed in held.packed_windows(FLUSH_ENTRIES):
+            pairs, bounds = _by_partition(np.frombuffer(packed, dtype=np.uint64).reshape(-1, 2))
+            self._file.write(pairs.data)  # from the array: no bytes copy
+            self._runs.append((at, bounds))
+            at += len(pairs)
+        self._file.flush()
 
     def load(self, p: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-        lo, hi = int(self._bounds[p]), int(self._bounds[p + 1])
-        if self._file is None or hi == lo:
-            empty = np.empty(0, dtype=np.uint64)
-            return empty, empty
-        pairs = _read(self._file, lo * 16, (hi - lo) * 16, np.uint64).reshape(-1, 2)
+        pairs = _gather(self._file, self._runs, p, 2)
+        if not self._ordered:
+            pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
         return pairs[:, 0], pairs[:, 1]
 
     def rewrite(self) -> _SeenWriter:
@@ -234,14 +246,12 @@ class _Seen:
         return _SeenWriter(self, self._stem.with_name(f"{self._stem.name}-{self._generation}"))
 
     def replace(self, file: BinaryIO, bounds: npt.NDArray[np.int64]) -> None:
-        if self._file is not None:
-            self._file.close()
-            os.unlink(self._file.name)
-        self._file, self._bounds = file, bounds
+        self._file.close()
+        os.unlink(self._file.name)
+        self._file, self._runs, self._ordered = file, [(0, bounds)], True
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        self._file.close()
 
 
 class _SeenWriter:
@@ -274,7 +284,7 @@ class _Partitions:
 
     def __init__(self, stem: Path) -> None:
         self._file: BinaryIO = open(stem, "w+b")  # noqa: SIM115 (closed in close)
-        self._runs: list[tuple[int, npt.NDArray[np.int64]]] = []  # offset, partition bounds
+        self._runs: list[tuple[int, npt.NDArray[np.int64]]] = []  # offset (entries), bounds
         self._end = 0
         self.count = 0
         self._buffer: list[npt.NDArray[np.uint64]] = []
@@ -300,29 +310,20 @@ class _Partitions:
             return
         entries = np.concatenate(self._buffer)
         self._buffer, self._buffered = [], 0
-        part = (entries[:, 0] & np.uint64(0xFF)).astype(np.uint8)
-        order = np.argsort(part, kind="stable")
-        data = np.take(entries, order, axis=0).tobytes()
-        bounds = np.searchsorted(part[order], np.arange(PARTS + 1)).astype(np.int64)
+        data, bounds = _by_partition(entries)
+        del entries
         self._file.seek(self._end)
-        self._file.write(data)
-        self._runs.append((self._end, bounds))
-        self._end += len(data)
+        self._file.write(data.data)  # from the array: no bytes copy
+        self._runs.append((self._end // _ENTRY_BYTES, bounds))
+        self._end += data.nbytes
 
     def part(self, p: int) -> npt.NDArray[np.uint64]:
         """Partition p's entries, one row each (hi, lo, seq)."""
-        size = _ENTRY_BYTES
-        pieces = [
-            _read(self._file, off + int(b[p]) * size, int(b[p + 1] - b[p]) * size, np.uint64)
-            for off, b in self._runs
-            if b[p + 1] > b[p]
-        ]
-        flat = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint64)
-        return flat.reshape(-1, 3)
+        return _gather(self._file, self._runs, p, 3)
 
-    def resolve(self, prefix: Held, seen: _Seen, asked: _Bits | None = None) -> _Bits:
-        """A bit per entry (by seq): held by `prefix`, seen by an earlier epoch, or earlier
-        in the sequence; what is new joins `seen`. With `asked`, only the entries it marks
+    def resolve(self, seen: _Seen, asked: _Bits | None = None) -> _Bits:
+        """A bit per entry (by seq): in `seen` (what the run saw before the epoch), or
+        earlier in the sequence; what is new joins `seen`. With `asked`, only the entries it marks
         are in the sequence (the others' bits are 0)."""
         self._file.flush()
         out = np.zeros((self.count + 7) // 8, dtype=np.uint8)
@@ -338,7 +339,7 @@ class _Partitions:
             hi, lo, seq = (np.ascontiguousarray(entries[:, j]) for j in range(3))
             order = np.lexsort((seq, lo, hi))
             hi, lo, seq = hi[order], lo[order], seq[order]
-            repeat = prefix.contains(hi, lo) | contains_sorted(seen_hi, seen_lo, hi, lo)
+            repeat = contains_sorted(seen_hi, seen_lo, hi, lo)
             first = np.ones(len(hi), dtype=bool)
             first[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
             repeat |= ~first
@@ -350,6 +351,31 @@ class _Partitions:
             writer.put(p, all_hi[order], all_lo[order])
         writer.done()
         return out
+
+
+def _by_partition(
+    rows: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+    """Rows (hi, lo, ...) ordered by partition (hi's low byte: the value's first byte),
+    stably, and where each partition starts (PARTS + 1 bounds)."""
+    part = (rows[:, 0] & np.uint64(0xFF)).astype(np.uint8)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(PARTS + 1)).astype(np.int64)
+    return np.take(rows, order, axis=0), bounds
+
+
+def _gather(
+    f: BinaryIO, runs: list[tuple[int, npt.NDArray[np.int64]]], p: int, width: int
+) -> npt.NDArray[np.uint64]:
+    """Partition p's rows of `width` uint64 from each run (offset in rows, bounds) of f."""
+    size = 8 * width
+    pieces = [
+        _read(f, (off + int(b[p])) * size, int(b[p + 1] - b[p]) * size, np.uint64)
+        for off, b in runs
+        if b[p + 1] > b[p]
+    ]
+    flat = np.concatenate(pieces) if len(pieces) > 1 else pieces[0] if pieces else _NONE
+    return flat.reshape(-1, width)
 
 
 def _read(f: BinaryIO, offset: int, n: int, dtype: Any) -> npt.NDArray[Any]:

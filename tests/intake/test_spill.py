@@ -73,8 +73,10 @@ def test_spilled_ingest_is_the_in_memory_one(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One epoch, or many (answers from the earlier epochs' files too)."""
+    """One epoch, or many (answers from the earlier epochs' files too); the sets moved to
+    disk at the switch in many runs."""
     monkeypatch.setattr(spill, "EPOCH_MIN_LINES", epoch_lines)
+    monkeypatch.setattr(spill, "FLUSH_ENTRIES", 512)
     data = _with_hits(svc, _data(6_000))
     in_memory = ingest_rows(svc, data, workers=workers)
     assert in_memory[0].in_run_duplicates > 500 and in_memory[0].cache_hits > 10
@@ -214,18 +216,25 @@ def test_a_replay_refuses_to_answer_out_of_step() -> None:
     picks=st.lists(st.integers(0, 7), min_size=1, max_size=40),
     budget_entries=st.integers(0, 60),
     epoch_lines=st.integers(1, 12),
+    flush_entries=st.integers(1, 8),
 )
 def test_generated_files_spill_the_same(
-    svc: Any, pool: list[bytes], picks: list[int], budget_entries: int, epoch_lines: int
+    svc: Any,
+    pool: list[bytes],
+    picks: list[int],
+    budget_entries: int,
+    epoch_lines: int,
+    flush_entries: int,
 ) -> None:
     """Lines drawn with repeats from a few generated ones (so ids and keys repeat), one
-    block per line, the switch anywhere, epochs of any size: rows, counts, chunks and plan
-    as in memory."""
+    block per line, the switch anywhere, epochs of any size, the sets moved to disk and
+    the checks flushed in runs of any size: rows, counts, chunks and plan as in memory."""
     data = b"\n".join(pool[i % len(pool)] for i in picks) + b"\n"
     tiny = functools.partial(iter_blocks, block_bytes=1)
     with pytest.MonkeyPatch.context() as m:
         m.setattr("batchd.intake.ingest.iter_blocks", tiny)
         m.setattr(spill, "EPOCH_MIN_LINES", epoch_lines)
+        m.setattr(spill, "FLUSH_ENTRIES", flush_entries)
         budget = {"dedup_memory_bytes": 16 * budget_entries}
         assert ingest_rows(svc, data, **budget) == ingest_rows(svc, data)
         assert _plan_stats(svc, data, **budget) == _plan_stats(svc, data)
