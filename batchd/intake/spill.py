@@ -323,8 +323,8 @@ class _Partitions:
 
     def resolve(self, seen: _Seen, asked: _Bits | None = None) -> _Bits:
         """A bit per entry (by seq): in `seen` (what the run saw before the epoch), or
-        earlier in the sequence; what is new joins `seen`. With `asked`, only the entries it marks
-        are in the sequence (the others' bits are 0)."""
+        earlier in the sequence; what is new joins `seen`. With `asked`, only the entries
+        it marks are in the sequence (the others' bits are 0)."""
         self._file.flush()
         out = np.zeros((self.count + 7) // 8, dtype=np.uint8)
         writer = seen.rewrite()
