@@ -285,7 +285,7 @@ class _Partitions:
     def __init__(self, stem: Path) -> None:
         self._file: BinaryIO = open(stem, "w+b")  # noqa: SIM115 (closed in close)
         self._runs: list[tuple[int, npt.NDArray[np.int64]]] = []  # offset (entries), bounds
-        self._end = 0
+        self._end = 0  # entries written (the file's size, in entries)
         self.count = 0
         self._buffer: list[npt.NDArray[np.uint64]] = []
         self._buffered = 0
@@ -312,10 +312,10 @@ class _Partitions:
         self._buffer, self._buffered = [], 0
         data, bounds = _by_partition(entries)
         del entries
-        self._file.seek(self._end)
+        self._file.seek(self._end * _ENTRY_BYTES)
         self._file.write(data.data)  # from the array: no bytes copy
-        self._runs.append((self._end // _ENTRY_BYTES, bounds))
-        self._end += data.nbytes
+        self._runs.append((self._end, bounds))
+        self._end += len(data)
 
     def part(self, p: int) -> npt.NDArray[np.uint64]:
         """Partition p's entries, one row each (hi, lo, seq)."""
